@@ -1,0 +1,22 @@
+"""Training and validation data for DPE: the corpus of real medical images and its datalists."""
+from __future__ import annotations
+
+from monai_dpe.data.corpus import CorpusEntry, CorpusReport, build_corpus
+from monai_dpe.data.datalist import datalist_from_folder, describe_image, validate_datalist, write_datalist
+from monai_dpe.data.sources import MODALITIES, SOURCES, SPLITS, ImageSource, SourceUnavailable, get_source
+
+__all__ = [
+    "MODALITIES",
+    "SOURCES",
+    "SPLITS",
+    "CorpusEntry",
+    "CorpusReport",
+    "ImageSource",
+    "SourceUnavailable",
+    "build_corpus",
+    "datalist_from_folder",
+    "describe_image",
+    "get_source",
+    "validate_datalist",
+    "write_datalist",
+]

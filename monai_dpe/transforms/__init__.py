@@ -1,0 +1,35 @@
+"""DPE transforms: perceptual degradations (array and dictionary) and the invertible intensity policy.
+
+Gamma curves and bias fields come from MONAI (``RandAdjustContrast``, ``RandBiasField`` and
+their dictionary twins); :class:`RandPerceptualDegradation` composes them with the paper's
+brightness, contrast and noise degradations.
+"""
+from __future__ import annotations
+
+from monai_dpe.transforms.array import NOISE_TYPES, RandAcquisitionNoise, RandLowBrightness, RandLowContrast
+from monai_dpe.transforms.composite import PRESETS, RandPerceptualDegradation
+from monai_dpe.transforms.dictionary import (
+    IntensityPolicyd,
+    RandAcquisitionNoised,
+    RandLowBrightnessd,
+    RandLowContrastd,
+    RandPerceptualDegradationd,
+)
+from monai_dpe.transforms.intensity_policy import POLICY_MODES, IntensityPolicy, robust_range
+
+__all__ = [
+    "RandLowBrightness",
+    "RandLowContrast",
+    "RandAcquisitionNoise",
+    "RandPerceptualDegradation",
+    "IntensityPolicy",
+    "RandLowBrightnessd",
+    "RandLowContrastd",
+    "RandAcquisitionNoised",
+    "RandPerceptualDegradationd",
+    "IntensityPolicyd",
+    "robust_range",
+    "NOISE_TYPES",
+    "PRESETS",
+    "POLICY_MODES",
+]

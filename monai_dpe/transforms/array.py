@@ -1,0 +1,205 @@
+"""Perceptual degradations as MONAI array transforms: low brightness, low contrast, acquisition noise.
+
+Each is a ``RandomizableTransform``: ``randomize`` draws every parameter from ``self.R`` (so
+``set_random_state(seed)`` reproduces a draw), ``__call__`` applies them, the drawn values are
+kept in ``last_params``, and the output has the input's type (numpy, torch or MetaTensor).
+Inputs are channel-first images in [0, 1].
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.config import NdarrayOrTensor
+from monai.data.meta_obj import get_track_meta
+from monai.transforms import RandGaussianNoise, RandomizableTransform, RandRicianNoise
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
+
+__all__ = ["RandLowBrightness", "RandLowContrast", "RandAcquisitionNoise", "as_range", "NOISE_TYPES"]
+
+NOISE_TYPES = ("gaussian", "uniform", "poisson", "rician")
+# ITU-R BT.601 luma weights: the grey a colour image is blended towards
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def as_range(value: float | Sequence[float], name: str) -> tuple[float, float]:
+    """A (low, high) range from a pair, or a fixed value from a single number (TorchIO's convention)."""
+    if isinstance(value, (int, float)):
+        return float(value), float(value)
+    low, high = (float(v) for v in value)
+    if low > high:
+        raise ValueError(f"{name} range must be (low, high) with low <= high, got {(low, high)}.")
+    return low, high
+
+
+def _float_tensor(img: NdarrayOrTensor) -> torch.Tensor:
+    """The image as a floating tensor (MetaTensor when tracking), integer inputs promoted to float32."""
+    t = convert_to_tensor(img, track_meta=get_track_meta())
+    return t if t.is_floating_point() else t.float()
+
+
+def _output_like(out: torch.Tensor, img: NdarrayOrTensor) -> NdarrayOrTensor:
+    """Return ``out`` in the input's container type, floating dtype kept (integers become float32)."""
+    dtype = img.dtype if (isinstance(img, torch.Tensor) and img.is_floating_point()) else None
+    if isinstance(img, np.ndarray):
+        dtype = img.dtype if np.issubdtype(img.dtype, np.floating) else np.float32
+    result, *_ = convert_to_dst_type(out, img, dtype=dtype)
+    return result
+
+
+class RandLowBrightness(RandomizableTransform):
+    """Darken an image by a random factor: ``img * f``, f ~ U(factor) (paper: U(0.1, 0.8)).
+
+    Args:
+        prob: probability of applying the transform.
+        factor: (low, high) range of the multiplicative factor, or a fixed factor.
+
+    Example::
+
+        t = RandLowBrightness(prob=1.0, factor=(0.1, 0.8))
+        dark = t(image)  # t.last_params["brightness"] holds the factor drawn
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, prob: float = 1.0, factor: float | Sequence[float] = (0.1, 0.8)) -> None:
+        RandomizableTransform.__init__(self, prob)
+        self.factor = as_range(factor, "factor")
+        self.last_params: dict = {}
+
+    def randomize(self, data=None) -> None:
+        super().randomize(None)
+        self.last_params = {"brightness": float(self.R.uniform(*self.factor))} if self._do_transform else {}
+
+    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
+        if randomize:
+            self.randomize()
+        if not self._do_transform:
+            return img
+        return _output_like(_float_tensor(img) * self.last_params["brightness"], img)
+
+
+class RandLowContrast(RandomizableTransform):
+    """Reduce contrast by blending with the image's mean grey: ``mean + f * (img - mean)``.
+
+    The mean grey is the image's mean luma (BT.601 weights) for 3-channel images and its mean
+    value otherwise, as the paper's colour-jitter contrast does.
+
+    Args:
+        prob: probability of applying the transform.
+        factor: (low, high) range of the blend factor (paper: U(0.1, 0.8)), or a fixed factor.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, prob: float = 1.0, factor: float | Sequence[float] = (0.1, 0.8)) -> None:
+        RandomizableTransform.__init__(self, prob)
+        self.factor = as_range(factor, "factor")
+        self.last_params: dict = {}
+
+    def randomize(self, data=None) -> None:
+        super().randomize(None)
+        self.last_params = {"contrast": float(self.R.uniform(*self.factor))} if self._do_transform else {}
+
+    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
+        if randomize:
+            self.randomize()
+        if not self._do_transform:
+            return img
+        t = _float_tensor(img)
+        if t.shape[0] == 3:
+            weights = torch.tensor(_LUMA, dtype=t.dtype, device=t.device).view(3, *([1] * (t.dim() - 1)))
+            mean = (t * weights).sum(0).mean()
+        else:
+            mean = t.mean()
+        f = self.last_params["contrast"]
+        return _output_like(mean + f * (t - mean), img)
+
+
+class RandAcquisitionNoise(RandomizableTransform):
+    """Add acquisition noise of a randomly chosen type and strength.
+
+    Types: ``"gaussian"`` (MONAI ``RandGaussianNoise``), ``"rician"`` (MONAI ``RandRicianNoise``,
+    magnitude MR), ``"poisson"`` (photon counting: ``Poisson(img / s^2) * s^2``, so the standard
+    deviation at value 1 is ``s``) and ``"uniform"`` (non-negative ``U(0, s)``, the paper's
+    reference code).
+
+    Args:
+        prob: probability of applying the transform.
+        noise_types: one type or a sequence to choose from uniformly.
+        std: (low, high) range of the noise strength ``s`` on a [0, 1] scale, or a fixed value.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(
+        self,
+        prob: float = 1.0,
+        noise_types: str | Sequence[str] = ("gaussian", "poisson", "rician"),
+        std: float | Sequence[float] = (0.0, 0.05),
+    ) -> None:
+        RandomizableTransform.__init__(self, prob)
+        self.noise_types = (noise_types,) if isinstance(noise_types, str) else tuple(noise_types)
+        unknown = [n for n in self.noise_types if n not in NOISE_TYPES]
+        if unknown or not self.noise_types:
+            raise ValueError(f"noise_types must be among {NOISE_TYPES}, got {self.noise_types}.")
+        self.std = as_range(std, "std")
+        if self.std[0] < 0:
+            raise ValueError(f"std must be non-negative, got {self.std}.")
+        self._gaussian = RandGaussianNoise(prob=1.0, sample_std=False)
+        self._rician = RandRicianNoise(prob=1.0, sample_std=False)
+        self.noise: torch.Tensor | None = None
+        self.last_params: dict = {}
+
+    def set_random_state(self, seed=None, state=None):
+        super().set_random_state(seed, state)
+        self._gaussian.set_random_state(state=self.R)
+        self._rician.set_random_state(state=self.R)
+        return self
+
+    def randomize(self, img: NdarrayOrTensor) -> None:
+        """Draw the type and strength, then the noise field itself for an image of ``img``'s shape."""
+        super().randomize(None)
+        self.noise = None
+        if not self._do_transform:
+            self.last_params = {}
+            return
+        kind = self.noise_types[int(self.R.randint(len(self.noise_types)))]
+        std = float(self.R.uniform(*self.std))
+        self.last_params = {"noise": kind, "noise_std": std}
+        t = _float_tensor(img)
+        if kind == "uniform":
+            self.noise = torch.as_tensor(self.R.uniform(0.0, std, size=t.shape), dtype=t.dtype)
+        elif kind == "poisson":
+            self.noise = self._poisson_residual(t, std)
+        elif kind == "gaussian":
+            self._gaussian.set_random_state(state=self.R)
+            self._gaussian.std = std
+            self._gaussian.dtype = torch.float32
+            self.noise = torch.as_tensor(self._gaussian(torch.zeros_like(t.as_tensor() if hasattr(t, "as_tensor") else t)))
+        else:  # rician: keep MONAI's draw and express it as an additive residual on this image
+            self._rician.set_random_state(state=self.R)
+            self._rician.std = std
+            plain = t.as_tensor() if hasattr(t, "as_tensor") else t
+            self.noise = torch.as_tensor(self._rician(plain)) - plain
+
+    def _poisson_residual(self, t: torch.Tensor, std: float) -> torch.Tensor:
+        if std == 0:
+            return torch.zeros_like(t.as_tensor() if hasattr(t, "as_tensor") else t)
+        photons = 1.0 / std**2
+        lam = np.clip(t.detach().cpu().numpy(), 0, None) * photons
+        counts = self.R.poisson(lam)
+        return torch.as_tensor(counts / photons - lam / photons, dtype=t.dtype)
+
+    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
+        if randomize:
+            self.randomize(img)
+        if not self._do_transform:
+            return img
+        if self.noise is None:
+            raise RuntimeError("call randomize(img) before applying with randomize=False.")
+        t = _float_tensor(img)
+        if tuple(self.noise.shape) != tuple(t.shape):
+            raise ValueError(f"drawn noise has shape {tuple(self.noise.shape)}, image has {tuple(t.shape)}.")
+        return _output_like(t + self.noise.to(device=t.device, dtype=t.dtype), img)

@@ -1,0 +1,171 @@
+"""Dictionary twins of the degradation transforms and the intensity policy.
+
+Each applies the same random draw to every key (so an image and its mask, or several
+contrasts of one subject, are degraded alike), like MONAI's ``RandGaussianNoised``.
+"""
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import torch
+from monai.config import KeysCollection
+from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform
+from monai.utils import ensure_tuple, ensure_tuple_rep
+
+from monai_dpe.transforms.array import RandAcquisitionNoise, RandLowBrightness, RandLowContrast
+from monai_dpe.transforms.composite import RandPerceptualDegradation
+from monai_dpe.transforms.intensity_policy import IntensityPolicy
+
+__all__ = [
+    "RandLowBrightnessd",
+    "RandLowContrastd",
+    "RandAcquisitionNoised",
+    "RandPerceptualDegradationd",
+    "IntensityPolicyd",
+]
+
+
+class _RandMapd(RandomizableTransform, MapTransform):
+    """A dictionary wrapper that draws once from the first present key and applies to all keys."""
+
+    def __init__(self, keys: KeysCollection, transform: RandomizableTransform, allow_missing_keys: bool) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, 1.0)
+        self.transform = transform
+
+    @property
+    def last_params(self) -> dict:
+        """Parameters of the last draw (for reports)."""
+        return self.transform.last_params
+
+    def set_random_state(self, seed=None, state=None):
+        super().set_random_state(seed, state)
+        self.transform.set_random_state(state=self.R)
+        return self
+
+    def _draw(self, img) -> None:
+        self.transform.randomize(img) if isinstance(self.transform, RandAcquisitionNoise) else self.transform.randomize()
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        keys = list(self.key_iterator(d))
+        if not keys:
+            return d
+        self._draw(d[keys[0]])
+        for key in keys:
+            d[key] = self.transform(d[key], randomize=False)
+        return d
+
+
+class RandLowBrightnessd(_RandMapd):
+    """Dictionary :class:`RandLowBrightness`: one factor for every key."""
+
+    def __init__(self, keys: KeysCollection, prob: float = 1.0, factor=(0.1, 0.8), allow_missing_keys: bool = False):
+        super().__init__(keys, RandLowBrightness(prob, factor), allow_missing_keys)
+
+
+class RandLowContrastd(_RandMapd):
+    """Dictionary :class:`RandLowContrast`: one factor for every key."""
+
+    def __init__(self, keys: KeysCollection, prob: float = 1.0, factor=(0.1, 0.8), allow_missing_keys: bool = False):
+        super().__init__(keys, RandLowContrast(prob, factor), allow_missing_keys)
+
+
+class RandAcquisitionNoised(_RandMapd):
+    """Dictionary :class:`RandAcquisitionNoise`: one noise field for every key (keys must share a shape)."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        prob: float = 1.0,
+        noise_types=("gaussian", "poisson", "rician"),
+        std=(0.0, 0.05),
+        allow_missing_keys: bool = False,
+    ):
+        super().__init__(keys, RandAcquisitionNoise(prob, noise_types, std), allow_missing_keys)
+
+
+class RandPerceptualDegradationd(RandomizableTransform, MapTransform):
+    """Degrade ``image`` in place and keep the clean copy under ``target`` (a supervised pair).
+
+    Args:
+        keys: keys of the clean images to degrade (default ``"image"``).
+        target_keys: where to keep each clean copy (default ``"target"``); ``None`` keeps none.
+        allow_missing_keys: skip absent keys.
+        kwargs: :class:`RandPerceptualDegradation` arguments (``preset``, ranges, ``clean_prob``, ...).
+
+    The draw's parameters are in ``last_params`` and, when ``params_key`` is set, stored in the
+    dictionary too (for per-preset reports).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        target_keys: KeysCollection | None = "target",
+        allow_missing_keys: bool = False,
+        params_key: str | None = None,
+        **kwargs,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, 1.0)
+        self.target_keys = None if target_keys is None else ensure_tuple_rep(target_keys, len(self.keys))
+        self.params_key = params_key
+        self.degrade = RandPerceptualDegradation(**kwargs)
+
+    @property
+    def last_params(self) -> dict:
+        return self.degrade.last_params
+
+    def set_random_state(self, seed=None, state=None):
+        super().set_random_state(seed, state)
+        self.degrade.set_random_state(state=self.R)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        targets = self.target_keys or (None,) * len(self.keys)
+        first = True
+        for key, target_key in self.key_iterator(d, targets):
+            if target_key is not None:
+                d[target_key] = d[key].clone() if isinstance(d[key], torch.Tensor) else d[key].copy()
+            d[key] = self.degrade(d[key], randomize=first)  # later keys reuse the first key's draw
+            first = False
+        if self.params_key is not None:
+            d[self.params_key] = dict(self.degrade.last_params)
+        return d
+
+
+class IntensityPolicyd(MapTransform, InvertibleTransform):
+    """Dictionary :class:`IntensityPolicy`, invertible with MONAI's ``Invertd``.
+
+    Args:
+        keys: images to stretch.
+        reference_key: take the range from this key's image instead (e.g. a whole source image
+            whose patches are stretched alike); ``None`` uses each image's own range.
+        allow_missing_keys: skip absent keys.
+        kwargs: :class:`IntensityPolicy` arguments (``lower``, ``upper``, ``window``, ``mode``).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        reference_key: str | None = None,
+        allow_missing_keys: bool = False,
+        **kwargs,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.reference_key = reference_key
+        self.policy = IntensityPolicy(**kwargs)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        reference = d[self.reference_key] if self.reference_key is not None else None
+        for key in self.key_iterator(d):
+            d[key] = self.policy(d[key], reference=reference)
+        return d
+
+    def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.policy.inverse(d[key])
+        return d

@@ -1,0 +1,137 @@
+"""IntensityPolicy: the invertible stretch every image goes through before and after the network.
+
+Forward: stretch the image to [0, 1] by its own robust range (whole-image percentiles) or by a
+fixed window (a CT HU window, say), so a global brightness or contrast change is undone before
+the network. Inverse (``Invertd``-compatible): ``"quantitative"`` images go back through the
+exact inverse to their units and dtype; ``"display"`` images stay in absolute [0, 1] (brightness
+restored, as the paper) and are written back in their dtype's full range.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.config import NdarrayOrTensor
+from monai.data import MetaTensor
+from monai.data.meta_obj import get_track_meta
+from monai.transforms import InvertibleTransform
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
+
+__all__ = ["IntensityPolicy", "POLICY_MODES", "robust_range"]
+
+POLICY_MODES = ("quantitative", "display", "auto")
+_MAX_SAMPLES = 2_000_000  # percentiles from a strided subsample: bounded time and memory on big volumes
+
+
+def robust_range(img: NdarrayOrTensor, lower: float, upper: float) -> tuple[float, float]:
+    """(low, high) percentiles of all finite values of ``img`` (across channels), on a strided subsample."""
+    flat = torch.as_tensor(np.asarray(img.detach().cpu() if isinstance(img, torch.Tensor) else img)).reshape(-1)
+    step = max(1, flat.numel() // _MAX_SAMPLES)
+    sample = flat[::step].double()
+    sample = sample[torch.isfinite(sample)]
+    if sample.numel() == 0:
+        raise ValueError("image has no finite values.")
+    q = torch.quantile(sample, torch.tensor([lower / 100.0, upper / 100.0], dtype=torch.float64))
+    return float(q[0]), float(q[1])
+
+
+def _dtype_name(img: NdarrayOrTensor) -> str:
+    if isinstance(img, np.ndarray):
+        return str(img.dtype)
+    return str(img.dtype).replace("torch.", "")
+
+
+class IntensityPolicy(InvertibleTransform):
+    """Stretch an image to [0, 1] by its robust range, invertibly.
+
+    Args:
+        lower: lower percentile of the robust range (whole image, all channels together).
+        upper: upper percentile.
+        window: a fixed (low, high) window in input units instead of percentiles (e.g. CT (-1000, 1000)).
+        mode: ``"quantitative"`` (inverse returns units and dtype), ``"display"`` (inverse keeps
+            absolute [0, 1], scaled to the dtype's full range for integers) or ``"auto"``
+            (display for 8-bit images, quantitative otherwise).
+        clip_output: clip [0, 1] before a display inverse (display values cannot exceed white).
+
+    The range used is in ``last_range`` and, for MetaTensors, in the applied-operations trace, so
+    ``Invertd`` can undo it on a prediction.
+
+    Example::
+
+        policy = IntensityPolicy(mode="quantitative")
+        x01 = policy(ct_hu)              # float32, robust range -> [0, 1]
+        hu = policy.inverse(x01)         # back to int16 HU
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(
+        self,
+        lower: float = 0.5,
+        upper: float = 99.5,
+        window: Sequence[float] | None = None,
+        mode: str = "auto",
+        clip_output: bool = True,
+    ) -> None:
+        if mode not in POLICY_MODES:
+            raise ValueError(f"mode must be one of {POLICY_MODES}, got {mode!r}.")
+        if not 0 <= lower < upper <= 100:
+            raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {lower}, {upper}.")
+        if window is not None and float(window[1]) <= float(window[0]):
+            raise ValueError(f"window must be (low, high) with low < high, got {tuple(window)}.")
+        self.lower, self.upper, self.mode, self.clip_output = lower, upper, mode, clip_output
+        self.window = None if window is None else (float(window[0]), float(window[1]))
+        self.last_range: tuple[float, float] | None = None
+        self.last_info: dict | None = None
+
+    def resolve_mode(self, dtype: str) -> str:
+        """The concrete mode for an input dtype (``auto`` -> display for uint8/int8)."""
+        if self.mode != "auto":
+            return self.mode
+        return "display" if dtype in ("uint8", "int8") else "quantitative"
+
+    def compute_range(self, img: NdarrayOrTensor) -> tuple[float, float]:
+        """The (low, high) that maps to (0, 1) for this image."""
+        return self.window if self.window is not None else robust_range(img, self.lower, self.upper)
+
+    def __call__(self, img: NdarrayOrTensor, reference: NdarrayOrTensor | None = None) -> NdarrayOrTensor:
+        """Stretch ``img``; with ``reference``, use that image's range (training patches use their source's)."""
+        dtype = _dtype_name(img)
+        low, high = self.compute_range(img if reference is None else reference)
+        self.last_range = (low, high)
+        scale = 1.0 / (high - low) if high > low else 1.0  # a constant image maps to 0, invertibly
+        work = torch.float64 if dtype == "float64" else torch.float32  # float64 inputs keep their precision
+        t = convert_to_tensor(img, track_meta=get_track_meta(), dtype=work)
+        out = (t - low) * scale
+        info = {"low": low, "high": high, "dtype": dtype, "mode": self.resolve_mode(dtype)}
+        self.last_info = info
+        if isinstance(img, np.ndarray):
+            return out.detach().cpu().numpy() if not isinstance(out, MetaTensor) else out.array
+        if isinstance(out, MetaTensor) and get_track_meta():
+            self.push_transform(out, extra_info=info)
+        return out
+
+    def inverse(self, data: NdarrayOrTensor) -> NdarrayOrTensor:
+        """Undo the stretch recorded on ``data``: a MetaTensor's trace, else this object's last call."""
+        if isinstance(data, MetaTensor) and data.applied_operations:
+            return self.invert_with(data, self.pop_transform(data)["extra_info"])
+        if self.last_info is None:
+            raise RuntimeError("IntensityPolicy.inverse: nothing to invert (no trace on the data and no previous call).")
+        return self.invert_with(data, self.last_info)
+
+    def invert_with(self, data: NdarrayOrTensor, info: dict) -> NdarrayOrTensor:
+        """Apply the inverse described by ``info`` (``low``, ``high``, ``dtype``, ``mode``)."""
+        low, high, mode = float(info["low"]), float(info["high"]), info["mode"]
+        dtype = np.dtype(info["dtype"])
+        t = convert_to_tensor(data, track_meta=get_track_meta(), dtype=torch.float64)
+        if mode == "display":
+            t = t.clamp(0.0, 1.0) if self.clip_output else t
+            t = t * float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else t
+        else:
+            t = t * (high - low if high > low else 1.0) + low
+        if np.issubdtype(dtype, np.integer):
+            limits = np.iinfo(dtype)
+            t = torch.round(t).clamp(float(limits.min), float(limits.max))
+        out, *_ = convert_to_dst_type(t, data, dtype=dtype)
+        return out

@@ -1,0 +1,50 @@
+"""Packaging for monai-dpe: Deep Perceptual Enhancement as a MONAI plugin."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "monai_dpe" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="monai-dpe",
+    version=VERSION,
+    description="Deep Perceptual Enhancement (Sharif et al., IEEE JBHI 2022) for medical images, as a MONAI plugin",
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["monai_dpe", "monai_dpe.*"]),
+    include_package_data=True,
+    install_requires=[
+        "monai>=1.4",
+        "torch>=2.1",
+        "pytorch-ignite>=0.4.11",
+        "numpy",
+        "nibabel",
+        "SimpleITK",
+        "itk",
+        "pydicom",
+        "Pillow",
+        "tqdm",
+        "tensorboard",
+        "fire",
+        "scikit-image",
+        "tifffile",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest", "pytest-timeout", "hypothesis", "parameterized"],
+        "onnx": ["onnx", "onnxruntime"],
+        "data": ["pydicom-data", "nilearn"],
+    },
+    entry_points={"console_scripts": ["monai-dpe = monai_dpe.cli:main"]},
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Medical Science Apps.",
+    ],
+)

@@ -1,0 +1,225 @@
+"""Tests for the corpus builder, the source registry and the datalist helpers of monai_dpe.data."""
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import logging
+import plistlib
+import tarfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from monai.data import load_decathlon_datalist
+from monai.transforms import LoadImage
+from monai_dpe.data import (
+    MODALITIES,
+    SOURCES,
+    ImageSource,
+    build_corpus,
+    datalist_from_folder,
+    get_source,
+    validate_datalist,
+    write_datalist,
+)
+from monai_dpe.data.__main__ import main
+from monai_dpe.data.corpus import _invesalius
+
+SMALL = ["ct_small", "mr_small", "microscopy_cell", "fundus_retina"]
+SMALL_SHAPES = {"ct_small": (1, 128, 128), "mr_small": (1, 64, 64), "microscopy_cell": (1, 550, 660),
+                "fundus_retina": (3, 1411, 1411)}
+BROKEN = ImageSource("broken_source", "ct", "pypi", "monai-dpe-no-such-package", "package-file", "x.png",
+                     "none", "training", "copy", module="monai_dpe_no_such_package")
+HAS_PYDICOM_DATA = importlib.util.find_spec("data_store") is not None  # pydicom-data's module
+
+
+def load(path) -> np.ndarray:
+    return np.asarray(LoadImage(image_only=True, ensure_channel_first=True)(str(path)))
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus")
+    return out, build_corpus(out, SMALL, progress=False)
+
+
+def test_registry_has_every_modality_in_both_splits():
+    for split in ("training", "validation"):
+        present = {s.modality for s in SOURCES if s.split == split}
+        assert present == set(MODALITIES), f"{split} lacks {set(MODALITIES) - present}"
+
+
+def test_registry_ids_and_outputs_are_unique_and_one_split_per_file():
+    assert len({s.name for s in SOURCES}) == len(SOURCES)
+    assert len({s.output_relpath for s in SOURCES}) == len(SOURCES)
+    # the same package file must never feed both splits
+    members = [(s.package, s.member) for s in SOURCES]
+    assert len(set(members)) == len(members)
+
+
+def test_build_writes_loadable_files(small_corpus):
+    out, report = small_corpus
+    assert report.failed == {}
+    assert sorted(e.name for e in report.built) == sorted(SMALL)
+    for entry in report.built:
+        array = load(out / entry.relpath)
+        assert array.shape == SMALL_SHAPES[entry.name]
+        assert np.isfinite(array).all()
+    assert not list(out.rglob(".*partial*")), "temporary files left behind"
+
+
+def test_dicom_conversion_applies_rescale_to_hounsfield(small_corpus):
+    out, _ = small_corpus
+    ct = load(out / get_source("ct_small").output_relpath)
+    assert ct.min() == -896 and ct.max() == 1167  # stored 128..2191 with intercept -1024
+
+
+def test_second_build_skips_and_keeps_files(small_corpus):
+    out, _ = small_corpus
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    again = build_corpus(out, SMALL, progress=False)
+    assert again.built == [] and again.failed == {}
+    assert sorted(e.name for e in again.skipped) == sorted(SMALL)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == mtimes
+
+
+def test_invalid_existing_output_is_rebuilt(tmp_path):
+    target = tmp_path / get_source("mr_small").output_relpath
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"not a nifti")
+    report = build_corpus(tmp_path, ["mr_small"], progress=False)
+    assert [e.name for e in report.built] == ["mr_small"]
+    assert load(target).shape == (1, 64, 64)
+
+
+def test_broken_source_is_reported_and_others_build(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="monai_dpe.data"):
+        report = build_corpus(tmp_path, [BROKEN, get_source("ct_small")], progress=False)
+    assert list(report.failed) == ["broken_source"]
+    assert "monai-dpe-no-such-package" in report.failed["broken_source"]
+    assert [e.name for e in report.built] == ["ct_small"]
+    lines = [r.getMessage() for r in caplog.records if "broken_source" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0]
+
+
+@pytest.mark.skipif(not HAS_PYDICOM_DATA, reason="pydicom-data not installed")
+def test_enhanced_multiframe_dicom_becomes_3d_matching_itk(tmp_path):
+    report = build_corpus(tmp_path, ["mr_head_emri"], progress=False)
+    assert report.failed == {}
+    ours = load(tmp_path / report.built[0].relpath)
+    from monai_dpe.data.sources import locate_source
+
+    itk = np.asarray(LoadImage(reader="ITKReader", image_only=True, ensure_channel_first=True)(
+        str(locate_source(get_source("mr_head_emri")))))
+    assert ours.shape == itk.shape == (1, 64, 64, 10)
+    np.testing.assert_allclose(ours, itk)
+
+
+def test_invesalius_project_becomes_nifti_with_spacing(tmp_path):
+    volume = np.arange(3 * 4 * 5, dtype="<i2").reshape(3, 4, 5) - 30  # (slice, row, column)
+    meta = {"matrix": {"dtype": "int16", "filename": "matrix.dat", "shape": [3, 4, 5]}, "spacing": [0.5, 0.6, 2.0]}
+    project = tmp_path / "head.inv3"
+    with tarfile.open(project, "w:gz") as tar:
+        for name, data in (("main.plist", plistlib.dumps(meta)), ("matrix.dat", volume.tobytes())):
+            info = tarfile.TarInfo(f"tmpdir/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    out = tmp_path / "head.nii.gz"
+    _invesalius(get_source("ct_head_cranium"), project, out)
+    image = nib.load(str(out))
+    assert image.shape == (5, 4, 3)
+    np.testing.assert_allclose(image.header.get_zooms(), (0.5, 0.6, 2.0))
+    np.testing.assert_array_equal(np.asarray(image.dataobj), volume.transpose(2, 1, 0))
+
+
+def test_datalist_loads_with_monai(small_corpus, tmp_path):
+    out, report = small_corpus
+    path = tmp_path / "datalist.json"
+    written = write_datalist(report, path)
+    assert written == write_datalist(out, tmp_path / "from_dir.json")
+    assert {it["source"] for it in written["validation"]} == {"microscopy_cell", "fundus_retina"}
+    for split in ("training", "validation"):
+        items = load_decathlon_datalist(str(path), data_list_key=split, base_dir=str(out))
+        assert items
+        for item in items:
+            assert Path(item["image"]).is_file()
+            assert load(item["image"]).shape[0] == item["channels"]
+            assert item["spatial_dims"] == 2
+
+
+def _write_png(path: Path, value: int, size=(8, 6)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full(size, value, dtype=np.uint8)).save(path)
+
+
+def test_datalist_from_folder_splits_deterministically(tmp_path):
+    names = [f"ct/img_{i:02d}.png" for i in range(12)]
+    for order, root in ((names, tmp_path / "a"), (names[::-1], tmp_path / "b")):
+        for i, name in enumerate(order):
+            _write_png(root / name, i)
+    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    first = datalist_from_folder(tmp_path / "a")
+    assert first == datalist_from_folder(tmp_path / "a")
+    assert len(first["validation"]) == 1 and len(first["training"]) == 11
+    same_names = datalist_from_folder(tmp_path / "b")
+    assert [it["image"] for it in first["validation"]] == [it["image"] for it in same_names["validation"]]
+    assert all(it["modality"] == "ct" and it["channels"] == 1 for it in first["training"])
+    assert len(datalist_from_folder(tmp_path / "a", validation_fraction=0.5)["validation"]) == 6
+
+
+def test_datalist_from_folder_small_folders(tmp_path):
+    _write_png(tmp_path / "one" / "x.png", 1)
+    assert len(datalist_from_folder(tmp_path / "one")["validation"]) == 0
+    _write_png(tmp_path / "two" / "x.png", 1)
+    _write_png(tmp_path / "two" / "y.png", 2)
+    split = datalist_from_folder(tmp_path / "two")
+    assert len(split["validation"]) == 1 and len(split["training"]) == 1
+
+
+@pytest.fixture()
+def bad_entries(tmp_path):
+    _write_png(tmp_path / "good.png", 7)
+    nib.save(nib.Nifti1Image(np.random.rand(16, 16, 16).astype(np.float32), np.eye(4)), str(tmp_path / "vol.nii.gz"))
+    data = (tmp_path / "vol.nii.gz").read_bytes()
+    (tmp_path / "truncated.nii.gz").write_bytes(data[: len(data) // 2])
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 5), np.float32), np.eye(4)), str(tmp_path / "series4d.nii.gz"))
+    return tmp_path
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("missing.png", "not found"),
+    ("truncated.nii.gz", "unreadable"),
+    ("series4d.nii.gz", "channels"),
+])
+def test_validate_datalist_names_the_bad_entry(bad_entries, name, reason):
+    items = [{"image": "good.png"}, {"image": name}]
+    with pytest.raises(ValueError, match=rf"entry 1 \({name}\).*{reason}") as caught:
+        validate_datalist(items, base_dir=bad_entries)
+    assert "\n" not in str(caught.value)
+
+
+def test_validate_datalist_skip_bad_drops_them(bad_entries, caplog):
+    items = [{"image": n} for n in ("good.png", "missing.png", "truncated.nii.gz", "series4d.nii.gz", "vol.nii.gz")]
+    with caplog.at_level(logging.WARNING, logger="monai_dpe.data"):
+        kept = validate_datalist({"training": items, "validation": items[:2]}, bad_entries, skip_bad=True)
+    assert [it["image"] for it in kept["training"]] == ["good.png", "vol.nii.gz"]
+    assert [it["image"] for it in kept["validation"]] == ["good.png"]
+    ours = [r for r in caplog.records if r.name.startswith("monai_dpe") and r.levelno == logging.WARNING]
+    assert len(ours) == 4
+
+
+def test_cli_builds_and_writes_datalist(tmp_path):
+    datalist = tmp_path / "dl.json"
+    assert main(["build", "--output-dir", str(tmp_path / "c"), "--datalist", str(datalist), "--sources", "ct_small",
+                 "--no-progress"]) == 0
+    assert json.loads(datalist.read_text())["training"][0]["image"] == "ct/ct_small.nii.gz"
+
+
+def test_cli_fails_clearly_when_nothing_builds(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("monai_dpe.data.__main__.get_source", lambda name: BROKEN)
+    assert main(["build", "--output-dir", str(tmp_path), "--sources", "x", "--no-progress"]) == 2
+    assert "no source could be built" in capsys.readouterr().err

@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 from monai_dpe.data.corpus import CorpusEntry, CorpusReport, build_corpus
-from monai_dpe.data.datalist import datalist_from_folder, describe_image, validate_datalist, write_datalist
+from monai_dpe.data.datalist import (
+    datalist_from_folder,
+    describe_image,
+    validate_datalist,
+    with_presets,
+    write_datalist,
+)
 from monai_dpe.data.sources import MODALITIES, SOURCES, SPLITS, ImageSource, SourceUnavailable, get_source
 
 __all__ = [
@@ -18,5 +24,6 @@ __all__ = [
     "describe_image",
     "get_source",
     "validate_datalist",
+    "with_presets",
     "write_datalist",
 ]

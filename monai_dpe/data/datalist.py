@@ -30,6 +30,7 @@ __all__ = [
     "write_datalist",
     "datalist_from_folder",
     "validate_datalist",
+    "with_presets",
 ]
 
 logger = logging.getLogger(__name__)
@@ -240,3 +241,16 @@ def validate_datalist(
             continue
         good.append(item)
     return good
+
+
+def with_presets(items: Iterable[Mapping[str, Any]], presets: Iterable[str] = ("paper", "radiology")) -> list[dict]:
+    """One copy of every item per degradation preset, with ``preset`` and a stable ``image_id``.
+
+    Validation and evaluation score each image under each preset; the id (file path) seeds the
+    deterministic degradation so the pairs are the same on every run.
+    """
+    out = []
+    for item in items:
+        for preset in presets:
+            out.append({**dict(item), "preset": preset, "image_id": str(item.get("source", item["image"]))})
+    return out

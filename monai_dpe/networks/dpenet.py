@@ -163,7 +163,7 @@ class DPENet(nn.Module):
             extra = (self.multiple - x.shape[d] % self.multiple) % self.multiple
             pad += [0, extra]
             total += extra
-        if total == 0:
+        if total == 0 and not torch.jit.is_tracing():  # a traced (ONNX) graph keeps the pad for other sizes
             return x
         return _safe_pad(x, pad)
 

@@ -14,6 +14,17 @@ from monai_dpe.transforms.dictionary import (
     RandLowBrightnessd,
     RandLowContrastd,
     RandPerceptualDegradationd,
+    SeededPerceptualDegradationd,
+)
+from monai_dpe.transforms.sampling import (
+    CenterSliced,
+    GreyToRGB,
+    GreyToRGBd,
+    LimitSize,
+    LimitSized,
+    RandSliced,
+    UnitRange,
+    UnitRanged,
 )
 from monai_dpe.transforms.intensity_policy import POLICY_MODES, IntensityPolicy, robust_range
 
@@ -28,6 +39,15 @@ __all__ = [
     "RandAcquisitionNoised",
     "RandPerceptualDegradationd",
     "IntensityPolicyd",
+    "SeededPerceptualDegradationd",
+    "UnitRange",
+    "UnitRanged",
+    "LimitSize",
+    "LimitSized",
+    "RandSliced",
+    "CenterSliced",
+    "GreyToRGB",
+    "GreyToRGBd",
     "robust_range",
     "NOISE_TYPES",
     "PRESETS",

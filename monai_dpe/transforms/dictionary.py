@@ -5,7 +5,7 @@ contrasts of one subject, are degraded alike), like MONAI's ``RandGaussianNoised
 """
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 
 import torch
 from monai.config import KeysCollection
@@ -22,6 +22,7 @@ __all__ = [
     "RandAcquisitionNoised",
     "RandPerceptualDegradationd",
     "IntensityPolicyd",
+    "SeededPerceptualDegradationd",
 ]
 
 
@@ -169,3 +170,53 @@ class IntensityPolicyd(MapTransform, InvertibleTransform):
         for key in self.key_iterator(d):
             d[key] = self.policy.inverse(d[key])
         return d
+
+
+class SeededPerceptualDegradationd(MapTransform):
+    """Deterministic degradation for validation: the draw depends only on the seed and the item's id.
+
+    Not a ``Randomizable`` (so ``CacheDataset`` caches its result): each item is degraded with a
+    random state seeded from ``seed`` and a CRC of ``data[id_key]`` plus its preset, so a
+    validation set is the same on every run and machine.
+
+    Args:
+        keys: image keys to degrade; the clean copy goes to ``target_keys``.
+        seed: base seed.
+        id_key: key whose value identifies the item (e.g. the file name).
+        preset_key: key holding the preset name for this item; missing -> ``default_preset``.
+        params_key: where to store the draw's parameters.
+        kwargs: other :class:`RandPerceptualDegradation` arguments.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        target_keys: KeysCollection | None = "target",
+        seed: int = 0,
+        id_key: str = "image_id",
+        preset_key: str = "preset",
+        default_preset: str = "paper",
+        params_key: str | None = "degradation",
+        allow_missing_keys: bool = False,
+        **kwargs,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.target_keys, self.seed, self.id_key = target_keys, int(seed), id_key
+        self.preset_key, self.default_preset, self.params_key = preset_key, default_preset, params_key
+        self.kwargs = kwargs
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        import zlib
+
+        preset = str(data.get(self.preset_key, self.default_preset))
+        item_seed = (self.seed + zlib.crc32(f"{data.get(self.id_key, '')}|{preset}".encode())) % (2**32)
+        inner = RandPerceptualDegradationd(
+            keys=self.keys,
+            target_keys=self.target_keys,
+            allow_missing_keys=self.allow_missing_keys,
+            params_key=self.params_key,
+            preset=preset,
+            **self.kwargs,
+        )
+        inner.set_random_state(item_seed)
+        return inner(data)

@@ -1,0 +1,181 @@
+"""Transforms that prepare clean training and validation images: unit range, size limit, slicing, grey to RGB.
+
+They turn a corpus of 2D images and 3D volumes of any dtype into 2D [0, 1] images the
+2D generator trains on, and are cheap enough to run per sample on a CPU.
+"""
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.config import KeysCollection, NdarrayOrTensor
+from monai.data import MetaTensor
+from monai.data.meta_obj import get_track_meta
+from monai.transforms import MapTransform, RandomizableTransform, Transform
+from monai.utils import convert_to_tensor
+
+from monai_dpe.transforms.intensity_policy import robust_range
+
+__all__ = [
+    "UnitRange",
+    "UnitRanged",
+    "LimitSize",
+    "LimitSized",
+    "RandSliced",
+    "CenterSliced",
+    "GreyToRGB",
+    "GreyToRGBd",
+]
+
+
+class UnitRange(Transform):
+    """Scale a clean image to [0, 1]: 8-bit by 255 (absolute, as displayed), others by robust percentiles.
+
+    The clean image scaled this way is the training target, so 8-bit photographs keep their
+    true brightness and colours and quantitative images their relative intensities.
+    """
+
+    def __init__(self, lower: float = 0.5, upper: float = 99.5) -> None:
+        self.lower, self.upper = lower, upper
+
+    def __call__(self, img: NdarrayOrTensor) -> torch.Tensor:
+        t = convert_to_tensor(img, track_meta=get_track_meta())
+        if t.dtype in (torch.uint8, torch.int8):
+            return t.float() / 255.0
+        low, high = robust_range(t, self.lower, self.upper)
+        scale = 1.0 / (high - low) if high > low else 1.0
+        return torch.clamp((t.float() - low) * scale, 0.0, 1.0)
+
+
+class LimitSize(Transform):
+    """Downscale a 2D image (anti-aliased area averaging) so its longest side is at most ``max_size``.
+
+    Volumes and images already small enough pass unchanged. Big radiographs are reduced to a
+    working size once (and cached), which keeps per-sample degradation cheap on a CPU.
+    """
+
+    def __init__(self, max_size: int = 512) -> None:
+        self.max_size = int(max_size)
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        t = convert_to_tensor(img, track_meta=get_track_meta())
+        spatial = t.shape[1:]
+        if len(spatial) != 2 or max(spatial) <= self.max_size:
+            return img
+        scale = self.max_size / max(spatial)
+        size = [max(1, int(round(s * scale))) for s in spatial]
+        out = F.interpolate(t.float()[None], size=size, mode="area")[0]
+        return MetaTensor(out, meta=t.meta) if isinstance(t, MetaTensor) else out
+
+
+def _slice(img: torch.Tensor, axis: int, index: int) -> torch.Tensor:
+    out = img.select(1 + axis, index)
+    return MetaTensor(out.as_tensor(), meta=img.meta) if isinstance(img, MetaTensor) else out
+
+
+class RandSliced(RandomizableTransform, MapTransform):
+    """Take one random 2D slice of 3D volumes (same axis and index for all keys); 2D images pass.
+
+    Args:
+        keys: images to slice.
+        axes: spatial axes to choose the slicing axis from.
+        min_size: only axes whose slices are at least this large on both sides are chosen
+            (a 2-frame series is sliced through its frames, not across them); if none qualifies,
+            the axis giving the largest slice is used.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        axes: Sequence[int] = (0, 1, 2),
+        min_size: int = 32,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, 1.0)
+        self.axes = tuple(axes)
+        self.min_size = int(min_size)
+
+    def _usable_axes(self, spatial: Sequence[int]) -> list[int]:
+        def side(axis: int) -> int:
+            return min(s for i, s in enumerate(spatial) if i != axis)
+
+        usable = [a for a in self.axes if side(a) >= self.min_size]
+        return usable or [max(self.axes, key=side)]
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        keys = [k for k in self.key_iterator(d) if len(d[k].shape) == 4]
+        if not keys:
+            return d
+        axes = self._usable_axes(d[keys[0]].shape[1:])
+        axis = axes[int(self.R.randint(len(axes)))]
+        index = int(self.R.randint(d[keys[0]].shape[1 + axis]))
+        for key in keys:
+            d[key] = _slice(convert_to_tensor(d[key], track_meta=get_track_meta()), axis, index)
+        return d
+
+
+class CenterSliced(MapTransform):
+    """Take the middle slice of 3D volumes along ``axis`` (deterministic, for validation); 2D passes."""
+
+    def __init__(self, keys: KeysCollection, axis: int = 2, allow_missing_keys: bool = False) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.axis = axis
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if len(d[key].shape) == 4:
+                t = convert_to_tensor(d[key], track_meta=get_track_meta())
+                d[key] = _slice(t, self.axis, t.shape[1 + self.axis] // 2)
+        return d
+
+
+class GreyToRGB(Transform):
+    """Replicate a 1-channel image to 3 channels (the paper's one model for grey and colour)."""
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        if img.shape[0] != 1:
+            return img
+        if isinstance(img, np.ndarray):
+            return np.repeat(img, 3, axis=0)
+        return img.repeat(3, *([1] * (img.dim() - 1)))
+
+
+class _Mapd(MapTransform):
+    """Apply an array transform to each key."""
+
+    transform: Transform
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.transform(d[key])
+        return d
+
+
+class UnitRanged(_Mapd):
+    """Dictionary :class:`UnitRange`."""
+
+    def __init__(self, keys: KeysCollection, lower: float = 0.5, upper: float = 99.5, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.transform = UnitRange(lower, upper)
+
+
+class LimitSized(_Mapd):
+    """Dictionary :class:`LimitSize`."""
+
+    def __init__(self, keys: KeysCollection, max_size: int = 512, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.transform = LimitSize(max_size)
+
+
+class GreyToRGBd(_Mapd):
+    """Dictionary :class:`GreyToRGB`."""
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.transform = GreyToRGB()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from monai_dpe.data.corpus import CorpusEntry, CorpusReport, build_corpus
+from monai_dpe.data.discovery import find_images, image_suffix, is_dicom_series_dir
 from monai_dpe.data.datalist import (
     datalist_from_folder,
     describe_image,
@@ -21,6 +22,9 @@ __all__ = [
     "SourceUnavailable",
     "build_corpus",
     "datalist_from_folder",
+    "find_images",
+    "image_suffix",
+    "is_dicom_series_dir",
     "describe_image",
     "get_source",
     "validate_datalist",

@@ -1,7 +1,18 @@
-"""Engines: the supervised adversarial trainer step for enhancement."""
+"""Engines: the supervised adversarial trainer for enhancement and the fault-isolating enhancement runner."""
 from __future__ import annotations
 
+from monai_dpe.engines.enhancer import CheckImaged, EnhancementEvaluator, SafeDataset, one_line, raise_on_failures
 from monai_dpe.engines.handlers import TrainingProgressBar, TrainingState
 from monai_dpe.engines.trainer import PrepareImageTarget, SupervisedAdversarialTrainer
 
-__all__ = ["SupervisedAdversarialTrainer", "PrepareImageTarget", "TrainingState", "TrainingProgressBar"]
+__all__ = [
+    "EnhancementEvaluator",
+    "SafeDataset",
+    "CheckImaged",
+    "one_line",
+    "raise_on_failures",
+    "SupervisedAdversarialTrainer",
+    "PrepareImageTarget",
+    "TrainingState",
+    "TrainingProgressBar",
+]

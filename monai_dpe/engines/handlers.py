@@ -86,9 +86,9 @@ class TrainingState:
 class TrainingProgressBar:
     """Ignite's tqdm progress bar (counts, rate, ETA) with the loss in the postfix, attachable from a config."""
 
-    def __init__(self, output_transform: Callable | None = None, persist: bool = False) -> None:
+    def __init__(self, output_transform: Callable | None = None, persist: bool = False, show_loss: bool = True) -> None:
         self.output_transform = output_transform or (lambda out: {"loss": float(out["loss"])})
-        self.persist = persist
+        self.persist, self.show_loss = persist, show_loss
 
     def attach(self, engine: Engine) -> None:
-        ProgressBar(persist=self.persist).attach(engine, output_transform=self.output_transform)
+        ProgressBar(persist=self.persist).attach(engine, output_transform=self.output_transform if self.show_loss else None)

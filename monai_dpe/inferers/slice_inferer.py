@@ -79,7 +79,8 @@ class SliceInferer(Inferer):
 
     def _run_2d(self, images: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
         if self.context:
-            images = images.repeat_interleave(2 * self.context + 1, dim=1)  # a lone slice is its own context
+            # a lone slice is its own context, laid out as _gather does: [slice - k, ..., slice + k], C channels each
+            images = images.repeat(1, 2 * self.context + 1, 1, 1)
         chunks = [self._forward(images[i : i + self.sw_batch_size], network, *args, **kwargs) for i in range(0, images.shape[0], self.sw_batch_size)]
         return torch.cat([c.to(self._out_device(images)) for c in chunks], dim=0)
 

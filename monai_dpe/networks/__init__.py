@@ -1,12 +1,18 @@
 """DPE networks: the generator, its blocks and the discriminator."""
 from __future__ import annotations
 
+from monai_dpe.networks.adapters import ChannelAdapter
 from monai_dpe.networks.blocks import DownBlock, GatedConv, ResidualBlock, UpBlock
 from monai_dpe.networks.discriminator import DPEDiscriminator
 from monai_dpe.networks.dpenet import DecoderLevel, DPENet, EncoderLevel
+from monai_dpe.networks.weights import WeightsError, load_weights, sha256_of
 
 __all__ = [
     "DPENet",
+    "load_weights",
+    "sha256_of",
+    "WeightsError",
+    "ChannelAdapter",
     "DPEDiscriminator",
     "ResidualBlock",
     "GatedConv",

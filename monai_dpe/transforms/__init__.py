@@ -16,6 +16,7 @@ from monai_dpe.transforms.dictionary import (
     RandPerceptualDegradationd,
     SeededPerceptualDegradationd,
 )
+from monai_dpe.transforms.io import MergeAlphad, SaveEnhancedd, SplitAlphad, UnsafeOutputPath, output_path
 from monai_dpe.transforms.sampling import (
     CenterSliced,
     GreyToRGB,
@@ -48,6 +49,11 @@ __all__ = [
     "CenterSliced",
     "GreyToRGB",
     "GreyToRGBd",
+    "SaveEnhancedd",
+    "SplitAlphad",
+    "MergeAlphad",
+    "UnsafeOutputPath",
+    "output_path",
     "robust_range",
     "NOISE_TYPES",
     "PRESETS",

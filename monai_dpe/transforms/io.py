@@ -1,0 +1,151 @@
+"""Write enhanced images next to nothing but themselves: same name and format, atomic, inside the output folder.
+
+``SaveEnhancedd`` maps each input's path relative to its input root onto the output folder,
+refuses names that would escape it, writes with MONAI's image writers to a temporary name and
+renames on completion, so a crash never leaves a partial file under the final name.
+``SplitAlphad``/``MergeAlphad`` keep an alpha channel out of the intensity policy and the network.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.data.image_writer import ITKWriter, NibabelWriter, PILWriter
+from monai.transforms import MapTransform
+
+from monai_dpe.data.discovery import image_suffix
+
+__all__ = ["SaveEnhancedd", "SplitAlphad", "MergeAlphad", "output_path", "UnsafeOutputPath"]
+
+_PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_ITK_SUFFIXES = (".nrrd", ".mha", ".mhd")
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+DICOM_OUTPUT_SUFFIX = ".nii.gz"  # DICOM (files and series) is written as NIfTI: no DICOM writer in MONAI
+
+
+class UnsafeOutputPath(ValueError):
+    """An output name derived from an input would land outside the output folder."""
+
+
+def output_path(output_dir: str | os.PathLike, relpath: str) -> Path:
+    """Where the enhanced twin of the input at ``relpath`` (relative to its input root) goes.
+
+    Same relative path and name; DICOM files and series folders become ``.nii.gz``. Absolute
+    paths, ``..`` components and symlinked folders that lead out of ``output_dir`` are refused.
+    """
+    rel = Path(relpath)
+    if rel.is_absolute() or any(part == ".." for part in rel.parts) or not rel.parts:
+        raise UnsafeOutputPath(f"{relpath}: output name would escape the output folder.")
+    suffix = image_suffix(rel.name)
+    if suffix == ".dcm" or suffix == "":
+        name = rel.name[: -len(suffix)] if suffix else rel.name
+        rel = rel.with_name(name + DICOM_OUTPUT_SUFFIX)
+    root = Path(output_dir).resolve()
+    dest = root / rel
+    if not dest.parent.resolve().is_relative_to(root) or (dest.is_symlink() and not dest.resolve().is_relative_to(root)):
+        raise UnsafeOutputPath(f"{relpath}: output path {dest} leads outside {root}.")
+    return dest
+
+
+def _writer(suffix: str):
+    if suffix in _PIL_SUFFIXES:
+        return PILWriter
+    if suffix in _ITK_SUFFIXES:
+        return ITKWriter
+    return NibabelWriter
+
+
+class SaveEnhancedd(MapTransform):
+    """Save ``pred`` under ``output_dir`` with the input's relative path, name, format and dtype.
+
+    Args:
+        keys: the image to save (default ``"pred"``).
+        output_dir: the output folder (created if needed).
+        relpath_key: key holding the input's path relative to its input root.
+        overwrite: replace existing outputs; otherwise an existing output is an error.
+        output_key: where to record the written path in the dictionary.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "pred",
+        output_dir: str | os.PathLike = "./output",
+        relpath_key: str = "relpath",
+        overwrite: bool = False,
+        output_key: str = "output_path",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.output_dir, self.relpath_key, self.overwrite, self.output_key = output_dir, relpath_key, overwrite, output_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            dest = output_path(self.output_dir, str(d[self.relpath_key]))
+            if dest.exists() and not self.overwrite:
+                raise FileExistsError(f"{dest}: output exists (use overwrite to replace it).")
+            self.write(d[key], dest)
+            d[self.output_key] = str(dest)
+        return d
+
+    @staticmethod
+    def write(image: torch.Tensor, dest: Path) -> None:
+        """Write ``image`` (channel first, with its metadata) to ``dest`` atomically."""
+        suffix = image_suffix(dest.name)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        array = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
+        meta = dict(image.meta) if isinstance(image, MetaTensor) else {}
+        writer = _writer(suffix)(output_dtype=array.numpy().dtype)
+        spatial_ndim = array.dim() - 1
+        # volumes keep a trailing singleton slice axis so the data matches its 3D affine
+        squeeze = suffix in _PIL_SUFFIXES
+        writer.set_data_array(array, channel_dim=0, squeeze_end_dims=squeeze, spatial_ndim=spatial_ndim)
+        writer.set_metadata(meta, resample=False)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=suffix)
+        os.close(fd)
+        try:
+            writer.write(tmp, verbose=False, **({"quality": 95} if suffix in (".jpg", ".jpeg") else {}))
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+
+class SplitAlphad(MapTransform):
+    """Move an alpha channel (RGBA, or grey + alpha) out of ``image`` to ``{key}_alpha``, untouched."""
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            if img.shape[0] in (2, 4):
+                d[f"{key}_alpha"] = img[-1:].clone()
+                d[key] = img[:-1]
+        return d
+
+
+class MergeAlphad(MapTransform):
+    """Append ``{source}_alpha`` (if present) back to the enhanced image, in the image's dtype."""
+
+    def __init__(self, keys: KeysCollection = "pred", source_key: str = "image", allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.alpha_key = f"{source_key}_alpha"
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        alpha = d.get(self.alpha_key)
+        if alpha is None:
+            return d
+        for key in self.key_iterator(d):
+            img = d[key]
+            merged = torch.cat([torch.as_tensor(img), torch.as_tensor(alpha).to(torch.as_tensor(img).dtype)], dim=0)
+            d[key] = MetaTensor(merged, meta=img.meta) if isinstance(img, MetaTensor) else merged
+        return d

@@ -24,5 +24,14 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
+corpus: $(STAMP)
+	$(PY) -m monai_dpe.data build --output-dir corpus --datalist bundle/configs/datalist.json
+
+# Long CPU run; resumable: `make train RESUME=true` continues from bundle/models/training_state.pt
+RESUME ?= false
+train: $(STAMP) corpus
+	$(PY) -m monai.bundle run --config_file bundle/configs/train.json --meta_file bundle/configs/metadata.json \
+		--logging_file bundle/configs/logging.conf --bundle_root bundle --dataset_dir corpus --resume $(RESUME)
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

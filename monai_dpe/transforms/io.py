@@ -101,7 +101,10 @@ class SaveEnhancedd(MapTransform):
         dest.parent.mkdir(parents=True, exist_ok=True)
         array = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
         meta = dict(image.meta) if isinstance(image, MetaTensor) else {}
-        writer = _writer(suffix)(output_dtype=array.numpy().dtype)
+        writer_type = _writer(suffix)
+        # PILWriter would otherwise clip to [0, 1] and rescale to 255: the data are already in their dtype's units
+        options = {"scale": None} if writer_type is PILWriter else {}
+        writer = writer_type(output_dtype=array.numpy().dtype, **options)
         spatial_ndim = array.dim() - 1
         # volumes keep a trailing singleton slice axis so the data matches its 3D affine
         squeeze = suffix in _PIL_SUFFIXES

@@ -33,5 +33,8 @@ train: $(STAMP) corpus
 	$(PY) -m monai.bundle run --config_file bundle/configs/train.json --meta_file bundle/configs/metadata.json \
 		--logging_file bundle/configs/logging.conf --bundle_root bundle --dataset_dir corpus --resume $(RESUME)
 
+benchmark: $(STAMP)
+	$(PY) -m monai_dpe.benchmark --output docs/benchmarks
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,166 @@
+"""Speed and memory benchmark of the shipped enhancer: eager, TorchScript and ONNX Runtime side by side.
+
+Run with ``python -m monai_dpe.benchmark --output docs/benchmarks`` (``make benchmark``). It reports
+medians of repeated runs, the machine (cores, CPU flags), the achieved GFLOP/s next to this machine's
+matmul GFLOP/s measured in the same run, and the peak RSS of a volume run, and writes
+``speed.md`` and ``speed.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from monai_dpe.inferers import SliceInferer
+from monai_dpe.networks import DPENet, load_weights
+
+__all__ = ["conv_flops", "matmul_gflops", "time_call", "main"]
+
+
+def conv_flops(network: nn.Module, shape: tuple[int, ...]) -> float:
+    """Floating-point operations (2 x multiply-adds) of the convolutions for one input of ``shape``."""
+    total = 0.0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        kernel = 1
+        for k in module.kernel_size:
+            kernel *= k
+        if isinstance(module, nn.modules.conv._ConvTransposeNd):
+            total += 2.0 * inputs[0].numel() * module.out_channels * kernel / module.groups
+        else:
+            total += 2.0 * output.numel() * module.in_channels * kernel / module.groups
+
+    handles = [m.register_forward_hook(hook) for m in network.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    with torch.inference_mode():
+        network(torch.zeros(shape))
+    for h in handles:
+        h.remove()
+    return total
+
+
+def time_call(fn, repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_gflops(dtype: torch.dtype = torch.float32, n: int = 2048) -> float:
+    """This machine's dense matmul rate in GFLOP/s (median of several n x n products)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    seconds = time_call(lambda: a @ b, repeats=5)
+    return 2.0 * n**3 / seconds / 1e9
+
+
+def _machine() -> dict:
+    flags = ""
+    if os.path.exists("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+                flags = " ".join(f for f in line.split(":")[1].split() if f in wanted)
+                break
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "flags": flags, "torch": torch.__version__, "cuda": torch.cuda.is_available()}
+
+
+def _onnx_session(network: nn.Module, path: str):
+    import onnxruntime as ort
+
+    torch.onnx.export(network, torch.rand(1, 3, 64, 64), path, input_names=["image"], output_names=["pred"],
+                      dynamic_axes={"image": {0: "b", 2: "h", 3: "w"}, "pred": {0: "b", 2: "h", 3: "w"}},
+                      opset_version=17, dynamo=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def benchmark(weights: str | None, channels: tuple[int, ...], repeats: int) -> dict:
+    """Time slices and a volume for each backend; return a results dictionary."""
+    net = DPENet(channels=channels).eval()
+    if weights and os.path.isfile(weights):
+        load_weights(net, weights)
+    results = {"machine": _machine(), "channels": list(channels), "repeats": repeats,
+               "matmul_gflops_fp32": matmul_gflops(torch.float32), "matmul_gflops_bf16": matmul_gflops(torch.bfloat16)}
+    scripted = torch.jit.script(net)
+    with tempfile.TemporaryDirectory() as tmp:
+        session = _onnx_session(net, os.path.join(tmp, "model.onnx"))
+        backends = {
+            "eager": lambda x: net(x),
+            "torchscript": lambda x: scripted(x),
+            "onnxruntime": lambda x: torch.from_numpy(session.run(None, {"image": x.numpy()})[0]),
+        }
+        rows = []
+        for size in (256, 512):
+            flops = conv_flops(net, (1, 3, size, size))
+            for batch in (1, 8):
+                x = torch.rand(batch, 3, size, size)
+                for name, fn in backends.items():
+                    with torch.inference_mode():
+                        seconds = time_call(lambda: fn(x), repeats=repeats)
+                    rows.append({"backend": name, "size": size, "batch": batch, "ms_per_slice": 1e3 * seconds / batch,
+                                 "gflops": flops * batch / seconds / 1e9, "gflop_per_slice": flops / 1e9})
+        results["slices"] = rows
+    volume = torch.rand(1, 3, 256, 256, 150)
+    inferer = SliceInferer(spatial_dim=2, sw_batch_size=8)
+    with torch.inference_mode():
+        results["volume_256x256x150_s"] = time_call(lambda: inferer(volume, net), repeats=max(1, repeats // 2), warmup=0)
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return results
+
+
+def write_report(results: dict, output: Path) -> None:
+    """Write speed.json and a markdown table."""
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "speed.json").write_text(json.dumps(results, indent=2))
+    m = results["machine"]
+    lines = [
+        "# Speed and memory", "",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['threads']} torch threads), flags: {m['flags'] or 'n/a'}, "
+        f"torch {m['torch']}, CUDA: {m['cuda']}.",
+        f"Network: DPENet channels {results['channels']}. Medians of {results['repeats']} runs.",
+        f"Matmul on this machine in the same run: {results['matmul_gflops_fp32']:.0f} GFLOP/s fp32, "
+        f"{results['matmul_gflops_bf16']:.0f} GFLOP/s bf16.", "",
+        "| backend | slice | batch | ms / slice | GFLOP / slice | achieved GFLOP/s | % of fp32 matmul |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results["slices"]:
+        share = 100 * r["gflops"] / results["matmul_gflops_fp32"]
+        lines.append(f"| {r['backend']} | {r['size']}x{r['size']} | {r['batch']} | {r['ms_per_slice']:.1f} | "
+                     f"{r['gflop_per_slice']:.1f} | {r['gflops']:.0f} | {share:.0f}% |")
+    lines += ["", f"Volume 256x256x150 (eager, SliceInferer, 8 slices a batch): {results['volume_256x256x150_s']:.1f} s; "
+              f"peak RSS of the benchmark process: {results['peak_rss_mb']:.0f} MB.", "",
+              "Reproduce: `make benchmark` (or `python -m monai_dpe.benchmark --output docs/benchmarks`)."]
+    (output / "speed.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default="docs/benchmarks", type=Path)
+    parser.add_argument("--weights", default="bundle/models/model.pt")
+    parser.add_argument("--channels", default="32,48,64,80,96")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    channels = tuple(int(c) for c in args.channels.split(","))
+    write_report(benchmark(args.weights, channels, args.repeats), args.output)
+    print(f"wrote {args.output / 'speed.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""Enhance one file and a whole folder from Python with the shipped bundle's weights.
+
+The pipeline is the bundle's own: load with MONAI, stretch with the invertible intensity
+policy, enhance slice by slice, invert back to the input's units and dtype, save.
+
+    python examples/enhance_python_api.py INPUT_FILE_OR_FOLDER OUTPUT_DIR
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from monai.transforms import Compose, Invertd, LoadImaged
+
+from monai_dpe.data import find_images
+from monai_dpe.inferers import SliceInferer
+from monai_dpe.networks import ChannelAdapter, DPENet, load_weights
+from monai_dpe.transforms import IntensityPolicyd, SaveEnhancedd
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+
+
+def build_enhancer(weights: Path = BUNDLE / "models" / "model.pt") -> torch.nn.Module:
+    """The shipped half-width DPENet, wrapped to take grey, RGB and RGBA images."""
+    return ChannelAdapter(load_weights(DPENet(channels=(32, 48, 64, 80, 96)), weights)).eval()
+
+
+def enhance(inputs: str, output_dir: str) -> list[str]:
+    """Enhance every image under ``inputs`` into ``output_dir``; returns the written paths."""
+    preprocessing = Compose(
+        [LoadImaged("image", image_only=True, dtype=None, ensure_channel_first=True), IntensityPolicyd("image")]
+    )
+    invert = Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False)
+    save = SaveEnhancedd("pred", output_dir=output_dir, overwrite=True)
+    enhancer, inferer = build_enhancer(), SliceInferer(spatial_dim=-1, sw_batch_size=8)
+    written = []
+    for item in find_images(inputs):
+        data = preprocessing(item)
+        with torch.inference_mode():
+            data["pred"] = inferer(data["image"][None], enhancer)[0]
+        written.append(save(invert(data))["output_path"])
+    return written
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    for path in enhance(sys.argv[1], sys.argv[2]):
+        print(path)

@@ -1,13 +1,35 @@
-"""The ``monai-dpe`` command: a thin layer over the bundle and the library."""
+"""The ``monai-dpe`` command: a thin layer over the bundle and the library.
+
+``monai-dpe enhance INPUT... --output-dir OUT`` runs the bundle's own inference config
+(``configs/inference.json``) with the inputs, output folder and options as overrides: the
+pipeline exists once, in the bundle.
+"""
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+import time
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from monai_dpe import __version__
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "default_bundle"]
+
+BUNDLE_ENV = "MONAI_DPE_BUNDLE"
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
+
+class UsageError(Exception):
+    """A request the command refuses before doing any work (exit code 2)."""
+
+
+def default_bundle() -> Path:
+    """The bundle to use: ``$MONAI_DPE_BUNDLE`` if set, else the one shipped next to the package."""
+    return Path(os.environ.get(BUNDLE_ENV) or Path(__file__).resolve().parent.parent / "bundle")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,8 +39,42 @@ def build_parser() -> argparse.ArgumentParser:
         description="Deep Perceptual Enhancement for medical images (MONAI plugin).",
     )
     parser.add_argument("--version", action="version", version=f"monai-dpe {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    enhance = commands.add_parser(
+        "enhance",
+        help="enhance image files and folders into an output folder",
+        description="Enhance images (PNG, JPEG, BMP, TIFF, DICOM files and series, NIfTI, NRRD, MHA/MHD) with the "
+        "bundle's inference pipeline: one output per input, same relative path, name and format (DICOM is "
+        "written as NIfTI, .nii.gz). Inputs are never written.",
+    )
+    enhance.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="image files, DICOM series folders or folders of images")
+    enhance.add_argument("-o", "--output-dir", required=True, help="where the outputs go (must not be an input folder)")
+    enhance.add_argument("--axis", type=int, choices=(0, 1, 2, -1), default=None,
+                         help="volume axis to enhance slice by slice (default: the bundle's, the last axis)")
+    enhance.add_argument("--device", default=None,
+                         help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    enhance.add_argument("--batch", type=_positive, default=None,
+                         help="slices per network call (default: the bundle's)")
+    enhance.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    enhance.add_argument("--save-comparison", action="store_true",
+                         help="also write <output>_comparison.png: input, output and |output - input|")
+    enhance.add_argument("--bundle", default=None, help=f"bundle folder (default: ${BUNDLE_ENV} or the shipped bundle)")
+    enhance.add_argument("--weights", default=None, help="weights file (default: the bundle's models/model.pt)")
+    enhance.add_argument("--no-progress", action="store_true", help="no progress bars")
+    enhance.add_argument("-v", "--verbose", action="store_true", help="show library log messages and warnings")
+    enhance.set_defaults(func=enhance_command)
+
+    from monai_dpe.train_cli import register as register_train  # `monai-dpe train` lives in monai_dpe/train_cli.py
+    register_train(parser)
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,7 +84,130 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as err:
+        print(f"monai-dpe: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("monai-dpe: interrupted", file=sys.stderr)
+        return 130
+
+
+def enhance_command(args: argparse.Namespace) -> int:
+    """``monai-dpe enhance``: check the request, run the bundle's evaluator, print a summary."""
+    inputs = [Path(p) for p in args.inputs]
+    output_dir = Path(args.output_dir)
+    _check_paths(inputs, output_dir)
+    bundle = Path(args.bundle) if args.bundle else default_bundle()
+    config_file = bundle / "configs" / "inference.json"
+    if not config_file.is_file():
+        raise UsageError(f"{bundle}: not a monai-dpe bundle (no configs/inference.json)")
+    device = _device(args.device)
+    _quiet_libraries(args.verbose)
+
+    from monai_dpe.engines import one_line
+
+    start = time.monotonic()
+    try:
+        parser = _inference_config(bundle, config_file, inputs, output_dir, args, device)
+        if not parser.get_parsed_content("datalist"):
+            raise UsageError(f"no images found in {' '.join(map(str, inputs))}")
+        parser.get_parsed_content("initialize")
+        evaluator = parser.get_parsed_content("evaluator")
+        evaluator.run()
+    except UsageError:
+        raise
+    except Exception as err:  # a bad weights file or config: one line, no traceback
+        print(f"monai-dpe: error: {one_line(err)}", file=sys.stderr)
+        return EXIT_FAILED
+    done, failed = len(evaluator.state.enhanced), len(evaluator.state.failed)
+    print(f"enhanced {done} file(s), {failed} failed in {time.monotonic() - start:.1f} s -> {output_dir}")
+    return EXIT_FAILED if failed else 0
+
+
+def _check_paths(inputs: list[Path], output_dir: Path) -> None:
+    """Refuse missing inputs and an output folder that is, or is inside, an input folder."""
+    out = output_dir.resolve()
+    for path in inputs:
+        if not path.exists():
+            raise UsageError(f"{path}: no such file or folder")
+        folder = path.resolve() if path.is_dir() else path.resolve().parent
+        if out == folder or (path.is_dir() and out.is_relative_to(folder)):
+            where = "is" if out == folder else "is inside"
+            raise UsageError(
+                f"output folder {output_dir} {where} the input folder {folder}: choose another --output-dir"
+            )
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{output_dir}: exists and is not a folder")
+
+
+def _device(name: str | None):
+    if name is None:
+        return None
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise UsageError(f"--device {name}: {err}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def _config_path(path: Path | str) -> str:
+    """A path as a plain config string: the parser would evaluate one starting with $, @ or %."""
+    text = str(path)
+    return text if not text.startswith(("$", "@", "%")) else os.path.join(".", text)
+
+
+def _inference_config(bundle: Path, config_file: Path, inputs: list[Path], output_dir: Path, args, device):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    meta_file = bundle / "configs" / "metadata.json"
+    if meta_file.is_file():
+        parser.read_meta(str(meta_file))
+    overrides = {
+        "bundle_root": str(bundle.resolve()),
+        "dataset_dir": [_config_path(p) for p in inputs],
+        "output_dir": str(output_dir.resolve()),
+        "overwrite": bool(args.overwrite),
+        "save_comparison": bool(args.save_comparison),
+        "progress": not args.no_progress,
+    }
+    optional = {"slice_axis": args.axis, "sw_batch_size": args.batch, "device": device,
+                "weights_path": str(Path(args.weights).resolve()) if args.weights else None}
+    overrides.update({k: v for k, v in optional.items() if v is not None})
+    parser.update(overrides)
+    return parser
+
+
+class _BarSafeHandler(logging.StreamHandler):
+    """Log lines written around tqdm's progress bars instead of through them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # logging must never raise
+            self.handleError(record)
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    """Per-file failures as ``monai-dpe: <file>: <reason>`` lines; library chatter only with --verbose."""
+    handler = _BarSafeHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("monai-dpe: %(message)s" if not verbose else "%(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO if verbose else logging.ERROR)
+    if not verbose:
+        warnings.simplefilter("ignore")
+        for name in ("ignite", "monai"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 if __name__ == "__main__":

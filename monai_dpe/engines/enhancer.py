@@ -4,9 +4,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from monai.data import Dataset, decollate_batch
 from monai.engines import SupervisedEvaluator
@@ -14,18 +17,158 @@ from monai.transforms import MapTransform
 from ignite.engine import Events
 
 from monai_dpe.data.discovery import image_suffix
+from monai_dpe.transforms.io import UnsafeOutputPath, output_path
 
-__all__ = ["SafeDataset", "EnhancementEvaluator", "CheckImaged", "one_line", "raise_on_failures"]
+__all__ = [
+    "SafeDataset",
+    "EnhancementEvaluator",
+    "CheckHeaderd",
+    "ImageRefused",
+    "CheckImaged",
+    "plan_outputs",
+    "one_line",
+    "raise_on_failures",
+]
 
 logger = logging.getLogger(__name__)
 
+MAX_VOXELS = 400_000_000
+# DPENet at half width needs about 1 GB per megapixel of slice on CPU: 4096 x 4096 is ~16 GB
+MAX_SLICE_PIXELS = 4096 * 4096
+_MAX_REASON = 300
+# messages of exceptions that only wrap the real one (MONAI's Compose, ConfigParser)
+_WRAPPERS = ("applying transform", "Failed to evaluate", "Failed to instantiate", "Component to instantiate")
+
+
+class ImageRefused(ValueError):
+    """An image the enhancer will not process, with the reason."""
+
 
 def one_line(err: BaseException) -> str:
-    """A single-line reason for an exception: its root cause (MONAI wraps transform errors), or its type."""
-    while err.__cause__ is not None:
+    """A single-line reason for an exception: the first error under MONAI's and the config parser's wrappers."""
+    while err.__cause__ is not None and str(err).lstrip().startswith(_WRAPPERS):
         err = err.__cause__
     text = str(err).strip().splitlines()
-    return text[0] if text and text[0] else type(err).__name__
+    reason = text[0].strip() if text and text[0].strip() else type(err).__name__
+    return reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 3] + "..."
+
+
+class CheckHeaderd(MapTransform):
+    """Refuse, from the file header alone, images that must not be loaded: too many pixels for
+    memory (a 20000 x 20000 PNG is a few kB on disk), 4D series, unknown DICOM transfer syntaxes.
+
+    Runs before ``LoadImaged`` on the path; headers it cannot read are left to the image reader,
+    whose error is then reported.
+
+    Args:
+        keys: keys holding image paths (files or DICOM series folders).
+        max_voxels: refuse images declaring more voxels than this (all channels).
+        max_slice_pixels: refuse images whose two largest spatial sides span more pixels than this.
+    """
+
+    def __init__(self, keys="image", max_voxels: int = MAX_VOXELS, max_slice_pixels: int = MAX_SLICE_PIXELS,
+                 allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.max_voxels, self.max_slice_pixels = int(max_voxels), int(max_slice_pixels)
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if isinstance(d[key], (str, os.PathLike)):
+                self.check(d[key])
+        return d
+
+    def check(self, path: str | os.PathLike) -> None:
+        """Raise :class:`ImageRefused` with the reason if the header of ``path`` declares an unusable image."""
+        shape = _header_shape(Path(path))
+        if shape is None:
+            return
+        spatial, channels = shape
+        if len(spatial) > 3 and any(s > 1 for s in spatial[3:]):
+            raise ImageRefused(f"unsupported {len(spatial)}D image of shape {spatial}: only 2D images and 3D volumes")
+        check_size(spatial, channels, self.max_voxels, self.max_slice_pixels, note=", refused before loading")
+
+
+def check_size(spatial: Sequence[int], channels: int, max_voxels: int, max_slice_pixels: int, note: str = "") -> None:
+    """Raise :class:`ImageRefused` if an image of this shape is too large to enhance in memory."""
+    sides = sorted((int(s) for s in spatial), reverse=True)
+    slice_pixels = sides[0] * (sides[1] if len(sides) > 1 else 1)
+    voxels = int(np.prod(sides)) * int(channels)
+    size = "x".join(str(int(s)) for s in spatial)
+    if slice_pixels > max_slice_pixels:
+        raise ImageRefused(f"image too large: {size} is {slice_pixels:,} pixels a slice, over the limit of "
+                           f"{max_slice_pixels:,} (max_slice_pixels){note}")
+    if voxels > max_voxels:
+        raise ImageRefused(f"image too large: {size} x {channels} channel(s) is {voxels:,} voxels, over the limit of "
+                           f"{max_voxels:,} (max_voxels){note}")
+
+
+def _header_shape(path: Path) -> tuple[tuple[int, ...], int] | None:
+    """(spatial shape, channels) from a file's header without reading its pixels; ``None`` if unknown."""
+    suffix = image_suffix(path.name)
+    if path.is_dir() or suffix == ".dcm":
+        return _dicom_shape(path)
+    try:
+        if suffix in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
+            return _pil_shape(path)
+        if suffix in (".nii", ".nii.gz"):
+            import nibabel
+
+            header = nibabel.load(str(path)).header
+            return tuple(int(s) for s in header.get_data_shape()), 1
+        if suffix in (".nrrd", ".mha", ".mhd"):
+            import SimpleITK as sitk
+
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            return tuple(int(s) for s in reader.GetSize()), int(reader.GetNumberOfComponents())
+    except ImageRefused:
+        raise
+    except Exception:  # an unreadable header is the reader's to report, with its own words
+        return None
+    return None
+
+
+def _pil_shape(path: Path) -> tuple[tuple[int, ...], int]:
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as im:
+                frames = int(getattr(im, "n_frames", 1))
+                spatial = (*im.size, frames) if frames > 1 else tuple(im.size)
+                return spatial, len(im.getbands())
+        except Image.DecompressionBombError as err:  # PIL refuses to open it at all: say so in our words
+            pixels = [w for w in str(err).replace("(", " ").split() if w.isdigit()]
+            declared = f"{int(pixels[0]):,} pixels" if pixels else "more pixels than PIL allows"
+            raise ImageRefused(f"image too large: its header declares {declared}, over PIL's decompression-bomb "
+                               "limit; refused before loading") from err
+
+
+def _dicom_shape(path: Path) -> tuple[tuple[int, ...], int] | None:
+    import pydicom
+    from pydicom.uid import UID
+
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")) if path.is_dir() else [path]
+    rows = cols = frames = 0
+    channels = 1
+    for file in files:
+        try:
+            ds = pydicom.dcmread(file, stop_before_pixels=True)
+        except Exception:
+            return None
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        if syntax is not None and not UID(str(syntax)).is_transfer_syntax:
+            where = f" in {file.name}" if path.is_dir() else ""
+            raise ImageRefused(f"unreadable DICOM: unknown transfer syntax {syntax}{where}")
+        rows, cols = max(rows, int(ds.get("Rows", 0) or 0)), max(cols, int(ds.get("Columns", 0) or 0))
+        frames += int(ds.get("NumberOfFrames", 1) or 1)
+        channels = int(ds.get("SamplesPerPixel", 1) or 1)
+    if not rows or not cols:
+        return None
+    return ((cols, rows, frames) if frames > 1 else (cols, rows)), channels
 
 
 class CheckImaged(MapTransform):
@@ -36,11 +179,13 @@ class CheckImaged(MapTransform):
         keys: images to check (channel first).
         max_voxels: refuse images larger than this many voxels (all channels).
         min_size: smallest accepted spatial side.
+        max_slice_pixels: refuse images whose two largest spatial sides span more pixels than this.
     """
 
-    def __init__(self, keys="image", max_voxels: int = 400_000_000, min_size: int = 2, allow_missing_keys: bool = False):
+    def __init__(self, keys="image", max_voxels: int = MAX_VOXELS, min_size: int = 2, allow_missing_keys: bool = False,
+                 max_slice_pixels: int = MAX_SLICE_PIXELS):
         super().__init__(keys, allow_missing_keys)
-        self.max_voxels, self.min_size = int(max_voxels), int(min_size)
+        self.max_voxels, self.min_size, self.max_slice_pixels = int(max_voxels), int(min_size), int(max_slice_pixels)
 
     def __call__(self, data):
         d = dict(data)
@@ -51,17 +196,16 @@ class CheckImaged(MapTransform):
     def check(self, img: torch.Tensor) -> None:
         spatial = tuple(img.shape[1:])
         if len(spatial) not in (2, 3) or img.shape[0] > 4:
-            raise ValueError(f"unsupported image shape {tuple(img.shape)}: expected 2D or 3D with 1-4 channels")
+            raise ImageRefused(f"unsupported image shape {tuple(img.shape)}: expected 2D or 3D with 1-4 channels")
         extents = sorted(s for s in spatial if s > 1)  # a single slice read as (H, W, 1) is still 2D
         if len(extents) < 2 or extents[0] < self.min_size or (len(spatial) == 3 and extents[-2] < self.min_size):
-            raise ValueError(f"image too small to enhance: spatial shape {spatial}")
-        if img.numel() > self.max_voxels:
-            raise ValueError(f"image too large: {img.numel():,} voxels exceeds the limit of {self.max_voxels:,}")
+            raise ImageRefused(f"image too small to enhance: spatial shape {spatial}")
+        check_size(spatial, img.shape[0], self.max_voxels, self.max_slice_pixels)
         t = torch.as_tensor(img)
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ValueError("image contains NaN or infinite values")
+            raise ImageRefused("image contains NaN or infinite values")
         if bool((t == t.reshape(-1)[0]).all()):
-            raise ValueError("image is constant: nothing to enhance")
+            raise ImageRefused("image is constant: nothing to enhance")
 
 
 class SafeDataset(Dataset):
@@ -73,6 +217,8 @@ class SafeDataset(Dataset):
 
     def _transform(self, index: int) -> dict:
         item = self.data[index]
+        if "error" in item:  # refused before any work (see plan_outputs)
+            return dict(item)
         path = item.get("image", "")
         if not os.path.isdir(path) and not image_suffix(path):
             return {**item, "error": f"unsupported file type '{os.path.splitext(path)[1] or path}'"}
@@ -80,6 +226,43 @@ class SafeDataset(Dataset):
             return super()._transform(index)
         except Exception as err:  # any reader or transform failure is one file's problem, not the run's
             return {**item, "error": one_line(err)}
+
+
+def plan_outputs(
+    items: Sequence[Mapping], output_dir: str | os.PathLike, overwrite: bool = False, comparison: bool = False
+) -> list[dict]:
+    """Decide every item's output before any work, and mark the items that must not be written.
+
+    Each item gains ``source_path`` (the input as given, for messages). An item whose output
+    would replace an input, collide with an earlier item's output, escape ``output_dir``, or
+    replace an existing file without ``overwrite`` (its comparison panel too, with
+    ``comparison``) gets an ``error`` instead, which :class:`SafeDataset` passes on unread.
+    """
+    from monai_dpe.visualize import comparison_path
+
+    inputs = {Path(item["image"]).resolve() for item in items}
+    series = [p for p in inputs if p.is_dir()]
+    claimed: dict[Path, str] = {}
+    planned = []
+    for item in items:
+        item = {**item, "source_path": str(item["image"])}
+        try:
+            dest = output_path(output_dir, str(item["relpath"]))
+        except UnsafeOutputPath as err:
+            planned.append({**item, "error": str(err)})
+            continue
+        target = dest.resolve()
+        written = [dest, comparison_path(dest)] if comparison else [dest]
+        if target in inputs or any(target.is_relative_to(p) for p in series):
+            item["error"] = f"output {dest} would replace an input"
+        elif target in claimed:
+            item["error"] = f"output {dest} is also the output of {claimed[target]} (same name)"
+        elif not overwrite and any(p.exists() for p in written):
+            existing = next(p for p in written if p.exists())
+            item["error"] = f"output {existing} already exists (pass --overwrite to replace it)"
+        claimed.setdefault(target, item["source_path"])
+        planned.append(item)
+    return planned
 
 
 class EnhancementEvaluator(SupervisedEvaluator):

@@ -8,6 +8,7 @@ renames on completion, so a crash never leaves a partial file under the final na
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Hashable, Mapping
 from pathlib import Path
@@ -90,18 +91,28 @@ class SaveEnhancedd(MapTransform):
             dest = output_path(self.output_dir, str(d[self.relpath_key]))
             if dest.exists() and not self.overwrite:
                 raise FileExistsError(f"{dest}: output exists (use overwrite to replace it).")
+            source = d[key].meta.get("filename_or_obj") if isinstance(d[key], MetaTensor) else None
+            if source and dest.exists() and os.path.exists(str(source)) and os.path.samefile(str(source), dest):
+                raise UnsafeOutputPath(f"{dest}: output would replace its input.")
             self.write(d[key], dest)
             d[self.output_key] = str(dest)
         return d
 
     @staticmethod
     def write(image: torch.Tensor, dest: Path) -> None:
-        """Write ``image`` (channel first, with its metadata) to ``dest`` atomically."""
+        """Write ``image`` (channel first, with its metadata) to ``dest`` atomically.
+
+        The writer works in a hidden temporary folder next to ``dest``; the finished files
+        (a header and its data file for ``.mhd``) are then renamed into place, header last.
+        """
         suffix = image_suffix(dest.name)
         dest.parent.mkdir(parents=True, exist_ok=True)
         array = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
         meta = dict(image.meta) if isinstance(image, MetaTensor) else {}
         writer_type = _writer(suffix)
+        if writer_type is PILWriter and not array.is_floating_point() and array.element_size() > 2:
+            # PIL reads 16-bit PNG/TIFF as int32; PNG and TIFF take at most 16 bits unsigned
+            array = torch.from_numpy(array.clamp(0, 65535).numpy().astype(np.uint16))
         # PILWriter would otherwise clip to [0, 1] and rescale to 255: the data are already in their dtype's units
         options = {"scale": None} if writer_type is PILWriter else {}
         writer = writer_type(output_dtype=array.numpy().dtype, **options)
@@ -109,17 +120,17 @@ class SaveEnhancedd(MapTransform):
         # volumes keep a trailing singleton slice axis so the data matches its 3D affine
         squeeze = suffix in _PIL_SUFFIXES
         writer.set_data_array(array, channel_dim=0, squeeze_end_dims=squeeze, spatial_ndim=spatial_ndim)
+        if writer_type is NibabelWriter and array.shape[0] == 1:
+            writer.data_obj = writer.data_obj[..., 0]  # one channel: a 3D NIfTI as read, not (X, Y, Z, 1)
         writer.set_metadata(meta, resample=False)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=suffix)
-        os.close(fd)
+        tmp_dir = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
         try:
-            writer.write(tmp, verbose=False, **({"quality": 95} if suffix in (".jpg", ".jpeg") else {}))
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+            writer.write(tmp_dir / dest.name, verbose=False, **({"quality": 95} if suffix in (".jpg", ".jpeg") else {}))
+            for part in sorted(tmp_dir.iterdir(), key=lambda p: p.name == dest.name):
+                os.chmod(part, 0o644)
+                os.replace(part, dest.parent / part.name)
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 class SplitAlphad(MapTransform):

@@ -1,0 +1,150 @@
+"""Bad input: each bad file gets one clear line naming it and the reason, the others still go through.
+
+One ``monai-dpe enhance`` run takes a folder of broken, unsupported and hostile files next to a
+good image and a good DICOM; the tests then read its exit code, its lines and what it wrote.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import torch
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from monai_dpe.networks import DPENet
+from test_cli import SUMMARY, run_cli, tiny_bundle  # noqa: F401  (tiny_bundle is a fixture)
+from test_inference_bundle import TINY_CHANNELS, bundle_command, file_hashes, smooth, tiny_weights
+
+HUGE_SIDE = 20000
+
+# file -> what its line must say
+BAD = {
+    "truncated.png": "truncated",
+    "truncated.nii": "Expected",
+    "notes.xyz": "unsupported file type '.xyz'",
+    "series_4d.nii.gz": "4D image",
+    "one_pixel.png": "too small",
+    "constant.png": "constant",
+    "nan.nii.gz": "NaN",
+    "huge.png": "too large",
+    "large.png": "too large: 5000x5000",
+    "bogus_syntax.dcm": "transfer syntax 1.2.3.4.5.6.7",
+}
+
+
+def write_bad_inputs(root: Path) -> None:
+    rng = np.random.default_rng(5)
+    root.mkdir()
+    Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(root / "full.png")
+    data = (root / "full.png").read_bytes()
+    (root / "truncated.png").write_bytes(data[: len(data) // 2])
+    nib.save(nib.Nifti1Image(rng.random((32, 32, 8)).astype(np.float32), np.eye(4)), root / "full.nii")
+    data = (root / "full.nii").read_bytes()
+    (root / "truncated.nii").write_bytes(data[: len(data) // 2])
+    for name in ("full.png", "full.nii"):
+        (root / name).unlink()
+    (root / "notes.xyz").write_text("not an image")
+    nib.save(nib.Nifti1Image(rng.random((8, 8, 4, 3)).astype(np.float32), np.eye(4)), root / "series_4d.nii.gz")
+    Image.fromarray(np.array([[7]], np.uint8)).save(root / "one_pixel.png")
+    Image.fromarray(np.full((32, 32), 90, np.uint8)).save(root / "constant.png")
+    volume = rng.random((16, 16, 4)).astype(np.float32)
+    volume[3, 4, 1] = np.nan
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), root / "nan.nii.gz")
+    # all black 1-bit images compress to almost nothing: the header alone says how big they are
+    Image.new("1", (HUGE_SIDE, HUGE_SIDE)).save(root / "huge.png", optimize=True)
+    Image.new("1", (5000, 5000)).save(root / "large.png", optimize=True)
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.file_meta.TransferSyntaxUID = "1.2.3.4.5.6.7"
+    ds.save_as(root / "bogus_syntax.dcm", enforce_file_format=True)
+    Image.fromarray((smooth((40, 40), rng) * 255).astype(np.uint8)).save(root / "good.png")
+    shutil.copy(get_testdata_file("MR_small.dcm"), root / "good_mr.dcm")
+
+
+@pytest.fixture(scope="module")
+def bad_run(tiny_bundle, tmp_path_factory):
+    """The bad folder (plus notes.xyz named explicitly): (root, process, hashes before)."""
+    root = tmp_path_factory.mktemp("bad")
+    write_bad_inputs(root / "in")
+    before = file_hashes(root / "in")
+    proc = run_cli("in", "in/notes.xyz", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", cwd=root)
+    return root, proc, before
+
+
+def test_run_fails_but_good_files_complete(bad_run):
+    root, proc, _ = bad_run
+    assert proc.returncode == 1
+    assert SUMMARY.search(proc.stdout).groups() == ("2", str(len(BAD)), "out")
+    assert sorted(p.name for p in (root / "out").iterdir()) == ["good.png", "good_mr.nii.gz"]
+
+
+def test_nothing_partial_is_left(bad_run):
+    root = bad_run[0]
+    assert not list((root / "out").rglob(".*")) and not list((root / "in").rglob(".*"))
+
+
+def test_inputs_unchanged(bad_run):
+    root, _, before = bad_run
+    assert file_hashes(root / "in") == before
+
+
+def test_no_traceback_and_one_line_per_failure(bad_run):
+    proc = bad_run[1]
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == len(BAD), proc.stderr
+
+
+@pytest.mark.parametrize("name, reason", sorted(BAD.items()))
+def test_each_bad_file_has_its_reason(bad_run, name, reason):
+    lines = [line for line in bad_run[1].stderr.splitlines() if line.startswith(f"monai-dpe: in/{name}: ")]
+    assert len(lines) == 1, bad_run[1].stderr
+    assert reason in lines[0]
+
+
+def test_huge_image_is_refused_from_its_header(bad_run):
+    root, proc, _ = bad_run
+    assert (root / "in" / "huge.png").stat().st_size < 200_000  # 400 megapixels declared, a few kB stored
+    line = next(line for line in proc.stderr.splitlines() if "huge.png" in line)
+    assert "refused before loading" in line and "400,000,000" in line
+
+
+@pytest.mark.parametrize("kind", ["missing", "wrong_shape"])
+def test_bad_weights_give_one_line_naming_the_file(tmp_path, kind):
+    Image.fromarray((smooth((32, 32), np.random.default_rng(6)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    weights = tmp_path / f"{kind}.pt"
+    if kind == "wrong_shape":
+        torch.save(DPENet(channels=(16, 24)).state_dict(), weights)  # same keys as the bundle's tiny net, other widths
+    bundle = tmp_path / "bundle"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "bundle" / "configs", bundle / "configs")
+    config = (bundle / "configs" / "inference.json").read_text().replace('"channels": [32, 48, 64, 80, 96]',
+                                                                         f'"channels": {list(TINY_CHANNELS)}')
+    (bundle / "configs" / "inference.json").write_text(config)
+    proc = run_cli("a.png", "-o", "out", "--bundle", str(bundle), "--weights", str(weights), cwd=tmp_path)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert str(weights) in lines[0]
+    assert ("not found" if kind == "missing" else "do not fit") in lines[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_bundle_run_reports_bad_files_and_still_writes_good_ones(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.full((32, 32), 90, np.uint8)).save(src / "constant.png")
+    Image.fromarray((smooth((32, 32), np.random.default_rng(7)) * 255).astype(np.uint8)).save(src / "good.png")
+    proc = subprocess.run(bundle_command(src, tmp_path / "out", tiny_weights(tmp_path / "tiny.pt")),
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode != 0
+    assert re.search(r"constant\.png: image is constant", proc.stdout + proc.stderr)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.png"]

@@ -1,0 +1,164 @@
+"""``monai-dpe enhance`` as a user runs it: the console script in a subprocess, on real files.
+
+A tiny copy of the bundle (the shipped configs with ``channels=[8, 16]`` and random-init
+weights) keeps each run to seconds; one test uses the shipped bundle itself with ``--weights``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from monai_dpe.visualize import comparison_path, save_comparison
+from test_inference_bundle import AFFINE, BUNDLE, TINY_CHANNELS, file_hashes, smooth, tiny_weights, write_dicom_series
+
+MONAI_DPE = str(Path(sys.executable).parent / "monai-dpe")
+SUMMARY = re.compile(r"^enhanced (\d+) file\(s\), (\d+) failed in [\d.]+ s -> (.+)$", re.MULTILINE)
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([MONAI_DPE, "enhance", *args], capture_output=True, text=True, timeout=600, cwd=cwd,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """The shipped bundle's configs with a tiny network and its random-init weights in models/model.pt."""
+    bundle = tmp_path_factory.mktemp("tiny") / "bundle"
+    shutil.copytree(BUNDLE / "configs", bundle / "configs")
+    config = json.loads((bundle / "configs" / "inference.json").read_text())
+    config["channels"] = list(TINY_CHANNELS)
+    (bundle / "configs" / "inference.json").write_text(json.dumps(config, indent=2))
+    (bundle / "models").mkdir()
+    tiny_weights(bundle / "models" / "model.pt")
+    return bundle
+
+
+def write_study(root: Path) -> Path:
+    """A folder of a grey PNG, a sub-folder with an RGB PNG and a NIfTI volume, and a DICOM series."""
+    rng = np.random.default_rng(1)
+    (root / "study" / "sub").mkdir(parents=True)
+    Image.fromarray((smooth((36, 44), rng) * 255).astype(np.uint8)).save(root / "study" / "xray.png")
+    rgb = np.stack([smooth((40, 40), rng) for _ in range(3)], -1)
+    Image.fromarray((rgb * 255).astype(np.uint8)).save(root / "study" / "sub" / "slide.png")
+    volume = (smooth((20, 22, 5), rng) * 1000).astype(np.int16)
+    nib.save(nib.Nifti1Image(volume, AFFINE), root / "study" / "sub" / "mr.nii.gz")
+    write_dicom_series(root / "study" / "series", n_slices=3)
+    Image.fromarray((smooth((30, 30), rng) * 120).astype(np.uint8)).save(root / "single.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def comparison_run(tiny_bundle, tmp_path_factory):
+    """Files and folders in, with --save-comparison: (root, process, input hashes before)."""
+    root = write_study(tmp_path_factory.mktemp("cli"))
+    before = file_hashes(root)
+    proc = run_cli("study", "single.png", "--output-dir", "out", "--bundle", str(tiny_bundle), "--save-comparison",
+                   cwd=root)
+    return root, proc, before
+
+
+def test_enhance_mirrors_inputs_with_a_panel_each(comparison_run):
+    root, proc, _ = comparison_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outputs = ["xray.png", "sub/slide.png", "sub/mr.nii.gz", "series.nii.gz", "single.png"]
+    expected = set(outputs) | {str(comparison_path(Path(o))) for o in outputs}
+    assert {str(p.relative_to(root / "out")) for p in (root / "out").rglob("*") if p.is_file()} == expected
+    assert not list((root / "out").rglob(".*"))
+
+
+def test_summary_line_counts_files(comparison_run):
+    root, proc, _ = comparison_run
+    match = SUMMARY.search(proc.stdout)
+    assert match and match.groups() == ("5", "0", "out"), proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert "files" in proc.stderr  # the progress bar over files
+
+
+def test_inputs_are_never_written(comparison_run):
+    root, _, before = comparison_run
+    after = {k: v for k, v in file_hashes(root).items() if not k.startswith("out/")}
+    assert after == before
+
+
+def test_volume_panel_has_a_row_per_axis(comparison_run):
+    root = comparison_run[0]
+    flat = Image.open(comparison_path(root / "out" / "xray.png"))
+    volume = Image.open(comparison_path(root / "out" / "sub" / "mr.nii.gz"))
+    assert flat.format == volume.format == "PNG"
+    assert volume.height > 2 * flat.height  # three rows: the middle slice along each axis
+
+
+def test_comparison_shares_one_window_so_brightening_shows(tmp_path):
+    """A dark input brightened 3x must look brighter in the panel: input and output are not each auto-scaled."""
+    dark = torch.from_numpy((smooth((64, 64), np.random.default_rng(2)) * 80).astype(np.uint8))[None]
+    bright = (dark.to(torch.int32) * 3).clamp(0, 255).to(torch.uint8)
+    panel = np.asarray(Image.open(save_comparison(dark, bright, tmp_path / "p.png")).convert("L"), dtype=float)
+    third = panel.shape[1] // 3
+    middle = slice(panel.shape[0] // 4, 3 * panel.shape[0] // 4)
+    input_panel, output_panel = panel[middle, :third], panel[middle, third : 2 * third]
+    assert output_panel.mean() > input_panel.mean() + 30
+
+
+def test_existing_outputs_are_refused_then_replaced_with_overwrite(tiny_bundle, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray((smooth((32, 32), np.random.default_rng(3)) * 255).astype(np.uint8)).save(src / "a.png")
+    (tmp_path / "out").mkdir()
+    Image.new("L", (5, 5), 7).save(tmp_path / "out" / "a.png")
+    stale = (tmp_path / "out" / "a.png").read_bytes()
+    env = {"MONAI_DPE_BUNDLE": str(tiny_bundle)}  # the bundle from the environment this time
+
+    refused = run_cli("in", "-o", "out", "--no-progress", cwd=tmp_path, env=env)
+    assert refused.returncode == 1
+    assert re.search(r"^monai-dpe: in/a\.png: output .*a\.png already exists \(pass --overwrite", refused.stderr, re.M)
+    assert (tmp_path / "out" / "a.png").read_bytes() == stale
+
+    replaced = run_cli("in", "-o", "out", "--no-progress", "--overwrite", cwd=tmp_path, env=env)
+    assert replaced.returncode == 0, replaced.stderr
+    assert SUMMARY.search(replaced.stdout).groups()[:2] == ("1", "0")
+    assert Image.open(tmp_path / "out" / "a.png").size == (32, 32)
+
+
+@pytest.mark.parametrize("output", ["in", "in/enhanced", "in/../in"])
+def test_output_dir_in_an_input_folder_is_refused(tmp_path, output):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(tmp_path / "in" / "a.png")
+    before = file_hashes(tmp_path)
+    proc = run_cli("in", "--output-dir", output, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "input folder" in proc.stderr and "Traceback" not in proc.stderr
+    assert file_hashes(tmp_path) == before and not (tmp_path / "in" / "enhanced").exists()
+
+
+def test_output_dir_holding_an_input_file_is_refused(tmp_path):
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(tmp_path / "a.png")
+    proc = run_cli("a.png", "--output-dir", ".", "--overwrite", cwd=tmp_path)
+    assert proc.returncode == 2 and "is the input folder" in proc.stderr
+
+
+@pytest.mark.slow  # a full-width network: the one test that runs the shipped bundle's configs unchanged
+def test_shipped_bundle_with_weights_option_and_run_options(tmp_path):
+    """The default bundle (found next to the package) with full-width random weights and every run option."""
+    torch.manual_seed(0)
+    from monai_dpe.networks import DPENet
+
+    torch.save(DPENet(channels=(32, 48, 64, 80, 96)).state_dict(), tmp_path / "full.pt")
+    nib.save(nib.Nifti1Image((smooth((12, 16, 8), np.random.default_rng(4)) * 100).astype(np.float32), AFFINE),
+             tmp_path / "v.nii.gz")
+    proc = run_cli("v.nii.gz", "-o", "out", "--weights", "full.pt", "--axis", "0", "--batch", "3", "--device", "cpu",
+                   "--no-progress", cwd=tmp_path, env={"MONAI_DPE_BUNDLE": ""})
+    assert proc.returncode == 0, proc.stderr
+    out = nib.load(tmp_path / "out" / "v.nii.gz")
+    assert out.shape == (12, 16, 8) and out.get_data_dtype() == np.float32
+    np.testing.assert_allclose(out.affine, AFFINE, atol=1e-5)

@@ -1,0 +1,239 @@
+"""The bundle's inference as MONAI users run it: ``python -m monai.bundle run`` on a folder of real files.
+
+One run (tiny random-init network, ``channels=[8, 16]``) enhances every format the bundle
+serves; each test then checks one property of its outputs. Results do not depend on training.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+import tifffile
+import torch
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from monai_dpe.networks import DPENet
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLE = REPO / "bundle"
+TINY_CHANNELS = (8, 16)
+AFFINE = np.array([[0.8, 0.0, 0.0, -10.0], [0.0, 0.9, 0.0, 5.0], [0.0, 0.0, 2.5, 3.0], [0.0, 0.0, 0.0, 1.0]])
+
+
+def tiny_weights(path: Path, channels=TINY_CHANNELS) -> Path:
+    """A random-init DPENet state dict: results must not depend on training."""
+    torch.manual_seed(0)
+    torch.save(DPENet(channels=channels).state_dict(), path)
+    return path
+
+
+def smooth(shape, rng: np.random.Generator) -> np.ndarray:
+    """A ramp plus noise in [0, 1]: structure for the network, never constant."""
+    ramp = np.indices(shape).sum(0).astype(np.float64)
+    return (ramp / ramp.max() * 0.8 + 0.2 * rng.random(shape)).clip(0, 1)
+
+
+def write_dicom_series(folder: Path, n_slices: int = 4) -> Path:
+    """A CT series of ``n_slices`` slices made from pydicom's CT_small, 2.5 mm apart, one SeriesInstanceUID."""
+    folder.mkdir(parents=True)
+    template = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    series_uid, base = generate_uid(), template.pixel_array.astype(np.int16)
+    x0, y0, z0 = (float(v) for v in template.ImagePositionPatient)
+    for i in range(n_slices):
+        ds = copy.deepcopy(template)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = series_uid, generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber, ds.SliceThickness = i + 1, 2.5
+        ds.ImagePositionPatient = [x0, y0, z0 + 2.5 * i]
+        ds.SliceLocation = z0 + 2.5 * i
+        ds.PixelData = np.roll(base, 3 * i, axis=1).tobytes()
+        ds.save_as(folder / f"slice_{i:03d}.dcm", enforce_file_format=True)
+    return folder
+
+
+def write_inputs(root: Path) -> dict[str, str]:
+    """Every supported format under ``root`` (with sub-folders); returns input relpath -> output relpath."""
+    rng = np.random.default_rng(0)
+    (root / "2d").mkdir(parents=True)
+    (root / "volumes").mkdir()
+    grey = (smooth((40, 48), rng) * 255).astype(np.uint8)
+    rgb = (np.stack([smooth((40, 48), rng) for _ in range(3)], -1) * 255).astype(np.uint8)
+    alpha = rng.integers(0, 256, (40, 48, 1), dtype=np.uint8)
+    grey16 = (smooth((40, 48), rng) * 40000 + 1000).astype(np.uint16)
+    Image.fromarray(grey).save(root / "2d" / "grey.png")
+    Image.fromarray(rgb).save(root / "2d" / "rgb.png")
+    Image.fromarray(np.concatenate([rgb, alpha], -1), "RGBA").save(root / "2d" / "rgba.png")
+    Image.fromarray(grey16).save(root / "2d" / "grey16.png")
+    Image.fromarray(rgb).save(root / "2d" / "rgb.jpg", quality=95)
+    Image.fromarray(rgb).save(root / "2d" / "rgb.bmp")
+    tifffile.imwrite(root / "2d" / "grey8.tif", grey)
+    tifffile.imwrite(root / "2d" / "grey16.tiff", grey16)
+    shutil.copy(get_testdata_file("CT_small.dcm"), root / "2d" / "ct_slice.dcm")
+    shutil.copy(get_testdata_file("MR_small.dcm"), root / "2d" / "mr_slice.dcm")
+    vol = smooth((24, 28, 6), rng)
+    nib.save(nib.Nifti1Image((vol * 1500 - 1000).astype(np.int16), AFFINE), root / "volumes" / "ct_hu.nii.gz")
+    nib.save(nib.Nifti1Image(vol.astype(np.float32) * 3.5, AFFINE), root / "volumes" / "mr_float.nii")
+    nib.save(nib.Nifti1Image((vol * 255).astype(np.uint8), AFFINE), root / "volumes" / "u8.nii.gz")
+    image = sitk.GetImageFromArray((vol.transpose(2, 1, 0) * 900).astype(np.int16))
+    image.SetSpacing((0.7, 0.8, 2.0))
+    image.SetOrigin((1.0, -2.0, 3.5))
+    image.SetDirection((0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+    for name in ("scan.nrrd", "scan.mha", "scan_mhd.mhd"):
+        sitk.WriteImage(image, str(root / "volumes" / name))
+    write_dicom_series(root / "volumes" / "ct_series")
+    expected = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix != ".raw" and path.parent.name != "ct_series":
+            rel = str(path.relative_to(root))
+            expected[rel] = rel[: -len(".dcm")] + ".nii.gz" if rel.endswith(".dcm") else rel
+    expected["volumes/ct_series"] = "volumes/ct_series.nii.gz"  # a series folder is one volume
+    return expected
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``root``, by relative path."""
+    files = (p for p in sorted(root.rglob("*")) if p.is_file())
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def bundle_command(dataset_dir: Path, output_dir: Path, weights: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "monai.bundle", "run",
+        "--config_file", str(BUNDLE / "configs" / "inference.json"),
+        "--meta_file", str(BUNDLE / "configs" / "metadata.json"),
+        "--logging_file", str(BUNDLE / "configs" / "logging.conf"),
+        "--bundle_root", str(BUNDLE),
+        "--dataset_dir", str(dataset_dir), "--output_dir", str(output_dir),
+        "--weights_path", str(weights), "--channels", str(list(TINY_CHANNELS)), "--progress", "False", *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def enhanced(tmp_path_factory):
+    """One bundle run over every format: (input root, output root, expected outputs, process, hashes before)."""
+    tmp = tmp_path_factory.mktemp("bundle")
+    src, out = tmp / "in", tmp / "out"
+    expected = write_inputs(src)
+    before = file_hashes(src)
+    proc = subprocess.run(bundle_command(src, out, tiny_weights(tmp / "tiny.pt")), capture_output=True, text=True,
+                          timeout=600, cwd=tmp)
+    return src, out, expected, proc, before
+
+
+def test_run_succeeds(enhanced):
+    proc = enhanced[3]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_one_output_per_input_and_nothing_else(enhanced):
+    src, out, expected, _, _ = enhanced
+    written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert written == set(expected.values()) | {"volumes/scan_mhd.raw"}  # .mhd keeps its pixels in a .raw
+    assert not [p for p in out.rglob(".*")], "temporary files left behind"
+
+
+def test_inputs_unchanged(enhanced):
+    src, _, _, _, before = enhanced
+    assert file_hashes(src) == before
+
+
+@pytest.mark.parametrize(
+    "name, mode",
+    [("grey.png", "L"), ("rgb.png", "RGB"), ("rgba.png", "RGBA"), ("grey16.png", "I;16"), ("rgb.jpg", "RGB"),
+     ("rgb.bmp", "RGB"), ("grey8.tif", "L"), ("grey16.tiff", "I;16")],
+)
+def test_2d_formats_keep_size_mode_and_range(enhanced, name, mode):
+    src, out, _, _, _ = enhanced
+    with Image.open(src / "2d" / name) as a, Image.open(out / "2d" / name) as b:
+        assert (b.format, b.mode, b.size) == (a.format, mode, a.size)
+        x, y = np.asarray(a), np.asarray(b)
+    assert y.dtype == x.dtype
+    assert not np.array_equal(x, y), "output is the input: nothing was enhanced"
+
+
+def test_rgba_alpha_is_bit_exact(enhanced):
+    src, out, _, _, _ = enhanced
+    x, y = np.asarray(Image.open(src / "2d" / "rgba.png")), np.asarray(Image.open(out / "2d" / "rgba.png"))
+    np.testing.assert_array_equal(y[..., 3], x[..., 3])
+
+
+@pytest.mark.parametrize(
+    "name, dtype", [("ct_hu.nii.gz", np.int16), ("mr_float.nii", np.float32), ("u8.nii.gz", np.uint8)]
+)
+def test_nifti_keeps_affine_shape_and_dtype(enhanced, name, dtype):
+    src, out, _, _, _ = enhanced
+    a, b = nib.load(src / "volumes" / name), nib.load(out / "volumes" / name)
+    assert b.shape == a.shape
+    np.testing.assert_allclose(b.affine, a.affine, atol=1e-5)
+    assert b.get_data_dtype() == np.dtype(dtype)
+    data = np.asarray(b.dataobj)
+    assert data.dtype == np.dtype(dtype) and np.isfinite(data).all()
+
+
+def test_ct_stays_in_hounsfield_units(enhanced):
+    src, out, _, _, _ = enhanced
+    x = np.asarray(nib.load(src / "volumes" / "ct_hu.nii.gz").dataobj)
+    y = np.asarray(nib.load(out / "volumes" / "ct_hu.nii.gz").dataobj)
+    # the policy's exact inverse maps the robust window back onto HU: outputs span the input's scale, not [0, 1]
+    assert y.min() < -500 and y.max() > 200 and np.percentile(y, 50) == pytest.approx(np.percentile(x, 50), abs=400)
+
+
+@pytest.mark.parametrize("name", ["scan.nrrd", "scan.mha", "scan_mhd.mhd"])
+def test_itk_formats_keep_geometry_and_pixel_type(enhanced, name):
+    src, out, _, _, _ = enhanced
+    a, b = sitk.ReadImage(str(src / "volumes" / name)), sitk.ReadImage(str(out / "volumes" / name))
+    assert b.GetSize() == a.GetSize()
+    np.testing.assert_allclose(b.GetSpacing(), a.GetSpacing(), atol=1e-6)
+    np.testing.assert_allclose(b.GetOrigin(), a.GetOrigin(), atol=1e-5)
+    np.testing.assert_allclose(b.GetDirection(), a.GetDirection(), atol=1e-6)
+    assert b.GetPixelIDTypeAsString() == a.GetPixelIDTypeAsString()
+
+
+@pytest.mark.parametrize("name, shape", [("ct_slice", (128, 128)), ("mr_slice", (64, 64))])
+def test_dicom_file_becomes_nifti_with_its_geometry(enhanced, name, shape):
+    src, out, _, _, _ = enhanced
+    a, b = sitk.ReadImage(str(src / "2d" / f"{name}.dcm")), sitk.ReadImage(str(out / "2d" / f"{name}.nii.gz"))
+    assert b.GetSize()[:2] == shape and b.GetSize()[2:] in ((), (1,))
+    np.testing.assert_allclose(b.GetSpacing()[:2], a.GetSpacing()[:2], atol=1e-5)
+    np.testing.assert_allclose(b.GetOrigin(), a.GetOrigin(), atol=1e-3)
+    np.testing.assert_allclose(b.GetDirection(), a.GetDirection(), atol=1e-6)
+    assert np.issubdtype(sitk.GetArrayFromImage(b).dtype, np.integer)
+
+
+def test_dicom_series_becomes_one_volume(enhanced):
+    src, out, _, _, _ = enhanced
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(src / "volumes" / "ct_series")))
+    a, b = reader.Execute(), sitk.ReadImage(str(out / "volumes" / "ct_series.nii.gz"))
+    assert b.GetSize() == a.GetSize() == (128, 128, 4)
+    np.testing.assert_allclose(b.GetSpacing(), a.GetSpacing(), atol=1e-4)
+    np.testing.assert_allclose(b.GetOrigin(), a.GetOrigin(), atol=1e-3)
+
+
+def test_workflow_has_the_infer_properties(tmp_path):
+    from monai.bundle import ConfigWorkflow
+
+    (tmp_path / "in").mkdir()
+    workflow = ConfigWorkflow(
+        config_file=str(BUNDLE / "configs" / "inference.json"),
+        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        workflow_type="infer",
+        bundle_root=str(BUNDLE),
+        dataset_dir=str(tmp_path / "in"),
+        output_dir=str(tmp_path / "out"),
+        weights_path=str(tiny_weights(tmp_path / "tiny.pt")),
+        channels=list(TINY_CHANNELS),
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []

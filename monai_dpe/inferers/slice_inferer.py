@@ -30,6 +30,10 @@ class SliceInferer(Inferer):
         amp_dtype: run the network under autocast with this dtype (e.g. ``torch.bfloat16``); ``None`` for fp32.
         channels_last: feed the network channels-last tensors (faster convolutions on CPU).
         progress: show a progress bar over slices.
+        network_wrapper: applied to the network on each call (e.g. ``ChannelAdapter``), so a bundle's
+            ``network_def`` + ``models/model.pt`` stay the plain network that any MONAI tool loads
+            (MONAI Label's ``BundleInferTask``, ``monai.bundle.load``) while inference still adapts
+            grey/RGBA input.
 
     Example::
 
@@ -47,6 +51,7 @@ class SliceInferer(Inferer):
         amp_dtype: torch.dtype | str | None = None,
         channels_last: bool = False,
         progress: bool = False,
+        network_wrapper: Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]] | None = None,
     ) -> None:
         super().__init__()
         if spatial_dim not in (-1, 0, 1, 2):
@@ -61,12 +66,15 @@ class SliceInferer(Inferer):
         self.amp_dtype = getattr(torch, amp_dtype) if isinstance(amp_dtype, str) else amp_dtype
         self.channels_last = channels_last
         self.progress = progress
+        self.network_wrapper = network_wrapper
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
         if inputs.dim() not in (4, 5):
             raise ValueError(
                 f"SliceInferer takes (B, C, H, W) images or (B, C, X, Y, Z) volumes, got shape {list(inputs.shape)}."
             )
+        if self.network_wrapper is not None:
+            network = self.network_wrapper(network)
         plain = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
         out = self._run_2d(plain, network, *args, **kwargs) if plain.dim() == 4 else self._run_3d(plain, network, *args, **kwargs)
         if isinstance(inputs, MetaTensor):

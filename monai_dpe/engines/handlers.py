@@ -34,7 +34,9 @@ class TrainingState:
     def __init__(self, path: str, save_dict: Mapping[str, object], save_interval: int = 100, resume: bool = False):
         if save_interval < 1:
             raise ValueError(f"save_interval must be >= 1, got {save_interval}.")
-        self.path, self.save_dict, self.save_interval, self.resume = str(path), dict(save_dict), save_interval, resume
+        self.path, self.save_interval, self.resume = str(path), save_interval, resume
+        # plain module state dicts (no "module." prefix), so single- and multi-GPU runs resume each other
+        self.save_dict = {k: _unwrap(v) for k, v in save_dict.items()}
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self.load if self.resume else self._refuse_overwrite)
@@ -64,7 +66,9 @@ class TrainingState:
         logger.info("resumed from %s at iteration %d", self.path, engine.state.iteration)
 
     def save(self, engine: Engine) -> None:
-        """Write the state atomically (temporary file + rename)."""
+        """Write the state atomically (temporary file + rename); in a distributed run only rank 0 writes."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() > 0:
+            return
         folder = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(folder, exist_ok=True)
         state = {k: v.state_dict() for k, v in self.save_dict.items()}
@@ -81,6 +85,11 @@ class TrainingState:
             if os.path.exists(tmp):
                 os.remove(tmp)
             raise
+
+
+def _unwrap(obj: object) -> object:
+    parallel = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
+    return obj.module if isinstance(obj, parallel) else obj
 
 
 class TrainingProgressBar:

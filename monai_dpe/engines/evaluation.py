@@ -1,0 +1,322 @@
+"""Scoring a trained enhancer: per-image PSNR, SSIM and DeltaE against classical baselines, written as one JSON.
+
+``bundle/configs/evaluate.json`` runs MONAI's ``SupervisedEvaluator`` over the validation
+datalist (each image under each degradation preset, and clean) and attaches
+:class:`EnhancementReport`, which scores every output and writes ``metrics.json``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.config import KeysCollection
+from monai.metrics import PSNRMetric, SSIMMetric
+from monai.transforms import MapTransform
+
+from monai_dpe.metrics import DeltaEMetric
+from monai_dpe.transforms import SeededPerceptualDegradationd
+
+__all__ = [
+    "CLEAN_PRESET",
+    "BASELINES",
+    "EvaluationDegradationd",
+    "EnhancementReport",
+    "histogram_equalisation",
+    "clahe",
+    "clahe_nlm",
+    "noise_sigma",
+    "summarise",
+    "write_json",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The preset name of the fidelity check: no degradation, the target is the input itself.
+CLEAN_PRESET = "clean"
+
+
+class EvaluationDegradationd(MapTransform):
+    """Deterministic validation degradation by each item's preset; preset ``"clean"`` leaves the image as it is.
+
+    Other presets go to :class:`monai_dpe.transforms.SeededPerceptualDegradationd`, so degraded
+    pairs are exactly those that training validates on.
+
+    Args:
+        keys: images to degrade; their clean copies go to ``target_keys``.
+        target_keys: where the clean copies go.
+        preset_key: item key naming the preset.
+        params_key: where the draw's parameters go (``{"family": "clean"}`` for clean items).
+        kwargs: other ``SeededPerceptualDegradationd`` arguments (``seed``, ``id_key``, ranges...).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        target_keys: KeysCollection = "target",
+        preset_key: str = "preset",
+        params_key: str = "degradation",
+        allow_missing_keys: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.target_keys = [target_keys] if isinstance(target_keys, str) else list(target_keys)
+        self.preset_key, self.params_key = preset_key, params_key
+        self.degrade = SeededPerceptualDegradationd(
+            keys, target_keys, preset_key=preset_key, params_key=params_key, allow_missing_keys=allow_missing_keys,
+            **kwargs,
+        )
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        if data.get(self.preset_key) != CLEAN_PRESET:
+            return self.degrade(data)
+        d = dict(data)
+        for key, target_key in self.key_iterator(d, self.target_keys):
+            d[target_key] = d[key].clone() if isinstance(d[key], torch.Tensor) else np.copy(d[key])
+        d[self.params_key] = {"family": CLEAN_PRESET}
+        return d
+
+
+def _on_value(fn: Callable[[np.ndarray], np.ndarray], img: np.ndarray, rgb: bool) -> np.ndarray:
+    """Apply a grey-level method to a grey image, or to the HSV value of a colour one (hue and saturation kept)."""
+    from skimage.color import hsv2rgb, rgb2hsv
+
+    if not rgb:
+        return np.repeat(fn(img[..., 0])[..., None], img.shape[-1], axis=-1)
+    hsv = rgb2hsv(img)
+    hsv[..., 2] = fn(hsv[..., 2])
+    return hsv2rgb(hsv)
+
+
+def histogram_equalisation(img: np.ndarray, rgb: bool) -> np.ndarray:
+    """Global histogram equalisation (scikit-image) of a channel-last [0, 1] image."""
+    from skimage.exposure import equalize_hist
+
+    return _on_value(equalize_hist, img, rgb)
+
+
+def clahe(img: np.ndarray, rgb: bool) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation (scikit-image defaults: 1/8 tiles, clip 0.01)."""
+    from skimage.exposure import equalize_adapthist
+
+    return _on_value(equalize_adapthist, img, rgb)
+
+
+def noise_sigma(img: np.ndarray) -> float:
+    """Gaussian noise level of a 2D image by Immerkaer's fast estimator (a Laplacian difference filter)."""
+    from scipy.ndimage import convolve
+
+    kernel = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
+    response = np.abs(convolve(img, kernel, mode="reflect"))[1:-1, 1:-1]
+    return float(np.sqrt(np.pi / 2.0) * response.mean() / 6.0) if response.size else 0.0
+
+
+def clahe_nlm(img: np.ndarray, rgb: bool) -> np.ndarray:
+    """CLAHE, then non-local means at the noise level estimated from the result (scikit-image, fast mode)."""
+    from skimage.restoration import denoise_nl_means
+
+    out = clahe(img, rgb)
+    grey = out if rgb else out[..., 0]
+    sigma = float(np.mean([noise_sigma(c) for c in np.moveaxis(grey, -1, 0)])) if rgb else noise_sigma(grey)
+    if sigma <= 0.0:
+        return out
+    den = denoise_nl_means(grey, h=0.8 * sigma, sigma=sigma, patch_size=5, patch_distance=6, fast_mode=True,
+                           channel_axis=-1 if rgb else None)
+    return den if rgb else np.repeat(den[..., None], out.shape[-1], axis=-1)
+
+
+#: Classical enhancement methods scored on the same degraded inputs as the network. ``stretch`` is the
+#: network's own input (the degraded image stretched by its robust range): what the network adds to it.
+BASELINES: dict[str, Callable[[np.ndarray, bool], np.ndarray]] = {
+    "stretch": lambda img, rgb: img,
+    "histogram_equalisation": histogram_equalisation,
+    "clahe": clahe,
+    "clahe_nlm": clahe_nlm,
+}
+_CLASSICAL = ("histogram_equalisation", "clahe", "clahe_nlm")
+
+
+class EnhancementReport:
+    """Score every evaluator output against its target and write per-image scores and means as JSON.
+
+    Per image: source, modality, preset, channels, PSNR, SSIM and CIEDE2000 DeltaE of the output
+    (and of each baseline on the same degraded input, for degraded presets). DeltaE is reported
+    for every image, but only colour images (``rgb: true``) make it meaningful: grey images are
+    replicated to RGB, so their DeltaE is a lightness difference only; the ``delta_e_rgb`` means
+    average colour images alone. Means are given overall and per modality (over degraded presets),
+    per preset (the clean preset is the fidelity check: PSNR of output against input), and per
+    preset and modality, with the margin of the model over the best classical method.
+
+    Args:
+        output_path: the JSON file (written atomically when the run completes).
+        baselines: names from :data:`BASELINES` to score too; ``()`` for none.
+        info: extra fields for the report header (checkpoint path, configuration).
+        data_range: the value of white in outputs and targets.
+    """
+
+    def __init__(
+        self,
+        output_path: str | os.PathLike,
+        baselines: Sequence[str] = tuple(BASELINES),
+        info: Mapping[str, Any] | None = None,
+        data_range: float = 1.0,
+    ) -> None:
+        unknown = [b for b in baselines if b not in BASELINES]
+        if unknown:
+            raise ValueError(f"unknown baselines {unknown}; choose from {list(BASELINES)}.")
+        self.output_path, self.baselines, self.info = str(output_path), tuple(baselines), dict(info or {})
+        self.metrics = {
+            "psnr": PSNRMetric(max_val=data_range),
+            "ssim": SSIMMetric(spatial_dims=2, data_range=data_range),
+            "delta_e": DeltaEMetric(data_range=data_range),
+        }
+        self.data_range = float(data_range)
+        self.records: list[dict] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, lambda _: self.records.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.score)
+        engine.add_event_handler(Events.COMPLETED, self.write)
+
+    def _scores(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        pred, target = pred[None].float().cpu(), target[None].float().cpu()
+        scores = {name: float(metric(y_pred=pred, y=target).item()) for name, metric in self.metrics.items()}
+        return {name: (value if np.isfinite(value) else None) for name, value in scores.items()}  # identical: inf dB
+
+    def score(self, engine: Engine) -> None:
+        """Score each item of the current batch (decollated or not)."""
+        for item, out in zip(_items(engine.state.batch), _items(engine.state.output)):
+            channels = int(_scalar(item.get("channels", out["pred"].shape[0])))
+            preset = str(_scalar(item.get("preset", "")))
+            record = {
+                "source": str(_scalar(item.get("source", item.get("image_id", "")))),
+                "modality": str(_scalar(item.get("modality", "unknown"))),
+                "preset": preset,
+                "channels": channels,
+                "rgb": channels == 3,
+                **self._scores(out["pred"].clamp(0, self.data_range), out["label"]),
+                "degradation": _plain(item.get("degradation", {})),
+            }
+            if preset != CLEAN_PRESET and self.baselines:
+                image = out["image"].float().cpu().clamp(0, self.data_range) / self.data_range
+                hwc = image.permute(1, 2, 0).numpy().astype(np.float64)
+                record["baselines"] = {}
+                for name in self.baselines:
+                    result = np.clip(BASELINES[name](hwc, channels == 3), 0.0, 1.0) * self.data_range
+                    baseline = torch.as_tensor(result, dtype=torch.float32).permute(2, 0, 1)
+                    record["baselines"][name] = self._scores(baseline, out["label"])
+            self.records.append(record)
+
+    def write(self, engine: Engine | None = None) -> dict:
+        """Write the report JSON and log the headline means; returns the report."""
+        report = {**self.info, **summarise(self.records), "images": self.records}
+        write_json(report, self.output_path)
+        for preset, methods in report["per_preset"].items():
+            model = methods["model"]
+            margin = f", margin over best classical {methods['margin_db']:+.2f} dB" if "margin_db" in methods else ""
+            logger.info("%s: PSNR %s dB, SSIM %s, DeltaE(RGB) %s over %d images%s", preset, _fmt(model["psnr"]),
+                        _fmt(model["ssim"], 4), _fmt(model["delta_e_rgb"]), model["count"], margin)
+        logger.info("wrote %s", self.output_path)
+        return report
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _items(data: Any) -> list[dict]:
+    """A list of per-item dictionaries from a decollated list or a collated batch dictionary."""
+    if isinstance(data, Mapping):
+        size = next(len(v) for v in data.values() if isinstance(v, (torch.Tensor, list)))
+        return [{k: (v[i] if isinstance(v, (torch.Tensor, list)) else v) for k, v in data.items()} for i in range(size)]
+    return list(data)
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    return value[0] if isinstance(value, (list, tuple)) and len(value) == 1 else value
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy of a collated/decollated value (tensors and arrays to numbers and lists)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
+        value = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
+        return value.item() if value.size == 1 else value.tolist()
+    return value
+
+
+def _means(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    records = list(records)
+    out: dict[str, Any] = {"count": len(records)}
+    for key in ("psnr", "ssim", "delta_e"):
+        values = [r[key] for r in records if r[key] is not None]
+        out[key] = float(np.mean(values)) if values else None
+    colour = [r["delta_e"] for r in records if r.get("rgb") and r["delta_e"] is not None]
+    out["delta_e_rgb"] = float(np.mean(colour)) if colour else None
+    out["rgb_count"] = len(colour)
+    return out
+
+
+def _methods(records: list[dict]) -> dict[str, Any]:
+    """Means of the model and of each baseline over ``records``, and the model's margin over the best classical."""
+    out: dict[str, Any] = {"model": _means(records)}
+    names = sorted({name for r in records for name in r.get("baselines", {})})
+    for name in names:
+        out[name] = _means({**r["baselines"][name], "rgb": r["rgb"]} for r in records if name in r.get("baselines", {}))
+    classical = [out[name]["psnr"] for name in names if name in _CLASSICAL and out[name]["psnr"] is not None]
+    if classical and out["model"]["psnr"] is not None:
+        out["best_classical_psnr"] = max(classical)
+        out["margin_db"] = out["model"]["psnr"] - max(classical)
+    return out
+
+
+def _group(records: list[dict], key: str) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        groups.setdefault(r[key], []).append(r)
+    return dict(sorted(groups.items()))
+
+
+def summarise(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Means (model and baselines) overall, per modality, per preset and per preset and modality.
+
+    ``overall`` and ``per_modality`` average the degraded presets only; the clean preset (output
+    against an undegraded input) is a different question and appears under ``per_preset``.
+    """
+    records = [dict(r) for r in records]
+    degraded = [r for r in records if r["preset"] != CLEAN_PRESET]
+    return {
+        "overall": _methods(degraded) if degraded else {},
+        "per_modality": {m: _methods(rs) for m, rs in _group(degraded, "modality").items()},
+        "per_preset": {p: _methods(rs) for p, rs in _group(records, "preset").items()},
+        "per_preset_modality": {
+            p: {m: _methods(ms) for m, ms in _group(rs, "modality").items()} for p, rs in _group(records, "preset").items()
+        },
+    }
+
+
+def write_json(data: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Write ``data`` as indented JSON via a temporary file and a rename, so readers never see half a file."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.partial")
+    with open(partial, "w") as handle:
+        json.dump(data, handle, indent=2, allow_nan=False, default=_jsonable)
+        handle.write("\n")
+    os.replace(partial, path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.generic, torch.Tensor)):
+        return value.item()
+    return str(value)

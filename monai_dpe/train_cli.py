@@ -1,0 +1,187 @@
+"""``monai-dpe train``: run the bundle's own ``configs/train.json`` on the corpus, a datalist or a folder of images.
+
+The pipeline exists once, in the bundle; this command only fills in the bundle's overrides
+(``dataset_dir``, ``datalist``, ``resume``, ``skip_bad`` and any ``KEY=VALUE`` the user adds)
+and runs it with MONAI's bundle runner, as
+``python -m monai.bundle run --config_file configs/train.json ...`` would.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "train_command", "parse_overrides", "FOLDER_DATALIST"]
+
+logger = logging.getLogger(__name__)
+
+#: Where ``--folder`` writes the datalist it builds, relative to the bundle (next to the TensorBoard logs).
+FOLDER_DATALIST = Path("runs") / "folder_datalist.json"
+_WRAPPER_ERRORS = ("Failed to evaluate", "Failed to instantiate", "applying transform")
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the ``train`` subcommand to the ``monai-dpe`` parser (its subcommands action must exist)."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+    train = commands.add_parser(
+        "train",
+        help="train the enhancement network with the bundle's train.json",
+        description="Train the DPE generator and discriminator with the bundle's configs/train.json, on the bundle's "
+        "corpus datalist, on another MONAI datalist, or on a folder of images and volumes. Extra bundle settings "
+        "go after the options as KEY=VALUE (e.g. max_epochs=10 'channels=[64,96,128,160,192]'), or after -- as "
+        "--KEY VALUE pairs, exactly as for `python -m monai.bundle run`.",
+    )
+    train.add_argument("--bundle", default=None, help="bundle folder (default: $MONAI_DPE_BUNDLE or the shipped bundle)")
+    source = train.add_mutually_exclusive_group()
+    source.add_argument("--dataset-dir", default=None, help="folder the datalist's image paths are relative to")
+    source.add_argument("--folder", default=None,
+                        help="train on every image/volume under this folder (split by file name into training and "
+                        f"validation; the datalist is written to BUNDLE/{FOLDER_DATALIST.as_posix()})")
+    train.add_argument("--datalist", default=None, help="MONAI datalist JSON with 'training' and 'validation' "
+                       "(default: the bundle's configs/datalist.json; not with --folder)")
+    train.add_argument("--validation-fraction", type=float, default=0.1,
+                       help="share of --folder files kept for validation (default 0.1)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from BUNDLE/models/training_state.pt (networks, optimisers, iteration)")
+    train.add_argument("--skip-bad", action="store_true",
+                       help="drop unusable datalist entries with a warning each instead of stopping")
+    train.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY=VALUE",
+                       help="bundle settings, e.g. max_epochs=10 device=cpu")
+    train.set_defaults(func=train_command)
+
+
+def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
+    """Bundle overrides from ``KEY=VALUE`` tokens and ``--KEY VALUE`` / ``--KEY=VALUE`` pairs.
+
+    Values are read as JSON or Python literals where they are one (``10``, ``[8,16]``, ``true``,
+    ``null``), else kept as text, the way ``python -m monai.bundle run`` reads its options.
+
+    Raises:
+        ValueError: a token that is neither form, or an option without a value.
+    """
+    out: dict[str, Any] = {}
+    items = list(tokens)
+    if items[:1] == ["--"]:
+        items = items[1:]
+    i = 0
+    while i < len(items):
+        token = items[i]
+        if token.startswith("--"):
+            key, has_value, value = token[2:].partition("=")
+            if not has_value:
+                if i + 1 >= len(items):
+                    raise ValueError(f"override {token} has no value")
+                value, i = items[i + 1], i + 1
+        else:
+            key, has_value, value = token.partition("=")
+            if not has_value:
+                raise ValueError(f"cannot read override {token!r}: expected KEY=VALUE or --KEY VALUE")
+        if not key:
+            raise ValueError(f"override {token!r} has no key")
+        out[key] = _value(value)
+        i += 1
+    return out
+
+
+def _value(text: str) -> Any:
+    for read in (json.loads, ast.literal_eval):
+        try:
+            return read(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+    return text
+
+
+def _reason(err: BaseException) -> str:
+    """One line: the first error in the chain that is not a config-runner wrapper (it names the file or entry)."""
+    chain = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    for item in chain:
+        text = " ".join(str(item).split())
+        if text and not text.startswith(_WRAPPER_ERRORS):
+            return text
+    return type(chain[-1]).__name__
+
+
+def _settings(args: argparse.Namespace, bundle: Path) -> dict[str, Any]:
+    """The bundle overrides this command passes, after the user's own ``KEY=VALUE`` ones."""
+    from monai_dpe.cli import UsageError
+
+    tokens = list(args.overrides)
+    for flag in ("--resume", "--skip-bad"):  # argparse hands these over when they follow a KEY=VALUE
+        if flag in tokens:
+            tokens.remove(flag)
+            setattr(args, flag[2:].replace("-", "_"), True)
+    try:
+        settings = parse_overrides(tokens)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if args.folder is not None:
+        if args.datalist is not None:
+            raise UsageError("--datalist and --folder exclude each other: --folder builds the datalist")
+        settings.update(_folder_datalist(Path(args.folder), bundle, args.validation_fraction))
+    else:
+        if args.dataset_dir is not None:
+            settings["dataset_dir"] = str(Path(args.dataset_dir).resolve())
+        if args.datalist is not None:
+            settings["datalist"] = str(Path(args.datalist).resolve())
+    if args.resume:
+        settings["resume"] = True
+    if args.skip_bad:
+        settings["skip_bad"] = True
+    return settings
+
+
+def _folder_datalist(folder: Path, bundle: Path, validation_fraction: float) -> dict[str, str]:
+    from monai_dpe.cli import UsageError
+    from monai_dpe.data import datalist_from_folder
+    from monai_dpe.engines.evaluation import write_json
+
+    if not folder.is_dir():
+        raise UsageError(f"--folder {folder}: no such folder")
+    try:
+        datalist = datalist_from_folder(folder, validation_fraction)
+    except ValueError as err:
+        raise UsageError(f"--folder {folder}: {err}") from None
+    if not datalist["training"] or not datalist["validation"]:
+        raise UsageError(f"--folder {folder}: needs at least two usable images (found "
+                         f"{len(datalist['training']) + len(datalist['validation'])})")
+    path = bundle / FOLDER_DATALIST
+    write_json({"description": f"monai-dpe train --folder {folder.resolve()}", **datalist}, path)
+    logger.info("datalist of %s: %d training, %d validation -> %s", folder, len(datalist["training"]),
+                len(datalist["validation"]), path)
+    return {"dataset_dir": str(folder.resolve()), "datalist": str(path)}
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """``monai-dpe train``: run the bundle's ``train.json`` with the request as overrides; 1 on failure."""
+    from monai_dpe.cli import UsageError, default_bundle
+
+    bundle = (Path(args.bundle) if args.bundle else default_bundle()).resolve()
+    configs = bundle / "configs"
+    if not (configs / "train.json").is_file():
+        raise UsageError(f"{bundle}: not a monai-dpe bundle (no configs/train.json)")
+    settings = _settings(args, bundle)
+
+    from monai.bundle import run
+
+    logging_file = configs / "logging.conf"
+    try:
+        run(
+            config_file=str(configs / "train.json"),
+            meta_file=str(configs / "metadata.json"),
+            logging_file=str(logging_file) if logging_file.is_file() else None,
+            bundle_root=str(bundle),
+            **settings,
+        )
+    except Exception as err:  # a bad datalist entry, a corrupt state, a refused overwrite: one line
+        print(f"monai-dpe train: error: {_reason(err)}", file=sys.stderr)
+        return 1
+    return 0

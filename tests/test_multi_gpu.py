@@ -1,0 +1,69 @@
+"""multi_gpu_train.json: the bundle's training under torchrun + DistributedDataParallel, here 2 CPU processes (gloo)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from monai_dpe.networks import DPEDiscriminator, DPENet
+from test_training import REPO, TINY, write_tiny_data
+
+TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+ITERATIONS = 3
+RANK_LOSS = re.compile(r"Iter: (\d+)/\d+ -- train_loss_rank(\d+): ([-+0-9.eE]+)")
+
+
+def run_in_own_group(cmd: list[str], timeout: int) -> subprocess.CompletedProcess:
+    """Run cmd in a new process group so a hung run's workers can be killed with it."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout} s:\n{out[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+
+
+@pytest.mark.slow
+def test_torchrun_gloo_two_ranks_train_and_only_rank0_saves(tmp_path):
+    data = write_tiny_data(tmp_path / "data")
+    bundle = tmp_path / "bundle"
+    shutil.copytree(REPO / "bundle" / "configs", bundle / "configs")
+    configs = bundle / "configs"
+    cmd = [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+           "--config_file", json.dumps([str(configs / "train.json"), str(configs / "multi_gpu_train.json")]),
+           "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf"),
+           "--bundle_root", str(bundle), "--dataset_dir", str(data), "--datalist", str(data / "datalist.json")]
+    for key, value in {**TINY, "epoch_length": ITERATIONS}.items():
+        cmd += [f"--{key}", json.dumps(value)]
+    cmd += ["--backend", "gloo", "--rank_log_interval", "1"]
+    result = run_in_own_group(cmd, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+
+    losses: dict[int, dict[int, float]] = {0: {}, 1: {}}
+    for iteration, rank, loss in RANK_LOSS.findall(result.stdout):
+        losses[int(rank)][int(iteration)] = float(loss)
+    for rank in (0, 1):
+        assert sorted(losses[rank]) == list(range(1, ITERATIONS + 1)), f"rank {rank} did not train every iteration"
+    assert losses[0] != losses[1], "each rank must train on its own share of the data"
+
+    state = torch.load(bundle / "models" / "training_state.pt", weights_only=True)
+    assert state["trainer"]["iteration"] == ITERATIONS
+    # plain module state dicts: a multi-GPU state resumes on one device and vice versa
+    DPENet(channels=TINY["channels"]).load_state_dict(state["network"])
+    DPEDiscriminator(channels=TINY["disc_channels"]).load_state_dict(state["disc_network"])
+    DPENet(channels=TINY["channels"]).load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
+    assert sorted(p.name for p in (bundle / "models").iterdir()) == ["model.pt", "training_state.pt"]
+
+    writers = {p.name.split(".")[-2] for p in (bundle / "runs").iterdir() if p.name.startswith("events.out")}
+    assert len(writers) == 1, f"TensorBoard logs from more than one process: {writers}"
+    assert "val_psnr" in result.stdout, "rank 0 must log the validation metrics"

@@ -1,0 +1,434 @@
+"""Tests for training with the bundle: determinism, resume, refusals, bad datalists, `monai-dpe train`, evaluate.json.
+
+Every run uses a copy of ``bundle/configs`` in a temporary folder as ``bundle_root`` (the
+shipped bundle's ``models/`` and ``runs/`` are never touched), tiny widths and 2-4 real images
+from installed packages.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigParser, ConfigWorkflow
+from PIL import Image
+from pydicom.data import get_testdata_file
+from skimage import color, data as skdata, exposure, metrics, transform
+
+from monai_dpe.engines.evaluation import EnhancementReport, clahe, summarise
+from monai_dpe.networks import DPENet
+from monai_dpe.train_cli import parse_overrides
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+MONAI_DPE = str(Path(sys.executable).with_name("monai-dpe"))
+TINY = {
+    "channels": [8, 16],
+    "disc_channels": [8, 8, 16, 16],
+    "patch_size": [32, 32],
+    "epoch_length": 2,
+    "max_epochs": 1,
+    "val_interval": 1,
+    "state_interval": 1,
+    "num_workers": 0,
+    "images_per_batch": 1,
+    "patches_per_image": 2,
+}
+TRAIN_ITEMS = [("ct_small.nii.gz", "ct", 1), ("cell.png", "microscopy", 1)]
+VAL_ITEMS = [("mr_small.nii.gz", "mr", 1), ("astronaut.png", "histology", 3)]
+
+
+def _item(name: str, modality: str, channels: int) -> dict:
+    return {"image": name, "modality": modality, "source": name.split(".")[0], "channels": channels, "spatial_dims": 2}
+
+
+def write_tiny_data(folder: Path) -> Path:
+    """Two training and two validation images (CT, microscopy; MR, RGB photo) and their datalist."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("CT_small", "MR_small"):
+        arr = pydicom.dcmread(get_testdata_file(f"{name}.dcm")).pixel_array.astype(np.int16).T
+        nib.save(nib.Nifti1Image(arr, np.eye(4)), str(folder / f"{name.lower()}.nii.gz"))
+    cell = transform.resize(skdata.cell(), (60, 72), anti_aliasing=True)
+    Image.fromarray((cell * 255).astype(np.uint8)).save(folder / "cell.png")
+    astronaut = transform.resize(skdata.astronaut(), (64, 64), anti_aliasing=True)
+    Image.fromarray((astronaut * 255).astype(np.uint8)).save(folder / "astronaut.png")
+    datalist = {"training": [_item(*i) for i in TRAIN_ITEMS], "validation": [_item(*i) for i in VAL_ITEMS]}
+    (folder / "datalist.json").write_text(json.dumps(datalist))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return write_tiny_data(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture
+def bundle(tmp_path) -> Path:
+    """A bundle folder in tmp_path holding a copy of the repository's configs (nothing else)."""
+    root = tmp_path / "bundle"
+    shutil.copytree(REPO / "bundle" / "configs", root / "configs")
+    return root
+
+
+def workflow(bundle: Path, data: Path, **overrides) -> ConfigWorkflow:
+    """The bundle's train.json as an in-process, initialised ConfigWorkflow with tiny settings."""
+    settings = {
+        **TINY,
+        "bundle_root": str(bundle),
+        "dataset_dir": str(data),
+        "datalist": str(data / "datalist.json"),
+        # the config's own initialize also sets torch's thread count for the whole process
+        "initialize": ["$monai.utils.set_determinism(seed=@seed)"],
+        **overrides,
+    }
+    wf = ConfigWorkflow(
+        config_file=str(bundle / "configs" / "train.json"),
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="train",
+        **settings,
+    )
+    wf.initialize()
+    return wf
+
+
+def bundle_run(bundle: Path, data: Path, *extra: str) -> list[str]:
+    """The documented training command line, with tiny settings."""
+    configs = bundle / "configs"
+    cmd = [PYTHON, "-m", "monai.bundle", "run", "--config_file", str(configs / "train.json"),
+           "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf"),
+           "--bundle_root", str(bundle), "--dataset_dir", str(data), "--datalist", str(data / "datalist.json")]
+    for key, value in TINY.items():
+        cmd += [f"--{key}", json.dumps(value)]
+    return cmd + list(extra)
+
+
+def chain(err: BaseException) -> list[BaseException]:
+    out = []
+    while err is not None:
+        out.append(err)
+        err = err.__cause__ or err.__context__
+    return out
+
+
+def state_path(bundle: Path) -> Path:
+    return bundle / "models" / "training_state.pt"
+
+
+# ---------------------------------------------------------------------------------------------- determinism
+
+
+def first_losses(bundle: Path, data: Path, seed: int, n: int = 3) -> list[tuple[float, float]]:
+    wf = workflow(bundle, data, seed=seed, epoch_length=n, val_interval=100, state_interval=100)
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    losses: list[tuple[float, float]] = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED,
+        lambda e: losses.append((float(e.state.output["loss"]), float(e.state.output["disc_loss"]))),
+    )
+    wf.run()
+    return losses
+
+
+def test_same_seed_gives_same_first_losses(tiny_data, tmp_path):
+    runs = []
+    for i, seed in enumerate((0, 0, 1)):
+        root = tmp_path / f"bundle{i}"
+        shutil.copytree(REPO / "bundle" / "configs", root / "configs")
+        runs.append(first_losses(root, tiny_data, seed))
+    assert len(runs[0]) == 3
+    assert runs[0] == runs[1], "the same seed must reproduce generator and discriminator losses exactly"
+    assert runs[0] != runs[2], "another seed should draw other patches, degradations and weights"
+
+
+# ------------------------------------------------------------------------------------- state file refusals
+
+
+def test_fresh_run_refuses_existing_state(bundle, tiny_data):
+    path = state_path(bundle)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"an earlier run's state")
+    wf = workflow(bundle, tiny_data)
+    with pytest.raises(Exception) as err:
+        wf.run()
+    message = str(next(e for e in chain(err.value) if isinstance(e, FileExistsError)))
+    assert str(path) in message and "\n" not in message and "resume" in message
+    assert path.read_bytes() == b"an earlier run's state"
+    assert not (bundle / "models" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a torch file", b"PK\x03\x04 truncated zip"], ids=["empty", "text", "zip"])
+def test_corrupt_state_on_resume_fails_with_one_line_and_is_kept(bundle, tiny_data, content):
+    path = state_path(bundle)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    wf = workflow(bundle, tiny_data, resume=True)
+    with pytest.raises(RuntimeError) as err:
+        wf.run()
+    reason = next(e for e in chain(err.value) if str(e).startswith("cannot resume"))
+    assert str(reason).startswith(f"cannot resume from {path}: ") and "\n" not in str(reason)
+    assert path.read_bytes() == content, "a corrupt state must never be overwritten"
+
+
+def test_resume_flag_given_as_text_false_does_not_resume(bundle, tiny_data):
+    """`--resume false` on the command line arrives as the string 'false' and must mean no."""
+    wf = workflow(bundle, tiny_data, resume="false", skip_bad="false", val_interval=100)
+    wf.run()
+    assert torch.load(state_path(bundle), weights_only=True)["trainer"]["iteration"] == 2
+
+
+# ------------------------------------------------------------------------------------------ bad datalist
+
+
+def bad_entry(folder: Path, kind: str) -> str:
+    """Make one unusable image in folder and return its datalist path."""
+    if kind == "missing":
+        return "no_such_image.nii.gz"
+    if kind == "truncated":
+        whole = (folder / "ct_small.nii.gz").read_bytes()
+        (folder / "truncated.nii.gz").write_bytes(whole[: len(whole) // 2])
+        return "truncated.nii.gz"
+    series = np.random.default_rng(0).random((16, 16, 4, 5)).astype(np.float32)  # x, y, z, time
+    nib.save(nib.Nifti1Image(series, np.eye(4)), str(folder / "series4d.nii.gz"))
+    return "series4d.nii.gz"
+
+
+@pytest.fixture
+def bad_data(tiny_data, tmp_path, request):
+    """A copy of the tiny data whose training datalist has one bad entry (the kind is the test's parameter)."""
+    folder = tmp_path / "bad_data"
+    shutil.copytree(tiny_data, folder)
+    name = bad_entry(folder, request.param)
+    datalist = json.loads((folder / "datalist.json").read_text())
+    datalist["training"].insert(1, {**datalist["training"][0], "image": name, "source": "bad"})
+    (folder / "datalist.json").write_text(json.dumps(datalist))
+    return folder, name
+
+
+@pytest.mark.parametrize("bad_data", ["missing", "truncated", "4d"], indirect=True)
+def test_bad_datalist_entry_fails_before_training_with_one_line(bundle, bad_data):
+    folder, name = bad_data
+    wf = workflow(bundle, folder)
+    with pytest.raises(Exception) as err:
+        wf.run()
+    reasons = [e for e in chain(err.value) if isinstance(e, ValueError) and "datalist entry" in str(e)]
+    assert reasons, f"no datalist error in {chain(err.value)}"
+    assert str(reasons[0]).startswith(f"datalist entry 1 ({folder / name}): ")
+    assert "\n" not in str(reasons[0])
+    assert not (bundle / "models").exists() and not (bundle / "runs").exists(), "nothing may start before the check"
+
+
+@pytest.mark.parametrize("bad_data", ["missing", "truncated", "4d"], indirect=True)
+def test_skip_bad_drops_the_entry_with_a_warning(bundle, bad_data, caplog):
+    folder, name = bad_data
+    wf = workflow(bundle, folder, skip_bad=True)
+    with caplog.at_level("WARNING", logger="monai_dpe.data.datalist"):
+        items = wf.parser.get_parsed_content("train#datalist")
+    assert [Path(i["image"]).name for i in items] == [n for n, _, _ in TRAIN_ITEMS]
+    assert any(name in r.getMessage() and "datalist entry 1" in r.getMessage() for r in caplog.records)
+
+
+# ------------------------------------------------------------------------------------------------ resume
+
+
+@pytest.mark.slow
+def test_resume_after_kill_continues_from_saved_iteration_with_optimiser_state(bundle, tiny_data):
+    path = state_path(bundle)
+    proc = subprocess.Popen(bundle_run(bundle, tiny_data, "--max_epochs", "1000", "--val_interval", "1000"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert path.exists(), "the run saved no state"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    saved = torch.load(path, weights_only=True)
+    start = saved["trainer"]["iteration"]
+    assert 1 <= start < 2000
+
+    total = 2 * (start // 2 + 2)
+    wf = workflow(bundle, tiny_data, resume=True, max_epochs=total // 2, val_interval=1000, state_interval=1000)
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    seen: dict = {"iterations": []}
+
+    def at_start(engine):  # runs after TrainingState's loader, which was attached first
+        seen["iteration"] = engine.state.iteration
+        seen["optimizer"] = copy.deepcopy(wf.parser.get_parsed_content("optimizer").state_dict())
+        seen["disc_optimizer"] = copy.deepcopy(wf.parser.get_parsed_content("disc_optimizer").state_dict())
+        seen["disc"] = {k: v.clone() for k, v in wf.parser.get_parsed_content("disc_network").state_dict().items()}
+
+    trainer.add_event_handler(Events.STARTED, at_start)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen["iterations"].append(e.state.iteration))
+    wf.run()
+
+    assert seen["iteration"] == start
+    assert seen["iterations"] == list(range(start + 1, total + 1)), "must continue from the saved iteration, not 0"
+    for name in ("optimizer", "disc_optimizer"):
+        loaded, stored = seen[name]["state"], saved[name]["state"]
+        assert loaded.keys() == stored.keys() and len(loaded) > 0
+        for key in stored:
+            assert int(loaded[key]["step"]) == int(stored[key]["step"]) == start
+            torch.testing.assert_close(loaded[key]["exp_avg"], stored[key]["exp_avg"], rtol=0, atol=0)
+    for key, value in saved["disc_network"].items():
+        torch.testing.assert_close(seen["disc"][key], value, rtol=0, atol=0)
+    assert torch.load(path, weights_only=True)["trainer"]["iteration"] == total
+
+
+# ----------------------------------------------------------------------------------------- monai-dpe train
+
+
+def test_parse_overrides_reads_both_forms_as_the_bundle_runner_does():
+    assert parse_overrides(["max_epochs=3", "channels=[8,16]", "--device", "cpu", "--resume=true", "x=null"]) == {
+        "max_epochs": 3, "channels": [8, 16], "device": "cpu", "resume": True, "x": None}
+    assert parse_overrides(["--", "--lr", "1e-3"]) == {"lr": 0.001}
+    for bad in (["max_epochs"], ["--max_epochs"], ["=3"]):
+        with pytest.raises(ValueError):
+            parse_overrides(bad)
+
+
+def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    tiny = [f"{k}={json.dumps(v)}" for k, v in TINY.items()]
+    return subprocess.run([MONAI_DPE, "train", *args, *tiny], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_cli_trains_on_a_folder(bundle, tiny_data, tmp_path):
+    folder = tmp_path / "my_images"
+    folder.mkdir()
+    for name in ("ct_small.nii.gz", "cell.png", "mr_small.nii.gz", "astronaut.png"):
+        shutil.copy(tiny_data / name, folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    result = cli("--bundle", str(bundle), "--folder", str(folder))
+    assert result.returncode == 0, result.stderr[-2000:]
+    datalist = json.loads((bundle / "runs" / "folder_datalist.json").read_text())
+    names = sorted(i["image"] for i in datalist["training"] + datalist["validation"])
+    assert names == ["astronaut.png", "cell.png", "ct_small.nii.gz", "mr_small.nii.gz"]
+    assert len(datalist["validation"]) == 1
+    assert torch.load(state_path(bundle), weights_only=True)["trainer"]["iteration"] == 2
+    DPENet(channels=TINY["channels"]).load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bad_data", ["truncated"], indirect=True)
+def test_cli_bad_entry_one_line_then_skip_bad_trains(bundle, bad_data):
+    folder, name = bad_data
+    refused = cli("--bundle", str(bundle), "--dataset-dir", str(folder), "--datalist", str(folder / "datalist.json"))
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1].startswith(
+        f"monai-dpe train: error: datalist entry 1 ({folder / name}): unreadable by LoadImage")
+    assert not (bundle / "models").exists()
+
+    skipped = cli("--bundle", str(bundle), "--dataset-dir", str(folder), "--datalist", str(folder / "datalist.json"),
+                  "--skip-bad")
+    assert skipped.returncode == 0, skipped.stderr[-2000:]
+    assert f"dropping datalist entry 1 ({folder / name})" in skipped.stdout + skipped.stderr
+    assert torch.load(state_path(bundle), weights_only=True)["trainer"]["iteration"] == 2
+
+
+@pytest.mark.slow
+def test_cli_corrupt_state_on_resume_one_line_and_kept(bundle, tiny_data):
+    path = state_path(bundle)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\x80\x02garbage")
+    result = cli("--bundle", str(bundle), "--dataset-dir", str(tiny_data), "--datalist",
+                 str(tiny_data / "datalist.json"), "--resume")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"monai-dpe train: error: cannot resume from {path}: ")
+    assert path.read_bytes() == b"\x80\x02garbage"
+
+
+# ------------------------------------------------------------------------------------------- evaluate.json
+
+
+def test_report_means_and_margin():
+    def rec(preset, modality, psnr, rgb=False, base=None):
+        out = {"source": modality, "modality": modality, "preset": preset, "channels": 3 if rgb else 1, "rgb": rgb,
+               "psnr": psnr, "ssim": 0.5, "delta_e": 2.0 if rgb else 9.0}
+        if base is not None:
+            out["baselines"] = {"clahe": {"psnr": base, "ssim": 0.4, "delta_e": 5.0},
+                                "stretch": {"psnr": 40.0, "ssim": 0.9, "delta_e": 1.0}}
+        return out
+
+    records = [rec("paper", "ct", 30.0, base=20.0), rec("paper", "fundus", 34.0, rgb=True, base=26.0),
+               rec("radiology", "ct", 28.0, base=27.0), rec("clean", "ct", 40.0)]
+    summary = summarise(records)
+    assert summary["per_preset"]["paper"]["model"]["psnr"] == pytest.approx(32.0)
+    assert summary["per_preset"]["paper"]["margin_db"] == pytest.approx(32.0 - 23.0)  # stretch is not classical
+    assert summary["per_preset"]["paper"]["model"]["delta_e_rgb"] == pytest.approx(2.0)
+    assert summary["overall"]["model"]["count"] == 3, "overall averages the degraded presets only"
+    assert summary["per_modality"]["ct"]["model"]["psnr"] == pytest.approx(29.0)
+    assert summary["per_preset"]["clean"]["model"]["psnr"] == pytest.approx(40.0)
+    assert "margin_db" not in summary["per_preset"]["clean"]
+    with pytest.raises(ValueError):
+        EnhancementReport("x.json", baselines=["gamma_magic"])
+
+
+@pytest.mark.slow
+def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, tiny_data, tmp_path):
+    torch.manual_seed(3)
+    net = DPENet(channels=TINY["channels"])
+    weights = tmp_path / "weights.pt"
+    torch.save(net.state_dict(), weights)
+    out_dir = tmp_path / "eval"
+    configs = bundle / "configs"
+    config_files = [str(configs / "train.json"), str(configs / "evaluate.json")]
+    cmd = [PYTHON, "-m", "monai.bundle", "run", "--config_file", json.dumps(config_files),
+           "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf"),
+           "--bundle_root", str(bundle), "--dataset_dir", str(tiny_data), "--datalist", str(tiny_data / "datalist.json"),
+           "--channels", "[8,16]", "--weights_path", str(weights), "--output_dir", str(out_dir),
+           "--baselines", "['stretch','histogram_equalisation','clahe']", "--progress", "False"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out_dir / "metrics.json").read_text())
+    pairs = sorted((r["source"], r["preset"]) for r in report["images"])
+    assert pairs == sorted((s, p) for s in ("mr_small", "astronaut") for p in ("paper", "radiology", "clean"))
+    assert report["weights"] == str(weights)
+    assert not (bundle / "models").exists(), "evaluation must not train or save"
+
+    # the same items, rebuilt in-process, scored with scikit-image
+    parser = ConfigParser()
+    parser.read_config(config_files)
+    parser.update({"bundle_root": str(bundle), "dataset_dir": str(tiny_data), "channels": [8, 16],
+                   "datalist": str(tiny_data / "datalist.json"), "weights_path": str(weights)})
+    dataset = parser.get_parsed_content("validate#dataset")
+    net.eval()
+    by_key = {(r["source"], r["preset"]): r for r in report["images"]}
+    for item in dataset:
+        record = by_key[(item["source"], item["preset"])]
+        with torch.no_grad():
+            pred = net(item["image"][None])[0].clamp(0, 1)
+        target = item["target"].permute(1, 2, 0).numpy().astype(np.float64)
+        pred_np = pred.permute(1, 2, 0).numpy().astype(np.float64)
+        assert record["psnr"] == pytest.approx(metrics.peak_signal_noise_ratio(target, pred_np, data_range=1.0), abs=1e-3)
+        reference_de = color.deltaE_ciede2000(color.rgb2lab(target), color.rgb2lab(pred_np)).mean()
+        assert record["delta_e"] == pytest.approx(reference_de, abs=1e-2)
+        assert record["rgb"] == (item["source"] == "astronaut")
+        assert item["degradation"]["family"] == record["degradation"]["family"] == item["preset"]
+        if item["preset"] == "clean":
+            assert "baselines" not in record
+            continue
+        degraded = item["image"].clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float64)
+        expected = clahe(degraded, record["rgb"])
+        assert record["baselines"]["clahe"]["psnr"] == pytest.approx(
+            metrics.peak_signal_noise_ratio(target, np.clip(expected, 0, 1), data_range=1.0), abs=1e-3)
+        grey = exposure.equalize_hist(degraded[..., 0])
+        if not record["rgb"]:
+            assert record["baselines"]["histogram_equalisation"]["psnr"] == pytest.approx(
+                metrics.peak_signal_noise_ratio(target[..., 0], grey, data_range=1.0), abs=1e-3)
+    paper = [r["psnr"] for r in report["images"] if r["preset"] == "paper"]
+    assert report["per_preset"]["paper"]["model"]["psnr"] == pytest.approx(np.mean(paper))

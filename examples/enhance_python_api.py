@@ -23,7 +23,7 @@ BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 
 def build_enhancer(weights: Path = BUNDLE / "models" / "model.pt") -> torch.nn.Module:
     """The shipped half-width DPENet, wrapped to take grey, RGB and RGBA images."""
-    return ChannelAdapter(load_weights(DPENet(channels=(32, 48, 64, 80, 96)), weights)).eval()
+    return ChannelAdapter(load_weights(DPENet(channels=(32, 48, 64, 80, 96), output_act=None), weights)).eval()
 
 
 def enhance(inputs: str, output_dir: str) -> list[str]:

@@ -65,6 +65,9 @@ class DPENet(nn.Module):
             counts differ, a 1-channel input is broadcast and a 1-channel output takes the
             input's channel mean.
         value_range: the (low, high) range of inputs and outputs outside the network.
+        identity_init: zero the output convolution so that, with the global residual and no output
+            activation, the untrained network is exactly the identity and training learns only the
+            correction (the paper initialises it randomly).
 
     Example::
 
@@ -85,6 +88,7 @@ class DPENet(nn.Module):
         output_act: str | tuple | None = "tanh",
         global_residual: bool = True,
         value_range: Sequence[float] = (0.0, 1.0),
+        identity_init: bool = False,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -118,6 +122,9 @@ class DPENet(nn.Module):
             for i in reversed(range(len(channels) - 1))
         )
         self.conv_out = Conv[Conv.CONV, spatial_dims](channels[0], out_channels, 1)
+        if identity_init:
+            nn.init.zeros_(self.conv_out.weight)
+            nn.init.zeros_(self.conv_out.bias)
         self.output_act = _make_act(output_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -47,9 +47,9 @@ def test_verify_net_in_out_catches_a_wrong_metadata_channel_count(configs):
 
 def test_ckpt_export_torchscript_matches_eager(configs, tmp_path):
     meta = json.loads((configs / "metadata.json").read_text())
-    channels = json.loads((configs / "inference.json").read_text())["channels"]
+    config = json.loads((configs / "inference.json").read_text())
     torch.manual_seed(0)
-    net = DPENet(channels=channels)
+    net = DPENet(channels=config["channels"], output_act=config["output_act"])
     with torch.no_grad():  # weights away from the initialisation, so the comparison sees every layer
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))

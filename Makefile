@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast test-monailabel demo train corpus benchmark clean
+.PHONY: install test test-fast test-monailabel demo train corpus export benchmark clean
 
 install: $(STAMP)
 
@@ -62,6 +62,14 @@ RESUME ?= false
 train: $(STAMP) corpus
 	$(PY) -m monai.bundle run --config_file bundle/configs/train.json --meta_file bundle/configs/metadata.json \
 		--logging_file bundle/configs/logging.conf --bundle_root bundle --dataset_dir corpus --resume $(RESUME)
+
+# TorchScript (MONAI's ckpt_export) and ONNX exports of the shipped weights, for `--backend torchscript|onnx`
+export: $(STAMP)
+	$(PY) -m monai.bundle ckpt_export network_def --filepath bundle/models/model.ts --ckpt_file bundle/models/model.pt \
+		--meta_file bundle/configs/metadata.json --config_file bundle/configs/inference.json --bundle_root bundle
+	$(PY) -c "from monai.bundle import ConfigParser; from monai_dpe.networks import export_onnx, load_weights; \
+		p = ConfigParser(); p.read_config('bundle/configs/inference.json'); p['bundle_root'] = 'bundle'; \
+		export_onnx(load_weights(p.get_parsed_content('network_def'), 'bundle/models/model.pt'), 'bundle/models/model.onnx')"
 
 benchmark: $(STAMP)
 	$(PY) -m monai_dpe.benchmark --output docs/benchmarks

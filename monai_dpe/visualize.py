@@ -8,7 +8,6 @@ item of the bundle's post-processing (``save_comparison`` in ``inference.json``)
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 
@@ -17,6 +16,8 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import LoadImage, MapTransform
+
+from monai_dpe.files import atomic_path
 
 __all__ = ["save_comparison", "comparison_path", "SaveComparisond"]
 
@@ -144,17 +145,8 @@ def _origin(ndim: int) -> str:
 
 
 def _save_atomic(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
     return path
 
 

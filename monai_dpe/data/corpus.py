@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from monai_dpe.files import atomic_path
 from monai_dpe.data.datalist import ImageInfo, describe_image
 from monai_dpe.data.sources import SOURCES, ImageSource, get_source, locate_source
 
@@ -146,18 +147,13 @@ def convert_source(source: ImageSource, target: Path, cache_dir: str | os.PathLi
         ValueError: the written file does not load back as a valid image.
     """
     path = locate_source(source, cache_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
     # the temporary name keeps the suffix: writers and readers pick the format from it
-    partial = target.with_name(f".{source.name}.partial{source.output_suffix}")
-    try:
+    with atomic_path(target, suffix=f".partial{source.output_suffix}") as partial:
         _CONVERTERS[source.converter](source, path, partial)
         try:
             info = describe_image(partial)
         except ValueError as err:
             raise ValueError(f"written file does not load back: {err}") from err
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
     return info
 
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from monai_dpe.files import atomic_path
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "ImageInfo",
@@ -122,10 +124,8 @@ def write_datalist(report_or_dir: Any, path: str | os.PathLike) -> dict[str, lis
         **datalist,
     }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(datalist_json, indent=2) + "\n")
-    os.replace(partial, path)
+    with atomic_path(path, suffix=".partial") as partial:
+        partial.write_text(json.dumps(datalist_json, indent=2) + "\n")
     logger.info("wrote datalist %s: %d training, %d validation", path, len(datalist["training"]),
                 len(datalist["validation"]))
     return datalist

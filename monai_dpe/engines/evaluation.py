@@ -19,6 +19,7 @@ from monai.config import KeysCollection
 from monai.metrics import PSNRMetric, SSIMMetric
 from monai.transforms import MapTransform
 
+from monai_dpe.files import atomic_path
 from monai_dpe.metrics import DeltaEMetric
 from monai_dpe.transforms import SeededPerceptualDegradationd
 
@@ -307,13 +308,9 @@ def summarise(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def write_json(data: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Write ``data`` as indented JSON via a temporary file and a rename, so readers never see half a file."""
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    partial = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.partial")
-    with open(partial, "w") as handle:
+    with atomic_path(path, suffix=".partial") as partial, open(partial, "w") as handle:
         json.dump(data, handle, indent=2, allow_nan=False, default=_jsonable)
         handle.write("\n")
-    os.replace(partial, path)
 
 
 def _jsonable(value: Any) -> Any:

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 
 import torch
 from ignite.contrib.handlers import ProgressBar
 from ignite.engine import Engine, Events
+
+from monai_dpe.files import atomic_path
 
 __all__ = ["TrainingState", "TrainingProgressBar"]
 
@@ -82,22 +83,10 @@ class TrainingState:
         """Write the state atomically (temporary file + rename); in a distributed run only rank 0 writes."""
         if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() > 0:
             return
-        folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
         state = {k: v.state_dict() for k, v in self.save_dict.items()}
         state["trainer"] = {"iteration": engine.state.iteration, "epoch_length": engine.state.epoch_length}
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".training_state.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(state, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_path(self.path, suffix=".tmp", durable=True) as tmp:
+            torch.save(state, tmp)
 
 
 def _unwrap(obj: object) -> object:

@@ -16,15 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from monai_dpe.errors import one_line
+
 __all__ = ["register", "train_command", "parse_overrides", "FOLDER_DATALIST"]
 
 logger = logging.getLogger(__name__)
 
 #: Where ``--folder`` writes the datalist it builds, relative to the bundle (next to the TensorBoard logs).
 FOLDER_DATALIST = Path("runs") / "folder_datalist.json"
-_WRAPPER_ERRORS = ("Failed to evaluate", "Failed to instantiate", "applying transform")
-
-
 def register(parser: argparse.ArgumentParser) -> None:
     """Add the ``train`` subcommand to the ``monai-dpe`` parser (its subcommands action must exist)."""
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
@@ -95,19 +94,6 @@ def _value(text: str) -> Any:
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             continue
     return text
-
-
-def _reason(err: BaseException) -> str:
-    """One line: the first error in the chain that is not a config-runner wrapper (it names the file or entry)."""
-    chain = []
-    while err is not None and err not in chain:
-        chain.append(err)
-        err = err.__cause__ or err.__context__
-    for item in chain:
-        text = " ".join(str(item).split())
-        if text and not text.startswith(_WRAPPER_ERRORS):
-            return text
-    return type(chain[-1]).__name__
 
 
 def _settings(args: argparse.Namespace, bundle: Path) -> dict[str, Any]:
@@ -182,6 +168,6 @@ def train_command(args: argparse.Namespace) -> int:
             **settings,
         )
     except Exception as err:  # a bad datalist entry, a corrupt state, a refused overwrite: one line
-        print(f"monai-dpe train: error: {_reason(err)}", file=sys.stderr)
+        print(f"monai-dpe train: error: {one_line(err)}", file=sys.stderr)
         return 1
     return 0

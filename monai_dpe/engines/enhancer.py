@@ -17,6 +17,7 @@ from monai.transforms import MapTransform
 from ignite.engine import Events
 
 from monai_dpe.data.discovery import image_suffix
+from monai_dpe.errors import one_line
 from monai_dpe.transforms.io import UnsafeOutputPath, output_path
 
 __all__ = [
@@ -35,22 +36,11 @@ logger = logging.getLogger(__name__)
 MAX_VOXELS = 400_000_000
 # DPENet at half width needs about 1 GB per megapixel of slice on CPU: 4096 x 4096 is ~16 GB
 MAX_SLICE_PIXELS = 4096 * 4096
-_MAX_REASON = 300
-# messages of exceptions that only wrap the real one (MONAI's Compose, ConfigParser)
-_WRAPPERS = ("applying transform", "Failed to evaluate", "Failed to instantiate", "Component to instantiate")
 
 
 class ImageRefused(ValueError):
     """An image the enhancer will not process, with the reason."""
 
-
-def one_line(err: BaseException) -> str:
-    """A single-line reason for an exception: the first error under MONAI's and the config parser's wrappers."""
-    while err.__cause__ is not None and str(err).lstrip().startswith(_WRAPPERS):
-        err = err.__cause__
-    text = str(err).strip().splitlines()
-    reason = text[0].strip() if text and text[0].strip() else type(err).__name__
-    return reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 3] + "..."
 
 
 class CheckHeaderd(MapTransform):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from monai_dpe.inferers import SliceInferer
 from monai_dpe.networks import DPENet, load_weights
@@ -30,25 +31,10 @@ logger = logging.getLogger(__name__)
 
 
 def conv_flops(network: nn.Module, shape: tuple[int, ...]) -> float:
-    """Floating-point operations (2 x multiply-adds) of the convolutions for one input of ``shape``."""
-    total = 0.0
-
-    def hook(module, inputs, output):
-        nonlocal total
-        kernel = 1
-        for k in module.kernel_size:
-            kernel *= k
-        if isinstance(module, nn.modules.conv._ConvTransposeNd):
-            total += 2.0 * inputs[0].numel() * module.out_channels * kernel / module.groups
-        else:
-            total += 2.0 * output.numel() * module.in_channels * kernel / module.groups
-
-    handles = [m.register_forward_hook(hook) for m in network.modules() if isinstance(m, nn.modules.conv._ConvNd)]
-    with torch.inference_mode():
+    """Floating-point operations of one forward pass on an input of ``shape`` (PyTorch's own counter)."""
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
         network(torch.zeros(shape))
-    for h in handles:
-        h.remove()
-    return total
+    return float(counter.get_total_flops())
 
 
 def time_call(fn, repeats: int = 5, warmup: int = 1) -> float:

@@ -70,6 +70,8 @@ export: $(STAMP)
 	$(PY) -c "from monai.bundle import ConfigParser; from monai_dpe.networks import export_onnx, load_weights; \
 		p = ConfigParser(); p.read_config('bundle/configs/inference.json'); p['bundle_root'] = 'bundle'; \
 		export_onnx(load_weights(p.get_parsed_content('network_def'), 'bundle/models/model.pt'), 'bundle/models/model.onnx')"
+	$(PY) -c "from monai_dpe.networks import record_large_files; \
+		record_large_files('bundle', ['models/model.pt', 'models/model.ts', 'models/model.onnx'])"
 
 benchmark: $(STAMP)
 	$(PY) -m monai_dpe.benchmark --output docs/benchmarks

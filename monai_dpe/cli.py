@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     enhance.add_argument("--batch", type=_positive, default=None,
                          help="slices per network call (default: the bundle's)")
     enhance.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    enhance.add_argument("--resume", action="store_true",
+                         help="skip inputs whose outputs already exist (a rerun of an interrupted batch)")
+    enhance.add_argument("--summary", default=None, metavar="FILE",
+                         help="write a JSON summary (done, skipped, failed and why) to FILE")
     enhance.add_argument("--save-comparison", action="store_true",
                          help="also write <output>_comparison.png: input, output and |output - input|")
     enhance.add_argument("--bundle", default=None, help=f"bundle folder (default: ${BUNDLE_ENV} or the shipped bundle)")
@@ -107,7 +111,10 @@ def enhance_command(args: argparse.Namespace) -> int:
     _quiet_libraries(args.verbose)
 
     from monai_dpe.engines import one_line
+    from monai_dpe.files import remove_partials
 
+    if args.resume:  # files a killed run was writing: never complete, so they go before planning
+        remove_partials(output_dir)
     start = time.monotonic()
     try:
         parser = _inference_config(bundle, config_file, inputs, output_dir, args, device)
@@ -121,8 +128,9 @@ def enhance_command(args: argparse.Namespace) -> int:
     except Exception as err:  # a bad weights file or config: one line, no traceback
         print(f"monai-dpe: error: {one_line(err)}", file=sys.stderr)
         return EXIT_FAILED
-    done, failed = len(evaluator.state.enhanced), len(evaluator.state.failed)
-    print(f"enhanced {done} file(s), {failed} failed in {time.monotonic() - start:.1f} s -> {output_dir}")
+    done, failed, skipped = len(evaluator.state.enhanced), len(evaluator.state.failed), len(evaluator.state.skipped)
+    resumed = f", {skipped} skipped (already done)" if skipped else ""
+    print(f"enhanced {done} file(s){resumed}, {failed} failed in {time.monotonic() - start:.1f} s -> {output_dir}")
     return EXIT_FAILED if failed else 0
 
 
@@ -175,11 +183,13 @@ def _inference_config(bundle: Path, config_file: Path, inputs: list[Path], outpu
         "dataset_dir": [_config_path(p) for p in inputs],
         "output_dir": str(output_dir.resolve()),
         "overwrite": bool(args.overwrite),
+        "resume": bool(args.resume),
         "save_comparison": bool(args.save_comparison),
         "progress": not args.no_progress,
     }
     optional = {"slice_axis": args.axis, "sw_batch_size": args.batch, "device": device,
-                "weights_path": str(Path(args.weights).resolve()) if args.weights else None}
+                "weights_path": str(Path(args.weights).resolve()) if args.weights else None,
+                "summary_path": str(Path(args.summary).resolve()) if args.summary else None}
     overrides.update({k: v for k, v in optional.items() if v is not None})
     parser.update(overrides)
     return parser

@@ -2,12 +2,35 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "partial_prefix", "remove_partials"]
+
+PARTIAL_MARK = ".partial-"
+
+
+def partial_prefix(path: str | os.PathLike) -> str:
+    """Prefix of the hidden temporary name used while ``path`` is being written: ``.<name>.partial-``."""
+    return f".{Path(path).name}{PARTIAL_MARK}"
+
+
+def remove_partials(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files and folders a killed writer left under ``folder``; return them.
+
+    Only names made by :func:`partial_prefix` are touched, so a resumed run starts from
+    complete outputs only. Never call it while another process writes into ``folder``.
+    """
+    leftovers = sorted(Path(folder).rglob(f".*{PARTIAL_MARK}*")) if Path(folder).is_dir() else []
+    for path in reversed(leftovers):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return leftovers
 
 
 @contextmanager
@@ -20,7 +43,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", durable: bool = False
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=partial_prefix(path), suffix=suffix)
     os.close(fd)
     tmp = Path(name)
     try:

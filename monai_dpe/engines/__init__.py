@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from monai_dpe.engines.enhancer import CheckImaged, EnhancementEvaluator, SafeDataset, one_line, raise_on_failures
-from monai_dpe.engines.handlers import TrainingProgressBar, TrainingState
+from monai_dpe.engines.handlers import EpochSeeder, TrainingProgressBar, TrainingState
 from monai_dpe.engines.trainer import PrepareImageTarget, SupervisedAdversarialTrainer
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "SupervisedAdversarialTrainer",
     "PrepareImageTarget",
     "TrainingState",
+    "EpochSeeder",
     "TrainingProgressBar",
 ]

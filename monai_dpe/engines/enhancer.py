@@ -18,6 +18,7 @@ from ignite.engine import Events
 
 from monai_dpe.data.discovery import image_suffix
 from monai_dpe.errors import one_line
+from monai_dpe.files import atomic_path
 from monai_dpe.transforms.io import UnsafeOutputPath, output_path
 
 __all__ = [
@@ -207,7 +208,7 @@ class SafeDataset(Dataset):
 
     def _transform(self, index: int) -> dict:
         item = self.data[index]
-        if "error" in item:  # refused before any work (see plan_outputs)
+        if "error" in item or "skipped" in item:  # refused or already done before any work (see plan_outputs)
             return dict(item)
         path = item.get("image", "")
         if not os.path.isdir(path) and not image_suffix(path):
@@ -219,7 +220,11 @@ class SafeDataset(Dataset):
 
 
 def plan_outputs(
-    items: Sequence[Mapping], output_dir: str | os.PathLike, overwrite: bool = False, comparison: bool = False
+    items: Sequence[Mapping],
+    output_dir: str | os.PathLike,
+    overwrite: bool = False,
+    comparison: bool = False,
+    resume: bool = False,
 ) -> list[dict]:
     """Decide every item's output before any work, and mark the items that must not be written.
 
@@ -227,6 +232,8 @@ def plan_outputs(
     would replace an input, collide with an earlier item's output, escape ``output_dir``, or
     replace an existing file without ``overwrite`` (its comparison panel too, with
     ``comparison``) gets an ``error`` instead, which :class:`SafeDataset` passes on unread.
+    With ``resume``, an item whose outputs all exist is marked ``skipped`` instead: outputs are
+    only ever renamed into place when complete, so an existing one is a finished one.
     """
     from monai_dpe.visualize import comparison_path
 
@@ -247,6 +254,8 @@ def plan_outputs(
             item["error"] = f"output {dest} would replace an input"
         elif target in claimed:
             item["error"] = f"output {dest} is also the output of {claimed[target]} (same name)"
+        elif resume and not overwrite and all(p.exists() for p in written):
+            item["skipped"] = str(dest)
         elif not overwrite and any(p.exists() for p in written):
             existing = next(p for p in written if p.exists())
             item["error"] = f"output {existing} already exists (pass --overwrite to replace it)"
@@ -265,7 +274,8 @@ class EnhancementEvaluator(SupervisedEvaluator):
 
     Args:
         item_postprocessing: transform applied to each decollated item (e.g. ``Invertd`` then ``SaveEnhancedd``).
-        summary_path: if given, a JSON summary (done, failed, reasons) is written there at the end.
+        summary_path: if given, a JSON summary (done, skipped, failed, reasons) is written there
+            (atomically) at the end.
         others: as MONAI's ``SupervisedEvaluator``.
     """
 
@@ -290,7 +300,7 @@ class EnhancementEvaluator(SupervisedEvaluator):
         self.add_event_handler(Events.COMPLETED, self._summarise)
 
     def _reset_records(self, engine) -> None:
-        engine.state.enhanced, engine.state.failed = [], []
+        engine.state.enhanced, engine.state.failed, engine.state.skipped = [], [], []
 
     def _fail(self, path: str, reason: str) -> None:
         self.state.failed.append((path, reason))
@@ -298,6 +308,9 @@ class EnhancementEvaluator(SupervisedEvaluator):
 
     def _iteration(self, engine, batchdata: dict) -> dict:
         path = _first(batchdata.get("image_path", batchdata.get("relpath", "")))
+        if "skipped" in batchdata:
+            engine.state.skipped.append(_first(batchdata["skipped"]))
+            return {}
         if "error" in batchdata:
             self._fail(_first(batchdata.get("source_path", path)), _first(batchdata["error"]))
             return {}
@@ -316,12 +329,13 @@ class EnhancementEvaluator(SupervisedEvaluator):
         return {}
 
     def _summarise(self, engine) -> None:
-        done, failed = len(engine.state.enhanced), len(engine.state.failed)
-        logger.info("enhanced %d file(s), %d failed", done, failed)
+        done, failed, skipped = len(engine.state.enhanced), len(engine.state.failed), len(engine.state.skipped)
+        logger.info("enhanced %d file(s), %d skipped (done before), %d failed", done, skipped, failed)
         if self.summary_path:
-            summary = {"done": done, "failed": failed, "outputs": engine.state.enhanced,
+            summary = {"done": done, "skipped": skipped, "failed": failed, "outputs": engine.state.enhanced,
+                       "skipped_outputs": engine.state.skipped,
                        "failures": [{"input": p, "reason": r} for p, r in engine.state.failed]}
-            with open(self.summary_path, "w") as handle:
+            with atomic_path(self.summary_path) as tmp, open(tmp, "w") as handle:
                 json.dump(summary, handle, indent=2)
 
 

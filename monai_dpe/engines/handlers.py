@@ -1,17 +1,18 @@
-"""Ignite handlers for long CPU training: a crash-safe resumable state file and a progress bar."""
+"""Ignite handlers for long CPU training: a crash-safe resumable state file, per-epoch seeding, a progress bar."""
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Callable, Mapping
 
+import numpy as np
 import torch
 from ignite.contrib.handlers import ProgressBar
 from ignite.engine import Engine, Events
 
-from monai_dpe.files import atomic_path
+from monai_dpe.files import atomic_path, partial_prefix
 
-__all__ = ["TrainingState", "TrainingProgressBar"]
+__all__ = ["TrainingState", "EpochSeeder", "TrainingProgressBar"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,14 +25,23 @@ class TrainingState:
     With ``resume=True`` the state is loaded when the engine starts; without it, an existing
     state file is refused rather than overwritten by a fresh run.
 
+    The state is saved whenever the iteration count is a multiple of ``save_interval``; when that
+    iteration ends an epoch, the save waits until the epoch's other handlers (validation, the
+    best-checkpoint saver) have run, so a resumed run restarts exactly at an epoch boundary with
+    everything those handlers recorded. With :class:`EpochSeeder` such a resume reproduces the
+    uninterrupted run.
+
     Args:
         path: the state file (e.g. ``models/training_state.pt``).
         save_dict: objects with ``state_dict``/``load_state_dict`` (networks, optimisers); the
             counters of the engine the handler is attached to are saved under ``"trainer"``.
-        save_interval: save every this many iterations (and at the end).
+        save_interval: save every this many iterations (and at the end); a multiple of the
+            epoch length makes resumes exact.
         resume: load ``path`` at start.
         resume_learning_rate: on resume, set every optimiser's learning rate to this value (a
             manual decay for a continued run); ``None`` keeps the saved rates.
+        optional_dict: more objects saved the same way but not required on resume (e.g. the
+            best-checkpoint saver, whose record older state files lack).
     """
 
     def __init__(
@@ -41,6 +51,7 @@ class TrainingState:
         save_interval: int = 100,
         resume: bool = False,
         resume_learning_rate: float | None = None,
+        optional_dict: Mapping[str, object] | None = None,
     ):
         if save_interval < 1:
             raise ValueError(f"save_interval must be >= 1, got {save_interval}.")
@@ -48,11 +59,29 @@ class TrainingState:
         self.resume_learning_rate = resume_learning_rate
         # plain module state dicts (no "module." prefix), so single- and multi-GPU runs resume each other
         self.save_dict = {k: _unwrap(v) for k, v in save_dict.items()}
+        self.optional_dict = {k: _unwrap(v) for k, v in (optional_dict or {}).items()}
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self.load if self.resume else self._refuse_overwrite)
-        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.save_interval), self.save)
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.save_interval), self._save_mid_epoch)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._save_at_epoch_end)
         engine.add_event_handler(Events.COMPLETED, self.save)
+
+    def _save_mid_epoch(self, engine: Engine) -> None:
+        if engine.state.iteration % (engine.state.epoch_length or 1):
+            self.save(engine)
+
+    def _save_at_epoch_end(self, engine: Engine) -> None:
+        if engine.state.iteration % self.save_interval == 0:
+            self.save(engine)
+
+    def _remove_partials(self) -> None:
+        """Delete temporary state files a killed run left half-written (they never replaced the state)."""
+        folder = os.path.dirname(os.path.abspath(self.path))
+        prefix = partial_prefix(self.path)
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+            if name.startswith(prefix):
+                os.remove(os.path.join(folder, name))
 
     def _refuse_overwrite(self, engine: Engine) -> None:
         if os.path.exists(self.path):
@@ -62,6 +91,8 @@ class TrainingState:
 
     def load(self, engine: Engine) -> None:
         """Restore every object from the state file; a missing or corrupt file fails with its reason."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            self._remove_partials()  # several ranks may share the folder: only a lone process tidies it
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises many types for truncated or foreign files
@@ -69,6 +100,11 @@ class TrainingState:
         missing = [k for k in (*self.save_dict, "trainer") if k not in state]
         if missing:
             raise RuntimeError(f"cannot resume from {self.path}: it lacks {missing}.")
+        for key, obj in self.optional_dict.items():
+            if key in state:
+                obj.load_state_dict(state[key])
+            else:
+                logger.warning("%s has no %r record; it starts afresh", self.path, key)
         for key, obj in self.save_dict.items():
             obj.load_state_dict(state[key])
             if self.resume_learning_rate is not None and isinstance(obj, torch.optim.Optimizer):
@@ -83,10 +119,45 @@ class TrainingState:
         """Write the state atomically (temporary file + rename); in a distributed run only rank 0 writes."""
         if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() > 0:
             return
-        state = {k: v.state_dict() for k, v in self.save_dict.items()}
+        state = {k: v.state_dict() for k, v in {**self.save_dict, **self.optional_dict}.items()}
         state["trainer"] = {"iteration": engine.state.iteration, "epoch_length": engine.state.epoch_length}
         with atomic_path(self.path, suffix=".tmp", durable=True) as tmp:
             torch.save(state, tmp)
+
+
+class EpochSeeder:
+    """Reseed every random source from ``(seed, epoch)`` when each training epoch starts.
+
+    Global torch, numpy and Python generators and the dataset's random transforms (MONAI's
+    ``set_rnd``) are reseeded; data-loader workers, recreated each epoch (use
+    ``persistent_workers=False``), take their seeds from the reseeded torch generator. An
+    epoch's data and noise therefore depend only on the seed and the epoch number, so a run
+    resumed at an epoch boundary (see :class:`TrainingState`) continues exactly as the
+    uninterrupted run would have, whatever happened before the kill.
+
+    Args:
+        seed: base seed (give each distributed rank its own).
+        dataset: the training dataset whose random transforms are reseeded (optional).
+    """
+
+    def __init__(self, seed: int, dataset: object | None = None) -> None:
+        self.seed, self.dataset = int(seed), dataset
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def epoch_seed(self, epoch: int) -> int:
+        """A 31-bit seed mixed from the base seed and the epoch (no collisions between nearby pairs)."""
+        return int(np.random.SeedSequence([self.seed, int(epoch)]).generate_state(1)[0] & 0x7FFFFFFF)
+
+    def __call__(self, engine: Engine) -> None:
+        from monai.data.utils import set_rnd
+        from monai.utils import set_determinism
+
+        seed = self.epoch_seed(engine.state.epoch)
+        set_determinism(seed=seed)
+        if self.dataset is not None:
+            set_rnd(self.dataset, seed)
 
 
 def _unwrap(obj: object) -> object:

@@ -6,7 +6,14 @@ from monai_dpe.networks.backends import BACKENDS, OnnxNetwork, export_onnx, load
 from monai_dpe.networks.blocks import DownBlock, GatedConv, ResidualBlock, UpBlock
 from monai_dpe.networks.discriminator import DPEDiscriminator
 from monai_dpe.networks.dpenet import DecoderLevel, DPENet, EncoderLevel
-from monai_dpe.networks.weights import WeightsError, load_weights, sha256_of
+from monai_dpe.networks.weights import (
+    WeightsError,
+    load_weights,
+    record_large_files,
+    recorded_sha256,
+    sha256_of,
+    verify_sha256,
+)
 
 __all__ = [
     "DPENet",
@@ -16,6 +23,9 @@ __all__ = [
     "OnnxNetwork",
     "BACKENDS",
     "sha256_of",
+    "verify_sha256",
+    "recorded_sha256",
+    "record_large_files",
     "WeightsError",
     "ChannelAdapter",
     "DPEDiscriminator",

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from monai_dpe.networks.weights import WeightsError, load_weights
+from monai_dpe.networks.weights import WeightsError, load_weights, verify_sha256
 
 __all__ = ["BACKENDS", "OnnxNetwork", "export_onnx", "load_backend"]
 
@@ -55,7 +55,8 @@ def load_backend(
 ) -> nn.Module:
     """The network to run: ``network_def`` with ``weights_path`` (eager), or its TorchScript / ONNX export.
 
-    A missing export fails with one line that says how to make it (``make export``).
+    ``sha256`` is checked against whichever file is loaded. A missing export fails with one line
+    that says how to make it (``make export``).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
@@ -64,6 +65,7 @@ def load_backend(
     path = torchscript_path if backend == "torchscript" else onnx_path
     if path is None or not os.path.isfile(path):
         raise WeightsError(f"{path}: {backend} export not found (create it with `make export`)")
+    verify_sha256(path, sha256)
     if backend == "torchscript":
         return torch.jit.load(str(path), map_location="cpu").eval()
     return OnnxNetwork(path)

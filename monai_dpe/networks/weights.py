@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-__all__ = ["load_weights", "sha256_of", "WeightsError"]
+__all__ = ["load_weights", "sha256_of", "verify_sha256", "recorded_sha256", "record_large_files", "WeightsError"]
+
+LARGE_FILES = "large_files.json"
 
 
 class WeightsError(RuntimeError):
@@ -23,6 +27,42 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def verify_sha256(path: str | os.PathLike, sha256: str | None) -> None:
+    """Refuse ``path`` with a :class:`WeightsError` if its SHA-256 is not ``sha256`` (no check when ``None``)."""
+    if sha256 and sha256_of(path) != sha256.lower():
+        raise WeightsError(f"{path}: SHA-256 does not match the bundle's record (file changed or corrupt)")
+
+
+def recorded_sha256(bundle_root: str | os.PathLike, path: str | os.PathLike) -> str | None:
+    """The SHA-256 that the bundle's ``large_files.json`` records for ``path``, or ``None`` if unrecorded.
+
+    ``large_files.json`` is MONAI's large-file list (``path``, ``url``, ``hash_val``,
+    ``hash_type``; ``python -m monai.bundle download_large_files`` checks it too). A weights
+    file the bundle does not list (a user's own) is loaded without a digest check.
+    """
+    record = Path(bundle_root) / LARGE_FILES
+    if not record.is_file():
+        return None
+    target = Path(path).resolve()
+    for entry in json.loads(record.read_text())["large_files"]:
+        if (Path(bundle_root) / entry["path"]).resolve() == target:
+            if entry.get("hash_type", "sha256").lower() != "sha256":
+                raise WeightsError(f"{record}: {entry['path']} is recorded with {entry['hash_type']}, expected sha256")
+            return str(entry["hash_val"]).lower()
+    return None
+
+
+def record_large_files(bundle_root: str | os.PathLike, paths: list[str], url: str = "") -> str:
+    """Write ``large_files.json`` with the SHA-256 of each bundle-relative path (after training or export)."""
+    entries = [
+        {"path": rel, "url": url, "hash_val": sha256_of(Path(bundle_root) / rel), "hash_type": "sha256"}
+        for rel in paths
+    ]
+    out = Path(bundle_root) / LARGE_FILES
+    out.write_text(json.dumps({"large_files": entries}, indent=4) + "\n")
+    return str(out)
+
+
 def load_weights(network: nn.Module, path: str | os.PathLike, sha256: str | None = None, key: str | None = None) -> nn.Module:
     """Load a plain state dict from ``path`` into ``network`` and return the network.
 
@@ -33,8 +73,7 @@ def load_weights(network: nn.Module, path: str | os.PathLike, sha256: str | None
     path = str(path)
     if not os.path.isfile(path):
         raise WeightsError(f"{path}: weights file not found")
-    if sha256 and sha256_of(path) != sha256.lower():
-        raise WeightsError(f"{path}: SHA-256 does not match the bundle's record (file changed or corrupt)")
+    verify_sha256(path, sha256)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated files, foreign pickles and code-carrying pickles all land here

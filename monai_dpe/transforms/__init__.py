@@ -7,6 +7,7 @@ brightness, contrast and noise degradations.
 from __future__ import annotations
 
 from monai_dpe.transforms.array import NOISE_TYPES, RandAcquisitionNoise, RandLowBrightness, RandLowContrast
+from monai_dpe.transforms.colour import RandColourJitter, RandColourJitterd
 from monai_dpe.transforms.composite import PRESETS, RandPerceptualDegradation
 from monai_dpe.transforms.dictionary import (
     IntensityPolicyd,
@@ -30,6 +31,8 @@ from monai_dpe.transforms.sampling import (
 from monai_dpe.transforms.intensity_policy import POLICY_MODES, IntensityPolicy, robust_range
 
 __all__ = [
+    "RandColourJitter",
+    "RandColourJitterd",
     "RandLowBrightness",
     "RandLowContrast",
     "RandAcquisitionNoise",

@@ -21,6 +21,7 @@ from monai.data.image_writer import ITKWriter, NibabelWriter, PILWriter
 from monai.transforms import MapTransform
 
 from monai_dpe.data.discovery import image_suffix
+from monai_dpe.files import partial_prefix
 
 __all__ = ["SaveEnhancedd", "SplitAlphad", "MergeAlphad", "output_path", "UnsafeOutputPath"]
 
@@ -123,7 +124,7 @@ class SaveEnhancedd(MapTransform):
         if writer_type is NibabelWriter and array.shape[0] == 1:
             writer.data_obj = writer.data_obj[..., 0]  # one channel: a 3D NIfTI as read, not (X, Y, Z, 1)
         writer.set_metadata(meta, resample=False)
-        tmp_dir = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+        tmp_dir = Path(tempfile.mkdtemp(dir=dest.parent, prefix=partial_prefix(dest)))
         try:
             writer.write(tmp_dir / dest.name, verbose=False, **({"quality": 95} if suffix in (".jpg", ".jpeg") else {}))
             for part in sorted(tmp_dir.iterdir(), key=lambda p: p.name == dest.name):

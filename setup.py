@@ -39,7 +39,7 @@ setup(
     extras_require={
         "test": ["pytest", "pytest-timeout", "hypothesis", "parameterized"],
         "onnx": ["onnx", "onnxruntime"],
-        "data": ["pydicom-data", "nilearn"],
+        "data": ["pydicom-data", "nilearn>=0.10,<1"],  # nilearn: MNI152 template, GM/WM maps (in its wheel)
     },
     entry_points={"console_scripts": ["monai-dpe = monai_dpe.cli:main"]},
     classifiers=[

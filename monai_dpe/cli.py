@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="volume axis to enhance slice by slice (default: the bundle's, the last axis)")
     enhance.add_argument("--device", default=None,
                          help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    enhance.add_argument("--backend", choices=("eager", "torchscript", "onnx"), default=None,
+                         help="run the network in eager PyTorch, TorchScript or ONNX Runtime (default: the bundle's)")
     enhance.add_argument("--batch", type=_positive, default=None,
                          help="slices per network call (default: the bundle's)")
     enhance.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -187,7 +189,7 @@ def _inference_config(bundle: Path, config_file: Path, inputs: list[Path], outpu
         "save_comparison": bool(args.save_comparison),
         "progress": not args.no_progress,
     }
-    optional = {"slice_axis": args.axis, "sw_batch_size": args.batch, "device": device,
+    optional = {"slice_axis": args.axis, "sw_batch_size": args.batch, "device": device, "backend": args.backend,
                 "weights_path": str(Path(args.weights).resolve()) if args.weights else None,
                 "summary_path": str(Path(args.summary).resolve()) if args.summary else None}
     overrides.update({k: v for k, v in optional.items() if v is not None})

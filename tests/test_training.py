@@ -433,3 +433,19 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
                 metrics.peak_signal_noise_ratio(target[..., 0], grey, data_range=1.0), abs=1e-3)
     paper = [r["psnr"] for r in report["images"] if r["preset"] == "paper"]
     assert report["per_preset"]["paper"]["model"]["psnr"] == pytest.approx(np.mean(paper))
+
+
+def test_resume_keeps_the_best_checkpoint_record(bundle, tiny_data):
+    """After a resume the saver still knows the best score, so a worse model cannot replace models/model.pt."""
+    wf = workflow(bundle, tiny_data, max_epochs=2, val_interval=1, state_interval=TINY["epoch_length"])
+    wf.run()
+    saved = torch.load(state_path(bundle), weights_only=True)["best_checkpoint"]["_saved"]
+    assert len(saved) == 1 and saved[0][0] > 0  # (best validation PSNR, name) of the model saved as model.pt
+
+    wf = workflow(bundle, tiny_data, resume=True, max_epochs=3, val_interval=1000, state_interval=1000)
+    saver = wf.parser.get_parsed_content("validate#handlers#2")
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    restored = {}
+    trainer.add_event_handler(Events.STARTED, lambda e: restored.update(saver._key_metric_checkpoint.state_dict()))
+    wf.run()
+    assert [tuple(x) for x in restored["_saved"]] == [tuple(x) for x in saved]

@@ -20,60 +20,62 @@ from test_training import REPO, bundle_run, state_path, tiny_data  # noqa: F401 
 
 pytestmark = pytest.mark.slow
 
-RUN = ("--epoch_length", "3", "--max_epochs", "8", "--state_interval", "3", "--val_interval", "2",
-       "--num_workers", "1", "--seed", "5")
+EPOCH_LENGTH, EPOCHS = 2, 30
+RUN = ("--epoch_length", str(EPOCH_LENGTH), "--max_epochs", str(EPOCHS), "--state_interval", str(EPOCH_LENGTH),
+       "--val_interval", "3",
+       "--num_workers", "1", "--seed", "5")  # one data worker, recreated each epoch, as the shipped config
 
 
-def train(bundle, data, resume: bool, kill_after: float | None = None) -> int | None:
-    """Run the bundle's training; with ``kill_after``, SIGKILL it (and its data workers) after that many seconds."""
+def saved_iteration(bundle) -> int:
+    """Iteration of the saved state (0 if none); the file is replaced atomically, so it always loads."""
+    path = state_path(bundle)
+    return int(torch.load(path, weights_only=True)["trainer"]["iteration"]) if path.exists() else 0
+
+
+def train(bundle, data, resume: bool) -> None:
+    """Run the bundle's training to the end."""
     cmd = bundle_run(bundle, data, *RUN, "--resume", "true" if resume else "false")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=900)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+
+
+def train_and_kill(bundle, data, rng: np.random.Generator) -> int:
+    """Start (or resume) training, wait until it saves new progress, then SIGKILL it at a random moment after."""
+    before = saved_iteration(bundle)
+    cmd = bundle_run(bundle, data, *RUN, "--resume", "true" if before else "false")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        if kill_after is None:
-            _, err = proc.communicate(timeout=600)
-            assert proc.returncode == 0, err.decode()[-3000:]
-            return 0
-        try:
-            proc.wait(timeout=kill_after)
-            return proc.returncode  # finished before the kill
-        except subprocess.TimeoutExpired:
-            return None
+        deadline = time.monotonic() + 600
+        while saved_iteration(bundle) <= before and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(float(rng.uniform(0.0, 0.6)))  # mid-iteration, mid-validation or mid-save
+        assert proc.poll() is None, "the run ended before it could be killed"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    return saved_iteration(bundle)
 
 
 def final_weights(bundle) -> dict[str, torch.Tensor]:
     state = torch.load(state_path(bundle), weights_only=True)
-    assert state["trainer"]["iteration"] == 24
+    assert state["trainer"]["iteration"] == EPOCH_LENGTH * EPOCHS
     return state["network"]
 
 
+@pytest.mark.timeout(1800)
 def test_ten_kills_then_resume_match_an_uninterrupted_run(tiny_data, tmp_path):  # noqa: F811
     reference_bundle = tmp_path / "reference"
     killed_bundle = tmp_path / "killed"
     for root in (reference_bundle, killed_bundle):
         shutil.copytree(REPO / "bundle" / "configs", root / "configs")
-
-    start = time.monotonic()
     train(reference_bundle, tiny_data, resume=False)
-    duration = time.monotonic() - start
     reference = final_weights(reference_bundle)
 
     rng = np.random.default_rng(3)
-    kills = 0
-    for attempt in range(40):
-        if kills == 10:
-            break
-        resume = state_path(killed_bundle).exists()
-        outcome = train(killed_bundle, tiny_data, resume=resume, kill_after=float(rng.uniform(2.0, duration)))
-        if outcome is None:
-            kills += 1
-        if state_path(killed_bundle).exists():  # after every kill the state file is complete and loadable
-            saved = torch.load(state_path(killed_bundle), weights_only=True)
-            assert saved["trainer"]["iteration"] % 3 == 0
-    assert kills == 10
+    progress = [train_and_kill(killed_bundle, tiny_data, rng) for _ in range(10)]
+    assert all(i % EPOCH_LENGTH == 0 for i in progress)  # every kill left a complete state at an epoch end
+    assert progress == sorted(progress) and progress[-1] < EPOCH_LENGTH * EPOCHS
     train(killed_bundle, tiny_data, resume=True)
     for key, value in final_weights(killed_bundle).items():
         torch.testing.assert_close(value, reference[key], rtol=1e-5, atol=1e-6, msg=key)

@@ -1,0 +1,100 @@
+"""Outputs stay inside the output folder and inputs are only ever read.
+
+Names derived from inputs with ``..``, absolute paths or symlinks that lead out are refused;
+an in-process run under a Python audit hook proves no input is opened for writing.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from monai.bundle import ConfigParser
+from PIL import Image
+
+from monai_dpe.engines.enhancer import plan_outputs
+from monai_dpe.transforms import UnsafeOutputPath, output_path
+from test_cli import run_cli, tiny_bundle  # noqa: F401  (fixture)
+from test_inference_bundle import BUNDLE, TINY_CHANNELS, smooth, tiny_weights
+
+
+def write_png(path: Path, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((smooth((24, 28), np.random.default_rng(seed)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("relpath", ["../x.png", "a/../../x.png", "/etc/x.png", "a/../b/../../x.png", ""])
+def test_names_that_climb_out_or_are_absolute_are_refused(tmp_path, relpath):
+    with pytest.raises(UnsafeOutputPath, match="escape"):
+        output_path(tmp_path / "out", relpath)
+
+
+def test_symlinked_folder_in_the_output_leading_out_is_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "out").mkdir()
+    os.symlink(outside, tmp_path / "out" / "sub")
+    with pytest.raises(UnsafeOutputPath, match="leads outside"):
+        output_path(tmp_path / "out", "sub/a.png")
+    assert output_path(tmp_path / "out", "other/a.png") == (tmp_path / "out" / "other" / "a.png").resolve()
+
+
+def test_symlinked_output_file_leading_out_is_refused(tmp_path):
+    (tmp_path / "out").mkdir()
+    victim = write_png(tmp_path / "victim.png")
+    os.symlink(victim, tmp_path / "out" / "a.png")
+    with pytest.raises(UnsafeOutputPath, match="leads outside"):
+        output_path(tmp_path / "out", "a.png")
+    planned = plan_outputs([{"image": str(victim), "relpath": "a.png"}], tmp_path / "out", overwrite=True)
+    assert "leads outside" in planned[0]["error"]
+
+
+def test_cli_never_writes_through_a_symlink_out_of_the_output(tiny_bundle, tmp_path):  # noqa: F811
+    """A planted ``out/sub -> outside`` link: that file fails with one line, the others are enhanced, nothing lands outside."""
+    write_png(tmp_path / "in" / "sub" / "a.png", 1)
+    write_png(tmp_path / "in" / "b.png", 2)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "out").mkdir()
+    os.symlink(outside, tmp_path / "out" / "sub")
+    proc = run_cli("in", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", "--overwrite", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert [line for line in proc.stderr.splitlines() if "in/sub/a.png" in line and "leads outside" in line]
+    assert (tmp_path / "out" / "b.png").is_file()
+    assert not any(outside.iterdir())
+
+
+def test_inputs_are_opened_read_only(tmp_path):
+    """Every Python-level open of an input during a run is read-only (audited with ``sys.addaudithook``)."""
+    inputs = [write_png(tmp_path / "in" / f"img{i}.png", i) for i in range(3)]
+    watched = {str(p.resolve()) for p in inputs}
+    writes: list[tuple[str, object]] = []
+    seen: set[str] = set()
+
+    def audit(event: str, args: tuple) -> None:
+        if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
+            path = os.path.realpath(os.fsdecode(args[0]))
+            mode, flags = args[1], args[2] if len(args) > 2 else 0
+            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+                isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC | os.O_CREAT))
+            if path in watched:
+                seen.add(path)
+                if writing:
+                    writes.append((path, mode))
+
+    sys.addaudithook(audit)  # hooks cannot be removed; this one only records opens of this test's files
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(BUNDLE), "dataset_dir": str(tmp_path / "in"), "output_dir": str(tmp_path / "out"),
+                   "weights_path": str(tiny_weights(tmp_path / "tiny.pt")), "channels": list(TINY_CHANNELS),
+                   "progress": False})
+    parser.get_parsed_content("initialize")
+    evaluator = parser.get_parsed_content("evaluator")
+    evaluator.run()
+    assert len(evaluator.state.enhanced) == 3
+    assert seen == watched  # the hook saw every input being opened (so it would have seen a write)
+    assert writes == []
+    watched.clear()

@@ -47,3 +47,20 @@ def test_enhance_python_api_matches_the_bundle_cli(tmp_path):
         a, b = load(str(out_api / rel)), load(str(out_bundle / rel))
         assert a.dtype == b.dtype
         np.testing.assert_allclose(torch.as_tensor(a).double().numpy(), torch.as_tensor(b).double().numpy(), atol=1)
+
+
+@pytest.mark.slow
+def test_train_on_your_folder_fine_tunes_then_enhances(tmp_path):
+    result = _run(["examples/train_on_your_folder.py", "examples/data", str(tmp_path / "work"), "--quick",
+                   "--iterations", "4"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    work = tmp_path / "work"
+    state = torch.load(work / "bundle" / "models" / "training_state.pt", weights_only=True)
+    assert state["trainer"]["iteration"] == 4
+    shipped = torch.load(ROOT / "bundle" / "models" / "model.pt", weights_only=True)
+    tuned = state["network"]
+    assert tuned.keys() == shipped.keys()
+    assert any(not torch.equal(tuned[k], shipped[k]) for k in shipped)  # it trained...
+    assert max(float((tuned[k] - shipped[k]).abs().max()) for k in shipped) < 0.01  # ...starting from the shipped weights
+    assert sorted(p.name for p in (work / "enhanced").glob("*") if "comparison" not in p.name) == sorted(
+        p.name for p in (ROOT / "examples" / "data").iterdir() if p.suffix in (".png", ".gz"))

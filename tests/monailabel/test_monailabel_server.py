@@ -1,7 +1,7 @@
 """A real MONAI Label server serves the bundle, unchanged, through MONAI Label's BundleInferTask.
 
 Runs in MONAI Label's own environment (``make test-monailabel``). The test lays out what a user
-would: an app folder (``tests/monailabel/app``, a minimal ``monaibundle``-style app) with the
+would: an app folder (``examples/monailabel_app``, a minimal ``monaibundle``-style app) with the
 bundle under ``model/monai_dpe``, and a studies folder holding one real MR volume (nibabel's
 ``anatomical.nii``). It starts ``monailabel start_server`` on 127.0.0.1, asks for an inference
 over HTTP, and checks the returned volume against the bundle's own inference
@@ -27,7 +27,7 @@ from monai.bundle import ConfigParser
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundle"
-APP = Path(__file__).resolve().parent / "app"
+APP = Path(__file__).resolve().parents[2] / "examples" / "monailabel_app"  # the example app users copy
 MODEL = "monai_dpe"  # the bundle's folder name under <app>/model, and the model name in /infer/<model>
 IMAGE_ID = "anatomical"  # MONAI Label's local datastore names an image by its file name without extension
 STARTUP_S = 300  # the server imports torch and MONAI on a shared 2-core machine

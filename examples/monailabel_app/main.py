@@ -21,7 +21,7 @@ folder is handed to MONAI Label's ``get_bundle_models``, which fetches it from t
 
 Usage::
 
-    monailabel start_server --app tests/monailabel/app --studies STUDIES \\
+    monailabel start_server --app examples/monailabel_app --studies STUDIES \\
         --conf models monai_dpe --host 127.0.0.1 --port 8000
     curl -X POST "http://127.0.0.1:8000/infer/monai_dpe?image=<image id>&output=image" -o enhanced.nii.gz
 """

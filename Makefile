@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast test-monailabel demo train corpus export benchmark clean
+.PHONY: install test test-fast test-monailabel demo train baseline corpus export benchmark clean
 
 install: $(STAMP)
 
@@ -62,6 +62,13 @@ RESUME ?= false
 train: $(STAMP) corpus
 	$(PY) -m monai.bundle run --config_file bundle/configs/train.json --meta_file bundle/configs/metadata.json \
 		--logging_file bundle/configs/logging.conf --bundle_root bundle --dataset_dir corpus --resume $(RESUME)
+
+# MONAI BasicUNet baseline (about DPE's parameter count): the same recipe with network_def swapped;
+# weights go to bundle/baselines/basicunet/. Stop it at DPE's wall-clock budget; resumable with RESUME=true
+baseline: $(STAMP) corpus
+	$(PY) -m monai.bundle run --config_file "['bundle/configs/train.json','bundle/configs/basicunet_baseline.json']" \
+		--meta_file bundle/configs/metadata.json --logging_file bundle/configs/logging.conf --bundle_root bundle \
+		--dataset_dir corpus --resume $(RESUME)
 
 # TorchScript (MONAI's ckpt_export) and ONNX exports of the shipped weights, for `--backend torchscript|onnx`
 export: $(STAMP)

@@ -62,4 +62,5 @@ def test_rss_stays_flat_over_1000_files(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert (summary["done"], summary["failed"]) == (N_FILES, 0)
     growth = samples[N_FILES] - samples[WARM_UP]
+    print(f"RSS at file {WARM_UP}: {samples[WARM_UP]:.1f} MB, at file {N_FILES}: {samples[N_FILES]:.1f} MB")  # -s shows it
     assert growth < LIMIT_MB, f"RSS grew {growth:.1f} MB from file {WARM_UP} to {N_FILES}: {samples}"

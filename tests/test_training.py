@@ -449,3 +449,21 @@ def test_resume_keeps_the_best_checkpoint_record(bundle, tiny_data):
     trainer.add_event_handler(Events.STARTED, lambda e: restored.update(saver._key_metric_checkpoint.state_dict()))
     wf.run()
     assert [tuple(x) for x in restored["_saved"]] == [tuple(x) for x in saved]
+
+
+def test_basicunet_baseline_trains_through_the_same_config(bundle, tiny_data):
+    """The MONAI BasicUNet baseline (similar parameter count) is the same recipe with network_def swapped."""
+    configs = bundle / "configs"
+    settings = {**TINY, "bundle_root": str(bundle), "dataset_dir": str(tiny_data),
+                "datalist": str(tiny_data / "datalist.json"), "initialize": ["$monai.utils.set_determinism(seed=@seed)"]}
+    wf = ConfigWorkflow(config_file=[str(configs / "train.json"), str(configs / "basicunet_baseline.json")],
+                        meta_file=str(configs / "metadata.json"), logging_file=False, workflow_type="train", **settings)
+    wf.initialize()
+    wf.run()
+    from monai.networks.nets import BasicUNet
+
+    net = wf.parser.get_parsed_content("network_def")
+    assert isinstance(net, BasicUNet)
+    assert 1.0e6 < sum(p.numel() for p in net.parameters()) < 1.25e6  # DPE's shipped width: 1,123,243
+    saved = torch.load(bundle / "baselines" / "basicunet" / "training_state.pt", weights_only=True)
+    assert saved["trainer"]["iteration"] == TINY["epoch_length"]

@@ -5,11 +5,77 @@ import contextlib
 from collections.abc import Callable
 
 import torch
+import torch.nn as nn
 from monai.data import MetaTensor
 from monai.inferers import Inferer
+from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
 __all__ = ["SliceInferer"]
+
+_NATIVE_MAX_NUMEL = 20480  # PyTorch's size up to which one image may take its native convolution kernel
+_CONV_ARGS = {
+    torch.conv2d: ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
+    torch.conv_transpose2d: ("input", "weight", "bias", "stride", "padding", "output_padding", "groups", "dilation"),
+}
+
+
+def _pair(value) -> list[int]:
+    return [int(v) for v in value] if isinstance(value, (tuple, list)) else [int(value)] * 2
+
+
+def _single_image_takes_onednn(x: torch.Tensor, weight: torch.Tensor, stride, dilation, groups: int) -> bool:
+    """PyTorch's ``use_mkldnn`` rule (aten/src/ATen/native/Convolution.cpp) for a batch of one ``x[0]``."""
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return False
+    kernel = list(weight.shape[-2:])
+    fast_1x1 = stride != [1, 1] or dilation != [1, 1] or kernel != [1, 1] or torch.get_num_threads() > 1
+    return fast_1x1 and (groups > 1 or min(kernel) > 3 or x[0].numel() > _NATIVE_MAX_NUMEL)
+
+
+class _BatchInvariantConvolutions(TorchFunctionMode):
+    """Run each CPU float32 2D (transposed) convolution on the kernel PyTorch picks for one image.
+
+    PyTorch picks a convolution kernel per call from the whole batch: oneDNN for two or more
+    images, but its native kernel for one image whose input is small (C*H*W <= 20480: the deep
+    levels of a U-Net on small slices) and, on one thread, for 1x1 kernels below 16 images
+    (NNPACK from 16 images when oneDNN is off). The kernels sum in different orders, so a
+    slice's output depended on how many slices shared its call (by ~2e-7). Each kernel computes
+    every image on its own, so where one image would take the native kernel the whole batch is
+    sent to it (in (N, C, H, W) layout, where the native kernel works image by image): a slice
+    gets the same bits for every ``sw_batch_size``, the bits a batch of one (the bundle's
+    default) always got. Grouped convolutions are left to PyTorch.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        names = _CONV_ARGS.get(func)
+        if names is None:
+            return func(*args, **kwargs)
+        call = {**dict(zip(names, args)), **kwargs}
+        x, weight, bias, groups = call["input"], call["weight"], call.get("bias"), int(call.get("groups", 1))
+        padding = call.get("padding", 0)
+        cpu_float = x.device.type == "cpu" and x.dtype == torch.float32 and x.layout == torch.strided
+        if not cpu_float or x.dim() != 4 or not x.shape[0] or groups != 1 or isinstance(padding, str):
+            return func(*args, **kwargs)
+        stride, padding, dilation = _pair(call.get("stride", 1)), _pair(padding), _pair(call.get("dilation", 1))
+        if _single_image_takes_onednn(x, weight, stride, dilation, groups):
+            return func(*args, **kwargs)  # then PyTorch takes oneDNN for every batch size
+        # the native kernels work image by image only on (N, C, H, W)-contiguous tensors
+        x, weight, kernel = x.contiguous(), weight.contiguous(), list(weight.shape[-2:])
+        if func is torch.conv_transpose2d:
+            extra = _pair(call.get("output_padding", 0))
+            return torch.ops.aten.slow_conv_transpose2d(x, weight, kernel, bias, stride, padding, extra, dilation)
+        if dilation != [1, 1]:
+            return torch.ops.aten.slow_conv_dilated2d(x, weight, kernel, bias, stride, padding, dilation)
+        return torch.ops.aten.thnn_conv2d(x, weight, kernel, bias, stride, padding)
+
+
+def _weights_dtype(network) -> torch.dtype | None:
+    """The dtype of a module's first floating parameter; ``None`` for other callables and parameter-free modules."""
+    if not isinstance(network, nn.Module):
+        return None
+    return next((p.dtype for p in network.parameters() if p.is_floating_point()), None)
 
 
 class SliceInferer(Inferer):
@@ -34,6 +100,12 @@ class SliceInferer(Inferer):
             ``network_def`` + ``models/model.pt`` stay the plain network that any MONAI tool loads
             (MONAI Label's ``BundleInferTask``, ``monai.bundle.load``) while inference still adapts
             grey/RGBA input.
+        batch_invariant: on CPU in float32, run each 2D convolution on the kernel PyTorch picks for a
+            single slice, so a slice's output is bit-identical whatever ``sw_batch_size`` (PyTorch
+            otherwise switches kernels with the batch size); eager networks, not under ``amp_dtype``.
+
+    Floating inputs are given to a network in its parameters' dtype (a float64 image runs through a
+    float32 network), and the output has the network's dtype.
 
     Example::
 
@@ -52,6 +124,7 @@ class SliceInferer(Inferer):
         channels_last: bool = False,
         progress: bool = False,
         network_wrapper: Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]] | None = None,
+        batch_invariant: bool = True,
     ) -> None:
         super().__init__()
         if spatial_dim not in (-1, 0, 1, 2):
@@ -67,6 +140,7 @@ class SliceInferer(Inferer):
         self.channels_last = channels_last
         self.progress = progress
         self.network_wrapper = network_wrapper
+        self.batch_invariant = batch_invariant
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
         if inputs.dim() not in (4, 5):
@@ -123,15 +197,17 @@ class SliceInferer(Inferer):
 
     def _forward(self, batch: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
         device = torch.device(self.sw_device) if self.sw_device is not None else batch.device
-        batch = batch.to(device)
+        dtype = _weights_dtype(network) if batch.is_floating_point() else None
+        batch = batch.to(device, dtype)  # a float64 (or float16) image runs through a float32 network in float32
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        autocast = (
-            torch.autocast(device_type=device.type, dtype=self.amp_dtype)
-            if self.amp_dtype is not None
-            else contextlib.nullcontext()
-        )
-        with autocast:
+        if self.amp_dtype is not None:
+            mode = torch.autocast(device_type=device.type, dtype=self.amp_dtype)
+        elif self.batch_invariant and device.type == "cpu" and (batch.shape[0] > 1 or self.channels_last):
+            mode = _BatchInvariantConvolutions()  # a batch of one takes the single-image kernels already
+        else:
+            mode = contextlib.nullcontext()
+        with mode:
             pred = network(batch, *args, **kwargs)
         if isinstance(pred, (tuple, list)):
             pred = pred[0]

@@ -19,6 +19,7 @@ from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tenso
 __all__ = ["RandLowBrightness", "RandLowContrast", "RandAcquisitionNoise", "as_range", "NOISE_TYPES"]
 
 NOISE_TYPES = ("gaussian", "uniform", "poisson", "rician")
+_MAX_POISSON_MEAN = 1e12  # photon counts above this are drawn from the normal limit of the Poisson law
 # ITU-R BT.601 luma weights: the grey a colour image is blended towards
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -187,8 +188,13 @@ class RandAcquisitionNoise(RandomizableTransform):
     def _poisson_residual(self, t: torch.Tensor, std: float) -> torch.Tensor:
         if std == 0:
             return torch.zeros_like(t.as_tensor() if hasattr(t, "as_tensor") else t)
+        values = np.clip(t.detach().cpu().numpy(), 0, None)
+        if values.max(initial=0.0) >= _MAX_POISSON_MEAN * std * std:
+            # a tiny std means astronomic photon counts (numpy refuses means above ~9e18 and 1 / std**2
+            # overflows): there Poisson(lam) - lam is sqrt(lam) * N(0, 1), i.e. std * sqrt(value) * N(0, 1)
+            return torch.as_tensor(std * np.sqrt(values) * self.R.standard_normal(values.shape), dtype=t.dtype)
         photons = 1.0 / std**2
-        lam = np.clip(t.detach().cpu().numpy(), 0, None) * photons
+        lam = values * photons
         counts = self.R.poisson(lam)
         return torch.as_tensor(counts / photons - lam / photons, dtype=t.dtype)
 

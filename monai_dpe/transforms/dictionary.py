@@ -9,6 +9,7 @@ from collections.abc import Hashable, Mapping
 
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform
 from monai.utils import ensure_tuple, ensure_tuple_rep
 
@@ -157,18 +158,24 @@ class IntensityPolicyd(MapTransform, InvertibleTransform):
         MapTransform.__init__(self, keys, allow_missing_keys)
         self.reference_key = reference_key
         self.policy = IntensityPolicy(**kwargs)
+        self._infos: dict[Hashable, dict] = {}  # each key's last stretch, to invert outputs that carry no trace
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         reference = d[self.reference_key] if self.reference_key is not None else None
         for key in self.key_iterator(d):
             d[key] = self.policy(d[key], reference=reference)
+            self._infos[key] = self.policy.last_info
         return d
 
     def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[key] = self.policy.inverse(d[key])
+            traced = isinstance(d[key], MetaTensor) and bool(d[key].applied_operations)
+            if traced or key not in self._infos:
+                d[key] = self.policy.inverse(d[key])
+            else:  # a numpy array: its own key's range, not the last key's
+                d[key] = self.policy.invert_with(d[key], self._infos[key])
         return d
 
 

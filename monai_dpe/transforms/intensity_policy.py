@@ -21,6 +21,7 @@ from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tenso
 __all__ = ["IntensityPolicy", "POLICY_MODES", "robust_range"]
 
 POLICY_MODES = ("quantitative", "display", "auto")
+_WIDE_DTYPES = ("float64", "int32", "uint32", "int64", "uint64")  # stretched in float64, not float32
 _MAX_SAMPLES = 2_000_000  # percentiles from a strided subsample: bounded time and memory on big volumes
 
 
@@ -60,7 +61,7 @@ class IntensityPolicy(InvertibleTransform):
     Example::
 
         policy = IntensityPolicy(mode="quantitative")
-        x01 = policy(ct_hu)              # float32, robust range -> [0, 1]
+        x01 = policy(ct_hu)              # float32 (float64 for float64, int32, int64), robust range -> [0, 1]
         hu = policy.inverse(x01)         # back to int16 HU
     """
 
@@ -101,7 +102,9 @@ class IntensityPolicy(InvertibleTransform):
         low, high = self.compute_range(img if reference is None else reference)
         self.last_range = (low, high)
         scale = 1.0 / (high - low) if high > low else 1.0  # a constant image maps to 0, invertibly
-        work = torch.float64 if dtype == "float64" else torch.float32  # float64 inputs keep their precision
+        # float64 and 32/64-bit integer inputs keep their precision: float32 holds integers exactly only
+        # to 2**24, so an int32 image stretched in float32 came back off by up to hundreds of units
+        work = torch.float64 if dtype in _WIDE_DTYPES else torch.float32
         t = convert_to_tensor(img, track_meta=get_track_meta(), dtype=work)
         out = (t - low) * scale
         info = {"low": low, "high": high, "dtype": dtype, "mode": self.resolve_mode(dtype)}

@@ -107,7 +107,7 @@ def test_clean_folder_exits_zero_with_summary(tiny_bundle, tmp_path):  # noqa: F
 def test_sigkill_twenty_times_leaves_only_complete_outputs(tiny_bundle, tmp_path):  # noqa: F811
     """Kill ``monai-dpe enhance --resume`` with SIGKILL at 20 random moments: every output present is complete."""
     rng = np.random.default_rng(7)
-    write_mixed_folder(tmp_path / "in", 48, corrupt_every=None, rng=rng)
+    write_mixed_folder(tmp_path / "in", 24, corrupt_every=None, rng=rng)
     reference_root = tmp_path / "reference"
     reference_root.mkdir()
     os.symlink(tmp_path / "in", reference_root / "in")

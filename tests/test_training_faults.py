@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 EPOCH_LENGTH, EPOCHS = 2, 30
 RUN = ("--epoch_length", str(EPOCH_LENGTH), "--max_epochs", str(EPOCHS), "--state_interval", str(EPOCH_LENGTH),
-       "--val_interval", "3",
+       "--val_interval", "5",
        "--num_workers", "1", "--seed", "5")  # one data worker, recreated each epoch, as the shipped config
 
 

@@ -18,13 +18,15 @@ def partial_prefix(path: str | os.PathLike) -> str:
     return f".{Path(path).name}{PARTIAL_MARK}"
 
 
-def remove_partials(folder: str | os.PathLike) -> list[Path]:
+def remove_partials(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
     """Delete the temporary files and folders a killed writer left under ``folder``; return them.
 
-    Only names made by :func:`partial_prefix` are touched, so a resumed run starts from
-    complete outputs only. Never call it while another process writes into ``folder``.
+    Only names made by :func:`partial_prefix` are touched (with ``name``, only those of that
+    file), so a resumed run starts from complete outputs only. Never call it while another
+    process writes into ``folder``.
     """
-    leftovers = sorted(Path(folder).rglob(f".*{PARTIAL_MARK}*")) if Path(folder).is_dir() else []
+    pattern = f"{partial_prefix(name)}*" if name else f".*{PARTIAL_MARK}*"
+    leftovers = sorted(Path(folder).rglob(pattern)) if Path(folder).is_dir() else []
     for path in reversed(leftovers):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

@@ -14,7 +14,7 @@ with its default readers, the same way whatever reader it picks:
 Example::
 
     report = build_corpus("corpus")
-    print(report.summary())
+    logger.info(report.summary())
 """
 from __future__ import annotations
 

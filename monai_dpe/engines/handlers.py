@@ -10,7 +10,7 @@ import torch
 from ignite.contrib.handlers import ProgressBar
 from ignite.engine import Engine, Events
 
-from monai_dpe.files import atomic_path, partial_prefix
+from monai_dpe.files import atomic_path, remove_partials
 
 __all__ = ["TrainingState", "EpochSeeder", "TrainingProgressBar"]
 
@@ -75,14 +75,6 @@ class TrainingState:
         if engine.state.iteration % self.save_interval == 0:
             self.save(engine)
 
-    def _remove_partials(self) -> None:
-        """Delete temporary state files a killed run left half-written (they never replaced the state)."""
-        folder = os.path.dirname(os.path.abspath(self.path))
-        prefix = partial_prefix(self.path)
-        for name in os.listdir(folder) if os.path.isdir(folder) else []:
-            if name.startswith(prefix):
-                os.remove(os.path.join(folder, name))
-
     def _refuse_overwrite(self, engine: Engine) -> None:
         if os.path.exists(self.path):
             raise FileExistsError(
@@ -92,7 +84,9 @@ class TrainingState:
     def load(self, engine: Engine) -> None:
         """Restore every object from the state file; a missing or corrupt file fails with its reason."""
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            self._remove_partials()  # several ranks may share the folder: only a lone process tidies it
+            # temporary state files a killed run left (they never replaced the state); several ranks
+            # may share the folder, so only a lone process tidies it
+            remove_partials(os.path.dirname(os.path.abspath(self.path)), self.path)
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises many types for truncated or foreign files

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from monai.data import Dataset, decollate_batch
 from monai.engines import SupervisedEvaluator
-from monai.transforms import MapTransform
+from monai.transforms import Compose, MapTransform, apply_transform
 from ignite.engine import Events
 
 from monai_dpe.data.discovery import image_suffix
@@ -321,12 +321,28 @@ class EnhancementEvaluator(SupervisedEvaluator):
             with torch.inference_mode():
                 pred = engine.inferer(inputs, engine.network)
             items = decollate_batch({**batchdata, "pred": pred.cpu()})
-            for item in items:
-                out = self.item_postprocessing(item) if self.item_postprocessing is not None else item
+            del pred, inputs
+            while items:
+                out = self._postprocess(items.pop(0))
                 engine.state.enhanced.append(out.get("output_path", source) if isinstance(out, dict) else source)
         except Exception as err:  # a failure while enhancing or writing one file must not stop the run
             self._fail(source, one_line(err))
         return {}
+
+    def _postprocess(self, item: dict) -> Any:
+        """Apply ``item_postprocessing`` transform by transform, holding no reference to earlier stages.
+
+        A ``Compose`` keeps its input alive until its last transform returns, so the network's
+        float32 output of a volume would stay in memory while the inverted copy is written;
+        stepping through the flattened transforms frees each stage's output once the next exists.
+        """
+        if self.item_postprocessing is None:
+            return item
+        if not isinstance(self.item_postprocessing, Compose):
+            return self.item_postprocessing(item)
+        for transform in self.item_postprocessing.flatten().transforms:
+            item = apply_transform(transform, item)
+        return item
 
     def _summarise(self, engine) -> None:
         done, failed, skipped = len(engine.state.enhanced), len(engine.state.failed), len(engine.state.skipped)

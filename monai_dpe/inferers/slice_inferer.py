@@ -169,21 +169,22 @@ class SliceInferer(Inferer):
     def _run_3d(self, volumes: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
         axis = 2 + self.spatial_dim
         n_slices = volumes.shape[axis]
-        outputs = []
+        # one output buffer for the whole batch, filled slice batch by slice batch: the only
+        # full-size allocation here (stacking per-volume results would copy them all once more)
+        result: torch.Tensor | None = None
         bar = tqdm(total=volumes.shape[0] * n_slices, desc="slices", unit="slice", disable=not self.progress, leave=False)
         with bar:
-            for volume in volumes:
+            for index, volume in enumerate(volumes):
                 slices = volume.movedim(axis - 1, 0)  # (S, C, H, W) view, no copy of the volume
-                result: torch.Tensor | None = None
                 for start in range(0, n_slices, self.sw_batch_size):
                     stop = min(start + self.sw_batch_size, n_slices)
                     pred = self._forward(self._gather(slices, start, stop), network, *args, **kwargs)
-                    if result is None:
-                        result = torch.empty((n_slices, *pred.shape[1:]), dtype=pred.dtype, device=self._out_device(volumes))
-                    result[start:stop] = pred.to(result.device)
+                    if result is None:  # (B, S, C', H', W'): the network decides channels and slice size
+                        shape = (volumes.shape[0], n_slices, *pred.shape[1:])
+                        result = torch.empty(shape, dtype=pred.dtype, device=self._out_device(volumes))
+                    result[index, start:stop] = pred.to(result.device)
                     bar.update(stop - start)
-                outputs.append(result.movedim(0, axis - 1))
-        return torch.stack(outputs, dim=0)
+        return result.movedim(1, axis)
 
     def _gather(self, slices: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Slices start..stop-1, each with its context neighbours stacked as channels."""

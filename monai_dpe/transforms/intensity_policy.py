@@ -16,13 +16,14 @@ from monai.config import NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.data.meta_obj import get_track_meta
 from monai.transforms import InvertibleTransform
-from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
+from monai.utils import TransformBackends, convert_to_dst_type
 
 __all__ = ["IntensityPolicy", "POLICY_MODES", "robust_range"]
 
 POLICY_MODES = ("quantitative", "display", "auto")
 _WIDE_DTYPES = ("float64", "int32", "uint32", "int64", "uint64")  # stretched in float64, not float32
 _MAX_SAMPLES = 2_000_000  # percentiles from a strided subsample: bounded time and memory on big volumes
+_SLAB_ELEMENTS = 1 << 22  # element-wise maps run slab by slab: their temporaries stay ~32 MB on any volume
 
 
 def robust_range(img: NdarrayOrTensor, lower: float, upper: float) -> tuple[float, float]:
@@ -35,6 +36,29 @@ def robust_range(img: NdarrayOrTensor, lower: float, upper: float) -> tuple[floa
         raise ValueError("image has no finite values.")
     q = torch.quantile(sample, torch.tensor([lower / 100.0, upper / 100.0], dtype=torch.float64))
     return float(q[0]), float(q[1])
+
+
+def map_slabs(src: torch.Tensor, dtype: torch.dtype, fn) -> torch.Tensor:
+    """``fn(src)`` as a new ``dtype`` tensor, computed slab by slab along the last axis.
+
+    A whole-volume expression such as ``(x.float() - low) * scale`` holds several full-size
+    temporaries at once (a 512x512x300 volume is 315 MB per float32 copy); slabs bound them to
+    ``_SLAB_ELEMENTS`` elements, so the stretch and its inverse cost one output copy and no more.
+    """
+    out = torch.empty(src.shape, dtype=dtype, device=src.device)
+    if src.dim() == 0:
+        return out.copy_(fn(src))
+    step = max(1, _SLAB_ELEMENTS // max(1, src[..., 0].numel()))
+    for start in range(0, src.shape[-1], step):
+        out[..., start : start + step] = fn(src[..., start : start + step])
+    return out
+
+
+def _plain(img: NdarrayOrTensor) -> torch.Tensor:
+    """The pixel data as a plain tensor, sharing memory where possible."""
+    if isinstance(img, np.ndarray):
+        return torch.as_tensor(np.ascontiguousarray(img) if any(s < 0 for s in img.strides) else img)
+    return img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
 
 
 def _dtype_name(img: NdarrayOrTensor) -> str:
@@ -105,14 +129,15 @@ class IntensityPolicy(InvertibleTransform):
         # float64 and 32/64-bit integer inputs keep their precision: float32 holds integers exactly only
         # to 2**24, so an int32 image stretched in float32 came back off by up to hundreds of units
         work = torch.float64 if dtype in _WIDE_DTYPES else torch.float32
-        t = convert_to_tensor(img, track_meta=get_track_meta(), dtype=work)
-        out = (t - low) * scale
+        stretched = map_slabs(_plain(img), work, lambda x: (x.to(work) - low) * scale)
         info = {"low": low, "high": high, "dtype": dtype, "mode": self.resolve_mode(dtype)}
         self.last_info = info
         if isinstance(img, np.ndarray):
-            return out.detach().cpu().numpy() if not isinstance(out, MetaTensor) else out.array
-        if isinstance(out, MetaTensor) and get_track_meta():
-            self.push_transform(out, extra_info=info)
+            return stretched.detach().cpu().numpy()
+        if not (isinstance(img, MetaTensor) and get_track_meta()):
+            return stretched
+        out, *_ = convert_to_dst_type(stretched, img, dtype=work)
+        self.push_transform(out, extra_info=info)
         return out
 
     def inverse(self, data: NdarrayOrTensor) -> NdarrayOrTensor:
@@ -127,14 +152,24 @@ class IntensityPolicy(InvertibleTransform):
         """Apply the inverse described by ``info`` (``low``, ``high``, ``dtype``, ``mode``)."""
         low, high, mode = float(info["low"]), float(info["high"]), info["mode"]
         dtype = np.dtype(info["dtype"])
-        t = convert_to_tensor(data, track_meta=get_track_meta(), dtype=torch.float64)
-        if mode == "display":
-            t = t.clamp(0.0, 1.0) if self.clip_output else t
-            t = t * float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else t
-        else:
-            t = t * (high - low if high > low else 1.0) + low
-        if np.issubdtype(dtype, np.integer):
-            limits = np.iinfo(dtype)
-            t = torch.round(t).clamp(float(limits.min), float(limits.max))
-        out, *_ = convert_to_dst_type(t, data, dtype=dtype)
+        work = torch.float64  # slab by slab, so the exact float64 arithmetic costs no whole-volume copy
+        integer = np.issubdtype(dtype, np.integer)
+        limits = np.iinfo(dtype) if integer else None
+
+        def invert(x: torch.Tensor) -> torch.Tensor:
+            x = x.to(work)
+            if mode == "display":
+                x = x.clamp(0.0, 1.0) if self.clip_output else x
+                x = x * float(limits.max) if integer else x
+            else:
+                x = x * (high - low if high > low else 1.0) + low
+            return torch.round(x).clamp(float(limits.min), float(limits.max)) if integer else x
+
+        target = torch.from_numpy(np.empty(0, dtype=dtype)).dtype
+        restored = map_slabs(_plain(data), target, invert)
+        if isinstance(data, np.ndarray):
+            return restored.cpu().numpy()
+        if not (isinstance(data, MetaTensor) and get_track_meta()):
+            return restored
+        out, *_ = convert_to_dst_type(restored, data, dtype=target)
         return out

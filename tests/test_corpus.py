@@ -17,6 +17,7 @@ from PIL import Image
 from monai.data import load_decathlon_datalist
 from monai.transforms import LoadImage
 from monai_dpe.data import (
+    sampling_weights,
     MODALITIES,
     SOURCES,
     ImageSource,
@@ -223,3 +224,18 @@ def test_cli_fails_clearly_when_nothing_builds(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("monai_dpe.data.__main__.get_source", lambda name: BROKEN)
     assert main(["build", "--output-dir", str(tmp_path), "--sources", "x", "--no-progress"]) == 2
     assert "no source could be built" in capsys.readouterr().err
+
+
+def test_sampling_weights_raise_colour_items_in_a_weighted_sampler():
+    import torch
+
+    items = [{"image": "a.png", "channels": 3}] + [{"image": f"g{i}.nii.gz", "channels": 1} for i in range(9)] + [{"image": "x"}]
+    weights = sampling_weights(items, colour_weight=4.0)
+    assert weights == [4.0] + [1.0] * 10
+    sampler = torch.utils.data.WeightedRandomSampler(weights, num_samples=20_000, replacement=True,
+                                                     generator=torch.Generator().manual_seed(0))
+    share = sum(1 for i in sampler if i == 0) / 20_000
+    assert abs(share - 4 / 14) < 0.02  # 4 of 14 units of weight
+    assert sampling_weights(items) == [1.0] * 11
+    with pytest.raises(ValueError, match="colour_weight"):
+        sampling_weights(items, colour_weight=0)

@@ -26,11 +26,14 @@ from monai_dpe.transforms import SeededPerceptualDegradationd
 __all__ = [
     "CLEAN_PRESET",
     "BASELINES",
+    "apply_baseline",
     "EvaluationDegradationd",
     "EnhancementReport",
     "histogram_equalisation",
     "clahe",
     "clahe_nlm",
+    "auto_gamma",
+    "bm3d_clahe",
     "noise_sigma",
     "summarise",
     "write_json",
@@ -131,6 +134,45 @@ def clahe_nlm(img: np.ndarray, rgb: bool) -> np.ndarray:
     return den if rgb else np.repeat(den[..., None], out.shape[-1], axis=-1)
 
 
+def auto_gamma(img: np.ndarray, rgb: bool) -> np.ndarray:
+    """Automatic gamma correction: the power law that maps the mean brightness to mid-grey.
+
+    ``gamma = log(0.5) / log(mean)`` (scikit-image's ``adjust_gamma``), the classical one-parameter
+    exposure fix; on the HSV value of colour images.
+    """
+    from skimage.exposure import adjust_gamma
+
+    def correct(channel: np.ndarray) -> np.ndarray:
+        channel = np.clip(channel, 0.0, 1.0)
+        mean = float(channel.mean())
+        if not 0.0 < mean < 1.0:
+            return channel
+        return adjust_gamma(channel, gamma=float(np.log(0.5) / np.log(mean)))
+
+    return _on_value(correct, img, rgb)
+
+
+def bm3d_clahe(img: np.ndarray, rgb: bool) -> np.ndarray:
+    """BM3D denoising at the estimated noise level (the ``bm3d`` package), then CLAHE.
+
+    Denoising first keeps CLAHE from amplifying the noise. BM3D is an optional dependency
+    (``pip install bm3d``, the ``baselines`` extra); without it this baseline says so.
+    """
+    try:
+        import bm3d
+    except ImportError as err:
+        raise ImportError("the bm3d_clahe baseline needs the bm3d package: pip install bm3d") from err
+    channels = [img[..., c] for c in range(img.shape[-1] if rgb else 1)]
+    sigma = float(np.mean([noise_sigma(c) for c in channels]))
+    if sigma <= 0.0:
+        return clahe(img, rgb)
+    if rgb:
+        den = bm3d.bm3d_rgb(np.clip(img, 0.0, 1.0), sigma_psd=sigma)
+    else:
+        den = np.repeat(np.asarray(bm3d.bm3d(img[..., 0], sigma_psd=sigma))[..., None], img.shape[-1], axis=-1)
+    return clahe(np.clip(den, 0.0, 1.0), rgb)
+
+
 #: Classical enhancement methods scored on the same degraded inputs as the network. ``stretch`` is the
 #: network's own input (the degraded image stretched by its robust range): what the network adds to it.
 BASELINES: dict[str, Callable[[np.ndarray, bool], np.ndarray]] = {
@@ -138,8 +180,17 @@ BASELINES: dict[str, Callable[[np.ndarray, bool], np.ndarray]] = {
     "histogram_equalisation": histogram_equalisation,
     "clahe": clahe,
     "clahe_nlm": clahe_nlm,
+    "auto_gamma": auto_gamma,
+    "bm3d_clahe": bm3d_clahe,
 }
-_CLASSICAL = ("histogram_equalisation", "clahe", "clahe_nlm")
+_CLASSICAL = ("histogram_equalisation", "clahe", "clahe_nlm", "auto_gamma", "bm3d_clahe")
+
+
+def apply_baseline(name: str, image: torch.Tensor, rgb: bool, data_range: float = 1.0) -> torch.Tensor:
+    """Run the classical method ``name`` of :data:`BASELINES` on a channel-first image; channel-first float32 out."""
+    hwc = (image.float().cpu().clamp(0, data_range) / data_range).permute(1, 2, 0).numpy().astype(np.float64)
+    result = np.clip(BASELINES[name](hwc, rgb), 0.0, 1.0) * data_range
+    return torch.as_tensor(result, dtype=torch.float32).permute(2, 0, 1)
 
 
 class EnhancementReport:
@@ -196,7 +247,8 @@ class EnhancementReport:
             preset = str(_scalar(item.get("preset", "")))
             record = {
                 "source": str(_scalar(item.get("source", item.get("image_id", "")))),
-                "modality": str(_scalar(item.get("modality", "unknown"))),
+                # MONAI's datalist loader turns a modality that names an existing folder into its path
+                "modality": os.path.basename(str(_scalar(item.get("modality", "unknown"))).rstrip("/")),
                 "preset": preset,
                 "channels": channels,
                 "rgb": channels == 3,
@@ -204,13 +256,10 @@ class EnhancementReport:
                 "degradation": _plain(item.get("degradation", {})),
             }
             if preset != CLEAN_PRESET and self.baselines:
-                image = out["image"].float().cpu().clamp(0, self.data_range) / self.data_range
-                hwc = image.permute(1, 2, 0).numpy().astype(np.float64)
-                record["baselines"] = {}
-                for name in self.baselines:
-                    result = np.clip(BASELINES[name](hwc, channels == 3), 0.0, 1.0) * self.data_range
-                    baseline = torch.as_tensor(result, dtype=torch.float32).permute(2, 0, 1)
-                    record["baselines"][name] = self._scores(baseline, out["label"])
+                record["baselines"] = {
+                    name: self._scores(apply_baseline(name, out["image"], channels == 3, self.data_range), out["label"])
+                    for name in self.baselines
+                }
             self.records.append(record)
 
     def write(self, engine: Engine | None = None) -> dict:

@@ -1,0 +1,248 @@
+"""Quality comparison of DPE against classical methods and MONAI's BasicUNet: table, bar chart, crops.
+
+Reads the metrics JSON that ``bundle/configs/evaluate.json`` writes for DPE (with every classical
+baseline) and for the BasicUNet baseline (the same evaluation with ``basicunet_baseline.json``
+merged in), and writes ``quality.md``, ``quality_psnr.png`` (PSNR per modality and method, one
+panel per degradation preset) and ``quality_crops.png`` (degraded input, best classical method,
+BasicUNet, DPE and the truth for each validation image under the paper preset).
+
+Usage::
+
+    python -m monai_dpe.quality --dpe-metrics docs/benchmarks/eval/metrics.json \\
+        --basicunet-metrics docs/benchmarks/eval_basicunet/metrics.json --output docs/benchmarks
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from monai_dpe.engines.evaluation import CLEAN_PRESET, apply_baseline
+
+__all__ = ["METHODS", "method_scores", "write_markdown", "psnr_chart", "crop_figure", "main"]
+
+logger = logging.getLogger(__name__)
+
+#: Methods in report order: key in the metrics JSON -> label. ``model`` is the network the file scored.
+METHODS = {
+    "stretch": "percentile stretch (network input)",
+    "histogram_equalisation": "histogram equalisation",
+    "clahe": "CLAHE",
+    "clahe_nlm": "CLAHE + NLM",
+    "auto_gamma": "automatic gamma",
+    "bm3d_clahe": "BM3D + CLAHE",
+    "basicunet": "MONAI BasicUNet",
+    "dpe": "DPE",
+}
+CLASSICAL = ("histogram_equalisation", "clahe", "clahe_nlm", "auto_gamma", "bm3d_clahe")
+CONFIGS = Path(__file__).resolve().parent.parent / "bundle" / "configs"
+
+
+def _modality(name: str) -> str:
+    return os.path.basename(str(name).rstrip("/"))  # MONAI's datalist loader prefixes existing folders
+
+
+def method_scores(dpe: Mapping[str, Any], basicunet: Mapping[str, Any] | None = None) -> dict[str, dict]:
+    """``{preset: {modality or "mean": {method: means}}}`` from the evaluation reports.
+
+    DPE's report contributes its model (as ``dpe``) and its baselines; BasicUNet's report its model.
+    """
+    table: dict[str, dict] = {}
+    sources = [("dpe", dpe)] + ([("basicunet", basicunet)] if basicunet else [])
+    for method, report in sources:
+        groups = {p: {"mean": v, **{_modality(m): w for m, w in report["per_preset_modality"][p].items()}}
+                  for p, v in report["per_preset"].items()}
+        for preset, by_modality in groups.items():
+            for modality, methods in by_modality.items():
+                cell = table.setdefault(preset, {}).setdefault(modality, {})
+                cell[method] = methods["model"]
+                if method == "dpe":
+                    cell.update({k: v for k, v in methods.items() if k in METHODS and isinstance(v, Mapping)})
+    return table
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _best_classical(cell: Mapping[str, Any]) -> tuple[str | None, float | None]:
+    scored = [(cell[m]["psnr"], m) for m in CLASSICAL if m in cell and cell[m]["psnr"] is not None]
+    return (max(scored)[1], max(scored)[0]) if scored else (None, None)
+
+
+def write_markdown(table: Mapping[str, dict], path: Path, info: Mapping[str, str]) -> None:
+    """The comparison as markdown: means per preset, PSNR per modality, and the targets' verdicts."""
+    lines = ["# Quality: DPE against classical methods and MONAI BasicUNet", ""]
+    lines += [f"{k}: {v}" for k, v in info.items()] + [""]
+    for preset in ("paper", "radiology"):
+        if preset not in table:
+            continue
+        lines += [f"## {preset} preset: means over the validation images", "",
+                  "| method | PSNR (dB) | SSIM | DeltaE (all) | DeltaE (RGB images) |", "|---|---|---|---|---|"]
+        mean = table[preset]["mean"]
+        for method, label in METHODS.items():
+            if method in mean:
+                s = mean[method]
+                name = f"**{label}**" if method == "dpe" else label
+                lines.append(f"| {name} | {_num(s['psnr'])} | {_num(s['ssim'], 3)} | {_num(s['delta_e'])} | "
+                             f"{_num(s.get('delta_e_rgb'))} |")
+        best, best_psnr = _best_classical(mean)
+        dpe = mean["dpe"]["psnr"]
+        verdicts = [f"DPE {dpe:.2f} dB; best classical {METHODS[best]} {best_psnr:.2f} dB: margin {dpe - best_psnr:+.2f} dB "
+                    f"(target +5 dB: {'met' if dpe - best_psnr >= 5 else 'not met'})"] if best else []
+        if "basicunet" in mean:
+            gap = dpe - mean["basicunet"]["psnr"]
+            verdicts.append(f"margin over BasicUNet at equal budget {gap:+.2f} dB ({'met' if gap > 0 else 'not met'})")
+        if preset == "paper":
+            verdicts.append(f"paper's 30.7 dB: {'met' if dpe >= 30.7 else 'not met'}")
+        lines += ["", "; ".join(verdicts) + ".", ""]
+        modalities = [m for m in table[preset] if m != "mean"]
+        lines += [f"PSNR (dB) per modality, {preset} preset:", "",
+                  "| method | " + " | ".join(modalities) + " |", "|---|" + "---|" * len(modalities)]
+        for method, label in METHODS.items():
+            if method in mean:
+                lines.append(f"| {label} | " + " | ".join(_num(table[preset][m].get(method, {}).get("psnr"))
+                                                         for m in modalities) + " |")
+        lines.append("")
+    if CLEAN_PRESET in table:
+        lines += ["## Fidelity on clean inputs (PSNR of the output against the input)", "",
+                  "| method | PSNR (dB) | SSIM | DeltaE (RGB images) |", "|---|---|---|---|"]
+        for method in ("basicunet", "dpe"):
+            if method in table[CLEAN_PRESET]["mean"]:
+                s = table[CLEAN_PRESET]["mean"][method]
+                lines.append(f"| {METHODS[method]} | {_num(s['psnr'])} | {_num(s['ssim'], 3)} | {_num(s.get('delta_e_rgb'))} |")
+        lines.append("")
+    lines += ["![PSNR per modality and method](quality_psnr.png)", "", "![crops](quality_crops.png)", ""]
+    path.write_text("\n".join(lines))
+
+
+def psnr_chart(table: Mapping[str, dict], path: Path) -> None:
+    """Grouped bars: PSNR per modality (and the mean) for every method, one panel per degraded preset."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    presets = [p for p in ("paper", "radiology") if p in table]
+    fig = Figure(figsize=(12, 3.6 * len(presets)), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(presets), 1, squeeze=False)[:, 0]
+    for ax, preset in zip(axes, presets):
+        groups = [m for m in table[preset] if m != "mean"] + ["mean"]
+        methods = [m for m in METHODS if m in table[preset]["mean"]]
+        width = 0.8 / len(methods)
+        for i, method in enumerate(methods):
+            values = [table[preset][g].get(method, {}).get("psnr") or 0.0 for g in groups]
+            ax.bar(np.arange(len(groups)) + (i - (len(methods) - 1) / 2) * width, values, width, label=METHODS[method])
+        ax.set_xticks(np.arange(len(groups)), groups)
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_title(f"{preset} preset (validation images)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(ncol=4, fontsize=8)
+    fig.savefig(path)
+
+
+def _network(config_files: Sequence[str], weights: str, bundle_root: str) -> torch.nn.Module:
+    from monai.bundle import ConfigParser
+
+    from monai_dpe.networks import load_weights
+
+    parser = ConfigParser()
+    parser.read_config(list(config_files))
+    parser["bundle_root"] = bundle_root
+    return load_weights(parser.get_parsed_content("network_def"), weights).eval()
+
+
+def _validation_pairs(dataset_dir: str, bundle_root: str, preset: str) -> list[dict]:
+    """Each validation image under ``preset``: the raw degraded image, the network input and the truth."""
+    from monai.bundle import ConfigParser
+    from monai.transforms import Compose
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")])
+    parser.update({"bundle_root": bundle_root, "dataset_dir": dataset_dir, "validate#presets": [preset]})
+    transforms = parser.get_parsed_content("validate#preprocessing#transforms")
+    degrade, to_network = Compose(transforms[:6]), Compose(transforms[6:])
+    pairs = []
+    for item in parser.get_parsed_content("validate#datalist"):
+        raw = degrade(dict(item))
+        net_in = to_network(dict(raw))
+        pairs.append({"name": _modality(item.get("modality", "")), "rgb": int(item.get("channels", 1)) == 3,
+                      "degraded": raw["image"], "image": net_in["image"], "target": net_in["target"]})
+    return pairs
+
+
+def _display(img: torch.Tensor, rgb: bool, crop: int) -> np.ndarray:
+    """A centred ``crop`` x ``crop`` patch as an (H, W, 3) array in [0, 1] (spatial axes as stored, transposed)."""
+    img = torch.as_tensor(img, dtype=torch.float32)[:3]
+    img = img.repeat(3, 1, 1) if img.shape[0] == 1 else (img if rgb else img.mean(0, keepdim=True).repeat(3, 1, 1))
+    h, w = img.shape[1:]
+    top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+    patch = img[:, top : top + crop, left : left + crop].clamp(0, 1)
+    return patch.permute(2, 1, 0).numpy()
+
+
+def crop_figure(pairs: Sequence[dict], networks: Mapping[str, torch.nn.Module], classical: str, path: Path,
+                crop: int = 160) -> None:
+    """One row per validation image: degraded input, ``classical``, each network, truth; PSNR in the titles."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from monai.metrics import PSNRMetric
+
+    psnr = PSNRMetric(max_val=1.0)
+    columns = ["degraded input", METHODS[classical], *[METHODS[n] for n in networks], "truth"]
+    fig = Figure(figsize=(2.3 * len(columns), 2.4 * len(pairs)), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(pairs), len(columns), squeeze=False)
+    for row, pair in enumerate(pairs):
+        outputs = [pair["degraded"], apply_baseline(classical, pair["image"], pair["rgb"])]
+        with torch.inference_mode():
+            outputs += [net(pair["image"][None])[0].clamp(0, 1) for net in networks.values()]
+        outputs.append(pair["target"])
+        for col, (out, label) in enumerate(zip(outputs, columns)):
+            shown = torch.as_tensor(out, dtype=torch.float32)
+            score = "" if col == len(columns) - 1 else \
+                f"\n{float(psnr(shown.expand_as(pair['target'])[None], pair['target'][None]).item()):.1f} dB"
+            axes[row, col].imshow(_display(shown, pair["rgb"], crop), interpolation="nearest")
+            axes[row, col].set_title((f"{pair['name']}: " if col == 0 else "") + label + score, fontsize=8)
+            axes[row, col].set_axis_off()
+    fig.suptitle(f"paper preset, centre {crop}x{crop} crops (PSNR of the whole image against the truth)", fontsize=10)
+    fig.savefig(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dpe-metrics", type=Path, default=Path("docs/benchmarks/eval/metrics.json"))
+    parser.add_argument("--basicunet-metrics", type=Path, default=Path("docs/benchmarks/eval_basicunet/metrics.json"))
+    parser.add_argument("--dpe-weights", default="bundle/models/model.pt")
+    parser.add_argument("--basicunet-weights", default="bundle/baselines/basicunet/model.pt")
+    parser.add_argument("--dataset-dir", default="corpus")
+    parser.add_argument("--bundle-root", default="bundle")
+    parser.add_argument("--output", type=Path, default=Path("docs/benchmarks"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    dpe = json.loads(args.dpe_metrics.read_text())
+    basicunet = json.loads(args.basicunet_metrics.read_text()) if args.basicunet_metrics.is_file() else None
+    table = method_scores(dpe, basicunet)
+    args.output.mkdir(parents=True, exist_ok=True)
+    info = {"DPE": f"`{args.dpe_metrics}`", "BasicUNet": f"`{args.basicunet_metrics}`" if basicunet else "not evaluated"}
+    write_markdown(table, args.output / "quality.md", info)
+    psnr_chart(table, args.output / "quality_psnr.png")
+    networks = {"dpe": _network([str(CONFIGS / "train.json")], args.dpe_weights, args.bundle_root)}
+    if basicunet:
+        files = [str(CONFIGS / "train.json"), str(CONFIGS / "basicunet_baseline.json")]
+        networks = {"basicunet": _network(files, args.basicunet_weights, args.bundle_root), **networks}
+    best, _ = _best_classical(table["paper"]["mean"])
+    pairs = _validation_pairs(args.dataset_dir, args.bundle_root, "paper")
+    crop_figure(pairs, networks, best or "clahe", args.output / "quality_crops.png")
+    logger.info("wrote %s", args.output / "quality.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

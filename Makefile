@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast test-monailabel demo train baseline corpus export benchmark clean
+.PHONY: install test test-fast test-monailabel demo train baseline corpus export benchmark benchmark-speed benchmark-quality clean
 
 install: $(STAMP)
 
@@ -80,8 +80,22 @@ export: $(STAMP)
 	$(PY) -c "from monai_dpe.networks import record_large_files; \
 		record_large_files('bundle', ['models/model.pt', 'models/model.ts', 'models/model.onnx'])"
 
-benchmark: $(STAMP)
+# Speed and memory (docs/benchmarks/speed.md), then quality against classical methods and the
+# BasicUNet baseline (docs/benchmarks/quality.md; BasicUNet needs `make baseline` first)
+BUNDLE_RUN := $(PY) -m monai.bundle run --meta_file bundle/configs/metadata.json --logging_file bundle/configs/logging.conf \
+	--bundle_root bundle --dataset_dir corpus --progress False
+benchmark: benchmark-speed benchmark-quality
+
+benchmark-speed: $(STAMP)
 	$(PY) -m monai_dpe.benchmark --output docs/benchmarks
+
+benchmark-quality: $(STAMP) corpus
+	$(BUNDLE_RUN) --config_file "['bundle/configs/train.json','bundle/configs/evaluate.json']" \
+		--output_dir docs/benchmarks/eval
+	test ! -f bundle/baselines/basicunet/model.pt || $(BUNDLE_RUN) --config_file \
+		"['bundle/configs/train.json','bundle/configs/basicunet_baseline.json','bundle/configs/evaluate.json']" \
+		--ckpt_dir bundle/baselines/basicunet --output_dir docs/benchmarks/eval_basicunet --baselines "[]"
+	$(PY) -m monai_dpe.quality --output docs/benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

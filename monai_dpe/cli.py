@@ -54,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="volume axis to enhance slice by slice (default: the bundle's, the last axis)")
     enhance.add_argument("--device", default=None,
                          help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
-    enhance.add_argument("--backend", choices=("eager", "torchscript", "onnx"), default=None,
-                         help="run the network in eager PyTorch, TorchScript or ONNX Runtime (default: the bundle's)")
+    enhance.add_argument("--backend", choices=("auto", "eager", "torchscript", "onnx"), default=None,
+                         help="run the network in eager PyTorch, TorchScript or ONNX Runtime; auto (the bundle's "
+                              "default): ONNX Runtime on CPU for the shipped weights when installed, else eager")
     enhance.add_argument("--batch", type=_positive, default=None,
                          help="slices per network call (default: the bundle's)")
     enhance.add_argument("--overwrite", action="store_true", help="replace existing outputs")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_dpe.networks import DPENet, WeightsError, export_onnx, load_backend
+from monai_dpe.networks import DPENet, WeightsError, export_onnx, load_backend, resolve_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = [8, 16, 24]
@@ -68,3 +68,35 @@ def test_missing_export_is_one_clear_error(tmp_path):
 def test_unknown_backend_is_refused(tmp_path):
     with pytest.raises(ValueError, match="backend must be one of"):
         load_backend(DPENet(channels=CHANNELS), tmp_path / "model.pt", "tensorrt")
+
+
+def test_auto_backend_is_onnx_only_for_the_bundles_own_weights_on_cpu(bundle, tmp_path, monkeypatch):
+    models = bundle / "models"
+    own, onnx = models / "model.pt", models / "model.onnx"
+    assert resolve_backend("auto", "cpu", own, onnx) == "onnx"
+    assert resolve_backend("auto", "cuda:0", own, onnx) == "eager", "GPUs run eager PyTorch"
+    assert resolve_backend("auto", "cpu", own, onnx, amp_dtype="bfloat16") == "eager", "autocast needs eager"
+    other = tmp_path / "finetuned.pt"
+    shutil.copy(own, other)
+    assert resolve_backend("auto", "cpu", other, onnx) == "eager", "an export of other weights must not run"
+    assert resolve_backend("auto", "cpu", own, tmp_path / "missing.onnx") == "eager"
+    assert resolve_backend("torchscript", "cpu", own, onnx) == "torchscript", "an explicit choice stays"
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    assert resolve_backend("auto", "cpu", own, onnx) == "eager", "without onnxruntime"
+
+
+@pytest.mark.slow
+def test_auto_backend_runs_onnx_through_the_bundle(bundle, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    volume = np.random.default_rng(1).normal(100.0, 20.0, (24, 20, 3)).astype(np.float32)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), inputs / "vol.nii.gz")
+    outputs = {}
+    for backend in ("auto", "onnx"):
+        result = _enhance(bundle, inputs, tmp_path / backend, backend)
+        assert result.returncode == 0, result.stderr[-2000:]
+        outputs[backend] = nib.load(tmp_path / backend / "vol.nii.gz").get_fdata(dtype=np.float32)
+    np.testing.assert_array_equal(outputs["auto"], outputs["onnx"])

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from monai_dpe.networks.adapters import ChannelAdapter
-from monai_dpe.networks.backends import BACKENDS, OnnxNetwork, export_onnx, load_backend
+from monai_dpe.networks.backends import BACKENDS, OnnxNetwork, export_onnx, load_backend, resolve_backend
 from monai_dpe.networks.blocks import DownBlock, GatedConv, ResidualBlock, UpBlock
 from monai_dpe.networks.discriminator import DPEDiscriminator
 from monai_dpe.networks.dpenet import DecoderLevel, DPENet, EncoderLevel
@@ -19,6 +19,7 @@ __all__ = [
     "DPENet",
     "load_weights",
     "load_backend",
+    "resolve_backend",
     "export_onnx",
     "OnnxNetwork",
     "BACKENDS",

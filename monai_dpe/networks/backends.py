@@ -1,10 +1,11 @@
 """Run the enhancer through eager PyTorch, TorchScript or ONNX Runtime behind one callable.
 
-The bundle's ``backend`` option picks one; all three take and return (B, C, H, W) float tensors,
+The bundle's ``backend`` option picks one (``"auto"``: :func:`resolve_backend`); all three take and return (B, C, H, W) float tensors,
 so the slice inferer, the channel adapter and the rest of the pipeline are the same for each.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import numpy as np
@@ -13,9 +14,36 @@ import torch.nn as nn
 
 from monai_dpe.networks.weights import WeightsError, load_weights, verify_sha256
 
-__all__ = ["BACKENDS", "OnnxNetwork", "export_onnx", "load_backend"]
+__all__ = ["BACKENDS", "OnnxNetwork", "export_onnx", "load_backend", "resolve_backend"]
 
 BACKENDS = ("eager", "torchscript", "onnx")
+AUTO = "auto"
+
+
+def resolve_backend(
+    backend: str,
+    device: torch.device | str,
+    weights_path: str | os.PathLike,
+    onnx_path: str | os.PathLike | None,
+    amp_dtype: object = None,
+) -> str:
+    """The concrete backend for ``backend``; ``"auto"`` picks the fastest one that gives the same output.
+
+    On CPU that is ONNX Runtime (measured fastest at every slice size, outputs within 1e-4 of
+    eager, docs/benchmarks/speed.md), but only when onnxruntime is installed, the export exists,
+    the weights are the bundle's own ``model.pt`` next to it (an export of other weights would
+    silently run the wrong model) and no autocast is asked for; otherwise eager PyTorch.
+    """
+    if backend != AUTO:
+        return backend
+    if torch.device(device).type != "cpu" or amp_dtype is not None or onnx_path is None:
+        return "eager"
+    if importlib.util.find_spec("onnxruntime") is None or not os.path.isfile(onnx_path):
+        return "eager"
+    own_weights = os.path.join(os.path.dirname(os.path.abspath(onnx_path)), "model.pt")
+    if not os.path.isfile(weights_path) or not os.path.samefile(weights_path, own_weights):
+        return "eager"
+    return "onnx"
 
 
 class OnnxNetwork(nn.Module):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_dpe.networks import DPENet, WeightsError, export_onnx, load_backend, resolve_backend
+from monai_dpe.networks import DPENet, WeightsError, export_onnx, load_backend, record_large_files, resolve_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = [8, 16, 24]
@@ -70,22 +70,28 @@ def test_unknown_backend_is_refused(tmp_path):
         load_backend(DPENet(channels=CHANNELS), tmp_path / "model.pt", "tensorrt")
 
 
-def test_auto_backend_is_onnx_only_for_the_bundles_own_weights_on_cpu(bundle, tmp_path, monkeypatch):
+def test_auto_backend_is_onnx_only_when_the_record_ties_export_and_weights(bundle, tmp_path, monkeypatch):
     models = bundle / "models"
     own, onnx = models / "model.pt", models / "model.onnx"
-    assert resolve_backend("auto", "cpu", own, onnx) == "onnx"
-    assert resolve_backend("auto", "cuda:0", own, onnx) == "eager", "GPUs run eager PyTorch"
-    assert resolve_backend("auto", "cpu", own, onnx, amp_dtype="bfloat16") == "eager", "autocast needs eager"
+    assert resolve_backend("auto", "cpu", own, onnx, bundle_root=bundle) == "eager", "no large_files.json record"
+    record_large_files(bundle, ["models/model.pt", "models/model.onnx"])
+    assert resolve_backend("auto", "cpu", own, onnx, bundle_root=bundle) == "onnx"
+    assert resolve_backend("auto", "cuda:0", own, onnx, bundle_root=bundle) == "eager", "GPUs run eager PyTorch"
+    assert resolve_backend("auto", "cpu", own, onnx, "bfloat16", bundle) == "eager", "autocast needs eager"
     other = tmp_path / "finetuned.pt"
     shutil.copy(own, other)
-    assert resolve_backend("auto", "cpu", other, onnx) == "eager", "an export of other weights must not run"
-    assert resolve_backend("auto", "cpu", own, tmp_path / "missing.onnx") == "eager"
-    assert resolve_backend("torchscript", "cpu", own, onnx) == "torchscript", "an explicit choice stays"
+    assert resolve_backend("auto", "cpu", other, onnx, bundle_root=bundle) == "eager", "unrecorded weights"
+    assert resolve_backend("auto", "cpu", own, tmp_path / "missing.onnx", bundle_root=bundle) == "eager"
+    assert resolve_backend("torchscript", "cpu", own, onnx, bundle_root=bundle) == "torchscript", "explicit stays"
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
-    assert resolve_backend("auto", "cpu", own, onnx) == "eager", "without onnxruntime"
+    assert resolve_backend("auto", "cpu", own, onnx, bundle_root=bundle) == "eager", "without onnxruntime"
+    monkeypatch.undo()
+    state = torch.load(own, weights_only=True)  # a fine-tune overwrote model.pt but nobody re-exported
+    torch.save({k: v + 1e-3 for k, v in state.items()}, own)
+    assert resolve_backend("auto", "cpu", own, onnx, bundle_root=bundle) == "eager", "a stale export must not run"
 
 
 @pytest.mark.slow
@@ -95,6 +101,7 @@ def test_auto_backend_runs_onnx_through_the_bundle(bundle, tmp_path):
     volume = np.random.default_rng(1).normal(100.0, 20.0, (24, 20, 3)).astype(np.float32)
     nib.save(nib.Nifti1Image(volume, np.eye(4)), inputs / "vol.nii.gz")
     outputs = {}
+    record_large_files(bundle, ["models/model.pt", "models/model.onnx"])
     for backend in ("auto", "onnx"):
         result = _enhance(bundle, inputs, tmp_path / backend, backend)
         assert result.returncode == 0, result.stderr[-2000:]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from monai_dpe.networks.weights import WeightsError, load_weights, verify_sha256
+from monai_dpe.networks.weights import WeightsError, load_weights, recorded_sha256, sha256_of, verify_sha256
 
 __all__ = ["BACKENDS", "OnnxNetwork", "export_onnx", "load_backend", "resolve_backend"]
 
@@ -26,24 +26,27 @@ def resolve_backend(
     weights_path: str | os.PathLike,
     onnx_path: str | os.PathLike | None,
     amp_dtype: object = None,
+    bundle_root: str | os.PathLike | None = None,
 ) -> str:
     """The concrete backend for ``backend``; ``"auto"`` picks the fastest one that gives the same output.
 
     On CPU that is ONNX Runtime (measured fastest at every slice size, outputs within 1e-4 of
-    eager, docs/benchmarks/speed.md), but only when onnxruntime is installed, the export exists,
-    the weights are the bundle's own ``model.pt`` next to it (an export of other weights would
-    silently run the wrong model) and no autocast is asked for; otherwise eager PyTorch.
+    eager, docs/benchmarks/speed.md), but only when onnxruntime is installed, no autocast is asked
+    for, and the export provably belongs to the weights: both are recorded in ``bundle_root``'s
+    ``large_files.json`` and ``weights_path`` still has its recorded digest (after a fine-tune
+    overwrote ``model.pt`` without ``make export``, a stale export would silently run the old
+    model). Otherwise eager PyTorch.
     """
     if backend != AUTO:
         return backend
     if torch.device(device).type != "cpu" or amp_dtype is not None or onnx_path is None:
         return "eager"
-    if importlib.util.find_spec("onnxruntime") is None or not os.path.isfile(onnx_path):
+    if importlib.util.find_spec("onnxruntime") is None or not os.path.isfile(onnx_path) or bundle_root is None:
         return "eager"
-    own_weights = os.path.join(os.path.dirname(os.path.abspath(onnx_path)), "model.pt")
-    if not os.path.isfile(weights_path) or not os.path.samefile(weights_path, own_weights):
+    weights_digest = recorded_sha256(bundle_root, weights_path)
+    if weights_digest is None or recorded_sha256(bundle_root, onnx_path) is None or not os.path.isfile(weights_path):
         return "eager"
-    return "onnx"
+    return "onnx" if sha256_of(weights_path) == weights_digest else "eager"
 
 
 class OnnxNetwork(nn.Module):

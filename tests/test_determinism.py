@@ -127,3 +127,17 @@ def test_each_image_of_a_batch_gets_its_single_image_bits(name, x_shape, w_shape
             batched = conv(x, w, b, **kwargs)
     for i, expected in enumerate(alone):
         assert torch.equal(batched[i : i + 1], expected), f"image {i}"
+
+
+@pytest.mark.parametrize("name", ["volume", "rgb_2d"])
+def test_onnx_backend_bit_identical_across_runs_and_sw_batch_size(name):
+    """The bundle's default CPU backend (``auto`` -> ONNX Runtime) gives the same bits too."""
+    pytest.importorskip("onnxruntime")
+    from monai_dpe.networks import OnnxNetwork
+
+    net = OnnxNetwork(WEIGHTS.with_suffix(".onnx"), threads=1)
+    x = inputs()[name]
+    outputs = {sw: enhance(x, net, sw_batch_size=sw) for sw in SW_BATCH_SIZES}
+    assert torch.equal(enhance(x.clone(), net, sw_batch_size=1), outputs[1])
+    for sw in SW_BATCH_SIZES[1:]:
+        assert torch.equal(outputs[sw], outputs[1]), f"sw_batch_size={sw} differs by {(outputs[sw] - outputs[1]).abs().max()}"

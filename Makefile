@@ -63,12 +63,13 @@ train: $(STAMP) corpus
 	$(PY) -m monai.bundle run --config_file bundle/configs/train.json --meta_file bundle/configs/metadata.json \
 		--logging_file bundle/configs/logging.conf --bundle_root bundle --dataset_dir corpus --resume $(RESUME)
 
-# MONAI BasicUNet baseline (about DPE's parameter count): the same recipe with network_def swapped;
-# weights go to bundle/baselines/basicunet/. Stop it at DPE's wall-clock budget; resumable with RESUME=true
+# MONAI BasicUNet baseline (about DPE's parameter count): the same recipe with network_def swapped,
+# for DPE's budget of 2,500 iterations (25 epochs); weights go to bundle/baselines/basicunet/;
+# resumable with RESUME=true
 baseline: $(STAMP) corpus
 	$(PY) -m monai.bundle run --config_file "['bundle/configs/train.json','bundle/configs/basicunet_baseline.json']" \
 		--meta_file bundle/configs/metadata.json --logging_file bundle/configs/logging.conf --bundle_root bundle \
-		--dataset_dir corpus --resume $(RESUME)
+		--dataset_dir corpus --resume $(RESUME) --max_epochs 25
 
 # TorchScript (MONAI's ckpt_export) and ONNX exports of the shipped weights, for `--backend torchscript|onnx`
 export: $(STAMP)

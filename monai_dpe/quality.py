@@ -41,6 +41,17 @@ METHODS = {
     "basicunet": "MONAI BasicUNet",
     "dpe": "DPE",
 }
+ABOUT = """\
+Validation split (7 images, one per source, every modality; volumes on their middle slice), each
+degraded with fixed seeds by the paper preset and by the radiology preset; scores against the
+clean image (`bundle/configs/evaluate.json`). Every method gets the same input: the degraded
+image after the intensity policy's percentile stretch, which is DPE's own input and is listed
+first. Classical methods (scikit-image; BM3D from the `bm3d` package) work on the HSV value of
+colour images. MONAI's `BasicUNet` (1,114,323 parameters against DPE's 1,123,243) is trained by
+the same `train.json` with `basicunet_baseline.json` swapping `network_def`: same data,
+degradations, loss (L1 + 1e-3 adversarial), batch and 2,500 iterations, the number behind DPE's
+shipped weights (`make baseline`). Reproduce everything with `make benchmark-quality`."""
+
 CLASSICAL = ("histogram_equalisation", "clahe", "clahe_nlm", "auto_gamma", "bm3d_clahe")
 CONFIGS = Path(__file__).resolve().parent.parent / "bundle" / "configs"
 
@@ -79,7 +90,7 @@ def _best_classical(cell: Mapping[str, Any]) -> tuple[str | None, float | None]:
 
 def write_markdown(table: Mapping[str, dict], path: Path, info: Mapping[str, str]) -> None:
     """The comparison as markdown: means per preset, PSNR per modality, and the targets' verdicts."""
-    lines = ["# Quality: DPE against classical methods and MONAI BasicUNet", ""]
+    lines = ["# Quality: DPE against classical methods and MONAI BasicUNet", "", ABOUT, ""]
     lines += [f"{k}: {v}" for k, v in info.items()] + [""]
     for preset in ("paper", "radiology"):
         if preset not in table:

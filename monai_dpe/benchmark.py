@@ -30,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from monai_dpe.inferers import SliceInferer
 from monai_dpe.networks import DPENet, load_weights
+from monai_dpe.transforms import IntensityPolicy
 
 __all__ = ["conv_flops", "matmul_gflops", "time_call", "enhance_volume", "main"]
 
@@ -131,8 +132,7 @@ def bf16_fidelity(net: nn.Module, repeats: int, size: int = 256) -> dict:
     source = torch.from_numpy(nib.load(SAMPLE_VOLUME).get_fdata(dtype="float32"))
     plane = source[..., source.shape[-1] // 2][None, None]
     plane = F.interpolate(plane, size=(size, size), mode="bilinear", align_corners=False)
-    low, high = torch.quantile(plane.flatten(), torch.tensor([0.005, 0.995]))
-    x = ((plane - low) / (high - low)).repeat(1, 3, 1, 1)
+    x = IntensityPolicy()(plane).repeat(1, 3, 1, 1)
     last = net.to(memory_format=torch.channels_last)
     x_last = x.contiguous(memory_format=torch.channels_last)
 

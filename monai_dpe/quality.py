@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_dpe.engines.evaluation import CLEAN_PRESET, apply_baseline
+from monai_dpe.engines.evaluation import CLASSICAL, CLEAN_PRESET, apply_baseline
 
 __all__ = ["METHODS", "method_scores", "write_markdown", "psnr_chart", "crop_figure", "main"]
 
@@ -52,7 +52,6 @@ the same `train.json` with `basicunet_baseline.json` swapping `network_def`: sam
 degradations, loss (L1 + 1e-3 adversarial), batch and 2,500 iterations, the number behind DPE's
 shipped weights (`make baseline`). Reproduce everything with `make benchmark-quality`."""
 
-CLASSICAL = ("histogram_equalisation", "clahe", "clahe_nlm", "auto_gamma", "bm3d_clahe")
 CONFIGS = Path(__file__).resolve().parent.parent / "bundle" / "configs"
 
 

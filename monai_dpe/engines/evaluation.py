@@ -26,6 +26,7 @@ from monai_dpe.transforms import SeededPerceptualDegradationd
 __all__ = [
     "CLEAN_PRESET",
     "BASELINES",
+    "CLASSICAL",
     "apply_baseline",
     "EvaluationDegradationd",
     "EnhancementReport",
@@ -183,7 +184,8 @@ BASELINES: dict[str, Callable[[np.ndarray, bool], np.ndarray]] = {
     "auto_gamma": auto_gamma,
     "bm3d_clahe": bm3d_clahe,
 }
-_CLASSICAL = ("histogram_equalisation", "clahe", "clahe_nlm", "auto_gamma", "bm3d_clahe")
+#: The classical methods among :data:`BASELINES` (``stretch`` is the network's input, not a method).
+CLASSICAL = ("histogram_equalisation", "clahe", "clahe_nlm", "auto_gamma", "bm3d_clahe")
 
 
 def apply_baseline(name: str, image: torch.Tensor, rgb: bool, data_range: float = 1.0) -> torch.Tensor:
@@ -323,7 +325,7 @@ def _methods(records: list[dict]) -> dict[str, Any]:
     names = sorted({name for r in records for name in r.get("baselines", {})})
     for name in names:
         out[name] = _means({**r["baselines"][name], "rgb": r["rgb"]} for r in records if name in r.get("baselines", {}))
-    classical = [out[name]["psnr"] for name in names if name in _CLASSICAL and out[name]["psnr"] is not None]
+    classical = [out[name]["psnr"] for name in names if name in CLASSICAL and out[name]["psnr"] is not None]
     if classical and out["model"]["psnr"] is not None:
         out["best_classical_psnr"] = max(classical)
         out["margin_db"] = out["model"]["psnr"] - max(classical)

@@ -467,3 +467,33 @@ def test_basicunet_baseline_trains_through_the_same_config(bundle, tiny_data):
     assert 1.0e6 < sum(p.numel() for p in net.parameters()) < 1.25e6  # DPE's shipped width: 1,123,243
     saved = torch.load(bundle / "baselines" / "basicunet" / "training_state.pt", weights_only=True)
     assert saved["trainer"]["iteration"] == TINY["epoch_length"]
+
+
+def test_paper_width_overlay_builds_the_paper_networks_and_stops_on_its_time_limit(bundle, tiny_data):
+    """train_paper_width.json: the paper's generator and discriminator widths, bf16, and a wall-clock cap."""
+    configs = bundle / "configs"
+    settings = {**TINY, "bundle_root": str(bundle), "dataset_dir": str(tiny_data),
+                "datalist": str(tiny_data / "datalist.json"), "initialize": ["$monai.utils.set_determinism(seed=@seed)"]}
+    parser = ConfigParser()
+    parser.read_config([str(configs / "train.json"), str(configs / "train_paper_width.json")])
+    parser.update({k: v for k, v in settings.items() if k not in ("channels", "disc_channels")})
+    assert sum(p.numel() for p in parser.get_parsed_content("network_def").parameters()) == 4_486_987
+    from monai_dpe.networks import DPEDiscriminator
+
+    paper_disc = DPEDiscriminator(spatial_dims=2, in_channels=3)  # its defaults are the paper's widths
+    disc = parser.get_parsed_content("disc_network_def")
+    assert [p.shape for p in disc.parameters()] == [p.shape for p in paper_disc.parameters()]
+    assert parser["autocast_dtype"] == "bfloat16" and parser["time_limit"] is None
+
+    # with a time limit set, the trainer carries ignite's TimeLimit and stops before max_epochs
+    wf = ConfigWorkflow(config_file=[str(configs / "train.json"), str(configs / "train_paper_width.json")],
+                        meta_file=str(configs / "metadata.json"), logging_file=False, workflow_type="train",
+                        **{**settings, "time_limit": 1, "max_epochs": 1000, "autocast_dtype": None,
+                           "num_workers": 0, "images_per_batch": 1, "patches_per_image": 1, "val_interval": 1000})
+    wf.initialize()
+    started = time.monotonic()
+    wf.run()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert trainer.state.epoch < 1000, "the time limit must end the run long before max_epochs"
+    assert time.monotonic() - started < 120
+    assert state_path(bundle).exists(), "the resumable state is written when the time limit stops the run"

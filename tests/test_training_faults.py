@@ -81,3 +81,20 @@ def test_ten_kills_then_resume_match_an_uninterrupted_run(tiny_data, tmp_path): 
         torch.testing.assert_close(value, reference[key], rtol=1e-5, atol=1e-6, msg=key)
     leftovers = [p.name for p in (killed_bundle / "models").iterdir() if ".partial-" in p.name]
     assert not leftovers
+
+
+def test_epoch_seeder_can_keep_cudnn_autotuning_on():
+    """MONAI's set_determinism turns cuDNN autotuning off; the GPU overlay asks the seeder to turn it back on."""
+    from ignite.engine import Engine
+
+    from monai_dpe.engines import EpochSeeder
+
+    saved = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    try:
+        for keep, expected in ((False, (False, True)), (True, (True, False))):
+            engine = Engine(lambda e, b: None)
+            EpochSeeder(seed=3, cudnn_benchmark=keep).attach(engine)
+            engine.run([0], max_epochs=1)
+            assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == expected
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved

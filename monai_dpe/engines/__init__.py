@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from monai_dpe.engines.enhancer import CheckImaged, EnhancementEvaluator, SafeDataset, one_line, raise_on_failures
-from monai_dpe.engines.handlers import EpochSeeder, TrainingProgressBar, TrainingState
+from monai_dpe.engines.handlers import EpochSeeder, TimeLimit, TrainingProgressBar, TrainingState
 from monai_dpe.engines.trainer import PrepareImageTarget, SupervisedAdversarialTrainer
 
 __all__ = [
@@ -16,4 +16,5 @@ __all__ = [
     "TrainingState",
     "EpochSeeder",
     "TrainingProgressBar",
+    "TimeLimit",
 ]

@@ -129,13 +129,18 @@ class EpochSeeder:
     resumed at an epoch boundary (see :class:`TrainingState`) continues exactly as the
     uninterrupted run would have, whatever happened before the kill.
 
+    MONAI's ``set_determinism`` also switches cuDNN to deterministic kernels with autotuning
+    off, which makes GPU convolutions several times slower; ``cudnn_benchmark=True`` turns the
+    autotuner back on after each reseed (data and noise stay seeded, GPU sums do not).
+
     Args:
         seed: base seed (give each distributed rank its own).
         dataset: the training dataset whose random transforms are reseeded (optional).
+        cudnn_benchmark: re-enable cuDNN autotuning (and non-deterministic kernels) after reseeding.
     """
 
-    def __init__(self, seed: int, dataset: object | None = None) -> None:
-        self.seed, self.dataset = int(seed), dataset
+    def __init__(self, seed: int, dataset: object | None = None, cudnn_benchmark: bool = False) -> None:
+        self.seed, self.dataset, self.cudnn_benchmark = int(seed), dataset, bool(cudnn_benchmark)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, self)
@@ -150,6 +155,9 @@ class EpochSeeder:
 
         seed = self.epoch_seed(engine.state.epoch)
         set_determinism(seed=seed)
+        if self.cudnn_benchmark:
+            torch.backends.cudnn.deterministic = False
+            torch.backends.cudnn.benchmark = True
         if self.dataset is not None:
             set_rnd(self.dataset, seed)
 
@@ -157,6 +165,22 @@ class EpochSeeder:
 def _unwrap(obj: object) -> object:
     parallel = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
     return obj.module if isinstance(obj, parallel) else obj
+
+
+class TimeLimit:
+    """Stop training cleanly after ``limit_sec`` seconds of wall-clock time (ignite's ``TimeLimit``).
+
+    Attachable from a bundle config, so a run can be sized to a fixed budget (a lent GPU, a
+    nightly slot); the best checkpoint and the resumable state written so far are kept.
+    """
+
+    def __init__(self, limit_sec: int) -> None:
+        self.limit_sec = int(limit_sec)
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.handlers import TimeLimit as _IgniteTimeLimit
+
+        engine.add_event_handler(Events.ITERATION_COMPLETED, _IgniteTimeLimit(limit_sec=self.limit_sec))
 
 
 class TrainingProgressBar:

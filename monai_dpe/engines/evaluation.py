@@ -240,6 +240,8 @@ class EnhancementReport:
     def _scores(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         pred, target = pred[None].float().cpu(), target[None].float().cpu()
         scores = {name: float(metric(y_pred=pred, y=target).item()) for name, metric in self.metrics.items()}
+        # signed brightness error: PSNR says how far, this says which way (too dark < 0 < too bright)
+        scores["mean_error"] = float((pred - target).mean())
         return {name: (value if np.isfinite(value) else None) for name, value in scores.items()}  # identical: inf dB
 
     def score(self, engine: Engine) -> None:
@@ -310,8 +312,8 @@ def _plain(value: Any) -> Any:
 def _means(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     records = list(records)
     out: dict[str, Any] = {"count": len(records)}
-    for key in ("psnr", "ssim", "delta_e"):
-        values = [r[key] for r in records if r[key] is not None]
+    for key in ("psnr", "ssim", "delta_e", "mean_error"):
+        values = [r[key] for r in records if r.get(key) is not None]  # mean_error: absent in older reports
         out[key] = float(np.mean(values)) if values else None
     colour = [r["delta_e"] for r in records if r.get("rgb") and r["delta_e"] is not None]
     out["delta_e_rgb"] = float(np.mean(colour)) if colour else None

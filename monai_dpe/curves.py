@@ -1,0 +1,115 @@
+"""Validation curves from bundle training logs: parse the metrics lines, tabulate, plot.
+
+``train.json``'s validation ``StatsHandler`` logs one line per validation, for example::
+
+    2026-11-26 06:16:40,033 - INFO - Epoch[7] Metrics -- val_delta_e: 5.0988 val_psnr: 25.3720 val_ssim: 0.7787
+
+This module reads those lines from the log files of one or more runs, converts epochs to training
+iterations (``epoch * epoch_length``), and draws validation PSNR (and DeltaE) against iterations,
+one line per run, with optional horizontal reference lines (the shipped model, the network's
+stretched input). The parsed points are also written as JSON, so the figure can be remade and the
+numbers quoted without the raw logs.
+
+Usage::
+
+    python -m monai_dpe.curves --run "paper width, H200=train.log:250" \\
+        --reference "shipped 0.2.0=25.31" --output docs/benchmarks/gpu_training.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+__all__ = ["read_validation_log", "plot_validation_curves", "main"]
+
+logger = logging.getLogger(__name__)
+
+_EPOCH = re.compile(r"Epoch\[(\d+)\] Metrics -- (.*)$")
+_METRIC = re.compile(r"(\w+): (-?[0-9.]+(?:e-?\d+)?)")
+
+
+def read_validation_log(path: str | Path, epoch_length: int) -> list[dict[str, float]]:
+    """Validation records of one training log: ``{"iteration": ..., "val_psnr": ..., ...}`` per line.
+
+    Raises:
+        ValueError: naming the file, when it holds no validation metrics lines.
+    """
+    records = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        found = _EPOCH.search(line)
+        if found:
+            metrics = {name: float(value) for name, value in _METRIC.findall(found.group(2))}
+            records.append({"iteration": int(found.group(1)) * int(epoch_length), **metrics})
+    if not records:
+        raise ValueError(f"{path}: no validation metrics lines ('Epoch[N] Metrics -- ...') found")
+    return records
+
+
+def plot_validation_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], path: str | Path,
+                           references: Mapping[str, float] | None = None) -> None:
+    """Validation PSNR (left) and DeltaE (right, where logged) against iterations, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("val_psnr", "validation PSNR (dB)")]
+    if any("val_delta_e" in r for recs in runs.values() for r in recs):
+        panels.append(("val_delta_e", "validation DeltaE (CIEDE2000)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 4.0), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
+        for name, records in runs.items():
+            points = [(r["iteration"], r[key]) for r in records if key in r]
+            if points:
+                ax.plot(*zip(*points), marker=".", label=name)
+        if key == "val_psnr":
+            for name, value in (references or {}).items():
+                ax.axhline(value, linestyle="--", linewidth=1, color="grey")
+                ax.annotate(name, (0, value), textcoords="offset points", xytext=(4, 3), fontsize=8, color="grey")
+        ax.set_xlabel("training iteration")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pair(text: str, sep: str) -> tuple[str, str]:
+    name, _, value = text.rpartition(sep)
+    if not name or not value:
+        raise argparse.ArgumentTypeError(f"expected NAME{sep}VALUE, got {text!r}")
+    return name, value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m monai_dpe.curves", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", action="append", required=True, metavar="NAME=LOG:EPOCH_LENGTH",
+                        help="a run's label, its training log and its epoch length (repeatable)")
+    parser.add_argument("--reference", action="append", default=[], metavar="NAME=PSNR",
+                        help="a horizontal reference line on the PSNR panel (repeatable)")
+    parser.add_argument("--output", required=True, type=Path, help="figure path (.png); the points go beside it as .json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        runs = {}
+        for spec in args.run:
+            name, source = _pair(spec, "=")
+            log, length = _pair(source, ":")
+            runs[name] = read_validation_log(log, int(length))
+        references = {name: float(value) for name, value in (_pair(r, "=") for r in args.reference)}
+    except (OSError, ValueError, argparse.ArgumentTypeError) as err:
+        parser.exit(2, f"error: {err}\n")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    plot_validation_curves(runs, args.output, references)
+    args.output.with_suffix(".json").write_text(json.dumps({"runs": runs, "references": references}, indent=1))
+    logger.info("wrote %s and %s", args.output, args.output.with_suffix(".json"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

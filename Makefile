@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast test-monailabel demo train baseline corpus export benchmark benchmark-speed benchmark-quality clean
+.PHONY: install test test-fast test-monailabel demo train train-gpu baseline corpus export benchmark benchmark-speed benchmark-quality clean
 
 install: $(STAMP)
 
@@ -62,6 +62,14 @@ RESUME ?= false
 train: $(STAMP) corpus
 	$(PY) -m monai.bundle run --config_file bundle/configs/train.json --meta_file bundle/configs/metadata.json \
 		--logging_file bundle/configs/logging.conf --bundle_root bundle --dataset_dir corpus --resume $(RESUME)
+
+# The paper's widths on one GPU (bf16, batch 64), stopped after TIME_LIMIT seconds of wall-clock;
+# weights go to bundle/models/paper_width/ (the shipped half-width weights stay); RESUME=true continues
+TIME_LIMIT ?= 3600
+train-gpu: $(STAMP) corpus
+	$(PY) -m monai.bundle run --config_file "['bundle/configs/train.json','bundle/configs/train_paper_width.json']" \
+		--meta_file bundle/configs/metadata.json --logging_file bundle/configs/logging.conf --bundle_root bundle \
+		--dataset_dir corpus --resume $(RESUME) --time_limit $(TIME_LIMIT) --ckpt_dir bundle/models/paper_width
 
 # MONAI BasicUNet baseline (about DPE's parameter count): the same recipe with network_def swapped,
 # for DPE's budget of 2,500 iterations (25 epochs); weights go to bundle/baselines/basicunet/;

@@ -261,3 +261,22 @@ def test_onnx_export_matches_eager_on_other_sizes(tmp_path, example_size):
             eager = net(x).numpy()
         assert onnx_out.shape == eager.shape
         np.testing.assert_allclose(onnx_out, eager, atol=1e-4, rtol=0)
+
+
+def test_global_tone_starts_as_the_network_without_it_and_then_shifts_whole_images():
+    """global_tone=True loads plain weights (its head is new) and is exactly that network until trained."""
+    torch.manual_seed(0)
+    plain = DPENet(channels=(8, 16, 24), output_act=None, identity_init=True).eval()
+    toned = DPENet(channels=(8, 16, 24), output_act=None, identity_init=True, global_tone=True).eval()
+    missing = toned.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("tone.") for k in missing)
+    x = torch.rand(2, 3, 37, 29)
+    with torch.no_grad():
+        assert torch.equal(plain(x), toned(x))
+        toned.tone[-1].bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.1, 0.1, 0.1]))  # offsets (internal [-1, 1] scale)
+        shifted = toned(x)
+    assert shifted.shape == x.shape
+    assert torch.allclose(shifted - plain(x), torch.full_like(x, 0.05), atol=1e-6)  # 0.1 in [-1, 1] is 0.05 in [0, 1]
+    scripted = torch.jit.script(toned)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), shifted, atol=1e-6)

@@ -68,6 +68,10 @@ class DPENet(nn.Module):
         identity_init: zero the output convolution so that, with the global residual and no output
             activation, the untrained network is exactly the identity and training learns only the
             correction (the paper initialises it randomly).
+        global_tone: add a per-channel gain and offset of the output, predicted by a small MLP from
+            the bottom features averaged over the whole input (zero-initialised: starts as the
+            identity). Not in the paper; it gives the network a view of the whole image's tone,
+            which a patch-sized receptive field lacks. Off by default.
 
     Example::
 
@@ -89,6 +93,7 @@ class DPENet(nn.Module):
         global_residual: bool = True,
         value_range: Sequence[float] = (0.0, 1.0),
         identity_init: bool = False,
+        global_tone: bool = False,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -126,6 +131,13 @@ class DPENet(nn.Module):
             nn.init.zeros_(self.conv_out.weight)
             nn.init.zeros_(self.conv_out.bias)
         self.output_act = _make_act(output_act)
+        # global tone: a per-channel gain and offset of the output predicted from the bottom
+        # features pooled over the whole input (zero-initialised, so it starts as the identity)
+        self.tone = None
+        if global_tone:
+            self.tone = nn.Sequential(nn.Linear(channels[-1], 32), nn.ReLU(), nn.Linear(32, 2 * out_channels))
+            nn.init.zeros_(self.tone[-1].weight)
+            nn.init.zeros_(self.tone[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != self.spatial_dims + 2:
@@ -138,23 +150,30 @@ class DPENet(nn.Module):
         spatial = x.shape[2:]
         x = (x - self.low) * (2.0 / self.span) - 1.0
         x = self._pad(x)
-        y = self.conv_out(self._unet(self.conv_in(x)))
+        features, pooled = self._unet(self.conv_in(x))
+        y = self.conv_out(features)
         if self.global_residual:
             y = y + self._residual_source(x)
+        if self.tone is not None:
+            tone = self.tone(pooled)
+            shape = [x.shape[0], self.out_channels] + [1] * self.spatial_dims
+            y = y * (1.0 + tone[:, : self.out_channels].reshape(shape)) + tone[:, self.out_channels :].reshape(shape)
         y = self.output_act(y)
         y = self._crop(y, spatial)
         return (y + 1.0) * (self.span / 2.0) + self.low
 
-    def _unet(self, x: torch.Tensor) -> torch.Tensor:
+    def _unet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The U-Net's top features and its bottom features averaged over space (for the tone)."""
         skips: list[torch.Tensor] = []
         for level in self.encoder:
             x, skip = level(x)
             skips.append(skip)
         x = self.bottom(x)
+        pooled = x.flatten(2).mean(dim=2)
         n = len(skips)
         for i, level in enumerate(self.decoder):
             x = level(x, skips[n - 1 - i])
-        return x
+        return x, pooled
 
     def _residual_source(self, x: torch.Tensor) -> torch.Tensor:
         if self.in_channels == self.out_channels:

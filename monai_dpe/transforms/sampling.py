@@ -84,6 +84,12 @@ class RandSliced(RandomizableTransform, MapTransform):
         min_size: only axes whose slices are at least this large on both sides are chosen
             (a 2-frame series is sliced through its frames, not across them); if none qualifies,
             the axis giving the largest slice is used.
+        restretch: rescale each slice to [0, 1] by its own robust percentiles (:class:`UnitRange`
+            of the float slice). Training needs it: the degraded slice is stretched by its own
+            range, so a target left in the volume's range asks the network for a brightness change
+            that no input shows (a dim slice of a bright volume teaches it to darken).
+        lower: lower percentile of ``restretch``.
+        upper: upper percentile of ``restretch``.
     """
 
     def __init__(
@@ -91,12 +97,16 @@ class RandSliced(RandomizableTransform, MapTransform):
         keys: KeysCollection,
         axes: Sequence[int] = (0, 1, 2),
         min_size: int = 32,
+        restretch: bool = False,
+        lower: float = 0.5,
+        upper: float = 99.5,
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, 1.0)
         self.axes = tuple(axes)
         self.min_size = int(min_size)
+        self.unit_range = UnitRange(lower, upper) if restretch else None
 
     def _usable_axes(self, spatial: Sequence[int]) -> list[int]:
         def side(axis: int) -> int:
@@ -115,6 +125,8 @@ class RandSliced(RandomizableTransform, MapTransform):
         index = int(self.R.randint(d[keys[0]].shape[1 + axis]))
         for key in keys:
             d[key] = _slice(convert_to_tensor(d[key], track_meta=get_track_meta()), axis, index)
+            if self.unit_range is not None:
+                d[key] = self.unit_range(d[key].float())
         return d
 
 

@@ -1,0 +1,69 @@
+"""Tests for the training-sample transforms: unit range, slicing (with per-slice re-stretch) and grey to RGB."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from monai_dpe.transforms import CenterSliced, GreyToRGB, RandSliced, UnitRange
+from monai_dpe.transforms.intensity_policy import robust_range
+
+
+def graded_volume() -> torch.Tensor:
+    """A (1, 40, 48, 30) volume whose slices along the last axis get brighter: slice k spans [k, k + 100]."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(1, 40, 48, 1, generator=g) * 100.0
+    return base + torch.arange(30, dtype=torch.float32).reshape(1, 1, 1, 30) * 50.0
+
+
+def test_unit_range_8bit_is_absolute_and_others_are_percentile_stretched():
+    """8-bit images keep their displayed brightness (x / 255); other dtypes map their robust range to [0, 1]."""
+    dark = torch.full((1, 8, 8), 40, dtype=torch.uint8)
+    dark[0, 0, 0] = 80
+    assert torch.allclose(UnitRange()(dark), dark.float() / 255.0)
+    ct = torch.linspace(-1000.0, 1000.0, 64 * 64).reshape(1, 64, 64)
+    out = UnitRange()(ct)
+    assert float(out.min()) == 0.0 and float(out.max()) == 1.0
+    low, high = robust_range(ct, 0.5, 99.5)
+    assert torch.allclose(out, ((ct - low) / (high - low)).clamp(0, 1))
+
+
+def test_rand_sliced_takes_the_same_slice_of_every_key_and_passes_2d():
+    vol = graded_volume()
+    t = RandSliced(["image", "target"], min_size=16).set_random_state(3)
+    out = t({"image": vol, "target": vol * 2.0})
+    assert out["image"].dim() == 3 and out["target"].dim() == 3
+    assert torch.allclose(out["target"], out["image"] * 2.0)
+    flat = torch.rand(1, 20, 20)
+    assert RandSliced("image")({"image": flat})["image"] is flat
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_restretch_gives_each_slice_its_own_unit_range(seed):
+    """With ``restretch`` a slice's robust range is [0, 1] whatever its brightness within the volume."""
+    vol = UnitRange()(graded_volume())  # the volume in its own [0, 1] range: slices differ in level
+    kept = RandSliced("image", axes=(2,), min_size=16).set_random_state(seed)({"image": vol})["image"]
+    stretched = RandSliced("image", axes=(2,), min_size=16, restretch=True).set_random_state(seed)({"image": vol})
+    low, high = robust_range(stretched["image"], 0.5, 99.5)
+    assert low == pytest.approx(0.0, abs=1e-3) and high == pytest.approx(1.0, abs=1e-3)
+    # same slice, same order of values: only the scale changed
+    a, b = kept.flatten().numpy(), stretched["image"].flatten().numpy()
+    inner = (b > 0) & (b < 1)
+    assert np.corrcoef(a[inner], b[inner])[0, 1] > 0.999
+    k_low, k_high = robust_range(kept, 0.5, 99.5)
+    assert (k_low, k_high) != pytest.approx((0.0, 1.0), abs=1e-3)  # without it the slice keeps the volume's units
+
+
+def test_restretch_leaves_2d_images_alone():
+    img = torch.rand(1, 32, 32) * 0.5
+    assert RandSliced("image", restretch=True)({"image": img})["image"] is img
+
+
+def test_center_sliced_and_grey_to_rgb():
+    vol = graded_volume()
+    mid = CenterSliced("image", axis=2)({"image": vol})["image"]
+    assert torch.equal(mid, vol[..., 15])
+    assert GreyToRGB()(mid).shape == (3, 40, 48)
+    rgb = torch.rand(3, 4, 4)
+    assert GreyToRGB()(rgb) is rgb
+    assert GreyToRGB()(np.zeros((1, 4, 4))).shape == (3, 4, 4)

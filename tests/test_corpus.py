@@ -49,13 +49,26 @@ def small_corpus(tmp_path_factory):
     return out, build_corpus(out, SMALL, progress=False)
 
 
-def test_registry_has_every_modality_in_validation_and_all_but_fundus_in_training():
-    """Validation covers every modality; training every one but fundus, whose only packaged
-    training image (a dim green-channel crop) taught de-enhancement and was dropped."""
+def test_registry_has_every_modality_in_both_splits():
     validation = {s.modality for s in SOURCES if s.split == "validation"}
     assert validation == set(MODALITIES), f"validation lacks {set(MODALITIES) - validation}"
     training = {s.modality for s in SOURCES if s.split == "training"}
-    assert training == set(MODALITIES) - {"fundus"}, f"training has {training}"
+    assert training == set(MODALITIES), f"training lacks {set(MODALITIES) - training}"
+
+
+def test_percentile_stretch_source_asks_clean_inputs_for_no_change(tmp_path):
+    """The microaneurysm crop is dim and flat (percentiles 0.26-0.47 of 8 bits); stored stretched,
+    its target matches the percentile stretch the network's input gets, so a clean training pair
+    asks for (almost) no change, where the crop as shipped asked for 4.6x less contrast."""
+    report = build_corpus(tmp_path, ["fundus_microaneurysms"], progress=False)
+    assert not report.failed, report.failed
+    stored = load(tmp_path / get_source("fundus_microaneurysms").output_relpath)[0] / 255.0
+    raw = load(locate_source(get_source("fundus_microaneurysms")))[0] / 255.0
+    lo, hi = np.percentile(raw, [0.5, 99.5])
+    assert hi - lo < 0.25, "the shipped crop is flat: the reason for the converter"
+    np.testing.assert_allclose(np.percentile(stored, [0.5, 99.5]), [0.0, 1.0], atol=0.02)
+    expected = np.clip((raw - lo) / (hi - lo), 0, 1)
+    assert np.abs(stored - expected).max() <= 0.5 / 255 + 1e-6, "a rounding of the stretch, nothing else"
 
 
 def test_registry_ids_and_outputs_are_unique_and_one_split_per_file():

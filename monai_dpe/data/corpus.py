@@ -268,10 +268,29 @@ def _tiff_rgb(source: ImageSource, path: Path, out: Path) -> None:
     Image.fromarray(image).save(out)
 
 
+def _percentile_stretch(source: ImageSource, path: Path, out: Path) -> None:
+    """Store an 8-bit image stretched so its 0.5 and 99.5 percentiles span 0-255.
+
+    For dim, flat display crops: the network's input is stretched this way, and an 8-bit target
+    keeps its absolute brightness, so stored as shipped such an image would ask the network to
+    undo the stretch on a clean input.
+    """
+    from monai.transforms import ScaleIntensityRangePercentiles
+    from PIL import Image
+
+    image = np.asarray(Image.open(path))
+    if image.dtype != np.uint8:
+        raise ValueError(f"{path.name}: expected an 8-bit image, got {image.dtype}")
+    stretch = ScaleIntensityRangePercentiles(0.5, 99.5, 0.0, 255.0, clip=True, dtype=np.float32)
+    stretched = np.asarray(stretch(image.astype(np.float32)))
+    Image.fromarray(np.round(stretched).astype(np.uint8)).save(out)
+
+
 _CONVERTERS: dict[str, Callable[[ImageSource, Path, Path], None]] = {
     "copy": _copy,
     "dicom": _dicom,
     "invesalius": _invesalius,
     "tiff-volume": _tiff_volume,
     "tiff-rgb": _tiff_rgb,
+    "percentile-stretch": _percentile_stretch,
 }

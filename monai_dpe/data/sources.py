@@ -41,8 +41,9 @@ PACKAGE_KINDS = ("pypi", "debian")
 # how a source file is found once its package is present
 LOCATORS = ("pydicom-testdata", "package-file", "distribution-file", "deb-file")
 # how a source file becomes a corpus file (see monai_dpe.data.corpus)
-CONVERTERS = ("dicom", "copy", "tiff-volume", "tiff-rgb", "invesalius")
-_OUTPUT_SUFFIX = {"dicom": ".nii.gz", "tiff-volume": ".nii.gz", "invesalius": ".nii.gz", "tiff-rgb": ".png"}
+CONVERTERS = ("dicom", "copy", "tiff-volume", "tiff-rgb", "invesalius", "percentile-stretch")
+_OUTPUT_SUFFIX = {"dicom": ".nii.gz", "tiff-volume": ".nii.gz", "invesalius": ".nii.gz", "tiff-rgb": ".png",
+                  "percentile-stretch": ".png"}
 _COMMAND_TIMEOUT_S = 600
 
 
@@ -135,13 +136,13 @@ def _napari(name: str, member: str, modality: str, converter: str, description: 
 
 _MNI_LICENCE = "MNI ICBM152 2009 licence (free use with attribution; see nilearn)"
 
-#: The corpus. Fundus has one image, ``retina.jpg`` (RGB, validation), unseen in training;
-#: colour is learnt from the histology images (two H&E slides, training). scikit-image's other
-#: fundus file, ``microaneurysms.png`` (a 102x102 green-channel crop, HRF database), trained the
-#: 0.1.0 and 0.2.0 weights and was then dropped: an 8-bit image keeps its absolute brightness
-#: as the target, and this one is dim and flat (0.5-99.5 percentiles at 0.26 and 0.47), so its
-#: clean pair asked the network to cut the stretched input's contrast 4.6-fold and darken it
-#: by 0.22, the opposite of enhancement.
+#: The corpus. Fundus trains on one image, scikit-image's ``microaneurysms.png`` (a 102x102
+#: green-channel crop, HRF database), and validates on ``retina.jpg`` (RGB), unseen in training;
+#: colour is learnt from the histology images (three H&E images, training). The crop is stored
+#: percentile-stretched: an 8-bit image keeps its absolute brightness as the target, and this one
+#: is dim and flat (0.5-99.5 percentiles at 0.26 and 0.47), so stored as shipped its clean pair
+#: asked the network to cut the stretched input's contrast 4.6-fold and darken it by 0.22, the
+#: opposite of enhancement (it trained the 0.1.0 and 0.2.0 weights that way).
 SOURCES: tuple[ImageSource, ...] = (
     # X-ray (computed radiography)
     _pydicom_data("xray_chest_rg1", "RG1_UNCR.dcm", "xray", "training", "chest X-ray (CR)"),
@@ -179,7 +180,13 @@ SOURCES: tuple[ImageSource, ...] = (
                 "H&E histology with dense nuclei, RGB (StarDist's example image)"),
     _skimage("histology_colon_ihc", "ihc.png", "histology", "validation", "no known copyright restrictions",
              "colonic glands, immunohistochemistry (DAB) with hematoxylin, RGB"),
+    ImageSource("histology_skin_he_tile", "histology", "pypi", "wsidicom-data", "distribution-file",
+                "wsidicom_data/data/test_tile.png", "Apache-2.0", "training", "copy",
+                "skin H&E whole-slide-image tile, 240x240 RGB (wsidicom's test tile)"),
     # fundus
+    ImageSource("fundus_microaneurysms", "fundus", "pypi", "scikit-image", "package-file", "data/microaneurysms.png",
+                "CC0-1.0", "training", "percentile-stretch",
+                "fundus green-channel crop with microaneurysms (HRF), stored percentile-stretched", module="skimage"),
     _skimage("fundus_retina", "retina.jpg", "fundus", "validation", "CC0-1.0", "fundus photograph, RGB"),
 )
 

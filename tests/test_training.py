@@ -456,10 +456,14 @@ def test_resume_keeps_the_best_checkpoint_record(bundle, tiny_data):
     wf = workflow(bundle, tiny_data, resume=True, max_epochs=3, val_interval=1000, state_interval=1000)
     saver = wf.parser.get_parsed_content("validate#handlers#2")
     trainer = wf.parser.get_parsed_content("train#trainer")
+    evaluator = wf.parser.get_parsed_content("validate#evaluator")
     restored = {}
     trainer.add_event_handler(Events.STARTED, lambda e: restored.update(saver._key_metric_checkpoint.state_dict()))
+    trainer.add_event_handler(Events.STARTED, lambda e: restored.update(best=evaluator.state.best_metric))
     wf.run()
     assert [tuple(x) for x in restored["_saved"]] == [tuple(x) for x in saved]
+    # the evaluator's logged "best value" continues from the same record, not from a fresh -1
+    assert restored["best"] == pytest.approx(saved[0][0])
 
 
 def test_basicunet_baseline_trains_through_the_same_config(bundle, tiny_data):

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from monai_dpe.engines.enhancer import CheckImaged, EnhancementEvaluator, SafeDataset, one_line, raise_on_failures
-from monai_dpe.engines.handlers import EpochSeeder, TimeLimit, TrainingProgressBar, TrainingState
+from monai_dpe.engines.handlers import BestMetricRecord, EpochSeeder, TimeLimit, TrainingProgressBar, TrainingState
 from monai_dpe.engines.trainer import PrepareImageTarget, SupervisedAdversarialTrainer
 
 __all__ = [
+    "BestMetricRecord",
     "EnhancementEvaluator",
     "SafeDataset",
     "CheckImaged",

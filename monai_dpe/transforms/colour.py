@@ -1,6 +1,6 @@
 """Colour augmentation of clean training images: random tints of grey images and colour shifts of RGB ones.
 
-The corpus has one colour training image (H&E) beside many grey ones, so a generator trained
+The corpus has few colour training images (H&E) beside many grey ones, so a generator trained
 on it learns that channels are nearly equal and pulls saturated colours (a fundus photograph's
 red) towards grey. Tinting grey images with random per-channel gamma and gain curves, and
 permuting and re-weighting the channels of RGB images, shows it many palettes and teaches it

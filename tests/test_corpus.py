@@ -50,10 +50,9 @@ def small_corpus(tmp_path_factory):
 
 
 def test_registry_has_every_modality_in_both_splits():
-    validation = {s.modality for s in SOURCES if s.split == "validation"}
-    assert validation == set(MODALITIES), f"validation lacks {set(MODALITIES) - validation}"
-    training = {s.modality for s in SOURCES if s.split == "training"}
-    assert training == set(MODALITIES), f"training lacks {set(MODALITIES) - training}"
+    for split in ("training", "validation"):
+        present = {s.modality for s in SOURCES if s.split == split}
+        assert present == set(MODALITIES), f"{split} lacks {set(MODALITIES) - present}"
 
 
 def test_percentile_stretch_source_asks_clean_inputs_for_no_change(tmp_path):

@@ -272,7 +272,7 @@ def _tiff_rgb(source: ImageSource, path: Path, out: Path) -> None:
     with Image.open(path) as tiff:
         # Pillow shows a 16-bit RGB page as 8-bit RGB (high bytes only): check the stored depth
         mode, bits, image = tiff.mode, tuple(tiff.tag_v2.get(258, ())), np.asarray(tiff)
-    if mode != "RGB" or bits != (8, 8, 8) or image.ndim != 3 or image.shape[-1] != 3:
+    if mode != "RGB" or bits != (8, 8, 8):
         raise ValueError(f"{path.name}: expected an 8-bit RGB first page, got mode {mode}, bits per sample {bits}")
     Image.fromarray(image).save(out)
 
@@ -284,18 +284,18 @@ def _percentile_stretch(source: ImageSource, path: Path, out: Path) -> None:
     keeps its absolute brightness, so stored as shipped such an image would ask the network to
     undo the stretch on a clean input.
     """
-    from monai.transforms import ScaleIntensityRangePercentiles
     from PIL import Image
 
+    from monai_dpe.transforms.intensity_policy import robust_range
+
     with Image.open(path) as img:
-        mode, image = img.mode, np.asarray(img)
+        mode, image = img.mode, np.array(img)  # a writable copy: robust_range hands it to torch
     if mode not in ("L", "RGB"):
         raise ValueError(f"{path.name}: expected an 8-bit grey or RGB image, got mode {mode}")
-    low, high = np.percentile(image, [0.5, 99.5])
+    low, high = robust_range(image, 0.5, 99.5)  # the network input's own stretch
     if high <= low:
         raise ValueError(f"{path.name}: flat image (0.5 and 99.5 percentiles both {low:g}), nothing to stretch")
-    stretch = ScaleIntensityRangePercentiles(0.5, 99.5, 0.0, 255.0, clip=True, dtype=np.float32)
-    stretched = np.asarray(stretch(image.astype(np.float32)))
+    stretched = np.clip((image - low) / (high - low), 0.0, 1.0) * 255.0
     Image.fromarray(np.round(stretched).astype(np.uint8)).save(out)
 
 

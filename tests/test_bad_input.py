@@ -38,6 +38,7 @@ BAD = {
     "huge.png": "too large",
     "large.png": "too large: 5000x5000",
     "bogus_syntax.dcm": "transfer syntax 1.2.3.4.5.6.7",
+    "no_endian.nrrd": "type (short) and encoding (raw) require endian info",
 }
 
 
@@ -53,6 +54,8 @@ def write_bad_inputs(root: Path) -> None:
     for name in ("full.png", "full.nii"):
         (root / name).unlink()
     (root / "notes.xyz").write_text("not an image")
+    # ITK's error starts with its C++ source location; the reason is the NRRD library's last line
+    (root / "no_endian.nrrd").write_text("NRRD0004\ntype: short\ndimension: 2\nsizes: 32 32\nencoding: raw\n\n")
     nib.save(nib.Nifti1Image(rng.random((8, 8, 4, 3)).astype(np.float32), np.eye(4)), root / "series_4d.nii.gz")
     Image.fromarray(np.array([[7]], np.uint8)).save(root / "one_pixel.png")
     Image.fromarray(np.full((32, 32), 90, np.uint8)).save(root / "constant.png")

@@ -20,19 +20,47 @@ def image_suffix(path: str | os.PathLike) -> str:
 
 
 def is_dicom_series_dir(folder: str | os.PathLike) -> bool:
-    """A folder whose files are all DICOM slices (at least two), read by MONAI as one volume."""
+    """A folder of DICOM slices (at least two) of one series, which MONAI reads as one volume.
+
+    MONAI's reader keeps only the first series of a folder, so a folder mixing series (or
+    unrelated DICOM files) is not a series: its files are then enhanced one by one. Files whose
+    header cannot be read do not decide; the reader reports them.
+    """
     folder = Path(folder)
     files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-    return len(files) >= 2 and all(p.suffix.lower() in (".dcm", "") for p in files) and not any(
+    if len(files) < 2 or any(p.suffix.lower() not in (".dcm", "") for p in files) or any(
         p.is_dir() for p in folder.iterdir()
-    )
+    ):
+        return False
+    return len({uid for uid in map(_series_uid, files) if uid is not None}) <= 1
+
+
+def _series_uid(path: Path) -> str | None:
+    """The file's SeriesInstanceUID ("" if it has none); ``None`` if its header cannot be read."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+    except Exception:  # not DICOM, or damaged: the reader gives the reason later
+        return None
+    return str(ds.get("SeriesInstanceUID", ""))
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """An extensionless file with the DICOM preamble (a slice of a folder that is not one series)."""
+    from pydicom.misc import is_dicom
+
+    try:
+        return not path.suffix and is_dicom(path)
+    except OSError:
+        return False
 
 
 def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict]:
     """Items ``{"image": path, "relpath": path relative to its input root}`` for every image under ``inputs``.
 
-    Files of a supported suffix are found recursively; a folder made only of DICOM slices is one
-    item (a series). An input file is taken as given, whatever its suffix, so that an
+    Files of a supported suffix are found recursively; a folder made only of DICOM slices of one
+    series is one item (a series), while the slices of a folder mixing series are items each. An input file is taken as given, whatever its suffix, so that an
     unsupported file named explicitly is reported rather than silently skipped.
     """
     roots: Iterable = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
@@ -58,7 +86,7 @@ def _walk(root: Path) -> list[dict]:
             dirs.clear()
             continue
         for name in sorted(files):
-            if image_suffix(name) and not name.startswith("."):
+            if not name.startswith(".") and (image_suffix(name) or _is_dicom_file(here / name)):
                 path = here / name
                 found.append({"image": str(path), "relpath": str(path.relative_to(root))})
     return found

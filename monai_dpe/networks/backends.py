@@ -52,8 +52,9 @@ def resolve_backend(
 class OnnxNetwork(nn.Module):
     """An ONNX Runtime session that behaves like a network: torch tensor in, torch tensor out."""
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, multiple: int = 16) -> None:
         super().__init__()
+        self.multiple = int(multiple)  # DPENet's input multiple: 2 ** number of downsamplings
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -62,8 +63,16 @@ class OnnxNetwork(nn.Module):
         self.input_name = self.session.get_inputs()[0].name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(x.detach().float().cpu().numpy())
-        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0]).to(x.device)
+        array = x.detach().float().cpu().numpy()
+        spatial = array.shape[2:]
+        # the exported graph pads to the network's multiple by reflection, which ONNX Runtime refuses
+        # when the pad reaches the side (sides of `multiple // 2` or less); eager DPENet then replicates
+        # the edge on every side instead, so do the same before the graph and crop after it
+        small = min(spatial) <= self.multiple // 2
+        pad = [(0, 0), (0, 0)] + [(0, (-s) % self.multiple if small else 0) for s in spatial]
+        padded = np.ascontiguousarray(np.pad(array, pad, mode="edge"))
+        out = self.session.run(None, {self.input_name: padded})[0]
+        return torch.from_numpy(np.ascontiguousarray(out[(..., *map(slice, spatial))])).to(x.device)
 
 
 def export_onnx(network: nn.Module, path: str | os.PathLike, in_channels: int = 3, opset: int = 17) -> str:

@@ -17,7 +17,15 @@ from monai_dpe.transforms.dictionary import (
     RandPerceptualDegradationd,
     SeededPerceptualDegradationd,
 )
-from monai_dpe.transforms.io import MergeAlphad, SaveEnhancedd, SplitAlphad, UnsafeOutputPath, output_path
+from monai_dpe.transforms.io import (
+    LoadDisplayImaged,
+    MergeAlphad,
+    SaveEnhancedd,
+    SplitAlphad,
+    UnsafeOutputPath,
+    output_path,
+    pil_display_converter,
+)
 from monai_dpe.transforms.sampling import (
     CenterSliced,
     GreyToRGB,
@@ -53,6 +61,8 @@ __all__ = [
     "GreyToRGB",
     "GreyToRGBd",
     "SaveEnhancedd",
+    "LoadDisplayImaged",
+    "pil_display_converter",
     "SplitAlphad",
     "MergeAlphad",
     "UnsafeOutputPath",

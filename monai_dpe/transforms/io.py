@@ -4,6 +4,8 @@
 refuses names that would escape it, writes with MONAI's image writers to a temporary name and
 renames on completion, so a crash never leaves a partial file under the final name.
 ``SplitAlphad``/``MergeAlphad`` keep an alpha channel out of the intensity policy and the network.
+``LoadDisplayImaged`` is the reading side: MONAI's loader whose PIL reader passes each opened
+PNG/JPEG/BMP through ``pil_display_converter``.
 """
 from __future__ import annotations
 
@@ -16,19 +18,64 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
+from monai.data import MetaTensor, PILReader
 from monai.data.image_writer import ITKWriter, NibabelWriter, PILWriter
-from monai.transforms import MapTransform
+from monai.transforms import LoadImaged, MapTransform
+from PIL import Image as PILImage
+from PIL import ImageOps
 
 from monai_dpe.data.discovery import image_suffix
 from monai_dpe.files import partial_prefix
 
-__all__ = ["SaveEnhancedd", "SplitAlphad", "MergeAlphad", "output_path", "UnsafeOutputPath"]
+__all__ = [
+    "LoadDisplayImaged",
+    "SaveEnhancedd",
+    "SplitAlphad",
+    "MergeAlphad",
+    "output_path",
+    "UnsafeOutputPath",
+    "pil_display_converter",
+]
 
 _PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _ITK_SUFFIXES = (".nrrd", ".mha", ".mhd")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOM_OUTPUT_SUFFIX = ".nii.gz"  # DICOM (files and series) is written as NIfTI: no DICOM writer in MONAI
+
+
+# PIL modes whose pixel values are not intensities: palette indices, ink amounts, other colour spaces
+_TO_RGB_MODES = ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+def pil_display_converter(image: PILImage.Image) -> PILImage.Image:
+    """An opened PNG/JPEG/BMP as the intensities a viewer shows: upright, grey or RGB(A).
+
+    A palette image would otherwise be enhanced as its index map, a CMYK JPEG's black ink taken
+    for alpha, and a 1-bit image cast back to all-white; an EXIF-rotated photo would be written
+    unrotated (without its EXIF), so it would display turned. Palettes with transparency become
+    RGBA, other non-intensity modes RGB, 1-bit becomes 8-bit grey, and EXIF orientation is applied.
+    """
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _TO_RGB_MODES:
+        alpha = image.mode == "PA" or (image.mode == "P" and "transparency" in image.info)
+        return image.convert("RGBA" if alpha else "RGB")
+    if image.mode == "1":
+        return image.convert("L")
+    return image
+
+
+class LoadDisplayImaged(LoadImaged):
+    """MONAI's ``LoadImaged`` with one more reader: ``PILReader`` with :func:`pil_display_converter`.
+
+    The reader is registered after MONAI's own, so it takes the suffixes PIL serves (PNG, JPEG,
+    BMP) while MONAI keeps choosing readers by suffix for everything else: a multi-page TIFF stays
+    with ITK (a volume), which a reader passed as ``reader=`` would not guarantee, since MONAI then
+    tries that reader on every file and PIL opens the first page of any TIFF.
+    """
+
+    def __init__(self, keys: KeysCollection, *args, **kwargs) -> None:
+        super().__init__(keys, *args, **kwargs)
+        self.register(PILReader(converter=pil_display_converter))
 
 
 class UnsafeOutputPath(ValueError):
@@ -55,7 +102,9 @@ def output_path(output_dir: str | os.PathLike, relpath: str) -> Path:
     return dest
 
 
-def _writer(suffix: str):
+def _writer(suffix: str, array: torch.Tensor):
+    if suffix in (".tif", ".tiff") and array.dim() == 4 and array.shape[-1] > 1:
+        return ITKWriter  # a multi-page TIFF stack (read by ITK as a volume): ITK writes it back page by page
     if suffix in _PIL_SUFFIXES:
         return PILWriter
     if suffix in _ITK_SUFFIXES:
@@ -110,7 +159,7 @@ class SaveEnhancedd(MapTransform):
         dest.parent.mkdir(parents=True, exist_ok=True)
         array = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
         meta = dict(image.meta) if isinstance(image, MetaTensor) else {}
-        writer_type = _writer(suffix)
+        writer_type = _writer(suffix, array)
         if writer_type is PILWriter and not array.is_floating_point() and array.element_size() > 2:
             # PIL reads 16-bit PNG/TIFF as int32; PNG and TIFF take at most 16 bits unsigned
             array = torch.from_numpy(array.clamp(0, 65535).numpy().astype(np.uint16))
@@ -119,7 +168,7 @@ class SaveEnhancedd(MapTransform):
         writer = writer_type(output_dtype=array.numpy().dtype, **options)
         spatial_ndim = array.dim() - 1
         # volumes keep a trailing singleton slice axis so the data matches its 3D affine
-        squeeze = suffix in _PIL_SUFFIXES
+        squeeze = writer_type is PILWriter
         writer.set_data_array(array, channel_dim=0, squeeze_end_dims=squeeze, spatial_ndim=spatial_ndim)
         if writer_type is NibabelWriter and array.shape[0] == 1:
             writer.data_obj = writer.data_obj[..., 0]  # one channel: a 3D NIfTI as read, not (X, Y, Z, 1)

@@ -1,0 +1,114 @@
+"""Image files as users have them: palettes, CMYK, EXIF-rotated photos, 1-bit masks, multi-page TIFF
+stacks and folders of unrelated DICOM files, each enhanced as the intensities a viewer shows.
+
+One ``monai-dpe enhance`` run with the tiny bundle takes all of them; where a twin file holds the
+same intensities in a plain mode, both must come out identical.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from monai_dpe.data.discovery import find_images
+from test_cli import SUMMARY, run_cli, tiny_bundle  # noqa: F401  (tiny_bundle is a fixture)
+from test_inference_bundle import smooth
+
+EXIF_ORIENTATION = 0x0112
+
+
+def _rgb(rng, shape=(40, 52)) -> np.ndarray:
+    return (np.stack([smooth(shape, rng) for _ in range(3)], -1) * 255).astype(np.uint8)
+
+
+def write_inputs(root: Path) -> None:
+    rng = np.random.default_rng(3)
+    root.mkdir()
+    palette = Image.fromarray(_rgb(rng)).quantize(32)
+    palette.save(root / "palette.png")
+    palette.convert("RGB").save(root / "palette_as_rgb.png")
+    clear = Image.fromarray(_rgb(rng)).quantize(32)
+    clear.info["transparency"] = 0
+    clear.save(root / "palette_alpha.png", transparency=0)
+    clear.convert("RGBA").save(root / "palette_alpha_as_rgba.png")
+    Image.fromarray(_rgb(rng)).convert("CMYK").save(root / "cmyk.jpg", quality=95)
+    photo = Image.fromarray(_rgb(rng, (30, 50)))
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6  # stored landscape, shown portrait (rotated 90 degrees clockwise)
+    photo.save(root / "rotated.jpg", exif=exif, quality=95)
+    Image.fromarray(smooth((36, 36), rng) > 0.5).convert("1").save(root / "bilevel.png")
+    tifffile.imwrite(root / "stack.tif", (np.stack([smooth((40, 48), rng) for _ in range(5)]) * 255).astype(np.uint8))
+    (root / "mixed").mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        shutil.copy(get_testdata_file(name), root / "mixed" / name)
+
+
+@pytest.fixture(scope="module")
+def formats_run(tmp_path_factory, tiny_bundle):
+    root = tmp_path_factory.mktemp("formats")
+    write_inputs(root / "in")
+    proc = run_cli("in", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", "--backend", "eager", cwd=root)
+    return root / "out", proc
+
+
+def test_every_file_is_enhanced(formats_run):
+    out, proc = formats_run
+    assert proc.returncode == 0, proc.stderr
+    assert SUMMARY.search(proc.stdout).groups()[:2] == ("10", "0")
+
+
+def test_palette_images_are_enhanced_as_their_colours(formats_run):
+    out, _ = formats_run
+    for name, twin, mode in (("palette", "palette_as_rgb", "RGB"), ("palette_alpha", "palette_alpha_as_rgba", "RGBA")):
+        with Image.open(out / f"{name}.png") as got, Image.open(out / f"{twin}.png") as expected:
+            assert got.mode == mode
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
+def test_cmyk_jpeg_becomes_rgb_not_rgb_plus_alpha(formats_run):
+    out, _ = formats_run
+    with Image.open(out / "cmyk.jpg") as got:
+        assert got.mode == "RGB" and got.size == (52, 40)
+
+
+def test_exif_rotated_photo_is_written_upright(formats_run):
+    """The output has no EXIF orientation, so its pixels must already be in the order a viewer shows."""
+    out, _ = formats_run
+    with Image.open(out / "rotated.jpg") as got:
+        assert got.size == (30, 50)  # shown portrait: the stored 50x30 turned
+        assert got.getexif().get(EXIF_ORIENTATION, 1) == 1
+
+
+def test_bilevel_png_is_enhanced_as_grey_not_cast_to_white(formats_run):
+    out, _ = formats_run
+    with Image.open(out / "bilevel.png") as got:
+        values = np.asarray(got)
+        assert got.mode == "L" and values.min() < 64 and values.max() > 192
+
+
+def test_multi_page_tiff_keeps_its_pages(formats_run):
+    out, _ = formats_run
+    pages = tifffile.imread(out / "stack.tif")
+    assert pages.shape == (5, 40, 48) and pages.dtype == np.uint8
+
+
+def test_folder_of_unrelated_dicom_files_gives_one_output_each(formats_run):
+    """MONAI's series reader would keep only the first series of the folder and drop the other file."""
+    out, _ = formats_run
+    assert sorted(p.name for p in (out / "mixed").iterdir()) == ["CT_small.nii.gz", "MR_small.nii.gz"]
+
+
+def test_discovery_groups_dicom_by_series(tmp_path):
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), mixed / "ct")  # extensionless, as PACS exports name them
+    shutil.copy(get_testdata_file("MR_small.dcm"), mixed / "mr.dcm")
+    assert sorted(item["relpath"] for item in find_images(tmp_path)) == ["mixed/ct", "mixed/mr.dcm"]
+    (mixed / "mr.dcm").unlink()
+    shutil.copy(get_testdata_file("CT_small.dcm"), mixed / "ct_copy.dcm")  # same series: one volume
+    assert [item["relpath"] for item in find_images(tmp_path)] == ["mixed"]

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
+from monai.data import MetaTensor, PILReader
 from monai.transforms import LoadImage, MapTransform
 
 from monai_dpe.files import atomic_path
+from monai_dpe.transforms.io import pil_display_converter
 
 __all__ = ["save_comparison", "comparison_path", "SaveComparisond"]
 
@@ -177,6 +178,8 @@ class SaveComparisond(MapTransform):
         self.source_key, self.output_key = source_key, output_key
         self.enabled, self.overwrite = bool(enabled), bool(overwrite)
         self.loader = LoadImage(image_only=True, dtype=None, ensure_channel_first=True)
+        # the input panel as the enhancer read it (upright, palette as colours)
+        self.loader.register(PILReader(converter=pil_display_converter))
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

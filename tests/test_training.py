@@ -513,3 +513,19 @@ def test_paper_width_overlay_builds_the_paper_networks_and_stops_on_its_time_lim
     assert trainer.state.epoch < 1000, "the time limit must end the run long before max_epochs"
     assert time.monotonic() - started < 120
     assert state_path(bundle).exists(), "the resumable state is written when the time limit stops the run"
+
+
+@pytest.mark.parametrize("overlay", [None, "multi_gpu_train.json", "train_paper_width.json"])
+def test_every_training_config_honours_a_time_limit(overlay):
+    """``--time_limit`` belongs to train.json, so CPU, multi-GPU and paper-width runs all stop on it
+    (it was read by the paper-width overlay alone, and silently ignored by plain train.json)."""
+    from monai_dpe.engines import TimeLimit
+
+    configs = REPO / "bundle" / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "train.json")] + ([str(configs / overlay)] if overlay else []))
+    assert parser["time_limit"] is None and parser.get_parsed_content("train#time_limit_handlers") == []
+    assert "time_limit_handlers" in parser["train#trainer#train_handlers"]
+    parser["time_limit"] = 330
+    handlers = parser.get_parsed_content("train#time_limit_handlers", lazy=False)
+    assert len(handlers) == 1 and isinstance(handlers[0], TimeLimit) and handlers[0].limit_sec == 330

@@ -474,3 +474,13 @@ def test_policy_invalid_arguments_raise():
         IntensityPolicy(lower=99.0, upper=1.0)
     with pytest.raises(ValueError):
         IntensityPolicy(window=(100, -100))
+
+
+def test_int8_data_is_quantitative_and_keeps_its_negatives():
+    """Only uint8 is a display type: a signed 8-bit volume mapped as display would lose every negative voxel."""
+    signed = np.arange(-128, 128, dtype=np.int8).reshape(16, 16)
+    policy = IntensityPolicy()
+    back = policy.inverse(policy(signed))
+    assert policy.last_info["mode"] == "quantitative"
+    assert back.dtype == np.int8
+    np.testing.assert_array_equal(back, signed)

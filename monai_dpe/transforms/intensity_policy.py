@@ -111,10 +111,11 @@ class IntensityPolicy(InvertibleTransform):
         self.last_info: dict | None = None
 
     def resolve_mode(self, dtype: str) -> str:
-        """The concrete mode for an input dtype (``auto`` -> display for uint8/int8)."""
+        """The concrete mode for an input dtype (``auto`` -> display for uint8, the 8-bit photo formats' type;
+        int8 data, such as a signed NIfTI, is quantitative: a display mapping would drop its negatives)."""
         if self.mode != "auto":
             return self.mode
-        return "display" if dtype in ("uint8", "int8") else "quantitative"
+        return "display" if dtype == "uint8" else "quantitative"
 
     def compute_range(self, img: NdarrayOrTensor) -> tuple[float, float]:
         """The (low, high) that maps to (0, 1) for this image."""

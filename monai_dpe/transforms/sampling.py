@@ -42,7 +42,7 @@ class UnitRange(Transform):
 
     def __call__(self, img: NdarrayOrTensor) -> torch.Tensor:
         t = convert_to_tensor(img, track_meta=get_track_meta())
-        if t.dtype in (torch.uint8, torch.int8):
+        if t.dtype == torch.uint8:
             return t.float() / 255.0
         low, high = robust_range(t, self.lower, self.upper)
         scale = 1.0 / (high - low) if high > low else 1.0

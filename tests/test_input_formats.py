@@ -112,3 +112,19 @@ def test_discovery_groups_dicom_by_series(tmp_path):
     (mixed / "mr.dcm").unlink()
     shutil.copy(get_testdata_file("CT_small.dcm"), mixed / "ct_copy.dcm")  # same series: one volume
     assert [item["relpath"] for item in find_images(tmp_path)] == ["mixed"]
+
+
+def test_photo_keeps_its_resolution_and_colour_profile(tmp_path, tiny_bundle):
+    """A dermatology or microscopy photo's DPI is its physical scale and its ICC profile its colours."""
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    (tmp_path / "in").mkdir()
+    photo = Image.fromarray(_rgb(np.random.default_rng(4)))
+    photo.save(tmp_path / "in" / "lesion.jpg", dpi=(300, 300), icc_profile=profile, quality=95)
+    photo.save(tmp_path / "in" / "cells.png", dpi=(150, 150), icc_profile=profile)
+    proc = run_cli("in", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", "--backend", "eager", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for name, dpi in (("lesion.jpg", 300), ("cells.png", 150)):
+        with Image.open(tmp_path / "out" / name) as got:
+            assert round(got.info["dpi"][0]) == dpi and got.info["icc_profile"] == profile

@@ -175,12 +175,27 @@ class SaveEnhancedd(MapTransform):
         writer.set_metadata(meta, resample=False)
         tmp_dir = Path(tempfile.mkdtemp(dir=dest.parent, prefix=partial_prefix(dest)))
         try:
-            writer.write(tmp_dir / dest.name, verbose=False, **({"quality": 95} if suffix in (".jpg", ".jpeg") else {}))
+            options = _photo_options(meta.get("filename_or_obj"), suffix) if writer_type is PILWriter else {}
+            writer.write(tmp_dir / dest.name, verbose=False, **options)
             for part in sorted(tmp_dir.iterdir(), key=lambda p: p.name == dest.name):
                 os.chmod(part, 0o644)
                 os.replace(part, dest.parent / part.name)
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _photo_options(source, suffix: str) -> dict:
+    """PIL save options that keep what a photo's header says about it: its resolution (so it prints and
+    measures at the same size) and its colour profile (so it shows the same colours); JPEG at quality 95."""
+    options = {"quality": 95} if suffix in (".jpg", ".jpeg") else {}
+    if not source or image_suffix(str(source)) not in _PIL_SUFFIXES:
+        return options
+    try:
+        with PILImage.open(str(source)) as image:
+            info = dict(image.info)
+    except Exception:  # the source was read already; a header it cannot give again costs only these options
+        return options
+    return {**options, **{key: info[key] for key in ("dpi", "icc_profile") if info.get(key)}}
 
 
 class SplitAlphad(MapTransform):

@@ -12,7 +12,7 @@ _WRAPPERS = ("applying transform", "Failed to evaluate", "Failed to instantiate"
 # ITK errors start with the C++ source location, then "itk::ERROR: Class(0x...): what failed", then the
 # underlying library's trail of messages, whose last line is the actual reason
 _SOURCE_LOCATION = re.compile(r"^\S+\.(?:c|cc|cpp|cxx|h|hxx|txx):\d+:?$")
-_ITK_PREFIX = re.compile(r"^itk::ERROR:\s*\w+\(0x[0-9a-fA-F]+\):\s*")
+_ITK_PREFIX = re.compile(r"^(?:itk::ERROR|ITK ERROR):\s*\w+\(0x[0-9a-fA-F]+\):\s*")
 _LIBRARY_PREFIX = re.compile(r"^\[\w+\]\s*\w+:\s*")
 
 
@@ -20,10 +20,10 @@ def _itk_reason(lines: list[str]) -> list[str]:
     """ITK's message lines as one: what failed, then the underlying library's last word on why."""
     if not lines:
         return lines
-    head = _ITK_PREFIX.sub("", lines[0])
+    head = _ITK_PREFIX.sub("", lines[0]).rstrip(".: ")
     if len(lines) == 1:
         return [head]
-    return [f"{head.rstrip(': ')}: {_LIBRARY_PREFIX.sub('', lines[-1])}"]
+    return [f"{head}: {_LIBRARY_PREFIX.sub('', lines[-1])}"]
 
 
 def one_line(err: BaseException, limit: int = 300) -> str:

@@ -18,7 +18,7 @@ from monai.data import MetaTensor, PILReader
 from monai.transforms import LoadImage, MapTransform
 
 from monai_dpe.files import atomic_path
-from monai_dpe.transforms.io import pil_display_converter
+from monai_dpe.transforms.load import pil_display_converter
 
 __all__ = ["save_comparison", "comparison_path", "SaveComparisond"]
 

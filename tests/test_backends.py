@@ -109,24 +109,28 @@ def test_auto_backend_runs_onnx_through_the_bundle(bundle, tmp_path):
     np.testing.assert_array_equal(outputs["auto"], outputs["onnx"])
 
 
-@pytest.fixture(scope="module")
-def eager_and_onnx(tmp_path_factory):
-    """A random DPENet with the shipped model's input multiple (16) and its ONNX Runtime session."""
+@pytest.fixture(scope="module", params=[[8, 16, 24, 32, 40], [8, 16, 24]], ids=["multiple16", "multiple4"])
+def eager_and_onnx(request, tmp_path_factory):
+    """A random DPENet (the shipped model's input multiple, 16, or a shallower one's, 4) and its
+    ONNX Runtime session, loaded the way the bundle loads it."""
     pytest.importorskip("onnxruntime")
-    from monai_dpe.networks import OnnxNetwork
-
     torch.manual_seed(0)
-    net = DPENet(channels=[8, 16, 24, 32, 40], output_act=None).eval()
+    net = DPENet(channels=request.param, output_act=None).eval()
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    return net, OnnxNetwork(export_onnx(net, tmp_path_factory.mktemp("onnx") / "model.onnx"), threads=1)
+    root = tmp_path_factory.mktemp("onnx")
+    torch.save(net.state_dict(), root / "model.pt")
+    export_onnx(net, root / "model.onnx")
+    onnx = load_backend(DPENet(channels=request.param, output_act=None), root / "model.pt", "onnx",
+                        onnx_path=root / "model.onnx")
+    return net, onnx
 
 
-@pytest.mark.parametrize("shape", [(6, 20), (2, 9), (3, 3), (8, 40), (9, 15)])
+@pytest.mark.parametrize("shape", [(6, 20), (2, 9), (3, 3), (8, 40), (9, 15), (4, 300)])
 def test_onnx_serves_sides_of_eight_or_less_like_eager(eager_and_onnx, shape):
-    """The exported graph pads to a multiple of 16 by reflection, which ONNX Runtime refuses once the
-    pad reaches the side; OnnxNetwork replicates the edge first, as eager DPENet does for such sides."""
+    """The exported graph pads to the network's multiple by reflection, which ONNX Runtime refuses once
+    a pad reaches its side; OnnxNetwork replicates the edge first, as eager DPENet does for such sides."""
     net, onnx = eager_and_onnx
     x = torch.rand(1, 3, *shape)
     with torch.no_grad():

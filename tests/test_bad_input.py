@@ -151,3 +151,20 @@ def test_bundle_run_reports_bad_files_and_still_writes_good_ones(tmp_path):
     assert proc.returncode != 0
     assert re.search(r"constant\.png: image is constant", proc.stdout + proc.stderr)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.png"]
+
+
+@pytest.mark.parametrize("message, reason", [
+    ("/src/ITK/Modules/IO/Meta/src/itkMetaImageIO.cxx:490:\nITK ERROR: MetaImageIO(0x55c582ad7280): File cannot be "
+     "read: scan.mhd for reading.\nReason: No such file or directory",
+     "File cannot be read: scan.mhd for reading: Reason: No such file or directory"),
+    ("/src/ITK/Modules/IO/NRRD/src/itkNrrdImageIO.cxx:410:\nitk::ERROR: NrrdImageIO(0x55cda16fbab0): "
+     "ReadImageInformation: Error reading a.nrrd:\n[nrrd] nrrdLoad: trouble reading \"a.nrrd\"\n"
+     "[nrrd] _nrrdHeaderCheck: type (short) and encoding (raw) require endian info",
+     "ReadImageInformation: Error reading a.nrrd: type (short) and encoding (raw) require endian info"),
+    ("plain reason\nsecond line", "plain reason"),
+])
+def test_itk_errors_read_as_their_reason_not_a_source_location(message, reason):
+    """ITK's two error spellings both start with a C++ source location and a pointer, neither of use to a user."""
+    from monai_dpe.errors import one_line
+
+    assert one_line(RuntimeError(message)) == reason

@@ -26,6 +26,13 @@ def _rgb(rng, shape=(40, 52)) -> np.ndarray:
     return (np.stack([smooth(shape, rng) for _ in range(3)], -1) * 255).astype(np.uint8)
 
 
+def _photo(shape=(40, 52)) -> np.ndarray:
+    """A smooth colour image: JPEG's chroma subsampling would blur per-pixel colour noise away."""
+    y, x = np.indices(shape) / np.array(shape).reshape(2, 1, 1)
+    channels = (0.2 + 0.6 * x, 0.2 + 0.6 * y, 0.5 + 0.3 * np.sin(3 * x + 2 * y))
+    return (np.stack(channels, -1) * 255).astype(np.uint8)
+
+
 def write_inputs(root: Path) -> None:
     rng = np.random.default_rng(3)
     root.mkdir()
@@ -36,11 +43,18 @@ def write_inputs(root: Path) -> None:
     clear.info["transparency"] = 0
     clear.save(root / "palette_alpha.png", transparency=0)
     clear.convert("RGBA").save(root / "palette_alpha_as_rgba.png")
-    Image.fromarray(_rgb(rng)).convert("CMYK").save(root / "cmyk.jpg", quality=95)
-    photo = Image.fromarray(_rgb(rng, (30, 50)))
+    grey_palette = Image.fromarray((smooth((36, 44), rng) * 255).astype(np.uint8), "P")
+    grey_palette.putpalette([v for v in range(256) for _ in range(3)])  # index i shows grey i
+    grey_palette.save(root / "grey_palette.png")
+    grey_palette.convert("L").save(root / "grey_palette_as_grey.png")
+    Image.fromarray(_photo()).convert("CMYK").save(root / "cmyk.jpg", quality=95)
+    with Image.open(root / "cmyk.jpg") as cmyk:  # the twin holds the decoded CMYK's RGB, losslessly
+        cmyk.convert("RGB").save(root / "cmyk_as_rgb.png")
     exif = Image.Exif()
     exif[EXIF_ORIENTATION] = 6  # stored landscape, shown portrait (rotated 90 degrees clockwise)
-    photo.save(root / "rotated.jpg", exif=exif, quality=95)
+    Image.fromarray(_photo((30, 50))).save(root / "rotated.jpg", exif=exif, dpi=(100, 300), quality=95)
+    with Image.open(root / "rotated.jpg") as stored:  # the twin: the decoded pixels turned as a viewer shows them
+        stored.transpose(Image.Transpose.ROTATE_270).save(root / "rotated_as_shown.png")
     Image.fromarray(smooth((36, 36), rng) > 0.5).convert("1").save(root / "bilevel.png")
     tifffile.imwrite(root / "stack.tif", (np.stack([smooth((40, 48), rng) for _ in range(5)]) * 255).astype(np.uint8))
     (root / "mixed").mkdir()
@@ -59,21 +73,30 @@ def formats_run(tmp_path_factory, tiny_bundle):
 def test_every_file_is_enhanced(formats_run):
     out, proc = formats_run
     assert proc.returncode == 0, proc.stderr
-    assert SUMMARY.search(proc.stdout).groups()[:2] == ("10", "0")
+    assert SUMMARY.search(proc.stdout).groups()[:2] == ("14", "0")
 
 
 def test_palette_images_are_enhanced_as_their_colours(formats_run):
     out, _ = formats_run
-    for name, twin, mode in (("palette", "palette_as_rgb", "RGB"), ("palette_alpha", "palette_alpha_as_rgba", "RGBA")):
+    for name, twin, mode in (("palette", "palette_as_rgb", "RGB"), ("palette_alpha", "palette_alpha_as_rgba", "RGBA"),
+                             ("grey_palette", "grey_palette_as_grey", "L")):
         with Image.open(out / f"{name}.png") as got, Image.open(out / f"{twin}.png") as expected:
             assert got.mode == mode
             np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
 
 
+def _close_to_twin(got: Image.Image, twin_path: Path) -> None:
+    """A JPEG output against its twin's lossless output: equal up to JPEG's re-encoding."""
+    with Image.open(twin_path) as twin:
+        assert got.mode == twin.mode and got.size == twin.size
+        difference = np.abs(np.asarray(got, np.float64) - np.asarray(twin, np.float64))
+    assert difference.mean() < 6.0, difference.mean()  # a wrong turn or channel mix-up is off by ~100
+
+
 def test_cmyk_jpeg_becomes_rgb_not_rgb_plus_alpha(formats_run):
     out, _ = formats_run
     with Image.open(out / "cmyk.jpg") as got:
-        assert got.mode == "RGB" and got.size == (52, 40)
+        _close_to_twin(got, out / "cmyk_as_rgb.png")
 
 
 def test_exif_rotated_photo_is_written_upright(formats_run):
@@ -82,6 +105,8 @@ def test_exif_rotated_photo_is_written_upright(formats_run):
     with Image.open(out / "rotated.jpg") as got:
         assert got.size == (30, 50)  # shown portrait: the stored 50x30 turned
         assert got.getexif().get(EXIF_ORIENTATION, 1) == 1
+        assert tuple(round(v) for v in got.info["dpi"]) == (300, 100), "the resolution turns with the pixels"
+        _close_to_twin(got, out / "rotated_as_shown.png")
 
 
 def test_bilevel_png_is_enhanced_as_grey_not_cast_to_white(formats_run):
@@ -111,6 +136,8 @@ def test_discovery_groups_dicom_by_series(tmp_path):
     assert sorted(item["relpath"] for item in find_images(tmp_path)) == ["mixed/ct", "mixed/mr.dcm"]
     (mixed / "mr.dcm").unlink()
     shutil.copy(get_testdata_file("CT_small.dcm"), mixed / "ct_copy.dcm")  # same series: one volume
+    assert [item["relpath"] for item in find_images(tmp_path)] == ["mixed"]
+    shutil.copy(get_testdata_file("DICOMDIR"), mixed / "DICOMDIR")  # a media index is neither image nor series
     assert [item["relpath"] for item in find_images(tmp_path)] == ["mixed"]
 
 

@@ -529,3 +529,25 @@ def test_every_training_config_honours_a_time_limit(overlay):
     parser["time_limit"] = 330
     handlers = parser.get_parsed_content("train#time_limit_handlers", lazy=False)
     assert len(handlers) == 1 and isinstance(handlers[0], TimeLimit) and handlers[0].limit_sec == 330
+
+
+@pytest.mark.parametrize("own_clock_expired, any_rank_expired, stops", [
+    (False, False, False), (False, True, True), (True, True, True)])
+def test_time_limit_stops_every_rank_when_any_clock_expires(monkeypatch, own_clock_expired, any_rank_expired, stops):
+    """Under DDP a rank that stopped alone would leave the others waiting in the gradient all-reduce."""
+    import ignite.distributed as idist
+    from ignite.engine import Engine
+
+    from monai_dpe.engines import TimeLimit
+
+    reduced = []
+    monkeypatch.setattr(idist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(idist, "all_reduce", lambda value, op: reduced.append((value, op)) or int(any_rank_expired))
+    engine = Engine(lambda e, b: None)
+    limit = TimeLimit(3600)
+    limit.attach(engine)
+    if own_clock_expired:
+        engine.add_event_handler(Events.STARTED, lambda _: setattr(limit, "started", limit.started - 7200))
+    engine.run([0, 1, 2], max_epochs=1)
+    assert reduced and reduced[0] == (int(own_clock_expired), "MAX")
+    assert engine.state.iteration == (1 if stops else 3)

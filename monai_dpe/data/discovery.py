@@ -19,6 +19,9 @@ def image_suffix(path: str | os.PathLike) -> str:
     return ""
 
 
+DICOMDIR = "DICOMDIR"  # a DICOM media index: no pixels, no series of its own
+
+
 def is_dicom_series_dir(folder: str | os.PathLike) -> bool:
     """A folder of DICOM slices (at least two) of one series, which MONAI reads as one volume.
 
@@ -36,9 +39,12 @@ def is_dicom_series_dir(folder: str | os.PathLike) -> bool:
 
 
 def _series_uid(path: Path) -> str | None:
-    """The file's SeriesInstanceUID ("" if it has none); ``None`` if its header cannot be read."""
+    """The file's SeriesInstanceUID ("" if it has none); ``None`` if it is a DICOMDIR index or its
+    header cannot be read."""
     import pydicom
 
+    if path.name.upper() == DICOMDIR:
+        return None
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
     except Exception:  # not DICOM, or damaged: the reader gives the reason later
@@ -47,20 +53,21 @@ def _series_uid(path: Path) -> str | None:
 
 
 def _is_dicom_file(path: Path) -> bool:
-    """An extensionless file with the DICOM preamble (a slice of a folder that is not one series)."""
+    """An extensionless DICOM image file (PACS exports often drop the suffix); not a DICOMDIR index."""
     from pydicom.misc import is_dicom
 
     try:
-        return not path.suffix and is_dicom(path)
+        return not path.suffix and path.name.upper() != DICOMDIR and is_dicom(path)
     except OSError:
         return False
 
 
 def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict]:
-    """Items ``{"image": path, "relpath": path relative to its input root}`` for every image under ``inputs``.
+    """Items ``{"image": path, "relpath": path relative to its input root}``, one per image under ``inputs``.
 
-    Files of a supported suffix are found recursively; a folder made only of DICOM slices of one
-    series is one item (a series), while the slices of a folder mixing series are items each. An input file is taken as given, whatever its suffix, so that an
+    Files of a supported suffix (and extensionless DICOM files) are found recursively; a folder made
+    only of DICOM slices of one series is one item (a series), while the slices of a folder mixing
+    series are items each. An input file is taken as given, whatever its suffix, so that an
     unsupported file named explicitly is reported rather than silently skipped.
     """
     roots: Iterable = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.contrib.handlers import ProgressBar
@@ -188,19 +190,33 @@ def _unwrap(obj: object) -> object:
 
 
 class TimeLimit:
-    """Stop training cleanly after ``limit_sec`` seconds of wall-clock time (ignite's ``TimeLimit``).
+    """Stop training cleanly after ``limit_sec`` seconds of wall-clock time, on every process at once.
 
     Attachable from a bundle config, so a run can be sized to a fixed budget (a lent GPU, a
-    nightly slot); the best checkpoint and the resumable state written so far are kept.
+    nightly slot); the best checkpoint and the resumable state written so far are kept. Ignite's
+    ``TimeLimit`` times each process alone: under DistributedDataParallel one rank would stop
+    while the others wait in the next gradient all-reduce. Here the ranks agree (any expired
+    clock stops all of them) after every iteration, at the cost of one scalar all-reduce.
     """
 
     def __init__(self, limit_sec: int) -> None:
         self.limit_sec = int(limit_sec)
+        self.started = time.monotonic()
 
     def attach(self, engine: Engine) -> None:
-        from ignite.handlers import TimeLimit as _IgniteTimeLimit
+        engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._check)
 
-        engine.add_event_handler(Events.ITERATION_COMPLETED, _IgniteTimeLimit(limit_sec=self.limit_sec))
+    def _start(self, engine: Engine) -> None:
+        self.started = time.monotonic()
+
+    def _check(self, engine: Engine) -> None:
+        expired = int(time.monotonic() - self.started > self.limit_sec)
+        if idist.get_world_size() > 1:
+            expired = int(idist.all_reduce(expired, op="MAX"))
+        if expired:
+            engine.logger.info("time limit of %d s reached: stopping", self.limit_sec)
+            engine.terminate()
 
 
 class TrainingProgressBar:

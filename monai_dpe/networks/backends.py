@@ -66,9 +66,9 @@ class OnnxNetwork(nn.Module):
         array = x.detach().float().cpu().numpy()
         spatial = array.shape[2:]
         # the exported graph pads to the network's multiple by reflection, which ONNX Runtime refuses
-        # when the pad reaches the side (sides of `multiple // 2` or less); eager DPENet then replicates
-        # the edge on every side instead, so do the same before the graph and crop after it
-        small = min(spatial) <= self.multiple // 2
+        # when a pad reaches its side; eager DPENet then replicates the edge on every side instead, so
+        # do the same before the graph and crop after it
+        small = any((-s) % self.multiple >= s for s in spatial)  # eager _safe_pad's own test
         pad = [(0, 0), (0, 0)] + [(0, (-s) % self.multiple if small else 0) for s in spatial]
         padded = np.ascontiguousarray(np.pad(array, pad, mode="edge"))
         out = self.session.run(None, {self.input_name: padded})[0]
@@ -108,4 +108,4 @@ def load_backend(
     verify_sha256(path, sha256)
     if backend == "torchscript":
         return torch.jit.load(str(path), map_location="cpu").eval()
-    return OnnxNetwork(path)
+    return OnnxNetwork(path, multiple=getattr(network_def, "multiple", 16))

@@ -17,15 +17,8 @@ from monai_dpe.transforms.dictionary import (
     RandPerceptualDegradationd,
     SeededPerceptualDegradationd,
 )
-from monai_dpe.transforms.io import (
-    LoadDisplayImaged,
-    MergeAlphad,
-    SaveEnhancedd,
-    SplitAlphad,
-    UnsafeOutputPath,
-    output_path,
-    pil_display_converter,
-)
+from monai_dpe.transforms.io import MergeAlphad, SaveEnhancedd, SplitAlphad, UnsafeOutputPath, output_path
+from monai_dpe.transforms.load import LoadDisplayImaged, photo_header, pil_display_converter
 from monai_dpe.transforms.sampling import (
     CenterSliced,
     GreyToRGB,
@@ -63,6 +56,7 @@ __all__ = [
     "SaveEnhancedd",
     "LoadDisplayImaged",
     "pil_display_converter",
+    "photo_header",
     "SplitAlphad",
     "MergeAlphad",
     "UnsafeOutputPath",

@@ -4,8 +4,6 @@
 refuses names that would escape it, writes with MONAI's image writers to a temporary name and
 renames on completion, so a crash never leaves a partial file under the final name.
 ``SplitAlphad``/``MergeAlphad`` keep an alpha channel out of the intensity policy and the network.
-``LoadDisplayImaged`` is the reading side: MONAI's loader whose PIL reader passes each opened
-PNG/JPEG/BMP through ``pil_display_converter``.
 """
 from __future__ import annotations
 
@@ -18,64 +16,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor, PILReader
+from monai.data import MetaTensor
 from monai.data.image_writer import ITKWriter, NibabelWriter, PILWriter
-from monai.transforms import LoadImaged, MapTransform
-from PIL import Image as PILImage
-from PIL import ImageOps
+from monai.transforms import MapTransform
 
 from monai_dpe.data.discovery import image_suffix
 from monai_dpe.files import partial_prefix
+from monai_dpe.transforms.load import photo_header
 
-__all__ = [
-    "LoadDisplayImaged",
-    "SaveEnhancedd",
-    "SplitAlphad",
-    "MergeAlphad",
-    "output_path",
-    "UnsafeOutputPath",
-    "pil_display_converter",
-]
+__all__ = ["SaveEnhancedd", "SplitAlphad", "MergeAlphad", "output_path", "UnsafeOutputPath"]
 
 _PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _ITK_SUFFIXES = (".nrrd", ".mha", ".mhd")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOM_OUTPUT_SUFFIX = ".nii.gz"  # DICOM (files and series) is written as NIfTI: no DICOM writer in MONAI
-
-
-# PIL modes whose pixel values are not intensities: palette indices, ink amounts, other colour spaces
-_TO_RGB_MODES = ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV")
-
-
-def pil_display_converter(image: PILImage.Image) -> PILImage.Image:
-    """An opened PNG/JPEG/BMP as the intensities a viewer shows: upright, grey or RGB(A).
-
-    A palette image would otherwise be enhanced as its index map, a CMYK JPEG's black ink taken
-    for alpha, and a 1-bit image cast back to all-white; an EXIF-rotated photo would be written
-    unrotated (without its EXIF), so it would display turned. Palettes with transparency become
-    RGBA, other non-intensity modes RGB, 1-bit becomes 8-bit grey, and EXIF orientation is applied.
-    """
-    image = ImageOps.exif_transpose(image)
-    if image.mode in _TO_RGB_MODES:
-        alpha = image.mode == "PA" or (image.mode == "P" and "transparency" in image.info)
-        return image.convert("RGBA" if alpha else "RGB")
-    if image.mode == "1":
-        return image.convert("L")
-    return image
-
-
-class LoadDisplayImaged(LoadImaged):
-    """MONAI's ``LoadImaged`` with one more reader: ``PILReader`` with :func:`pil_display_converter`.
-
-    The reader is registered after MONAI's own, so it takes the suffixes PIL serves (PNG, JPEG,
-    BMP) while MONAI keeps choosing readers by suffix for everything else: a multi-page TIFF stays
-    with ITK (a volume), which a reader passed as ``reader=`` would not guarantee, since MONAI then
-    tries that reader on every file and PIL opens the first page of any TIFF.
-    """
-
-    def __init__(self, keys: KeysCollection, *args, **kwargs) -> None:
-        super().__init__(keys, *args, **kwargs)
-        self.register(PILReader(converter=pil_display_converter))
 
 
 class UnsafeOutputPath(ValueError):
@@ -185,17 +139,11 @@ class SaveEnhancedd(MapTransform):
 
 
 def _photo_options(source, suffix: str) -> dict:
-    """PIL save options that keep what a photo's header says about it: its resolution (so it prints and
-    measures at the same size) and its colour profile (so it shows the same colours); JPEG at quality 95."""
+    """PIL save options: JPEG at quality 95, and the source photo's resolution and colour profile."""
     options = {"quality": 95} if suffix in (".jpg", ".jpeg") else {}
-    if not source or image_suffix(str(source)) not in _PIL_SUFFIXES:
-        return options
-    try:
-        with PILImage.open(str(source)) as image:
-            info = dict(image.info)
-    except Exception:  # the source was read already; a header it cannot give again costs only these options
-        return options
-    return {**options, **{key: info[key] for key in ("dpi", "icc_profile") if info.get(key)}}
+    if source and image_suffix(str(source)) in _PIL_SUFFIXES:
+        options.update(photo_header(source))
+    return options
 
 
 class SplitAlphad(MapTransform):

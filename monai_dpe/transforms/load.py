@@ -1,0 +1,84 @@
+"""Read photos as a viewer shows them: upright, with intensities rather than palette indices or inks.
+
+MONAI's ``PILReader`` hands each opened PNG/JPEG/BMP to a converter; ``LoadDisplayImaged`` is
+MONAI's loader with that reader added. ``photo_header`` gives the writer what the pixels alone do
+not carry: the photo's resolution and colour profile, as they apply to the converted pixels.
+"""
+from __future__ import annotations
+
+import os
+
+from monai.config import KeysCollection
+from monai.data import PILReader
+from monai.transforms import LoadImaged
+from PIL import Image as PILImage
+from PIL import ImageOps
+
+__all__ = ["LoadDisplayImaged", "pil_display_converter", "photo_header"]
+
+# PIL modes whose pixel values are not intensities: palette indices, ink amounts, other colour spaces
+_TO_RGB_MODES = ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV")
+_PALETTE_MODES = ("P", "PA")
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def pil_display_converter(image: PILImage.Image) -> PILImage.Image:
+    """An opened PNG/JPEG/BMP as the intensities a viewer shows: upright, grey or RGB(A).
+
+    A palette image would otherwise be enhanced as its index map, a CMYK JPEG's black ink taken
+    for alpha, and a 1-bit image cast back to all-white; an EXIF-rotated photo would be written
+    unrotated (without its EXIF), so it would display turned. Palettes become RGB(A), or grey
+    (with alpha) when every entry is grey; other non-intensity modes become RGB, 1-bit becomes
+    8-bit grey, and the EXIF orientation is applied.
+    """
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _TO_RGB_MODES:
+        alpha = image.mode == "PA" or (image.mode == "P" and "transparency" in image.info)
+        grey = image.mode in _PALETTE_MODES and _grey_palette(image)
+        return image.convert(("LA" if alpha else "L") if grey else ("RGBA" if alpha else "RGB"))
+    if image.mode == "1":
+        return image.convert("L")
+    return image
+
+
+def _grey_palette(image: PILImage.Image) -> bool:
+    palette = image.getpalette() or []
+    return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
+
+
+class LoadDisplayImaged(LoadImaged):
+    """MONAI's ``LoadImaged`` with one more reader: ``PILReader`` with :func:`pil_display_converter`.
+
+    The reader is registered after MONAI's own, so it takes the suffixes PIL serves (PNG, JPEG,
+    BMP) while MONAI keeps choosing readers by suffix for everything else: a multi-page TIFF stays
+    with ITK (a volume), which a reader passed as ``reader=`` would not guarantee, since MONAI then
+    tries that reader on every file and PIL opens the first page of any TIFF.
+    """
+
+    def __init__(self, keys: KeysCollection, *args, **kwargs) -> None:
+        super().__init__(keys, *args, **kwargs)
+        self.register(PILReader(converter=pil_display_converter))
+
+
+def photo_header(path: str | os.PathLike) -> dict:
+    """The resolution (``dpi``: a photo's physical scale) and colour profile (``icc_profile``) of the
+    photo at ``path``, as PIL save options for its enhanced copy.
+
+    They describe the pixels :func:`pil_display_converter` made: the resolution turns with an EXIF
+    rotation of 90 degrees, and a CMYK or other non-RGB profile is dropped (the copy is RGB). An
+    unreadable header gives no options; the pixels were read already.
+    """
+    try:
+        with PILImage.open(path) as image:
+            info, mode = dict(image.info), image.mode
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:
+        return {}
+    options = {}
+    if info.get("dpi"):
+        dpi = tuple(info["dpi"])
+        options["dpi"] = dpi[::-1] if orientation in _TRANSPOSING_ORIENTATIONS else dpi
+    if info.get("icc_profile") and (mode not in _TO_RGB_MODES or mode in _PALETTE_MODES):
+        options["icc_profile"] = info["icc_profile"]
+    return options

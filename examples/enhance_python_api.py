@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 import torch
-from monai.transforms import Compose, Invertd, LoadImaged
+from monai.transforms import Compose, Invertd
 
 from monai_dpe.data import find_images
 from monai_dpe.inferers import SliceInferer
 from monai_dpe.networks import ChannelAdapter, DPENet, load_weights
-from monai_dpe.transforms import IntensityPolicyd, SaveEnhancedd
+from monai_dpe.transforms import IntensityPolicyd, LoadDisplayImaged, SaveEnhancedd
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 
@@ -29,7 +29,8 @@ def build_enhancer(weights: Path = BUNDLE / "models" / "model.pt") -> torch.nn.M
 def enhance(inputs: str, output_dir: str) -> list[str]:
     """Enhance every image under ``inputs`` into ``output_dir``; returns the written paths."""
     preprocessing = Compose(
-        [LoadImaged("image", image_only=True, dtype=None, ensure_channel_first=True), IntensityPolicyd("image")]
+        # MONAI's LoadImaged, plus a PIL reader that gives photos as shown (upright, palettes as colours)
+        [LoadDisplayImaged("image", image_only=True, dtype=None, ensure_channel_first=True), IntensityPolicyd("image")]
     )
     invert = Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False)
     save = SaveEnhancedd("pred", output_dir=output_dir, overwrite=True)

@@ -141,9 +141,7 @@ class SaveEnhancedd(MapTransform):
 def _photo_options(source, suffix: str) -> dict:
     """PIL save options: JPEG at quality 95, and the source photo's resolution and colour profile."""
     options = {"quality": 95} if suffix in (".jpg", ".jpeg") else {}
-    if source and image_suffix(str(source)) in _PIL_SUFFIXES:
-        options.update(photo_header(source))
-    return options
+    return {**options, **photo_header(source)} if source else options
 
 
 class SplitAlphad(MapTransform):

@@ -16,9 +16,11 @@ from PIL import ImageOps
 
 __all__ = ["LoadDisplayImaged", "pil_display_converter", "photo_header"]
 
-# PIL modes whose pixel values are not intensities: palette indices, ink amounts, other colour spaces
-_TO_RGB_MODES = ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV")
+# PIL modes whose pixel values are not intensities: palette indices, and ink amounts or other colour
+# spaces (whose ICC profile, if any, does not describe the RGB copy)
 _PALETTE_MODES = ("P", "PA")
+_OTHER_SPACE_MODES = ("CMYK", "YCbCr", "LAB", "HSV")
+_TO_RGB_MODES = _PALETTE_MODES + _OTHER_SPACE_MODES
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
@@ -79,6 +81,6 @@ def photo_header(path: str | os.PathLike) -> dict:
     if info.get("dpi"):
         dpi = tuple(info["dpi"])
         options["dpi"] = dpi[::-1] if orientation in _TRANSPOSING_ORIENTATIONS else dpi
-    if info.get("icc_profile") and (mode not in _TO_RGB_MODES or mode in _PALETTE_MODES):
+    if info.get("icc_profile") and mode not in _OTHER_SPACE_MODES:
         options["icc_profile"] = info["icc_profile"]
     return options

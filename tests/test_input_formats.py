@@ -155,3 +155,42 @@ def test_photo_keeps_its_resolution_and_colour_profile(tmp_path, tiny_bundle):
     for name, dpi in (("lesion.jpg", 300), ("cells.png", 150)):
         with Image.open(tmp_path / "out" / name) as got:
             assert round(got.info["dpi"][0]) == dpi and got.info["icc_profile"] == profile
+
+
+def _nifti(path: Path, data: np.ndarray, dtype, slope: float | None = None) -> None:
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_dtype(dtype)
+    header.set_xyzt_units("micron", "sec")
+    header["descrip"] = b"confocal stack"
+    image = nib.Nifti1Image(data, np.diag([0.26, 0.26, 0.29, 1.0]), header)
+    if slope is not None:
+        image.header.set_slope_inter(slope, -100.0)
+    nib.save(image, path)
+
+
+def test_nifti_keeps_its_header_rank_and_scaled_dtype(tmp_path, tiny_bundle):
+    """A 2D NIfTI comes back 2D; a scaled int16 volume comes back int16 with its units and description."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(5)
+    (tmp_path / "in").mkdir()
+    _nifti(tmp_path / "in" / "slice.nii.gz", (smooth((40, 44), rng) * 3000).astype(np.int16), np.int16)
+    volume = (np.stack([smooth((36, 40), rng) for _ in range(4)], -1) * 20000).astype(np.int16)
+    _nifti(tmp_path / "in" / "scaled.nii.gz", volume, np.int16, slope=0.05)
+    decoded = np.asarray(nib.load(tmp_path / "in" / "scaled.nii.gz").get_fdata(), np.float32)
+    _nifti(tmp_path / "in" / "scaled_as_float.nii.gz", decoded, np.float32)
+    proc = run_cli("in", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", "--backend", "eager", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert SUMMARY.search(proc.stdout).groups()[:2] == ("3", "0")
+    for name in ("slice.nii.gz", "scaled.nii.gz", "scaled_as_float.nii.gz"):
+        source, enhanced = nib.load(tmp_path / "in" / name), nib.load(tmp_path / "out" / name)
+        assert enhanced.shape == source.shape and enhanced.get_data_dtype() == source.get_data_dtype()
+        assert enhanced.header.get_xyzt_units() == ("micron", "sec")
+        assert enhanced.header["descrip"] == b"confocal stack"
+        np.testing.assert_allclose(enhanced.header.get_zooms(), source.header.get_zooms())
+    scaled, twin = (nib.load(tmp_path / "out" / n) for n in ("scaled.nii.gz", "scaled_as_float.nii.gz"))
+    step = float(scaled.dataobj.slope)
+    assert np.isfinite(step) and step > 0
+    np.testing.assert_allclose(scaled.get_fdata(), twin.get_fdata(), atol=step)

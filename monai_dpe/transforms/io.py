@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 from monai.config import KeysCollection
@@ -126,16 +127,46 @@ class SaveEnhancedd(MapTransform):
         writer.set_data_array(array, channel_dim=0, squeeze_end_dims=squeeze, spatial_ndim=spatial_ndim)
         if writer_type is NibabelWriter and array.shape[0] == 1:
             writer.data_obj = writer.data_obj[..., 0]  # one channel: a 3D NIfTI as read, not (X, Y, Z, 1)
-        writer.set_metadata(meta, resample=False)
+        if writer_type is NibabelWriter:
+            # the data keep the source's grid: MONAI's no-op resample trips over a 2D NIfTI's 3D affine
+            writer.affine = meta.get("affine")
+        else:
+            writer.set_metadata(meta, resample=False)
         tmp_dir = Path(tempfile.mkdtemp(dir=dest.parent, prefix=partial_prefix(dest)))
         try:
-            options = _photo_options(meta.get("filename_or_obj"), suffix) if writer_type is PILWriter else {}
+            options = _writer_options(writer_type, meta.get("filename_or_obj"), suffix)
             writer.write(tmp_dir / dest.name, verbose=False, **options)
             for part in sorted(tmp_dir.iterdir(), key=lambda p: p.name == dest.name):
                 os.chmod(part, 0o644)
                 os.replace(part, dest.parent / part.name)
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _writer_options(writer_type, source, suffix: str) -> dict:
+    """What the writer keeps from the source file beyond pixels and grid."""
+    if writer_type is PILWriter:
+        return _photo_options(source, suffix)
+    if writer_type is NibabelWriter:
+        return _nifti_options(source)
+    return {}
+
+
+def _nifti_options(source) -> dict:
+    """The source NIfTI's header, so its twin keeps units, intent, description and on-disk dtype.
+
+    A scaled integer source (``scl_slope``) is read as floats; with its header nibabel stores the
+    enhanced floats back in the source's integer type with a fresh slope and intercept.
+    """
+    if not source or image_suffix(str(source)) not in _NIFTI_SUFFIXES:
+        return {}
+    try:
+        header = nib.load(source).header
+    except Exception:  # a header that cannot be read again: write MONAI's default one
+        return {}
+    if not isinstance(header, nib.Nifti1Header) or header.get_data_dtype().names is not None:
+        return {}  # packed RGB (a structured dtype): MONAI's default header
+    return {"header": header.copy()}
 
 
 def _photo_options(source, suffix: str) -> dict:

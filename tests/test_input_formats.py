@@ -194,3 +194,30 @@ def test_nifti_keeps_its_header_rank_and_scaled_dtype(tmp_path, tiny_bundle):
     step = float(scaled.dataobj.slope)
     assert np.isfinite(step) and step > 0
     np.testing.assert_allclose(scaled.get_fdata(), twin.get_fdata(), atol=step)
+
+
+def test_itk_images_keep_rank_pixel_type_and_geometry(tmp_path, tiny_bundle):
+    """A 2D NRRD stays 2D and scalar; a uint16 volume (read by MONAI as int32) goes back to uint16."""
+    import itk
+
+    rng = np.random.default_rng(6)
+    (tmp_path / "in").mkdir()
+    sources = {
+        "slice.nrrd": (smooth((40, 44), rng) * 3000).astype(np.int16),
+        "stack.mha": (np.stack([smooth((36, 40), rng) for _ in range(4)]) * 60000).astype(np.uint16),
+    }
+    for name, data in sources.items():
+        image = itk.image_from_array(data)
+        image.SetSpacing([0.5, 0.7, 2.0][: data.ndim])
+        image.SetOrigin([10.0, -20.0, 5.0][: data.ndim])
+        itk.imwrite(image, str(tmp_path / "in" / name))
+    proc = run_cli("in", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", "--backend", "eager", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for name, data in sources.items():
+        source, enhanced = itk.imread(str(tmp_path / "in" / name)), itk.imread(str(tmp_path / "out" / name))
+        pixels = itk.array_from_image(enhanced)
+        assert pixels.shape == data.shape and pixels.dtype == data.dtype
+        assert enhanced.GetNumberOfComponentsPerPixel() == 1
+        assert tuple(enhanced.GetSpacing()) == tuple(source.GetSpacing())
+        assert tuple(enhanced.GetOrigin()) == tuple(source.GetOrigin())
+        assert np.corrcoef(pixels.ravel(), data.ravel())[0, 1] > 0.9

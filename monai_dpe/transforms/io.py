@@ -115,23 +115,25 @@ class SaveEnhancedd(MapTransform):
         array = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
         meta = dict(image.meta) if isinstance(image, MetaTensor) else {}
         writer_type = _writer(suffix, array)
-        if writer_type is PILWriter and not array.is_floating_point() and array.element_size() > 2:
-            # PIL reads 16-bit PNG/TIFF as int32; PNG and TIFF take at most 16 bits unsigned
-            array = torch.from_numpy(array.clamp(0, 65535).numpy().astype(np.uint16))
+        array = _storage_array(writer_type, array, meta.get("filename_or_obj"))
         # PILWriter would otherwise clip to [0, 1] and rescale to 255: the data are already in their dtype's units
         options = {"scale": None} if writer_type is PILWriter else {}
         writer = writer_type(output_dtype=array.numpy().dtype, **options)
         spatial_ndim = array.dim() - 1
         # volumes keep a trailing singleton slice axis so the data matches its 3D affine
         squeeze = writer_type is PILWriter
-        writer.set_data_array(array, channel_dim=0, squeeze_end_dims=squeeze, spatial_ndim=spatial_ndim)
+        if writer_type is ITKWriter and array.shape[0] == 1:  # a scalar image, as read (not a 1-component vector)
+            writer.set_data_array(array[0], channel_dim=None, squeeze_end_dims=False, spatial_ndim=spatial_ndim)
+        else:
+            writer.set_data_array(array, channel_dim=0, squeeze_end_dims=squeeze, spatial_ndim=spatial_ndim)
         if writer_type is NibabelWriter and array.shape[0] == 1:
             writer.data_obj = writer.data_obj[..., 0]  # one channel: a 3D NIfTI as read, not (X, Y, Z, 1)
-        if writer_type is NibabelWriter:
-            # the data keep the source's grid: MONAI's no-op resample trips over a 2D NIfTI's 3D affine
-            writer.affine = meta.get("affine")
-        else:
+        if writer_type is PILWriter:
             writer.set_metadata(meta, resample=False)
+        else:
+            # the data keep the source's grid; MONAI's no-op resample trips over a 2D NIfTI's 3D affine
+            # and over a single-channel 2D ITK image written as a scalar image
+            writer.affine = meta.get("affine")
         tmp_dir = Path(tempfile.mkdtemp(dir=dest.parent, prefix=partial_prefix(dest)))
         try:
             options = _writer_options(writer_type, meta.get("filename_or_obj"), suffix)
@@ -141,6 +143,42 @@ class SaveEnhancedd(MapTransform):
                 os.replace(part, dest.parent / part.name)
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+_ITK_COMPONENT_DTYPES = {"unsigned_char": np.uint8, "char": np.int8, "unsigned_short": np.uint16, "short": np.int16}
+
+
+def _storage_array(writer_type, array: torch.Tensor, source) -> torch.Tensor:
+    """The enhanced array in the integer type its file stores: MONAI gives uint16 pixels as int32.
+
+    PNG and TIFF (PIL) take at most 16 bits unsigned; NRRD/MHA go back to the source's own pixel
+    type; NIfTI keeps int32 here and takes the source header's type (nibabel scales if needed).
+    """
+    if array.is_floating_point() or array.element_size() <= 2:
+        return array
+    if writer_type is PILWriter:
+        target = np.uint16
+    elif writer_type is ITKWriter and source:
+        target = _itk_component_dtype(source)
+    else:
+        return array
+    if target is None:
+        return array
+    limits = np.iinfo(target)
+    return torch.from_numpy(array.clamp(int(limits.min), int(limits.max)).numpy().astype(target))
+
+
+def _itk_component_dtype(source) -> type | None:
+    """The 8/16-bit integer pixel type an ITK-read source stores, from its header; None otherwise."""
+    try:
+        import itk
+
+        io = itk.ImageIOFactory.CreateImageIO(str(source), itk.CommonEnums.IOFileMode_ReadMode)
+        io.SetFileName(str(source))
+        io.ReadImageInformation()
+        return _ITK_COMPONENT_DTYPES.get(io.GetComponentTypeAsString(io.GetComponentType()))
+    except Exception:  # not an ITK file or an unreadable header: keep the array's own type
+        return None
 
 
 def _writer_options(writer_type, source, suffix: str) -> dict:

@@ -16,6 +16,19 @@ _ITK_PREFIX = re.compile(r"^(?:itk::ERROR|ITK ERROR):\s*\w+\(0x[0-9a-fA-F]+\):\s
 _LIBRARY_PREFIX = re.compile(r"^\[\w+\]\s*\w+:\s*")
 
 
+# ITK's Python build holds only some pixel types; its message names the missing type in ITK's own terms
+_ITK_UNWRAPPED = re.compile(r"^itk\.\w+ is not wrapped for input type `(?:itk\.)?([^,`]+)")
+
+
+def _itk_unwrapped_reason(line: str) -> str | None:
+    """"pixel type X is not supported by ITK's Python build" for ITK's long wrapping message."""
+    match = _ITK_UNWRAPPED.match(line)
+    if match is None:
+        return None
+    pixel = match.group(1).replace("itk.", "")
+    return f"pixel type {pixel} is not supported by ITK's Python build (convert to 8-bit RGB or one grey image per channel)"
+
+
 def _itk_reason(lines: list[str]) -> list[str]:
     """ITK's message lines as one: what failed, then the underlying library's last word on why."""
     if not lines:
@@ -39,4 +52,5 @@ def one_line(err: BaseException, limit: int = 300) -> str:
     if lines and _SOURCE_LOCATION.match(lines[0]):
         lines = _itk_reason(lines[1:])
     reason = lines[0] if lines else type(err).__name__
+    reason = _itk_unwrapped_reason(reason) or reason
     return reason if len(reason) <= limit else reason[: limit - 3] + "..."

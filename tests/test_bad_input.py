@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+import tifffile
 import torch
 from PIL import Image
 from pydicom.data import get_testdata_file
@@ -39,6 +40,7 @@ BAD = {
     "large.png": "too large: 5000x5000",
     "bogus_syntax.dcm": "transfer syntax 1.2.3.4.5.6.7",
     "no_endian.nrrd": "type (short) and encoding (raw) require endian info",
+    "rgb16.tif": "pixel type RGBPixel[US] is not supported by ITK's Python build",
 }
 
 
@@ -57,6 +59,8 @@ def write_bad_inputs(root: Path) -> None:
     # ITK's error starts with its C++ source location; the reason is the NRRD library's last line
     (root / "no_endian.nrrd").write_text("NRRD0004\ntype: short\ndimension: 2\nsizes: 32 32\nencoding: raw\n\n")
     nib.save(nib.Nifti1Image(rng.random((8, 8, 4, 3)).astype(np.float32), np.eye(4)), root / "series_4d.nii.gz")
+    # 16-bit colour: MONAI's TIFF reader (ITK) has no such pixel type, and PIL would drop it to 8 bits
+    tifffile.imwrite(root / "rgb16.tif", rng.integers(0, 65535, (32, 32, 3), dtype=np.uint16), photometric="rgb")
     Image.fromarray(np.array([[7]], np.uint8)).save(root / "one_pixel.png")
     Image.fromarray(np.full((32, 32), 90, np.uint8)).save(root / "constant.png")
     volume = rng.random((16, 16, 4)).astype(np.float32)

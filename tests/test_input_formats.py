@@ -197,7 +197,8 @@ def test_nifti_keeps_its_header_rank_and_scaled_dtype(tmp_path, tiny_bundle):
 
 
 def test_itk_images_keep_rank_pixel_type_and_geometry(tmp_path, tiny_bundle):
-    """A 2D NRRD stays 2D and scalar; a uint16 volume (read by MONAI as int32) goes back to uint16."""
+    """A 2D NRRD stays 2D and scalar; a uint16 volume (read by MONAI as int32) goes back to uint16;
+    a signed 16-bit TIFF stays signed 16-bit."""
     import itk
 
     rng = np.random.default_rng(6)
@@ -211,8 +212,13 @@ def test_itk_images_keep_rank_pixel_type_and_geometry(tmp_path, tiny_bundle):
         image.SetSpacing([0.5, 0.7, 2.0][: data.ndim])
         image.SetOrigin([10.0, -20.0, 5.0][: data.ndim])
         itk.imwrite(image, str(tmp_path / "in" / name))
+    signed = (smooth((40, 44), rng) * 3000 - 1000).astype(np.int16)  # PIL cannot write signed TIFF pixels
+    tifffile.imwrite(tmp_path / "in" / "signed.tif", signed)
     proc = run_cli("in", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", "--backend", "eager", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    enhanced_signed = tifffile.imread(tmp_path / "out" / "signed.tif")
+    assert enhanced_signed.dtype == np.int16 and enhanced_signed.shape == signed.shape
+    assert enhanced_signed.min() < 0 and np.corrcoef(enhanced_signed.ravel(), signed.ravel())[0, 1] > 0.9
     for name, data in sources.items():
         source, enhanced = itk.imread(str(tmp_path / "in" / name)), itk.imread(str(tmp_path / "out" / name))
         pixels = itk.array_from_image(enhanced)

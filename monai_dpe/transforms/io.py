@@ -60,6 +60,8 @@ def output_path(output_dir: str | os.PathLike, relpath: str) -> Path:
 def _writer(suffix: str, array: torch.Tensor):
     if suffix in (".tif", ".tiff") and array.dim() == 4 and array.shape[-1] > 1:
         return ITKWriter  # a multi-page TIFF stack (read by ITK as a volume): ITK writes it back page by page
+    if suffix in (".tif", ".tiff") and array.dtype in (torch.int8, torch.int16):
+        return ITKWriter  # signed TIFF pixels: PIL has no mode to write them, ITK keeps the type
     if suffix in _PIL_SUFFIXES:
         return PILWriter
     if suffix in _ITK_SUFFIXES:

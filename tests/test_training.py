@@ -305,6 +305,15 @@ def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([MONAI_DPE, "train", *args, *tiny], capture_output=True, text=True, timeout=timeout)
 
 
+def test_images_smaller_than_half_a_patch_become_full_training_patches(bundle, tiny_data, tmp_path):
+    """Reflection refuses a pad wider than the image; a 30x36 thumbnail must still give 128x128 patches."""
+    Image.fromarray(np.asarray(Image.open(tiny_data / "cell.png"))[:30, :36]).save(tmp_path / "thumb.png")
+    preprocessing = workflow(bundle, tiny_data, patch_size=[128, 128]).parser.get_parsed_content("train#preprocessing")
+    patches = preprocessing({**_item("thumb.png", "microscopy", 1), "image": str(tmp_path / "thumb.png")})
+    assert len(patches) == TINY["patches_per_image"]
+    assert all(p["image"].shape == p["target"].shape == (3, 128, 128) for p in patches)
+
+
 @pytest.mark.slow
 def test_cli_trains_on_a_folder(bundle, tiny_data, tmp_path):
     folder = tmp_path / "my_images"

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import tifffile
 from PIL import Image
@@ -126,6 +127,17 @@ def test_folder_of_unrelated_dicom_files_gives_one_output_each(formats_run):
     """MONAI's series reader would keep only the first series of the folder and drop the other file."""
     out, _ = formats_run
     assert sorted(p.name for p in (out / "mixed").iterdir()) == ["CT_small.nii.gz", "MR_small.nii.gz"]
+
+
+def test_dicom_written_as_nifti_says_millimetres_and_keeps_integer_pixels(formats_run):
+    import nibabel as nib
+
+    out, _ = formats_run
+    for name in ("CT_small", "MR_small"):
+        enhanced = nib.load(out / "mixed" / f"{name}.nii.gz")
+        assert enhanced.header.get_xyzt_units()[0] == "mm"
+        assert np.issubdtype(enhanced.get_data_dtype(), np.integer)  # as read, rescaled to their units
+        assert enhanced.shape[:2] == pydicom.dcmread(get_testdata_file(f"{name}.dcm")).pixel_array.T.shape
 
 
 def test_discovery_groups_dicom_by_series(tmp_path):

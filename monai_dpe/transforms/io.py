@@ -138,7 +138,7 @@ class SaveEnhancedd(MapTransform):
             writer.affine = meta.get("affine")
         tmp_dir = Path(tempfile.mkdtemp(dir=dest.parent, prefix=partial_prefix(dest)))
         try:
-            options = _writer_options(writer_type, meta.get("filename_or_obj"), suffix)
+            options = _writer_options(writer_type, meta.get("filename_or_obj"), suffix, array.numpy().dtype)
             writer.write(tmp_dir / dest.name, verbose=False, **options)
             for part in sorted(tmp_dir.iterdir(), key=lambda p: p.name == dest.name):
                 os.chmod(part, 0o644)
@@ -183,22 +183,30 @@ def _itk_component_dtype(source) -> type | None:
         return None
 
 
-def _writer_options(writer_type, source, suffix: str) -> dict:
+def _writer_options(writer_type, source, suffix: str, dtype: np.dtype) -> dict:
     """What the writer keeps from the source file beyond pixels and grid."""
     if writer_type is PILWriter:
         return _photo_options(source, suffix)
     if writer_type is NibabelWriter:
-        return _nifti_options(source)
+        return _nifti_options(source, dtype)
     return {}
 
 
-def _nifti_options(source) -> dict:
+def _nifti_options(source, dtype: np.dtype) -> dict:
     """The source NIfTI's header, so its twin keeps units, intent, description and on-disk dtype.
 
     A scaled integer source (``scl_slope``) is read as floats; with its header nibabel stores the
-    enhanced floats back in the source's integer type with a fresh slope and intercept.
+    enhanced floats back in the source's integer type with a fresh slope and intercept. DICOM,
+    written as NIfTI, gets a header that says millimetres, the unit DICOM positions are in.
     """
-    if not source or image_suffix(str(source)) not in _NIFTI_SUFFIXES:
+    if not source:
+        return {}
+    if image_suffix(str(source)) in (".dcm", ""):
+        header = nib.Nifti1Header()
+        header.set_data_dtype(dtype)
+        header.set_xyzt_units("mm")
+        return {"header": header}
+    if image_suffix(str(source)) not in _NIFTI_SUFFIXES:
         return {}
     try:
         header = nib.load(source).header

@@ -94,6 +94,23 @@ def test_auto_backend_is_onnx_only_when_the_record_ties_export_and_weights(bundl
     assert resolve_backend("auto", "cpu", own, onnx, bundle_root=bundle) == "eager", "a stale export must not run"
 
 
+@pytest.mark.parametrize("backend", ["onnx", "torchscript"])
+def test_explicit_export_backend_refuses_weights_it_was_not_made_from(bundle, tmp_path, backend):
+    """--weights with --backend onnx/torchscript would otherwise run the bundle's export, not the weights."""
+    models = bundle / "models"
+    own, onnx = models / "model.pt", models / "model.onnx"
+    assert resolve_backend(backend, "cpu", own, onnx, bundle_root=bundle) == backend, "unrecorded: the bundle's own"
+    record_large_files(bundle, ["models/model.pt", "models/model.onnx"])
+    assert resolve_backend(backend, "cpu", own, onnx, bundle_root=bundle) == backend
+    other = tmp_path / "finetuned.pt"
+    torch.save({k: v * 0.5 for k, v in torch.load(own, weights_only=True).items()}, other)
+    with pytest.raises(WeightsError, match=f"finetuned.pt: the {backend} export was made from .*--backend eager"):
+        resolve_backend(backend, "cpu", other, onnx, bundle_root=bundle)
+    shutil.copy(other, own)  # a fine-tune overwrote model.pt and nobody re-exported
+    with pytest.raises(WeightsError, match="not from these weights"):
+        resolve_backend(backend, "cpu", own, onnx, bundle_root=bundle)
+
+
 @pytest.mark.slow
 def test_auto_backend_runs_onnx_through_the_bundle(bundle, tmp_path):
     inputs = tmp_path / "in"

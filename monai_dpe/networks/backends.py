@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,6 +39,8 @@ def resolve_backend(
     model). Otherwise eager PyTorch.
     """
     if backend != AUTO:
+        if backend in ("onnx", "torchscript") and bundle_root is not None:
+            _check_export_matches(backend, weights_path, bundle_root)
         return backend
     if torch.device(device).type != "cpu" or amp_dtype is not None or onnx_path is None:
         return "eager"
@@ -47,6 +50,25 @@ def resolve_backend(
     if weights_digest is None or recorded_sha256(bundle_root, onnx_path) is None or not os.path.isfile(weights_path):
         return "eager"
     return "onnx" if sha256_of(weights_path) == weights_digest else "eager"
+
+
+def _check_export_matches(backend: str, weights_path: str | os.PathLike, bundle_root: str | os.PathLike) -> None:
+    """Refuse an export that was not made from ``weights_path``: it would silently run other weights.
+
+    Exports are made from the bundle's ``models/model.pt``; they belong to ``weights_path`` when it
+    has the digest that ``large_files.json`` records for that file (or, unrecorded, is that file).
+    """
+    shipped = Path(bundle_root) / "models" / "model.pt"
+    digest = recorded_sha256(bundle_root, shipped)
+    if digest is None:
+        tied = Path(weights_path).resolve() == shipped.resolve()
+    else:
+        tied = os.path.isfile(weights_path) and sha256_of(weights_path) == digest
+    if not tied:
+        raise WeightsError(
+            f"{weights_path}: the {backend} export was made from {shipped}, not from these weights; "
+            "run them with --backend eager (or auto), or export them first (make export)"
+        )
 
 
 class OnnxNetwork(nn.Module):

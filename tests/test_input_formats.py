@@ -151,6 +151,12 @@ def test_discovery_groups_dicom_by_series(tmp_path):
     assert [item["relpath"] for item in find_images(tmp_path)] == ["mixed"]
     shutil.copy(get_testdata_file("DICOMDIR"), mixed / "DICOMDIR")  # a media index is neither image nor series
     assert [item["relpath"] for item in find_images(tmp_path)] == ["mixed"]
+    (mixed / "notes.txt").write_text("scanner notes")  # sidecars do not split a series into slices
+    (mixed / "ct.json").write_text("{}")
+    assert [item["relpath"] for item in find_images(tmp_path)] == ["mixed"]
+    Image.new("L", (8, 8)).save(mixed / "thumbnail.png")  # another image: a plain folder, nothing dropped
+    assert sorted(item["relpath"] for item in find_images(tmp_path)) == [
+        "mixed/ct", "mixed/ct_copy.dcm", "mixed/thumbnail.png"]
 
 
 def test_photo_keeps_its_resolution_and_colour_profile(tmp_path, tiny_bundle):

@@ -27,15 +27,19 @@ def is_dicom_series_dir(folder: str | os.PathLike) -> bool:
 
     MONAI's reader keeps only the first series of a folder, so a folder mixing series (or
     unrelated DICOM files) is not a series: its files are then enhanced one by one. Files whose
-    header cannot be read do not decide; the reader reports them.
+    header cannot be read do not decide; the reader reports them. Other files (a JSON sidecar,
+    notes, ``Thumbs.db``) do not count, as MONAI's reader skips them too, but an image of another
+    format or a sub-folder makes the folder a plain folder, so that nothing in it is dropped.
     """
     folder = Path(folder)
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-    if len(files) < 2 or any(p.suffix.lower() not in (".dcm", "") for p in files) or any(
-        p.is_dir() for p in folder.iterdir()
-    ):
+    entries = list(folder.iterdir())
+    if any(p.is_dir() for p in entries):
         return False
-    return len({uid for uid in map(_series_uid, files) if uid is not None}) <= 1
+    files = [p for p in entries if p.is_file() and not p.name.startswith(".")]
+    slices = [p for p in files if p.suffix.lower() in (".dcm", "")]
+    if len(slices) < 2 or any(image_suffix(p.name) for p in files if p not in slices):
+        return False
+    return len({uid for uid in map(_series_uid, slices) if uid is not None}) <= 1
 
 
 def _series_uid(path: Path) -> str | None:

@@ -456,6 +456,19 @@ def test_policy_dict_reference_key(camera):
     np.testing.assert_array_equal(d["source"], camera)  # only the listed keys change
 
 
+@pytest.mark.parametrize("lesion_value, background", [(600, 0), (-300, 0), (10, 200)])
+def test_policy_sparse_lesion_on_a_background_is_stretched_not_passed_raw(lesion_value, background):
+    """Under 0.5% of voxels off the background: both percentiles land on it, and the lesion's own
+    range must give the other end (a scale of 1 would pass raw units, e.g. 600, to the network)."""
+    img = np.full((1, 64, 64, 32), background, np.int16)
+    img[0, 30:33, 30:33, 10:20] = lesion_value + np.sign(lesion_value - background) * np.arange(90).reshape(3, 3, 10)
+    policy = IntensityPolicy(mode="quantitative")
+    out = policy(img)
+    assert (img != background).mean() < 0.005
+    assert out.min() == pytest.approx(0.0, abs=0.02) and out.max() == pytest.approx(1.0, abs=0.02)
+    np.testing.assert_array_equal(policy.inverse(out), img)
+
+
 @pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.float32])
 def test_policy_constant_image_no_nan_and_exact_inverse(dtype):
     img = np.full((1, 16, 16), 40, dtype=dtype)

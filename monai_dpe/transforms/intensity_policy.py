@@ -27,14 +27,29 @@ _SLAB_ELEMENTS = 1 << 22  # element-wise maps run slab by slab: their temporarie
 
 
 def robust_range(img: NdarrayOrTensor, lower: float, upper: float) -> tuple[float, float]:
-    """(low, high) percentiles of all finite values of ``img`` (across channels), on a strided subsample."""
+    """(low, high) percentiles of all finite values of ``img`` (across channels), on a strided subsample.
+
+    Where one value fills more than the percentile margins (a sparse lesion on a zero background),
+    the other end comes from the remaining values' percentiles instead of collapsing onto it.
+    """
     flat = torch.as_tensor(np.asarray(img.detach().cpu() if isinstance(img, torch.Tensor) else img)).reshape(-1)
     step = max(1, flat.numel() // _MAX_SAMPLES)
     sample = flat[::step].double()
     sample = sample[torch.isfinite(sample)]
     if sample.numel() == 0:
         raise ValueError("image has no finite values.")
-    q = torch.quantile(sample, torch.tensor([lower / 100.0, upper / 100.0], dtype=torch.float64))
+    low, high = _quantiles(sample, lower, upper)
+    if high <= low:  # over 99% of the image holds one value (a background): the range is that of the rest
+        rest = flat[torch.isfinite(flat) & (flat != low)] if step > 1 else sample[sample != low]
+        if rest.numel():
+            rest = rest[:: max(1, rest.numel() // _MAX_SAMPLES)].double()
+            rest_low, rest_high = _quantiles(rest, lower, upper)
+            low, high = min(low, rest_low), max(low, rest_high)
+    return low, high
+
+
+def _quantiles(values: torch.Tensor, lower: float, upper: float) -> tuple[float, float]:
+    q = torch.quantile(values, torch.tensor([lower / 100.0, upper / 100.0], dtype=torch.float64))
     return float(q[0]), float(q[1])
 
 

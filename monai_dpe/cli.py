@@ -105,7 +105,7 @@ def enhance_command(args: argparse.Namespace) -> int:
     """``monai-dpe enhance``: check the request, run the bundle's evaluator, print a summary."""
     inputs = [Path(p) for p in args.inputs]
     output_dir = Path(args.output_dir)
-    _check_paths(inputs, output_dir)
+    _check_paths(inputs, output_dir, Path(args.summary) if args.summary else None)
     bundle = Path(args.bundle) if args.bundle else default_bundle()
     config_file = bundle / "configs" / "inference.json"
     if not config_file.is_file():
@@ -137,12 +137,15 @@ def enhance_command(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else 0
 
 
-def _check_paths(inputs: list[Path], output_dir: Path) -> None:
-    """Refuse missing inputs and an output folder that is, or is inside, an input folder."""
+def _check_paths(inputs: list[Path], output_dir: Path, summary: Path | None = None) -> None:
+    """Refuse missing inputs, an output folder that is, or is inside, an input folder, and a
+    summary file that would overwrite an input's file."""
     out = output_dir.resolve()
     for path in inputs:
         if not path.exists():
             raise UsageError(f"{path}: no such file or folder")
+        if summary is not None and _overwrites(summary, path):
+            raise UsageError(f"--summary {summary} would overwrite a file of the input {path}: inputs are never written")
         folder = path.resolve() if path.is_dir() else path.resolve().parent
         if out == folder or (path.is_dir() and out.is_relative_to(folder)):
             where = "is" if out == folder else "is inside"
@@ -151,6 +154,12 @@ def _check_paths(inputs: list[Path], output_dir: Path) -> None:
             )
     if out.exists() and not out.is_dir():
         raise UsageError(f"{output_dir}: exists and is not a folder")
+
+
+def _overwrites(target: Path, source: Path) -> bool:
+    """Whether writing ``target`` would replace the input ``source`` or an existing file under it."""
+    target, source = target.resolve(), source.resolve()
+    return target == source or (source.is_dir() and target.exists() and target.is_relative_to(source))
 
 
 def _device(name: str | None):

@@ -147,6 +147,25 @@ def test_output_dir_holding_an_input_file_is_refused(tmp_path):
     assert proc.returncode == 2 and "is the input folder" in proc.stderr
 
 
+@pytest.mark.parametrize("summary", ["in/a.png", "in", "in/../in/a.png"])
+def test_summary_that_would_overwrite_an_input_is_refused(tmp_path, summary):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(tmp_path / "in" / "a.png")
+    before = file_hashes(tmp_path)
+    proc = run_cli("in", "in/a.png", "--output-dir", "out", "--summary", summary, cwd=tmp_path)
+    assert proc.returncode == 2 and "inputs are never written" in proc.stderr and "Traceback" not in proc.stderr
+    assert file_hashes(tmp_path) == before and not (tmp_path / "out").exists()
+
+
+def test_series_folder_given_as_dot_is_named_after_the_folder(tmp_path, tiny_bundle):
+    from test_inference_bundle import write_dicom_series
+
+    series = write_dicom_series(tmp_path / "ct_series")
+    proc = run_cli(".", "--output-dir", str(tmp_path / "out"), "--bundle", str(tiny_bundle), "--no-progress", cwd=series)
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["ct_series.nii.gz"]
+
+
 @pytest.mark.slow  # a full-width network: the one test that runs the shipped bundle's configs unchanged
 def test_shipped_bundle_with_weights_option_and_run_options(tmp_path):
     """The default bundle (found next to the package) with full-width random weights and every run option."""

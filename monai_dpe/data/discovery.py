@@ -81,13 +81,13 @@ def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
         if root.is_dir():
             items += _walk(root)
         else:
-            items.append({"image": str(root), "relpath": root.name})
+            items.append({"image": str(root), "relpath": root.resolve().name})
     return items
 
 
 def _walk(root: Path) -> list[dict]:
-    if is_dicom_series_dir(root):
-        return [{"image": str(root), "relpath": root.name}]
+    if is_dicom_series_dir(root):  # named as the folder itself is, also when given as "." or ".."
+        return [{"image": str(root), "relpath": root.resolve().name}]
     found = []
     for folder, dirs, files in os.walk(root):
         dirs.sort()

@@ -161,3 +161,17 @@ def test_channels_last_same_values():
     with torch.no_grad():
         out = SliceInferer(spatial_dim=0, channels_last=True)(volume, net)
         torch.testing.assert_close(out, by_hand(volume, net, 0), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("thin_axis", [0, 1, 2])
+@pytest.mark.parametrize("spatial_dim", [-1, 0, 1])
+def test_single_slice_volume_is_enhanced_as_its_2d_image(thin_axis, spatial_dim):
+    """A volume one voxel thick holds one 2D image, whichever axis is thin and whichever axis is asked for."""
+    torch.manual_seed(0)
+    net = DPENet(channels=(4, 8), in_channels=1, out_channels=1).eval()
+    image = torch.rand(1, 1, 40, 44)
+    volume = image.unsqueeze(2 + thin_axis)  # (1, 1, 1, 40, 44), (1, 1, 40, 1, 44) or (1, 1, 40, 44, 1)
+    with torch.no_grad():
+        expected = net(image)
+        got = SliceInferer(spatial_dim=spatial_dim, sw_batch_size=4)(volume, net)
+    torch.testing.assert_close(got.squeeze(2 + thin_axis), expected, atol=1e-5, rtol=1e-5)

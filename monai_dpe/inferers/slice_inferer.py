@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -88,7 +88,8 @@ class SliceInferer(Inferer):
     slice), and the network must take ``C * (2k + 1)`` channels.
 
     Args:
-        spatial_dim: the volume's spatial axis to slice along (0, 1 or 2; -1 is the last).
+        spatial_dim: the volume's spatial axis to slice along (0, 1 or 2; -1 is the last). A volume one
+            voxel thick along another axis is sliced along that one: it holds a single 2D image.
         sw_batch_size: slices per network call.
         context: neighbouring slices on each side given as extra channels.
         sw_device: device the network runs on (default: the input's).
@@ -166,8 +167,14 @@ class SliceInferer(Inferer):
         chunks = [self._forward(images[i : i + self.sw_batch_size], network, *args, **kwargs) for i in range(0, images.shape[0], self.sw_batch_size)]
         return torch.cat([c.to(self._out_device(images)) for c in chunks], dim=0)
 
+    def _slice_axis(self, spatial_shape: Sequence[int]) -> int:
+        """``spatial_dim``, unless the volume is one voxel thick along another axis: such a volume is a
+        single 2D image in that plane, and slicing across it would give strips one pixel wide."""
+        thin = [axis for axis, size in enumerate(spatial_shape) if size == 1]
+        return thin[0] if len(thin) == 1 and spatial_shape[self.spatial_dim] > 1 else self.spatial_dim
+
     def _run_3d(self, volumes: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
-        axis = 2 + self.spatial_dim
+        axis = 2 + self._slice_axis(volumes.shape[2:])
         n_slices = volumes.shape[axis]
         # one output buffer for the whole batch, filled slice batch by slice batch: the only
         # full-size allocation here (stacking per-volume results would copy them all once more)

@@ -18,6 +18,7 @@ from monai.data import MetaTensor, PILReader
 from monai.transforms import LoadImage, MapTransform
 
 from monai_dpe.files import atomic_path
+from monai_dpe.transforms.io import RESUME_REPLACE
 from monai_dpe.transforms.load import pil_display_converter
 
 __all__ = ["save_comparison", "comparison_path", "SaveComparisond"]
@@ -188,7 +189,7 @@ class SaveComparisond(MapTransform):
         for key in self.key_iterator(d):
             source = d[self.source_key].meta["filename_or_obj"]
             panel = comparison_path(d[self.output_key])
-            if panel.exists() and not self.overwrite:
+            if panel.exists() and not (self.overwrite or d.get(RESUME_REPLACE, False)):
                 raise FileExistsError(f"{panel}: comparison exists (pass --overwrite to replace it).")
             save_comparison(self.loader(source), d[key], panel, title=os.path.basename(str(source)))
         return d

@@ -147,6 +147,19 @@ def test_output_dir_holding_an_input_file_is_refused(tmp_path):
     assert proc.returncode == 2 and "is the input folder" in proc.stderr
 
 
+def test_resume_finishes_an_item_stopped_between_its_output_and_its_panel(tmp_path, tiny_bundle):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.arange(1024, dtype=np.uint16).reshape(32, 32).astype(np.uint8)).save(tmp_path / "in" / "a.png")
+    args = ("in", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", "--save-comparison")
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    first = (tmp_path / "out" / "a.png").read_bytes()
+    panel = next((tmp_path / "out").glob("a.png*comparison*"))
+    panel.unlink()  # what a kill between the two renames leaves
+    resumed = run_cli(*args, "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert panel.exists() and (tmp_path / "out" / "a.png").read_bytes() == first
+
+
 @pytest.mark.parametrize("summary", ["in/a.png", "in", "in/../in/a.png"])
 def test_summary_that_would_overwrite_an_input_is_refused(tmp_path, summary):
     (tmp_path / "in").mkdir()

@@ -19,7 +19,7 @@ from ignite.engine import Events
 from monai_dpe.data.discovery import image_suffix
 from monai_dpe.errors import one_line
 from monai_dpe.files import atomic_path
-from monai_dpe.transforms.io import UnsafeOutputPath, output_path
+from monai_dpe.transforms.io import RESUME_REPLACE, UnsafeOutputPath, output_path
 
 __all__ = [
     "SafeDataset",
@@ -233,7 +233,9 @@ def plan_outputs(
     replace an existing file without ``overwrite`` (its comparison panel too, with
     ``comparison``) gets an ``error`` instead, which :class:`SafeDataset` passes on unread.
     With ``resume``, an item whose outputs all exist is marked ``skipped`` instead: outputs are
-    only ever renamed into place when complete, so an existing one is a finished one.
+    only ever renamed into place when complete, so an existing one is a finished one. An item
+    with some of them (a run stopped between an output and its panel) is redone, and marked
+    ``RESUME_REPLACE`` so that its writers may replace what the stopped run wrote.
     """
     from monai_dpe.visualize import comparison_path
 
@@ -256,6 +258,8 @@ def plan_outputs(
             item["error"] = f"output {dest} is also the output of {claimed[target]} (same name)"
         elif resume and not overwrite and all(p.exists() for p in written):
             item["skipped"] = str(dest)
+        elif resume and not overwrite and any(p.exists() for p in written):
+            item[RESUME_REPLACE] = True  # stopped between its files: redo it, replacing what it wrote
         elif not overwrite and any(p.exists() for p in written):
             existing = next(p for p in written if p.exists())
             item["error"] = f"output {existing} already exists (pass --overwrite to replace it)"

@@ -25,12 +25,14 @@ from monai_dpe.data.discovery import image_suffix
 from monai_dpe.files import partial_prefix
 from monai_dpe.transforms.load import photo_header
 
-__all__ = ["SaveEnhancedd", "SplitAlphad", "MergeAlphad", "output_path", "UnsafeOutputPath"]
+__all__ = ["SaveEnhancedd", "SplitAlphad", "MergeAlphad", "output_path", "UnsafeOutputPath", "RESUME_REPLACE"]
 
 _PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _ITK_SUFFIXES = (".nrrd", ".mha", ".mhd")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOM_OUTPUT_SUFFIX = ".nii.gz"  # DICOM (files and series) is written as NIfTI: no DICOM writer in MONAI
+#: item key: a resumed run redoes an item it had half written and may replace those files
+RESUME_REPLACE = "resume_replace"
 
 
 class UnsafeOutputPath(ValueError):
@@ -96,7 +98,7 @@ class SaveEnhancedd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             dest = output_path(self.output_dir, str(d[self.relpath_key]))
-            if dest.exists() and not self.overwrite:
+            if dest.exists() and not (self.overwrite or d.get(RESUME_REPLACE, False)):
                 raise FileExistsError(f"{dest}: output exists (use overwrite to replace it).")
             source = d[key].meta.get("filename_or_obj") if isinstance(d[key], MetaTensor) else None
             if source and dest.exists() and os.path.exists(str(source)) and os.path.samefile(str(source), dest):

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor, PILReader
-from monai.transforms import LoadImage, MapTransform
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
 
 from monai_dpe.files import atomic_path
 from monai_dpe.transforms.io import RESUME_REPLACE
-from monai_dpe.transforms.load import pil_display_converter
+from monai_dpe.transforms.load import LoadDisplayImage
 
 __all__ = ["save_comparison", "comparison_path", "SaveComparisond"]
 
@@ -178,9 +178,8 @@ class SaveComparisond(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.source_key, self.output_key = source_key, output_key
         self.enabled, self.overwrite = bool(enabled), bool(overwrite)
-        self.loader = LoadImage(image_only=True, dtype=None, ensure_channel_first=True)
         # the input panel as the enhancer read it (upright, palette as colours)
-        self.loader.register(PILReader(converter=pil_display_converter))
+        self.loader = LoadDisplayImage(image_only=True, dtype=None, ensure_channel_first=True)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

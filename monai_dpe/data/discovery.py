@@ -37,7 +37,7 @@ def is_dicom_series_dir(folder: str | os.PathLike) -> bool:
         return False
     files = [p for p in entries if p.is_file() and not p.name.startswith(".")]
     slices = [p for p in files if p.suffix.lower() in (".dcm", "")]
-    if len(slices) < 2 or any(image_suffix(p.name) for p in files if p not in slices):
+    if len(slices) < 2 or any(image_suffix(p.name) for p in files if p.suffix.lower() not in (".dcm", "")):
         return False
     return len({uid for uid in map(_series_uid, slices) if uid is not None}) <= 1
 

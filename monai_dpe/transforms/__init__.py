@@ -18,7 +18,7 @@ from monai_dpe.transforms.dictionary import (
     SeededPerceptualDegradationd,
 )
 from monai_dpe.transforms.io import MergeAlphad, SaveEnhancedd, SplitAlphad, UnsafeOutputPath, output_path
-from monai_dpe.transforms.load import LoadDisplayImaged, photo_header, pil_display_converter
+from monai_dpe.transforms.load import LoadDisplayImage, LoadDisplayImaged, photo_header, pil_display_converter
 from monai_dpe.transforms.sampling import (
     CenterSliced,
     GreyToRGB,
@@ -54,6 +54,7 @@ __all__ = [
     "GreyToRGB",
     "GreyToRGBd",
     "SaveEnhancedd",
+    "LoadDisplayImage",
     "LoadDisplayImaged",
     "pil_display_converter",
     "photo_header",

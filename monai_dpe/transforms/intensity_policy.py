@@ -40,7 +40,7 @@ def robust_range(img: NdarrayOrTensor, lower: float, upper: float) -> tuple[floa
         raise ValueError("image has no finite values.")
     low, high = _quantiles(sample, lower, upper)
     if high <= low:  # over 99% of the image holds one value (a background): the range is that of the rest
-        rest = flat[torch.isfinite(flat) & (flat != low)] if step > 1 else sample[sample != low]
+        rest = flat[torch.isfinite(flat) & (flat != low)]  # all of it: the subsample may miss a tiny lesion
         if rest.numel():
             rest = rest[:: max(1, rest.numel() // _MAX_SAMPLES)].double()
             rest_low, rest_high = _quantiles(rest, lower, upper)

@@ -48,8 +48,8 @@ def output_path(output_dir: str | os.PathLike, relpath: str) -> Path:
     rel = Path(relpath)
     if rel.is_absolute() or any(part == ".." for part in rel.parts) or not rel.parts:
         raise UnsafeOutputPath(f"{relpath}: output name would escape the output folder.")
-    suffix = image_suffix(rel.name)
-    if suffix == ".dcm" or suffix == "":
+    if _is_dicom_name(rel.name):
+        suffix = image_suffix(rel.name)
         name = rel.name[: -len(suffix)] if suffix else rel.name
         rel = rel.with_name(name + DICOM_OUTPUT_SUFFIX)
     root = Path(output_dir).resolve()
@@ -57,6 +57,11 @@ def output_path(output_dir: str | os.PathLike, relpath: str) -> Path:
     if not dest.parent.resolve().is_relative_to(root) or (dest.is_symlink() and not dest.resolve().is_relative_to(root)):
         raise UnsafeOutputPath(f"{relpath}: output path {dest} leads outside {root}.")
     return dest
+
+
+def _is_dicom_name(path: str) -> bool:
+    """A ``.dcm`` file, an extensionless DICOM file or a series folder: what discovery yields as DICOM."""
+    return image_suffix(path) in (".dcm", "")
 
 
 def _writer(suffix: str, array: torch.Tensor):
@@ -203,7 +208,7 @@ def _nifti_options(source, dtype: np.dtype) -> dict:
     """
     if not source:
         return {}
-    if image_suffix(str(source)) in (".dcm", ""):
+    if _is_dicom_name(str(source)):
         header = nib.Nifti1Header()
         header.set_data_dtype(dtype)
         header.set_xyzt_units("mm")

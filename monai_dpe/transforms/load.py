@@ -10,11 +10,11 @@ import os
 
 from monai.config import KeysCollection
 from monai.data import PILReader
-from monai.transforms import LoadImaged
+from monai.transforms import LoadImage, LoadImaged
 from PIL import Image as PILImage
 from PIL import ImageOps
 
-__all__ = ["LoadDisplayImaged", "pil_display_converter", "photo_header"]
+__all__ = ["LoadDisplayImage", "LoadDisplayImaged", "pil_display_converter", "photo_header"]
 
 # PIL modes whose pixel values are not intensities: palette indices, and ink amounts or other colour
 # spaces (whose ICC profile, if any, does not describe the RGB copy)
@@ -47,6 +47,14 @@ def pil_display_converter(image: PILImage.Image) -> PILImage.Image:
 def _grey_palette(image: PILImage.Image) -> bool:
     palette = image.getpalette() or []
     return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
+
+
+class LoadDisplayImage(LoadImage):
+    """MONAI's ``LoadImage`` with :class:`LoadDisplayImaged`'s extra reader: photos as a viewer shows them."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.register(PILReader(converter=pil_display_converter))
 
 
 class LoadDisplayImaged(LoadImaged):

@@ -17,6 +17,8 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from monai_dpe.data.discovery import find_images
+from monai_dpe.engines.enhancer import plan_outputs
+from monai_dpe.transforms.io import output_path
 from test_cli import SUMMARY, run_cli, tiny_bundle  # noqa: F401  (tiny_bundle is a fixture)
 from test_inference_bundle import smooth
 
@@ -59,8 +61,8 @@ def write_inputs(root: Path) -> None:
     Image.fromarray(smooth((36, 36), rng) > 0.5).convert("1").save(root / "bilevel.png")
     tifffile.imwrite(root / "stack.tif", (np.stack([smooth((40, 48), rng) for _ in range(5)]) * 255).astype(np.uint8))
     (root / "mixed").mkdir()
-    for name in ("CT_small.dcm", "MR_small.dcm"):
-        shutil.copy(get_testdata_file(name), root / "mixed" / name)
+    shutil.copy(get_testdata_file("CT_small.dcm"), root / "mixed" / "CT_small.dcm")
+    shutil.copy(get_testdata_file("MR_small.dcm"), root / "mixed" / "MR_small.IMA")  # Siemens' suffix
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +126,8 @@ def test_multi_page_tiff_keeps_its_pages(formats_run):
 
 
 def test_folder_of_unrelated_dicom_files_gives_one_output_each(formats_run):
-    """MONAI's series reader would keep only the first series of the folder and drop the other file."""
+    """MONAI's series reader would keep only the first series of the folder and drop the other file;
+    the Siemens ``.IMA`` file is DICOM like the ``.dcm`` one."""
     out, _ = formats_run
     assert sorted(p.name for p in (out / "mixed").iterdir()) == ["CT_small.nii.gz", "MR_small.nii.gz"]
 
@@ -157,6 +160,30 @@ def test_discovery_groups_dicom_by_series(tmp_path):
     Image.new("L", (8, 8)).save(mixed / "thumbnail.png")  # another image: a plain folder, nothing dropped
     assert sorted(item["relpath"] for item in find_images(tmp_path)) == [
         "mixed/ct", "mixed/ct_copy.dcm", "mixed/thumbnail.png"]
+
+
+def test_discovery_knows_dicom_by_its_other_suffixes(tmp_path):
+    for name in ("a.IMA", "b.dicom", "c.Dcm"):
+        shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / name)
+    assert [item["relpath"] for item in find_images(tmp_path)] == [tmp_path.name]  # one series
+    shutil.copy(get_testdata_file("MR_small.dcm"), tmp_path / "d.ima")
+    assert [item["relpath"] for item in find_images(tmp_path)] == ["a.IMA", "b.dicom", "c.Dcm", "d.ima"]
+    assert {output_path("out", name).name for name in ("a.IMA", "b.dicom", "c.Dcm")} == {
+        "a.nii.gz", "b.nii.gz", "c.nii.gz"}
+
+
+def test_inputs_sharing_names_are_kept_apart(tmp_path):
+    """Two inputs holding the same relative path each go under their own name, as ``cp -r a b out/``."""
+    for rel in ("a/img.png", "a/only.png", "b/img.png", "c/x/img.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (8, 8)).save(tmp_path / rel)
+    relpaths = lambda *inputs: [item["relpath"] for item in find_images([tmp_path / i for i in inputs])]  # noqa: E731
+    assert relpaths("a", "b") == ["a/img.png", "a/only.png", "b/img.png"]
+    assert relpaths("a/img.png", "b/img.png") == ["a/img.png", "b/img.png"]
+    assert relpaths("a", "c") == ["img.png", "only.png", "x/img.png"]  # nothing shared: as before
+    assert relpaths("a") == ["img.png", "only.png"]
+    planned = plan_outputs(find_images([tmp_path / "a", tmp_path / "b"]), tmp_path / "out", False, False, False)
+    assert not [item["error"] for item in planned if "error" in item]
 
 
 def test_photo_keeps_its_resolution_and_colour_profile(tmp_path, tiny_bundle):

@@ -26,6 +26,7 @@ import numpy as np
 from monai_dpe.files import atomic_path
 
 __all__ = [
+    "DICOM_SUFFIXES",
     "IMAGE_SUFFIXES",
     "ImageInfo",
     "describe_image",
@@ -38,8 +39,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: DICOM file suffixes in use: the standard's ``.dcm``, ``.dicom``, and Siemens' ``.IMA`` (any case).
+#: Extensionless DICOM files are recognised by their content (``pydicom.misc.is_dicom``).
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 #: File suffixes that MONAI's ``LoadImage`` reads with the readers monai-dpe installs.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz", ".nrrd",
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", *DICOM_SUFFIXES, ".nii", ".nii.gz", ".nrrd",
                   ".mha", ".mhd")
 _MODALITIES = ("xray", "ct", "mr", "microscopy", "histology", "fundus")
 _CHANNELS = (1, 3)

@@ -5,7 +5,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from monai_dpe.data.datalist import IMAGE_SUFFIXES
+from monai_dpe.data.datalist import DICOM_SUFFIXES, IMAGE_SUFFIXES
 
 __all__ = ["find_images", "image_suffix", "is_dicom_series_dir"]
 
@@ -36,8 +36,8 @@ def is_dicom_series_dir(folder: str | os.PathLike) -> bool:
     if any(p.is_dir() for p in entries):
         return False
     files = [p for p in entries if p.is_file() and not p.name.startswith(".")]
-    slices = [p for p in files if p.suffix.lower() in (".dcm", "")]
-    if len(slices) < 2 or any(image_suffix(p.name) for p in files if p.suffix.lower() not in (".dcm", "")):
+    slices = [p for p in files if p.suffix.lower() in (*DICOM_SUFFIXES, "")]
+    if len(slices) < 2 or any(image_suffix(p.name) for p in files if p.suffix.lower() not in (*DICOM_SUFFIXES, "")):
         return False
     return len({uid for uid in map(_series_uid, slices) if uid is not None}) <= 1
 
@@ -72,17 +72,32 @@ def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     Files of a supported suffix (and extensionless DICOM files) are found recursively; a folder made
     only of DICOM slices of one series is one item (a series), while the slices of a folder mixing
     series are items each. An input file is taken as given, whatever its suffix, so that an
-    unsupported file named explicitly is reported rather than silently skipped.
+    unsupported file named explicitly is reported rather than silently skipped. When inputs share
+    relative paths (``a/img.png`` and ``b/img.png``, or two folders holding the same names), each
+    such input's items are placed under the input's own name, as ``cp -r a b out/`` would.
     """
     roots: Iterable = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
+    groups = []
+    for root in map(Path, roots):
+        found = _walk(root) if root.is_dir() else [{"image": str(root), "relpath": root.resolve().name}]
+        groups.append((root, found))
+    owners: dict[str, set[int]] = {}
+    for index, (_, found) in enumerate(groups):
+        for item in found:
+            owners.setdefault(item["relpath"], set()).add(index)
     items: list[dict] = []
-    for root in roots:
-        root = Path(root)
-        if root.is_dir():
-            items += _walk(root)
-        else:
-            items.append({"image": str(root), "relpath": root.resolve().name})
+    for index, (root, found) in enumerate(groups):
+        if any(len(owners[item["relpath"]]) > 1 for item in found):
+            found = [{**item, "relpath": str(Path(_input_label(root, item)) / item["relpath"])} for item in found]
+        items += found
     return items
+
+
+def _input_label(root: Path, item: dict) -> str:
+    """The folder name that keeps an input's outputs apart from another input's: the input folder's
+    own name, or, for an input that is itself the item (a file or a series folder), its parent's."""
+    resolved = root.resolve()
+    return resolved.parent.name if Path(item["image"]) == root else resolved.name
 
 
 def _walk(root: Path) -> list[dict]:

@@ -16,6 +16,7 @@ from monai.engines import SupervisedEvaluator
 from monai.transforms import Compose, MapTransform, apply_transform
 from ignite.engine import Events
 
+from monai_dpe.data.datalist import DICOM_SUFFIXES
 from monai_dpe.data.discovery import image_suffix
 from monai_dpe.errors import one_line
 from monai_dpe.files import atomic_path
@@ -97,7 +98,7 @@ def check_size(spatial: Sequence[int], channels: int, max_voxels: int, max_slice
 def _header_shape(path: Path) -> tuple[tuple[int, ...], int] | None:
     """(spatial shape, channels) from a file's header without reading its pixels; ``None`` if unknown."""
     suffix = image_suffix(path.name)
-    if path.is_dir() or suffix == ".dcm":
+    if path.is_dir() or suffix in DICOM_SUFFIXES:
         return _dicom_shape(path)
     try:
         if suffix in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):

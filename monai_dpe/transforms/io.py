@@ -21,6 +21,7 @@ from monai.data import MetaTensor
 from monai.data.image_writer import ITKWriter, NibabelWriter, PILWriter
 from monai.transforms import MapTransform
 
+from monai_dpe.data.datalist import DICOM_SUFFIXES
 from monai_dpe.data.discovery import image_suffix
 from monai_dpe.files import partial_prefix
 from monai_dpe.transforms.load import photo_header
@@ -60,8 +61,9 @@ def output_path(output_dir: str | os.PathLike, relpath: str) -> Path:
 
 
 def _is_dicom_name(path: str) -> bool:
-    """A ``.dcm`` file, an extensionless DICOM file or a series folder: what discovery yields as DICOM."""
-    return image_suffix(path) in (".dcm", "")
+    """A DICOM file (any of ``DICOM_SUFFIXES``), an extensionless DICOM file or a series folder: what
+    discovery yields as DICOM."""
+    return image_suffix(path) in (*DICOM_SUFFIXES, "")
 
 
 def _writer(suffix: str, array: torch.Tensor):

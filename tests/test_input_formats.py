@@ -272,3 +272,35 @@ def test_itk_images_keep_rank_pixel_type_and_geometry(tmp_path, tiny_bundle):
         assert tuple(enhanced.GetSpacing()) == tuple(source.GetSpacing())
         assert tuple(enhanced.GetOrigin()) == tuple(source.GetOrigin())
         assert np.corrcoef(pixels.ravel(), data.ravel())[0, 1] > 0.9
+
+
+def test_colour_nifti_and_rgb_dicom_come_back_as_colour_nifti(tmp_path, tiny_bundle):
+    """Packed RGB24 and vector (X, Y, Z, 1, 3) NIfTI read as colour; colour is written as a vector image,
+    which monai-dpe reads back as colour (an RGB DICOM's output is itself a valid input)."""
+    import nibabel as nib
+
+    from monai_dpe.engines.enhancer import CheckHeaderd
+    from monai_dpe.transforms import LoadDisplayImage
+
+    rgb = _rgb(np.random.default_rng(5)).transpose(1, 0, 2)[:, :, None]  # (X, Y, 1, 3)
+    packed = np.zeros(rgb.shape[:3], dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    for i, name in enumerate("RGB"):
+        packed[name] = rgb[..., i]
+    (tmp_path / "in").mkdir()
+    nib.save(nib.Nifti1Image(packed, np.eye(4)), tmp_path / "in" / "packed.nii.gz")
+    vector = nib.Nifti1Image(rgb[:, :, :, None], np.eye(4))
+    vector.header.set_intent("vector")
+    nib.save(vector, tmp_path / "in" / "vector.nii.gz")
+    shutil.copy(get_testdata_file("SC_rgb.dcm"), tmp_path / "in" / "photo.dcm")
+    loader = LoadDisplayImage(image_only=True, ensure_channel_first=True)
+    for name in ("packed.nii.gz", "vector.nii.gz"):
+        assert np.array_equal(np.asarray(loader(tmp_path / "in" / name)), rgb.transpose(3, 0, 1, 2))
+    proc = run_cli("in", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", "--backend", "eager", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    enhanced = {name: nib.load(tmp_path / "out" / f"{name}.nii.gz") for name in ("packed", "vector", "photo")}
+    for image in enhanced.values():
+        assert image.shape[3:] == (1, 3) and image.header.get_intent()[0] == "vector"
+    assert np.array_equal(np.asarray(enhanced["packed"].dataobj), np.asarray(enhanced["vector"].dataobj))
+    out_photo = tmp_path / "out" / "photo.nii.gz"
+    CheckHeaderd().check(out_photo)  # not refused as a 5D image
+    assert loader(out_photo).shape == (3, 100, 100, 1)

@@ -106,8 +106,7 @@ def _header_shape(path: Path) -> tuple[tuple[int, ...], int] | None:
         if suffix in (".nii", ".nii.gz"):
             import nibabel
 
-            header = nibabel.load(str(path)).header
-            return tuple(int(s) for s in header.get_data_shape()), 1
+            return _nifti_shape(nibabel.load(str(path)).header)
         if suffix in (".nrrd", ".mha", ".mhd"):
             import SimpleITK as sitk
 
@@ -120,6 +119,18 @@ def _header_shape(path: Path) -> tuple[tuple[int, ...], int] | None:
     except Exception:  # an unreadable header is the reader's to report, with its own words
         return None
     return None
+
+
+def _nifti_shape(header) -> tuple[tuple[int, ...], int]:
+    """(spatial shape, channels) of a NIfTI header: packed RGB24/RGBA32 and vector images
+    ``(X, Y, Z, 1, C)`` are colour, as :class:`~monai_dpe.transforms.ColourNiftiReader` reads them."""
+    shape = tuple(int(s) for s in header.get_data_shape())
+    names = header.get_data_dtype().names
+    if names:
+        return shape, len(names)
+    if len(shape) == 5 and shape[3] == 1:
+        return shape[:3], shape[4]
+    return shape, 1
 
 
 def _pil_shape(path: Path) -> tuple[tuple[int, ...], int]:

@@ -137,8 +137,8 @@ class SaveEnhancedd(MapTransform):
             writer.set_data_array(array[0], channel_dim=None, squeeze_end_dims=False, spatial_ndim=spatial_ndim)
         else:
             writer.set_data_array(array, channel_dim=0, squeeze_end_dims=squeeze, spatial_ndim=spatial_ndim)
-        if writer_type is NibabelWriter and array.shape[0] == 1:
-            writer.data_obj = writer.data_obj[..., 0]  # one channel: a 3D NIfTI as read, not (X, Y, Z, 1)
+        if writer_type is NibabelWriter:
+            writer.data_obj = _nifti_layout(writer.data_obj, array.shape[0])
         if writer_type is PILWriter:
             writer.set_metadata(meta, resample=False)
         else:
@@ -147,13 +147,25 @@ class SaveEnhancedd(MapTransform):
             writer.affine = meta.get("affine")
         tmp_dir = Path(tempfile.mkdtemp(dir=dest.parent, prefix=partial_prefix(dest)))
         try:
-            options = _writer_options(writer_type, meta.get("filename_or_obj"), suffix, array.numpy().dtype)
+            options = _writer_options(writer_type, meta.get("filename_or_obj"), suffix, array.numpy().dtype,
+                                      array.shape[0])
             writer.write(tmp_dir / dest.name, verbose=False, **options)
             for part in sorted(tmp_dir.iterdir(), key=lambda p: p.name == dest.name):
                 os.chmod(part, 0o644)
                 os.replace(part, dest.parent / part.name)
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _nifti_layout(data, channels: int):
+    """The channel-last array as NIfTI stores it: one channel as a plain (X, Y[, Z]) image, as read;
+    colour as a vector image (X, Y, Z, 1, C), the standard's place for components (4th dimension
+    time, 5th components), which ITK, 3D Slicer and monai-dpe itself read back as colour."""
+    if channels == 1:
+        return data[..., 0]
+    while data.ndim < 4:  # a 2D colour image: a single slice, then the components
+        data = data[..., None, :]
+    return data[..., None, :]
 
 
 _ITK_COMPONENT_DTYPES = {"unsigned_char": np.uint8, "char": np.int8, "unsigned_short": np.uint16, "short": np.int16}
@@ -192,38 +204,49 @@ def _itk_component_dtype(source) -> type | None:
         return None
 
 
-def _writer_options(writer_type, source, suffix: str, dtype: np.dtype) -> dict:
+def _writer_options(writer_type, source, suffix: str, dtype: np.dtype, channels: int = 1) -> dict:
     """What the writer keeps from the source file beyond pixels and grid."""
     if writer_type is PILWriter:
         return _photo_options(source, suffix)
     if writer_type is NibabelWriter:
-        return _nifti_options(source, dtype)
+        header = _nifti_header(source, dtype)
+        if channels > 1:  # colour, laid out by _nifti_layout: say that the 5th dimension holds components
+            header = header if header is not None else nib.Nifti1Header()
+            header.set_intent("vector")
+        return {} if header is None else {"header": header}
     return {}
 
 
-def _nifti_options(source, dtype: np.dtype) -> dict:
+def _nifti_header(source, dtype: np.dtype) -> nib.Nifti1Header | None:
     """The source NIfTI's header, so its twin keeps units, intent, description and on-disk dtype.
 
     A scaled integer source (``scl_slope``) is read as floats; with its header nibabel stores the
     enhanced floats back in the source's integer type with a fresh slope and intercept. DICOM,
-    written as NIfTI, gets a header that says millimetres, the unit DICOM positions are in.
+    written as NIfTI, gets a header that says millimetres, the unit DICOM positions are in. Packed
+    RGB (a structured dtype) keeps its units; its components are written as a vector image.
+    ``None``: MONAI's default header.
     """
     if not source:
-        return {}
+        return None
     if _is_dicom_name(str(source)):
         header = nib.Nifti1Header()
         header.set_data_dtype(dtype)
         header.set_xyzt_units("mm")
-        return {"header": header}
+        return header
     if image_suffix(str(source)) not in _NIFTI_SUFFIXES:
-        return {}
+        return None
     try:
-        header = nib.load(source).header
+        source_header = nib.load(source).header
     except Exception:  # a header that cannot be read again: write MONAI's default one
-        return {}
-    if not isinstance(header, nib.Nifti1Header) or header.get_data_dtype().names is not None:
-        return {}  # packed RGB (a structured dtype): MONAI's default header
-    return {"header": header.copy()}
+        return None
+    if not isinstance(source_header, nib.Nifti1Header):
+        return None
+    if source_header.get_data_dtype().names is not None:
+        header = nib.Nifti1Header()
+        header.set_data_dtype(dtype)
+        header.set_xyzt_units(*source_header.get_xyzt_units())
+        return header
+    return source_header.copy()
 
 
 def _photo_options(source, suffix: str) -> dict:

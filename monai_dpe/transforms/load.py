@@ -1,20 +1,23 @@
-"""Read photos as a viewer shows them: upright, with intensities rather than palette indices or inks.
+"""Read photos as a viewer shows them (upright, with intensities rather than palette indices or
+inks) and colour NIfTI as colour.
 
 MONAI's ``PILReader`` hands each opened PNG/JPEG/BMP to a converter; ``LoadDisplayImaged`` is
-MONAI's loader with that reader added. ``photo_header`` gives the writer what the pixels alone do
-not carry: the photo's resolution and colour profile, as they apply to the converted pixels.
+MONAI's loader with that reader added, and with :class:`ColourNiftiReader` for NIfTI. ``photo_header``
+gives the writer what the pixels alone do not carry: the photo's resolution and colour profile, as
+they apply to the converted pixels.
 """
 from __future__ import annotations
 
 import os
 
+import numpy as np
 from monai.config import KeysCollection
-from monai.data import PILReader
+from monai.data import NibabelReader, PILReader
 from monai.transforms import LoadImage, LoadImaged
 from PIL import Image as PILImage
 from PIL import ImageOps
 
-__all__ = ["LoadDisplayImage", "LoadDisplayImaged", "pil_display_converter", "photo_header"]
+__all__ = ["ColourNiftiReader", "LoadDisplayImage", "LoadDisplayImaged", "pil_display_converter", "photo_header"]
 
 # PIL modes whose pixel values are not intensities: palette indices, and ink amounts or other colour
 # spaces (whose ICC profile, if any, does not describe the RGB copy)
@@ -49,26 +52,55 @@ def _grey_palette(image: PILImage.Image) -> bool:
     return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
 
 
+class ColourNiftiReader(NibabelReader):
+    """MONAI's ``NibabelReader`` that also reads the two colour encodings NIfTI has, channel last.
+
+    Packed colour (datatype RGB24 or RGBA32, which nibabel gives as a structured array that MONAI
+    cannot convert) is unpacked to its components; a vector image (the standard's 5th dimension,
+    shape ``(X, Y, Z, 1, C)``, as ITK and monai-dpe write colour) has its singleton 4th dimension
+    dropped. Grey images and 4D series read exactly as with ``NibabelReader``.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(squeeze_non_spatial_dims=True, **kwargs)
+
+    def _get_array_data(self, img, filename):
+        data = super()._get_array_data(img, filename)
+        if getattr(data.dtype, "names", None):
+            from numpy.lib import recfunctions
+
+            data = recfunctions.structured_to_unstructured(np.asarray(data))
+        return data
+
+
+def _register_display_readers(loader) -> None:
+    """Register the readers monai-dpe adds; later ones are tried first for the suffixes they serve."""
+    loader.register(ColourNiftiReader())
+    loader.register(PILReader(converter=pil_display_converter))
+
+
 class LoadDisplayImage(LoadImage):
-    """MONAI's ``LoadImage`` with :class:`LoadDisplayImaged`'s extra reader: photos as a viewer shows them."""
+    """MONAI's ``LoadImage`` with :class:`LoadDisplayImaged`'s extra readers: photos as a viewer shows
+    them, colour NIfTI as colour."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.register(PILReader(converter=pil_display_converter))
+        _register_display_readers(self)
 
 
 class LoadDisplayImaged(LoadImaged):
-    """MONAI's ``LoadImaged`` with one more reader: ``PILReader`` with :func:`pil_display_converter`.
+    """MONAI's ``LoadImaged`` with two more readers: ``PILReader`` with :func:`pil_display_converter`,
+    and :class:`ColourNiftiReader`.
 
-    The reader is registered after MONAI's own, so it takes the suffixes PIL serves (PNG, JPEG,
-    BMP) while MONAI keeps choosing readers by suffix for everything else: a multi-page TIFF stays
-    with ITK (a volume), which a reader passed as ``reader=`` would not guarantee, since MONAI then
-    tries that reader on every file and PIL opens the first page of any TIFF.
+    The readers are registered after MONAI's own, so they take the suffixes they serve (PNG, JPEG,
+    BMP; NIfTI) while MONAI keeps choosing readers by suffix for everything else: a multi-page TIFF
+    stays with ITK (a volume), which a reader passed as ``reader=`` would not guarantee, since MONAI
+    then tries that reader on every file and PIL opens the first page of any TIFF.
     """
 
     def __init__(self, keys: KeysCollection, *args, **kwargs) -> None:
         super().__init__(keys, *args, **kwargs)
-        self.register(PILReader(converter=pil_display_converter))
+        _register_display_readers(self._loader)
 
 
 def photo_header(path: str | os.PathLike) -> dict:

@@ -110,6 +110,9 @@ def _header_shape(path: Path) -> tuple[tuple[int, ...], int] | None:
         if suffix in (".nrrd", ".mha", ".mhd"):
             import SimpleITK as sitk
 
+            if suffix == ".mhd":
+                _check_metaimage_data(path)
+
             reader = sitk.ImageFileReader()
             reader.SetFileName(str(path))
             reader.ReadImageInformation()
@@ -119,6 +122,46 @@ def _header_shape(path: Path) -> tuple[tuple[int, ...], int] | None:
     except Exception:  # an unreadable header is the reader's to report, with its own words
         return None
     return None
+
+
+# bytes per component of the MetaImage element types whose size does not depend on the platform
+_MET_BYTES = {"MET_UCHAR": 1, "MET_CHAR": 1, "MET_USHORT": 2, "MET_SHORT": 2, "MET_UINT": 4, "MET_INT": 4,
+              "MET_FLOAT": 4, "MET_DOUBLE": 8, "MET_ULONG_LONG": 8, "MET_LONG_LONG": 8}
+
+
+def _check_metaimage_data(path: Path) -> None:
+    """Refuse a MetaImage header (``.mhd``) whose data file is missing or shorter than it declares.
+
+    ITK would print its own lines to the console and then blame the header file ("No such file"),
+    so the reason is found here from the header's ``ElementDataFile``, ``DimSize`` and ``ElementType``.
+    Data inside the header (``LOCAL``), file lists and compressed data are left to the reader.
+    """
+    fields = {}
+    with open(path, "rb") as stream:
+        for line in stream.read(65536).decode("latin-1").splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                fields[key.strip()] = value.strip()
+            if key.strip() == "ElementDataFile":
+                break
+    name = fields.get("ElementDataFile", "")
+    if not name or name.upper() in ("LOCAL", "LIST") or "%" in name:
+        return
+    data = path.parent / name
+    if not data.is_file():
+        raise ImageRefused(f"its data file {name} (named by the MetaImage header) is missing")
+    if fields.get("CompressedData", "False").lower() == "true":
+        return
+    try:
+        elements = int(np.prod([int(v) for v in fields["DimSize"].split()]))
+        element_bytes = _MET_BYTES[fields["ElementType"]] * int(fields.get("ElementNumberOfChannels", 1))
+        offset = max(int(fields.get("HeaderSize", 0) or 0), 0)
+    except (KeyError, ValueError):
+        return
+    expected, found = elements * element_bytes + offset, data.stat().st_size
+    if found < expected:
+        raise ImageRefused(f"its data file {name} is truncated: {found:,} bytes where the MetaImage header "
+                           f"declares {expected:,}")
 
 
 def _nifti_shape(header) -> tuple[tuple[int, ...], int]:

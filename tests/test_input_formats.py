@@ -243,7 +243,7 @@ def test_nifti_keeps_its_header_rank_and_scaled_dtype(tmp_path, tiny_bundle):
 
 def test_itk_images_keep_rank_pixel_type_and_geometry(tmp_path, tiny_bundle):
     """A 2D NRRD stays 2D and scalar; a uint16 volume (read by MONAI as int32) goes back to uint16;
-    a signed 16-bit TIFF stays signed 16-bit."""
+    a MetaImage header and its data file pass the data-file check; a signed 16-bit TIFF stays signed 16-bit."""
     import itk
 
     rng = np.random.default_rng(6)
@@ -251,6 +251,7 @@ def test_itk_images_keep_rank_pixel_type_and_geometry(tmp_path, tiny_bundle):
     sources = {
         "slice.nrrd": (smooth((40, 44), rng) * 3000).astype(np.int16),
         "stack.mha": (np.stack([smooth((36, 40), rng) for _ in range(4)]) * 60000).astype(np.uint16),
+        "header_and_data.mhd": (np.stack([smooth((30, 34), rng) for _ in range(3)]) * 900).astype(np.int16),
     }
     for name, data in sources.items():
         image = itk.image_from_array(data)

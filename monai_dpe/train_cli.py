@@ -100,11 +100,9 @@ def _settings(args: argparse.Namespace, bundle: Path) -> dict[str, Any]:
     """The bundle overrides this command passes, after the user's own ``KEY=VALUE`` ones."""
     from monai_dpe.cli import UsageError
 
-    tokens = list(args.overrides)
-    for flag in ("--resume", "--skip-bad"):  # argparse hands these over when they follow a KEY=VALUE
-        if flag in tokens:
-            tokens.remove(flag)
-            setattr(args, flag[2:].replace("-", "_"), True)
+    tokens = _rescue_own_options(args)
+    if args.folder is not None and args.dataset_dir is not None:
+        raise UsageError("--dataset-dir and --folder exclude each other: --folder is the dataset")
     try:
         settings = parse_overrides(tokens)
     except ValueError as err:
@@ -123,6 +121,38 @@ def _settings(args: argparse.Namespace, bundle: Path) -> dict[str, Any]:
     if args.skip_bad:
         settings["skip_bad"] = True
     return settings
+
+
+def _own_option_parser() -> argparse.ArgumentParser:
+    """This command's own options, to find them among the overrides (no defaults: present or not)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for name in ("--bundle", "--dataset-dir", "--folder", "--datalist"):
+        parser.add_argument(name, default=None)
+    parser.add_argument("--validation-fraction", type=float, default=None)
+    parser.add_argument("--resume", action="store_true", default=None)
+    parser.add_argument("--skip-bad", action="store_true", default=None)
+    return parser
+
+
+def _rescue_own_options(args: argparse.Namespace) -> list[str]:
+    """Take this command's options back from the overrides and return the overrides left.
+
+    argparse hands every token after the first ``KEY=VALUE`` to the overrides, so ``max_epochs=1
+    --bundle b`` would otherwise train the default bundle and pass ``bundle`` as a bundle setting.
+    Tokens after ``--`` are always overrides (``-- --resume true`` is the bundle's own flag).
+    """
+    from monai_dpe.cli import UsageError
+
+    tokens = list(args.overrides)
+    cut = tokens.index("--") if "--" in tokens else len(tokens)
+    try:
+        found, rest = _own_option_parser().parse_known_args(tokens[:cut])
+    except SystemExit:  # argparse already said what is wrong (e.g. an option without its value)
+        raise UsageError("cannot read the options given after the KEY=VALUE overrides") from None
+    for name, value in vars(found).items():
+        if value is not None:
+            setattr(args, name, value)
+    return rest + tokens[cut + 1:]  # the separator itself is not an override
 
 
 def _folder_datalist(folder: Path, bundle: Path, validation_fraction: float) -> dict[str, str]:
@@ -150,6 +180,7 @@ def train_command(args: argparse.Namespace) -> int:
     """``monai-dpe train``: run the bundle's ``train.json`` with the request as overrides; 1 on failure."""
     from monai_dpe.cli import UsageError, default_bundle
 
+    args.overrides = _rescue_own_options(args)
     bundle = (Path(args.bundle) if args.bundle else default_bundle()).resolve()
     configs = bundle / "configs"
     if not (configs / "train.json").is_file():

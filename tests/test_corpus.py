@@ -27,6 +27,7 @@ from monai_dpe.data import (
     validate_datalist,
     write_datalist,
 )
+from monai_dpe.data import describe_image
 from monai_dpe.data.__main__ import main
 from monai_dpe.data.corpus import _invesalius, _percentile_stretch, _tiff_rgb
 from monai_dpe.data.sources import locate_source
@@ -339,3 +340,18 @@ def test_no_deps_he_fields_are_copied_byte_for_byte_without_import(tmp_path, nam
     assert image.shape[0] == 3 and min(image.shape[1:]) >= 1000
     lo, hi = np.percentile(image, [0.5, 99.5])
     assert lo < 40 and hi > 240
+
+
+def test_describe_image_sees_what_training_loads(tmp_path):
+    """The datalist check reads files with training's loader: a palette PNG is RGB (not 1-channel
+    indices), a CMYK JPEG is RGB (not refused as 4 channels), a palette PNG with transparency is
+    refused up front for its alpha (training itself would stop on it, naming no file)."""
+    rgb = (np.random.default_rng(2).random((24, 24, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).quantize(16).save(tmp_path / "palette.png")
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    clear = Image.fromarray(rgb).quantize(16)
+    clear.save(tmp_path / "palette_alpha.png", transparency=0)
+    assert describe_image(tmp_path / "palette.png").channels == 3
+    assert describe_image(tmp_path / "cmyk.jpg").channels == 3
+    with pytest.raises(ValueError, match="alpha channel"):
+        describe_image(tmp_path / "palette_alpha.png")

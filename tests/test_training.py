@@ -560,3 +560,19 @@ def test_time_limit_stops_every_rank_when_any_clock_expires(monkeypatch, own_clo
     engine.run([0, 1, 2], max_epochs=1)
     assert reduced and reduced[0] == (int(own_clock_expired), "MAX")
     assert engine.state.iteration == (1 if stops else 3)
+
+
+def test_train_options_after_overrides_are_the_commands_own():
+    """argparse hands every token after the first KEY=VALUE to the overrides: the command's own options
+    there must still be honoured (a --bundle there used to train the default bundle), and ``--`` keeps
+    the bundle's own flags (``-- --resume true``) as overrides."""
+    from monai_dpe.cli import build_parser
+    from monai_dpe.train_cli import _rescue_own_options
+
+    args = build_parser().parse_args(["train", "max_epochs=1", "--bundle", "b", "--folder", "f",
+                                      "--validation-fraction", "0.5", "--skip-bad", "channels=[8,8]"])
+    assert _rescue_own_options(args) == ["max_epochs=1", "channels=[8,8]"]
+    assert (args.bundle, args.folder, args.validation_fraction, args.skip_bad, args.resume) == ("b", "f", 0.5, True, False)
+    args = build_parser().parse_args(["train", "max_epochs=1", "--", "--resume", "true", "--bundle_root", "x"])
+    assert parse_overrides(_rescue_own_options(args)) == {"max_epochs": 1, "resume": True, "bundle_root": "x"}
+    assert args.bundle is None and not args.resume

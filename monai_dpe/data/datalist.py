@@ -12,6 +12,7 @@ Example::
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -62,7 +63,8 @@ class ImageInfo:
 
 
 def describe_image(path: str | os.PathLike) -> ImageInfo:
-    """Load ``path`` with MONAI's ``LoadImage`` (channel first) and check that it is a usable image.
+    """Load ``path`` as training loads it (MONAI's ``LoadImage`` with monai-dpe's display readers,
+    channel first) and check that it is a usable image.
 
     A single-slice volume whose last spatial axis has length 1 (ITK reads one DICOM slice
     so) counts as 2D; squeeze that axis when loading it.
@@ -71,19 +73,25 @@ def describe_image(path: str | os.PathLike) -> ImageInfo:
         ValueError: one line saying why the file is unusable (unreadable, empty, non-finite,
             not 2D/3D, or not 1 or 3 channels).
     """
-    from monai.transforms import LoadImage
-
     path = Path(path)
     if not path.is_file():
         raise ValueError("file not found")
     if path.stat().st_size == 0:
         raise ValueError("file is empty (0 bytes)")
     try:
-        image = LoadImage(image_only=True, ensure_channel_first=True)(str(path))
+        image = _training_loader()(str(path))
     except Exception as err:  # any reader error means the entry is unusable; say which
         raise ValueError(f"unreadable by LoadImage: {_one_line(err)}") from err
     array = np.asarray(image)
     return _check_array(array)
+
+
+@functools.cache
+def _training_loader():
+    """One loader for every check: building MONAI's readers again for each file repeats their warnings."""
+    from monai_dpe.transforms.load import LoadDisplayImage
+
+    return LoadDisplayImage(image_only=True, ensure_channel_first=True)
 
 
 def _check_array(array: np.ndarray) -> ImageInfo:
@@ -95,6 +103,9 @@ def _check_array(array: np.ndarray) -> ImageInfo:
         spatial = spatial[:-1]
     if len(spatial) not in (2, 3):
         raise ValueError(f"{len(spatial)}D image (channel-first shape {shape}); expected 2D or 3D")
+    if shape[0] in (2, 4):
+        raise ValueError(f"{shape[0]} channels (channel-first shape {shape}): grey or RGB with an alpha channel; "
+                         "training takes 1 or 3 channels (save it without alpha)")
     if shape[0] not in _CHANNELS:
         raise ValueError(
             f"{shape[0]} channels (channel-first shape {shape}, e.g. a 4D series read as channels); expected 1 or 3"

@@ -100,7 +100,7 @@ def _settings(args: argparse.Namespace, bundle: Path) -> dict[str, Any]:
     """The bundle overrides this command passes, after the user's own ``KEY=VALUE`` ones."""
     from monai_dpe.cli import UsageError
 
-    tokens = _rescue_own_options(args)
+    tokens = list(args.overrides)  # train_command has taken its own options back already
     if args.folder is not None and args.dataset_dir is not None:
         raise UsageError("--dataset-dir and --folder exclude each other: --folder is the dataset")
     try:

@@ -36,8 +36,9 @@ def is_dicom_series_dir(folder: str | os.PathLike) -> bool:
     if any(p.is_dir() for p in entries):
         return False
     files = [p for p in entries if p.is_file() and not p.name.startswith(".")]
-    slices = [p for p in files if p.suffix.lower() in (*DICOM_SUFFIXES, "")]
-    if len(slices) < 2 or any(image_suffix(p.name) for p in files if p.suffix.lower() not in (*DICOM_SUFFIXES, "")):
+    dicom_suffixes = (*DICOM_SUFFIXES, "")
+    slices = [p for p in files if p.suffix.lower() in dicom_suffixes]
+    if len(slices) < 2 or any(image_suffix(p.name) for p in files if p.suffix.lower() not in dicom_suffixes):
         return False
     return len({uid for uid in map(_series_uid, slices) if uid is not None}) <= 1
 

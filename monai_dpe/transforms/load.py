@@ -66,7 +66,7 @@ class ColourNiftiReader(NibabelReader):
 
     def _get_array_data(self, img, filename):
         data = super()._get_array_data(img, filename)
-        if getattr(data.dtype, "names", None):
+        if data.dtype.names:
             from numpy.lib import recfunctions
 
             data = recfunctions.structured_to_unstructured(np.asarray(data))

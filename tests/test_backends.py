@@ -11,7 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from monai_dpe.networks import DPENet, WeightsError, export_onnx, load_backend, record_large_files, resolve_backend
+from monai_dpe.networks import (
+    DPENet,
+    WeightsError,
+    export_onnx,
+    load_backend,
+    record_large_files,
+    record_retrained_weights,
+    recorded_sha256,
+    resolve_backend,
+    sha256_of,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = [8, 16, 24]
@@ -74,7 +84,7 @@ def test_auto_backend_is_onnx_only_when_the_record_ties_export_and_weights(bundl
     models = bundle / "models"
     own, onnx = models / "model.pt", models / "model.onnx"
     assert resolve_backend("auto", "cpu", own, onnx, bundle_root=bundle) == "eager", "no large_files.json record"
-    record_large_files(bundle, ["models/model.pt", "models/model.onnx"])
+    record_large_files(bundle, ["models/model.pt", "models/model.ts", "models/model.onnx"])
     assert resolve_backend("auto", "cpu", own, onnx, bundle_root=bundle) == "onnx"
     assert resolve_backend("auto", "cuda:0", own, onnx, bundle_root=bundle) == "eager", "GPUs run eager PyTorch"
     assert resolve_backend("auto", "cpu", own, onnx, "bfloat16", bundle) == "eager", "autocast needs eager"
@@ -95,19 +105,40 @@ def test_auto_backend_is_onnx_only_when_the_record_ties_export_and_weights(bundl
 
 
 @pytest.mark.parametrize("backend", ["onnx", "torchscript"])
+def test_training_into_the_bundle_retires_the_exports_of_the_old_weights(bundle, backend):
+    """After training overwrote models/model.pt the record follows it and no backend runs the old exports."""
+    models = bundle / "models"
+    own, onnx = models / "model.pt", models / "model.onnx"
+    record_large_files(bundle, ["models/model.pt", "models/model.ts", "models/model.onnx"])
+    assert record_retrained_weights(bundle, own) == [], "unchanged weights keep every record"
+    assert resolve_backend(backend, "cpu", own, onnx, bundle_root=bundle) == backend
+    state = torch.load(own, weights_only=True)
+    torch.save({k: v * 0.5 for k, v in state.items()}, own)  # what CheckpointSaver does to a recorded model.pt
+    assert record_retrained_weights(bundle, own) == ["models/model.ts", "models/model.onnx"]
+    assert recorded_sha256(bundle, own) == sha256_of(own)
+    assert load_backend(DPENet(channels=CHANNELS), own, "eager", recorded_sha256(bundle, own)) is not None
+    assert resolve_backend("auto", "cpu", own, onnx, bundle_root=bundle) == "eager", "the old ONNX must not run"
+    with pytest.raises(WeightsError, match="not made from these weights.*make export"):
+        resolve_backend(backend, "cpu", own, onnx, bundle_root=bundle)
+    elsewhere = bundle.parent / "elsewhere.pt"
+    torch.save(state, elsewhere)
+    assert record_retrained_weights(bundle, elsewhere) == [], "weights the bundle does not record are left alone"
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torchscript"])
 def test_explicit_export_backend_refuses_weights_it_was_not_made_from(bundle, tmp_path, backend):
     """--weights with --backend onnx/torchscript would otherwise run the bundle's export, not the weights."""
     models = bundle / "models"
     own, onnx = models / "model.pt", models / "model.onnx"
     assert resolve_backend(backend, "cpu", own, onnx, bundle_root=bundle) == backend, "unrecorded: the bundle's own"
-    record_large_files(bundle, ["models/model.pt", "models/model.onnx"])
+    record_large_files(bundle, ["models/model.pt", "models/model.ts", "models/model.onnx"])
     assert resolve_backend(backend, "cpu", own, onnx, bundle_root=bundle) == backend
     other = tmp_path / "finetuned.pt"
     torch.save({k: v * 0.5 for k, v in torch.load(own, weights_only=True).items()}, other)
-    with pytest.raises(WeightsError, match=f"finetuned.pt: the {backend} export was made from .*--backend eager"):
+    with pytest.raises(WeightsError, match=f"finetuned.pt: the {backend} export .* was not made from these weights.*--backend eager"):
         resolve_backend(backend, "cpu", other, onnx, bundle_root=bundle)
     shutil.copy(other, own)  # a fine-tune overwrote model.pt and nobody re-exported
-    with pytest.raises(WeightsError, match="not from these weights"):
+    with pytest.raises(WeightsError, match="not made from these weights"):
         resolve_backend(backend, "cpu", own, onnx, bundle_root=bundle)
 
 

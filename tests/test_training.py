@@ -28,7 +28,7 @@ from pydicom.data import get_testdata_file
 from skimage import color, data as skdata, exposure, metrics, transform
 
 from monai_dpe.engines.evaluation import EnhancementReport, clahe, summarise
-from monai_dpe.networks import DPENet
+from monai_dpe.networks import DPENet, record_large_files, recorded_sha256, sha256_of
 from monai_dpe.train_cli import parse_overrides
 
 REPO = Path(__file__).resolve().parent.parent
@@ -238,6 +238,24 @@ def test_skip_bad_drops_the_entry_with_a_warning(bundle, bad_data, caplog):
         items = wf.parser.get_parsed_content("train#datalist")
     assert [Path(i["image"]).name for i in items] == [n for n, _, _ in TRAIN_ITEMS]
     assert any(name in r.getMessage() and "datalist entry 1" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("key", ["training", "validation"])
+@pytest.mark.parametrize("how", ["empty", "all dropped by skip_bad"])
+def test_a_split_left_empty_is_refused_before_training(bundle, tiny_data, tmp_path, key, how):
+    """No training entries would fail deep in the sampler; no validation entries would never save model.pt."""
+    folder = tmp_path / "data"
+    shutil.copytree(tiny_data, folder)
+    datalist = json.loads((folder / "datalist.json").read_text())
+    datalist[key] = [] if how == "empty" else [{**datalist[key][0], "image": "no_such_image.nii.gz"}]
+    (folder / "datalist.json").write_text(json.dumps(datalist))
+    wf = workflow(bundle, folder, skip_bad=how != "empty")
+    with pytest.raises(Exception) as err:
+        wf.run()
+    reasons = [str(e) for e in chain(err.value) if isinstance(e, ValueError) and "no usable" in str(e)]
+    expected = f"{folder / 'datalist.json'}: no usable '{key}' entries"
+    assert reasons and reasons[0] == expected + ("" if how == "empty" else " (1 dropped as unusable)")
+    assert not (bundle / "models").exists() and not (bundle / "runs").exists(), "nothing may start before the check"
 
 
 # ------------------------------------------------------------------------------------------------ resume
@@ -474,6 +492,36 @@ def test_resume_keeps_the_best_checkpoint_record(bundle, tiny_data):
     assert [tuple(x) for x in restored["_saved"]] == [tuple(x) for x in saved]
     # the evaluator's logged "best value" continues from the same record, not from a fresh -1
     assert restored["best"] == pytest.approx(saved[0][0]) and 1 <= restored["epoch"] <= 2
+
+
+def test_weights_trained_into_the_bundle_serve_and_retire_the_old_exports(bundle, tiny_data):
+    """`make train` then `make demo`: the new models/model.pt loads through inference.json's digest check."""
+    models = bundle / "models"
+    models.mkdir()
+    old = DPENet(channels=TINY["channels"], output_act=None)
+    torch.save(old.state_dict(), models / "model.pt")
+    torch.jit.script(old.eval()).save(str(models / "model.ts"))
+    (models / "model.onnx").write_bytes(b"an export of the old weights")
+    record_large_files(bundle, ["models/model.pt", "models/model.ts", "models/model.onnx"])
+    old_digest = recorded_sha256(bundle, models / "model.pt")
+
+    workflow(bundle, tiny_data).run()
+    assert sha256_of(models / "model.pt") != old_digest, "training saved its best model into the bundle"
+    assert recorded_sha256(bundle, models / "model.pt") == sha256_of(models / "model.pt")
+    assert [e["path"] for e in json.loads((bundle / "large_files.json").read_text())["large_files"]] == ["models/model.pt"]
+
+    def network(backend: str):
+        parser = ConfigParser()
+        parser.read_config(str(bundle / "configs" / "inference.json"))
+        parser.update({"bundle_root": str(bundle), "channels": TINY["channels"], "backend": backend, "device": "cpu"})
+        return parser.get_parsed_content("network")
+
+    trained = torch.load(models / "model.pt", weights_only=True)
+    served = network("auto")
+    assert all(torch.equal(served.state_dict()[k].cpu(), v.cpu()) for k, v in trained.items())
+    with pytest.raises(Exception) as refused:
+        network("torchscript")
+    assert any("model.ts was not made from these weights" in str(e) for e in chain(refused.value))
 
 
 def test_basicunet_baseline_trains_through_the_same_config(bundle, tiny_data):

@@ -6,6 +6,7 @@ from monai_dpe.data.discovery import find_images, image_suffix, is_dicom_series_
 from monai_dpe.data.datalist import (
     datalist_from_folder,
     describe_image,
+    load_split,
     sampling_weights,
     validate_datalist,
     with_presets,
@@ -28,6 +29,7 @@ __all__ = [
     "is_dicom_series_dir",
     "describe_image",
     "get_source",
+    "load_split",
     "sampling_weights",
     "validate_datalist",
     "with_presets",

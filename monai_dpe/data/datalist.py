@@ -34,6 +34,7 @@ __all__ = [
     "write_datalist",
     "datalist_from_folder",
     "validate_datalist",
+    "load_split",
     "with_presets",
     "sampling_weights",
 ]
@@ -256,6 +257,33 @@ def validate_datalist(
             logger.warning("dropping %s", message)
             continue
         good.append(item)
+    return good
+
+
+def load_split(
+    datalist: str | os.PathLike,
+    key: str,
+    base_dir: str | os.PathLike | None = None,
+    skip_bad: bool = False,
+) -> list[dict]:
+    """The ``key`` list (``training`` or ``validation``) of a MONAI datalist JSON, checked and non-empty.
+
+    MONAI's ``load_decathlon_datalist`` reads it (relative paths against ``base_dir``, default
+    the JSON's folder), :func:`validate_datalist` checks each entry, and a list left empty
+    (written empty, or every entry dropped by ``skip_bad``) is refused with one line: training
+    would otherwise fail later without naming the datalist, or validate nothing and never save
+    a model.
+
+    Raises:
+        ValueError: a bad entry (unless ``skip_bad``) or an empty list.
+    """
+    from monai.data import load_decathlon_datalist
+
+    items = load_decathlon_datalist(datalist, True, key, base_dir)
+    good = validate_datalist(items, None, skip_bad)
+    if not good:
+        dropped = f" ({len(items)} dropped as unusable)" if items else ""
+        raise ValueError(f"{datalist}: no usable '{key}' entries{dropped}")
     return good
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from monai_dpe.engines.enhancer import CheckImaged, EnhancementEvaluator, SafeDataset, one_line, raise_on_failures
-from monai_dpe.engines.handlers import BestMetricRecord, EpochSeeder, TimeLimit, TrainingProgressBar, TrainingState
+from monai_dpe.engines.handlers import BestMetricRecord, EpochSeeder, TimeLimit, TrainingProgressBar, TrainingState, WeightsRecord
 from monai_dpe.engines.trainer import PrepareImageTarget, SupervisedAdversarialTrainer
 
 __all__ = [
@@ -18,4 +18,5 @@ __all__ = [
     "EpochSeeder",
     "TrainingProgressBar",
     "TimeLimit",
+    "WeightsRecord",
 ]

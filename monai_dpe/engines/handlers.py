@@ -13,8 +13,9 @@ from ignite.contrib.handlers import ProgressBar
 from ignite.engine import Engine, Events
 
 from monai_dpe.files import atomic_path, remove_partials
+from monai_dpe.networks.weights import record_retrained_weights
 
-__all__ = ["TrainingState", "BestMetricRecord", "EpochSeeder", "TrainingProgressBar"]
+__all__ = ["TrainingState", "BestMetricRecord", "WeightsRecord", "EpochSeeder", "TrainingProgressBar"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +140,30 @@ class BestMetricRecord:
     def load_state_dict(self, record: Mapping[str, float | int]) -> None:
         self.workflow.state.best_metric = float(record["best_metric"])
         self.workflow.state.best_metric_epoch = int(record["best_metric_epoch"])
+
+
+class WeightsRecord:
+    """Keep the bundle's ``large_files.json`` in step with the weights the checkpoint saver writes.
+
+    Attach it to the evaluator after ``CheckpointSaver``. When training writes into the bundle's
+    own ``models/``, the new best ``model.pt`` is recorded (so ``inference.json`` and
+    ``evaluate.json`` load it without a digest refusal) and the exports of the old weights lose
+    their records (so no backend runs them). Weights saved anywhere else are left alone.
+    """
+
+    def __init__(self, bundle_root: str | os.PathLike, path: str | os.PathLike) -> None:
+        self.bundle_root, self.path = bundle_root, path
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        retired = record_retrained_weights(self.bundle_root, self.path)
+        if retired:
+            logger.warning(
+                "%s: new weights recorded in large_files.json; %s, exported from the old weights, "
+                "no longer recorded (re-export with `make export`)", self.path, ", ".join(retired)
+            )
 
 
 class EpochSeeder:

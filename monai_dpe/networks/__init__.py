@@ -8,8 +8,10 @@ from monai_dpe.networks.discriminator import DPEDiscriminator
 from monai_dpe.networks.dpenet import DecoderLevel, DPENet, EncoderLevel
 from monai_dpe.networks.weights import (
     WeightsError,
+    export_path,
     load_weights,
     record_large_files,
+    record_retrained_weights,
     recorded_sha256,
     sha256_of,
     verify_sha256,
@@ -27,6 +29,8 @@ __all__ = [
     "verify_sha256",
     "recorded_sha256",
     "record_large_files",
+    "record_retrained_weights",
+    "export_path",
     "WeightsError",
     "ChannelAdapter",
     "DPEDiscriminator",

@@ -13,7 +13,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from monai_dpe.networks.weights import WeightsError, load_weights, recorded_sha256, sha256_of, verify_sha256
+from monai_dpe.networks.weights import (
+    WeightsError,
+    export_path,
+    load_weights,
+    recorded_sha256,
+    sha256_of,
+    verify_sha256,
+)
 
 __all__ = ["BACKENDS", "OnnxNetwork", "export_onnx", "load_backend", "resolve_backend"]
 
@@ -56,17 +63,23 @@ def _check_export_matches(backend: str, weights_path: str | os.PathLike, bundle_
     """Refuse an export that was not made from ``weights_path``: it would silently run other weights.
 
     Exports are made from the bundle's ``models/model.pt``; they belong to ``weights_path`` when it
-    has the digest that ``large_files.json`` records for that file (or, unrecorded, is that file).
+    has the digest that ``large_files.json`` records for that file and the export is recorded
+    beside it (training into the bundle retires the export's record), or, with nothing recorded,
+    when ``weights_path`` is that file.
     """
     shipped = Path(bundle_root) / "models" / "model.pt"
     digest = recorded_sha256(bundle_root, shipped)
     if digest is None:
         tied = Path(weights_path).resolve() == shipped.resolve()
     else:
-        tied = os.path.isfile(weights_path) and sha256_of(weights_path) == digest
+        tied = (
+            os.path.isfile(weights_path)
+            and sha256_of(weights_path) == digest
+            and recorded_sha256(bundle_root, export_path(shipped, backend)) is not None
+        )
     if not tied:
         raise WeightsError(
-            f"{weights_path}: the {backend} export was made from {shipped}, not from these weights; "
+            f"{weights_path}: the {backend} export {export_path(shipped, backend)} was not made from these weights; "
             "run them with --backend eager (or auto), or export them first (make export)"
         )
 

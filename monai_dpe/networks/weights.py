@@ -9,9 +9,21 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-__all__ = ["load_weights", "sha256_of", "verify_sha256", "recorded_sha256", "record_large_files", "WeightsError"]
+from monai_dpe.files import atomic_path
+
+__all__ = [
+    "load_weights",
+    "sha256_of",
+    "verify_sha256",
+    "recorded_sha256",
+    "record_large_files",
+    "record_retrained_weights",
+    "export_path",
+    "WeightsError",
+]
 
 LARGE_FILES = "large_files.json"
+EXPORT_SUFFIXES = {"torchscript": ".ts", "onnx": ".onnx"}  # `make export` writes models/model.ts and .onnx
 
 
 class WeightsError(RuntimeError):
@@ -59,8 +71,48 @@ def record_large_files(bundle_root: str | os.PathLike, paths: list[str], url: st
         for rel in paths
     ]
     out = Path(bundle_root) / LARGE_FILES
-    out.write_text(json.dumps({"large_files": entries}, indent=4) + "\n")
+    with atomic_path(out, suffix=".json") as tmp:
+        tmp.write_text(json.dumps({"large_files": entries}, indent=4) + "\n")
     return str(out)
+
+
+def export_path(weights_path: str | os.PathLike, backend: str) -> Path:
+    """Where the ``backend`` export of ``weights_path`` lives: beside it, with the export's suffix."""
+    return Path(weights_path).with_suffix(EXPORT_SUFFIXES[backend])
+
+
+def record_retrained_weights(bundle_root: str | os.PathLike, path: str | os.PathLike) -> list[str]:
+    """Record the new digest of a weights file training overwrote; retire its exports' records.
+
+    Training into the bundle's own ``models/`` replaces the weights that ``large_files.json``
+    records, so the digest check would refuse the bundle's new model. If ``path`` is recorded and
+    its digest changed, its record takes the new digest (and loses its download ``url``, which
+    serves the old file), and the TorchScript/ONNX exports made from the old weights lose their
+    records, so no backend runs them for the new model until ``make export`` re-exports it.
+    Returns the bundle-relative paths of the retired exports. A file the bundle does not record
+    (training into another folder) is left alone.
+    """
+    digest = recorded_sha256(bundle_root, path)
+    if digest is None or not os.path.isfile(path):
+        return []
+    new_digest = sha256_of(path)
+    if new_digest == digest:
+        return []
+    record = Path(bundle_root) / LARGE_FILES
+    target = Path(path).resolve()
+    exports = {export_path(target, backend) for backend in EXPORT_SUFFIXES}
+    kept, retired = [], []
+    for entry in json.loads(record.read_text())["large_files"]:
+        resolved = (Path(bundle_root) / entry["path"]).resolve()
+        if resolved == target:
+            entry = {**entry, "url": "", "hash_val": new_digest}
+        elif resolved in exports:
+            retired.append(entry["path"])
+            continue
+        kept.append(entry)
+    with atomic_path(record, suffix=".json") as tmp:
+        tmp.write_text(json.dumps({"large_files": kept}, indent=4) + "\n")
+    return retired
 
 
 def load_weights(network: nn.Module, path: str | os.PathLike, sha256: str | None = None, key: str | None = None) -> nn.Module:

@@ -258,6 +258,25 @@ def test_a_split_left_empty_is_refused_before_training(bundle, tiny_data, tmp_pa
     assert not (bundle / "models").exists() and not (bundle / "runs").exists(), "nothing may start before the check"
 
 
+def test_a_validation_image_too_small_for_ssim_is_refused_before_training(bundle, tiny_data, tmp_path):
+    """SSIM's 11-pixel window cannot score an image 8 pixels tall: say so up front, not at the first validation."""
+    folder = tmp_path / "data"
+    shutil.copytree(tiny_data, folder)
+    Image.fromarray((skdata.camera()[:8, :40]).astype(np.uint8)).save(folder / "strip.png")
+    datalist = json.loads((folder / "datalist.json").read_text())
+    datalist["validation"].append(_item("strip.png", "microscopy", 1))
+    datalist["training"].append(_item("strip.png", "microscopy", 1))  # training pads it to a patch: fine there
+    (folder / "datalist.json").write_text(json.dumps(datalist))
+    wf = workflow(bundle, folder)
+    assert len(wf.parser.get_parsed_content("train#datalist")) == len(TRAIN_ITEMS) + 1
+    with pytest.raises(Exception) as err:
+        wf.run()
+    reasons = [str(e) for e in chain(err.value) if isinstance(e, ValueError) and "datalist entry" in str(e)]
+    assert reasons == [f"datalist entry 2 ({folder / 'strip.png'}): in-plane shape 40x8 (MONAI's x, y) "
+                       "is under this split's 11 pixels per side"]
+    assert not (bundle / "models").exists(), "nothing may start before the check"
+
+
 # ------------------------------------------------------------------------------------------------ resume
 
 

@@ -225,6 +225,7 @@ def validate_datalist(
     items: Iterable[Mapping] | Mapping[str, Iterable[Mapping]],
     base_dir: str | os.PathLike | None = None,
     skip_bad: bool = False,
+    min_size: int = 1,
 ) -> Any:
     """Check that every datalist entry is a readable, non-empty 2D/3D image with 1 or 3 channels.
 
@@ -232,6 +233,8 @@ def validate_datalist(
         items: a list of items, or a whole datalist dict (each list in it is checked).
         base_dir: folder that relative ``image`` paths are relative to (default: as given).
         skip_bad: log a warning per bad entry and drop it, instead of raising.
+        min_size: the least size of the first two spatial axes (the plane validation scores;
+            SSIM's 11-pixel window needs 11).
 
     Returns:
         the good items, in the same structure as ``items``.
@@ -240,7 +243,7 @@ def validate_datalist(
         ValueError: one line naming the first bad entry and the reason (unless ``skip_bad``).
     """
     if isinstance(items, Mapping):
-        return {key: (validate_datalist(value, base_dir, skip_bad) if isinstance(value, list) else value)
+        return {key: (validate_datalist(value, base_dir, skip_bad, min_size) if isinstance(value, list) else value)
                 for key, value in items.items()}
     good = []
     for index, item in enumerate(items):
@@ -249,7 +252,9 @@ def validate_datalist(
             if not isinstance(image, (str, os.PathLike)):
                 raise ValueError("no 'image' path")
             path = Path(image) if base_dir is None else Path(base_dir) / image
-            describe_image(path)
+            plane = describe_image(path).spatial_shape[:2]
+            if min(plane) < min_size:
+                raise ValueError(f"in-plane shape {plane[0]}x{plane[1]} (MONAI's x, y) is under this split's {min_size} pixels per side")
         except ValueError as err:
             message = f"datalist entry {index} ({image}): {err}"
             if not skip_bad:
@@ -265,11 +270,12 @@ def load_split(
     key: str,
     base_dir: str | os.PathLike | None = None,
     skip_bad: bool = False,
+    min_size: int = 1,
 ) -> list[dict]:
     """The ``key`` list (``training`` or ``validation``) of a MONAI datalist JSON, checked and non-empty.
 
     MONAI's ``load_decathlon_datalist`` reads it (relative paths against ``base_dir``, default
-    the JSON's folder), :func:`validate_datalist` checks each entry, and a list left empty
+    the JSON's folder), :func:`validate_datalist` checks each entry (``min_size`` as there), and a list left empty
     (written empty, or every entry dropped by ``skip_bad``) is refused with one line: training
     would otherwise fail later without naming the datalist, or validate nothing and never save
     a model.
@@ -280,7 +286,7 @@ def load_split(
     from monai.data import load_decathlon_datalist
 
     items = load_decathlon_datalist(datalist, True, key, base_dir)
-    good = validate_datalist(items, None, skip_bad)
+    good = validate_datalist(items, None, skip_bad, min_size)
     if not good:
         dropped = f" ({len(items)} dropped as unusable)" if items else ""
         raise ValueError(f"{datalist}: no usable '{key}' entries{dropped}")

@@ -5,7 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from monai_dpe.transforms import CenterSliced, GreyToRGB, RandSliced, UnitRange
+from monai.data import MetaTensor
+from pydicom.data import get_testdata_file
+
+from monai_dpe.transforms import CenterSliced, GreyToRGB, LimitSize, RandSliced, UnitRange
+from monai_dpe.transforms.load import LoadDisplayImage
 from monai_dpe.transforms.intensity_policy import robust_range
 
 
@@ -67,3 +71,21 @@ def test_center_sliced_and_grey_to_rgb():
     rgb = torch.rand(3, 4, 4)
     assert GreyToRGB()(rgb) is rgb
     assert GreyToRGB()(np.zeros((1, 4, 4))).shape == (3, 4, 4)
+
+
+def test_limit_size_shrinks_2d_images_and_radiographs_read_as_one_slice_volumes():
+    """ITK reads a 2D DICOM as (C, H, W, 1); it must be shrunk like any 2D image, not pass as a volume."""
+    radiograph = LoadDisplayImage(image_only=True, ensure_channel_first=True)(get_testdata_file("CT_small.dcm"))
+    assert tuple(radiograph.shape) == (1, 128, 128, 1)
+    out = LimitSize(64)(radiograph)
+    assert tuple(out.shape) == (1, 64, 64, 1) and isinstance(out, MetaTensor)
+    plane = radiograph[..., 0].float()
+    expected = torch.nn.functional.avg_pool2d(plane[None], 2)[0]  # area averaging by exactly 2
+    assert torch.allclose(out[..., 0].as_tensor(), expected.as_tensor(), atol=1e-4)
+    assert out.meta["filename_or_obj"] == radiograph.meta["filename_or_obj"]
+
+    image = torch.rand(3, 200, 100)
+    assert tuple(LimitSize(64)(image).shape) == (3, 64, 32)
+    small, volume = torch.rand(1, 60, 40), torch.rand(1, 200, 200, 30)
+    assert LimitSize(64)(small) is small, "small enough: unchanged"
+    assert LimitSize(64)(volume) is volume, "volumes are sliced later, not shrunk"

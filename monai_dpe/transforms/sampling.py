@@ -53,7 +53,9 @@ class LimitSize(Transform):
     """Downscale a 2D image (anti-aliased area averaging) so its longest side is at most ``max_size``.
 
     Volumes and images already small enough pass unchanged. Big radiographs are reduced to a
-    working size once (and cached), which keeps per-sample degradation cheap on a CPU.
+    working size once (and cached), which keeps per-sample degradation cheap on a CPU. A 2D
+    image read as a one-slice volume (ITK reads a DICOM radiograph as (C, H, W, 1)) counts as
+    2D and keeps its trailing axis.
     """
 
     def __init__(self, max_size: int = 512) -> None:
@@ -61,12 +63,15 @@ class LimitSize(Transform):
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         t = convert_to_tensor(img, track_meta=get_track_meta())
-        spatial = t.shape[1:]
+        one_slice = t.dim() == 4 and t.shape[-1] == 1
+        plane = t[..., 0] if one_slice else t
+        spatial = plane.shape[1:]
         if len(spatial) != 2 or max(spatial) <= self.max_size:
             return img
         scale = self.max_size / max(spatial)
         size = [max(1, int(round(s * scale))) for s in spatial]
-        out = F.interpolate(t.float()[None], size=size, mode="area")[0]
+        out = F.interpolate(plane.float()[None], size=size, mode="area")[0]
+        out = out[..., None] if one_slice else out
         return MetaTensor(out, meta=t.meta) if isinstance(t, MetaTensor) else out
 
 

@@ -182,6 +182,34 @@ def test_corrupt_state_on_resume_fails_with_one_line_and_is_kept(bundle, tiny_da
     assert path.read_bytes() == content, "a corrupt state must never be overwritten"
 
 
+def test_resume_with_other_widths_names_the_mismatch_and_keeps_the_state(bundle, tiny_data):
+    workflow(bundle, tiny_data, val_interval=100).run()
+    path = state_path(bundle)
+    before = path.read_bytes()
+    wf = workflow(bundle, tiny_data, resume=True, channels=[8, 24], max_epochs=2, val_interval=100)
+    with pytest.raises(RuntimeError) as err:
+        wf.run()
+    reason = str(next(e for e in chain(err.value) if str(e).startswith("cannot resume")))
+    assert reason.startswith(f"cannot resume from {path}: its network does not fit this run (size mismatch for ")
+    assert "\n" not in reason and "settings it was trained with" in reason
+    assert path.read_bytes() == before
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, which even root cannot write")
+def test_unwritable_checkpoint_folder_fails_at_start_naming_it(bundle, tiny_data):
+    """Not at the first save, which on a CPU may come an hour in."""
+    ckpt_dir = "/proc/self"  # exists, so every constructor accepts it; unwritable, also for root (CI runs as root)
+    wf = workflow(bundle, tiny_data, ckpt_dir=ckpt_dir)
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    iterations = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: iterations.append(e.state.iteration))
+    with pytest.raises(Exception) as err:
+        wf.run()
+    reason = str(next(e for e in chain(err.value) if isinstance(e, PermissionError)))
+    assert reason.startswith(f"{ckpt_dir}: cannot write checkpoints there (") and "\n" not in reason
+    assert iterations == [], "refused before the first iteration"
+
+
 def test_resume_flag_given_as_text_false_does_not_resume(bundle, tiny_data):
     """`--resume false` on the command line arrives as the string 'false' and must mean no."""
     wf = workflow(bundle, tiny_data, resume="false", skip_bad="false", val_interval=100)

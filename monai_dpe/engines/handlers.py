@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 
@@ -65,6 +66,7 @@ class TrainingState:
         self.optional_dict = {k: _unwrap(v) for k, v in (optional_dict or {}).items()}
 
     def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._check_writable)
         engine.add_event_handler(Events.STARTED, self.load if self.resume else self._refuse_overwrite)
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.save_interval), self._save_mid_epoch)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._save_at_epoch_end)
@@ -77,6 +79,18 @@ class TrainingState:
     def _save_at_epoch_end(self, engine: Engine) -> None:
         if engine.state.iteration % self.save_interval == 0:
             self.save(engine)
+
+    def _check_writable(self, engine: Engine) -> None:
+        """Find an unwritable state folder when training starts, not at the first save an hour later."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() > 0:
+            return
+        folder = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            raise PermissionError(f"{folder}: cannot write checkpoints there ({err.strerror or err})") from err
 
     def _refuse_overwrite(self, engine: Engine) -> None:
         if os.path.exists(self.path):
@@ -103,7 +117,13 @@ class TrainingState:
             else:
                 logger.warning("%s has no %r record; it starts afresh", self.path, key)
         for key, obj in self.save_dict.items():
-            obj.load_state_dict(state[key])
+            try:
+                obj.load_state_dict(state[key])
+            except (RuntimeError, ValueError, KeyError) as err:
+                raise RuntimeError(
+                    f"cannot resume from {self.path}: its {key} does not fit this run ({_mismatch(err)}); "
+                    "resume with the settings it was trained with (channels, widths)"
+                ) from err
             if self.resume_learning_rate is not None and isinstance(obj, torch.optim.Optimizer):
                 for group in obj.param_groups:
                     group["lr"] = float(self.resume_learning_rate)
@@ -120,6 +140,13 @@ class TrainingState:
         state["trainer"] = {"iteration": engine.state.iteration, "epoch_length": engine.state.epoch_length}
         with atomic_path(self.path, suffix=".tmp", durable=True) as tmp:
             torch.save(state, tmp)
+
+
+def _mismatch(err: BaseException) -> str:
+    """The first specific line of a ``load_state_dict`` error (torch's first line only names the class)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(err).__name__)
+    return detail if len(detail) <= 200 else detail[:197] + "..."
 
 
 class BestMetricRecord:

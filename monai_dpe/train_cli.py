@@ -37,7 +37,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     train.add_argument("--bundle", default=None, help="bundle folder (default: $MONAI_DPE_BUNDLE or the shipped bundle)")
     source = train.add_mutually_exclusive_group()
-    source.add_argument("--dataset-dir", default=None, help="folder the datalist's image paths are relative to")
+    source.add_argument("--dataset-dir", default=None, help="folder the datalist's image paths are relative to "
+                        "(default: the --datalist's own folder; the corpus for the bundle's datalist)")
     source.add_argument("--folder", default=None,
                         help="train on every image/volume under this folder (split by file name into training and "
                         f"validation; the datalist is written to BUNDLE/{FOLDER_DATALIST.as_posix()})")
@@ -112,10 +113,12 @@ def _settings(args: argparse.Namespace, bundle: Path) -> dict[str, Any]:
             raise UsageError("--datalist and --folder exclude each other: --folder builds the datalist")
         settings.update(_folder_datalist(Path(args.folder), bundle, args.validation_fraction))
     else:
-        if args.dataset_dir is not None:
-            settings["dataset_dir"] = str(Path(args.dataset_dir).resolve())
         if args.datalist is not None:
             settings["datalist"] = str(Path(args.datalist).resolve())
+            # relative entries are relative to the datalist's folder, as MONAI's load_decathlon_datalist has it
+            settings["dataset_dir"] = str(Path(args.datalist).resolve().parent)
+        if args.dataset_dir is not None:
+            settings["dataset_dir"] = str(Path(args.dataset_dir).resolve())
     if args.resume:
         settings["resume"] = True
     if args.skip_bad:

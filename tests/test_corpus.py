@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import plistlib
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -233,6 +234,23 @@ def test_datalist_from_folder_splits_deterministically(tmp_path):
     assert [it["image"] for it in first["validation"]] == [it["image"] for it in same_names["validation"]]
     assert all(it["modality"] == "ct" and it["channels"] == 1 for it in first["training"])
     assert len(datalist_from_folder(tmp_path / "a", validation_fraction=0.5)["validation"]) == 6
+
+
+def test_datalist_from_folder_finds_extensionless_dicom_as_enhance_does(tmp_path):
+    """PACS exports often drop the suffix; `monai-dpe train --folder` must see what `enhance` sees."""
+    from pydicom.data import get_testdata_file
+
+    from monai_dpe.data import find_images
+
+    root = tmp_path / "export"
+    _write_png(root / "xray" / "a.png", 3)
+    shutil.copy(get_testdata_file("CT_small.dcm"), root / "xray" / "IM0001")
+    (root / "xray" / "README").write_text("no suffix, not DICOM")
+    split = datalist_from_folder(root, validation_fraction=0.5)
+    items = sorted(split["training"] + split["validation"], key=lambda it: it["image"])
+    assert [it["image"] for it in items] == ["xray/IM0001", "xray/a.png"]
+    assert [it["modality"] for it in items] == ["xray", "xray"]
+    assert sorted(Path(it["relpath"]).as_posix() for it in find_images(root)) == ["xray/IM0001", "xray/a.png"]
 
 
 def test_datalist_from_folder_small_folders(tmp_path):

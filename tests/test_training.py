@@ -671,3 +671,16 @@ def test_train_options_after_overrides_are_the_commands_own():
     args = build_parser().parse_args(["train", "max_epochs=1", "--", "--resume", "true", "--bundle_root", "x"])
     assert parse_overrides(_rescue_own_options(args)) == {"max_epochs": 1, "resume": True, "bundle_root": "x"}
     assert args.bundle is None and not args.resume
+
+
+def test_train_datalist_entries_are_relative_to_the_datalist_unless_dataset_dir_says(tmp_path):
+    """As MONAI's load_decathlon_datalist has it; they resolved against BUNDLE/../corpus."""
+    from monai_dpe.cli import build_parser
+    from monai_dpe.train_cli import _settings
+
+    datalist = tmp_path / "study" / "datalist.json"
+    args = build_parser().parse_args(["train", "--datalist", str(datalist)])
+    assert _settings(args, tmp_path / "bundle")["dataset_dir"] == str(datalist.parent.resolve())
+    args = build_parser().parse_args(["train", "--datalist", str(datalist), "--dataset-dir", str(tmp_path / "images")])
+    assert _settings(args, tmp_path / "bundle")["dataset_dir"] == str((tmp_path / "images").resolve())
+    assert "dataset_dir" not in _settings(build_parser().parse_args(["train"]), tmp_path / "bundle"), "corpus default"

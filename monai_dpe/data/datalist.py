@@ -175,9 +175,14 @@ def _items_from_corpus_dir(corpus_dir: Path) -> list[tuple[str, dict]]:
     return items
 
 
-def _has_image_suffix(path: Path) -> bool:
+def _is_image_file(path: Path) -> bool:
+    """A file of a supported suffix, or an extensionless DICOM file (as ``monai-dpe enhance`` finds them)."""
+    from monai_dpe.data.discovery import is_dicom_file
+
     name = path.name.lower()
-    return not name.startswith(".") and any(name.endswith(suffix) for suffix in IMAGE_SUFFIXES)
+    if name.startswith("."):
+        return False
+    return any(name.endswith(suffix) for suffix in IMAGE_SUFFIXES) or is_dicom_file(path)
 
 
 def _stable_key(relpath: str) -> str:
@@ -205,7 +210,7 @@ def datalist_from_folder(folder: str | os.PathLike, validation_fraction: float =
     if not root.is_dir():
         raise ValueError(f"{root} is not a folder")
     items = []
-    for file in sorted(p for p in root.rglob("*") if p.is_file() and _has_image_suffix(p)):
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and _is_image_file(p)):
         relpath = file.relative_to(root).as_posix()
         try:
             info = describe_image(file)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from monai_dpe.data.datalist import DICOM_SUFFIXES, IMAGE_SUFFIXES
 
-__all__ = ["find_images", "image_suffix", "is_dicom_series_dir"]
+__all__ = ["find_images", "image_suffix", "is_dicom_file", "is_dicom_series_dir"]
 
 
 def image_suffix(path: str | os.PathLike) -> str:
@@ -57,7 +57,7 @@ def _series_uid(path: Path) -> str | None:
     return str(ds.get("SeriesInstanceUID", ""))
 
 
-def _is_dicom_file(path: Path) -> bool:
+def is_dicom_file(path: Path) -> bool:
     """An extensionless DICOM image file (PACS exports often drop the suffix); not a DICOMDIR index."""
     from pydicom.misc import is_dicom
 
@@ -113,7 +113,7 @@ def _walk(root: Path) -> list[dict]:
             dirs.clear()
             continue
         for name in sorted(files):
-            if not name.startswith(".") and (image_suffix(name) or _is_dicom_file(here / name)):
+            if not name.startswith(".") and (image_suffix(name) or is_dicom_file(here / name)):
                 path = here / name
                 found.append({"image": str(path), "relpath": str(path.relative_to(root))})
     return found

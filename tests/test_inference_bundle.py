@@ -237,3 +237,23 @@ def test_workflow_has_the_infer_properties(tmp_path):
     )
     workflow.initialize()
     assert workflow.check_properties() == []
+
+
+def test_lowercase_false_flags_mean_false(tmp_path):
+    """fire hands `--overwrite false` over as the string 'false', which Python counts as true."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    Image.fromarray(np.tile(np.arange(40, 104, 2, dtype=np.uint8), (32, 1))).save(src / "grey.png")
+    out.mkdir()
+    (out / "grey.png").write_bytes(b"an earlier output")
+    weights = tiny_weights(tmp_path / "tiny.pt")
+    command = bundle_command(src, out, weights, "--overwrite", "false", "--save_comparison", "false",
+                             "--progress", "false")
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode != 0 and "grey.png" in proc.stderr
+    assert (out / "grey.png").read_bytes() == b"an earlier output", "overwrite false must not overwrite"
+    proc = subprocess.run(bundle_command(src, out, weights, "--overwrite", "true", "--save_comparison", "false"),
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["grey.png"], "save_comparison false writes no comparison"
+    assert Image.open(out / "grey.png").size == (32, 32)

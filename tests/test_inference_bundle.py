@@ -257,3 +257,46 @@ def test_lowercase_false_flags_mean_false(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["grey.png"], "save_comparison false writes no comparison"
     assert Image.open(out / "grey.png").size == (32, 32)
+
+
+def test_nifti_spaces_integer_types_and_8bit_volumes_are_kept(tmp_path):
+    """qform/sform and their codes as in the source (ITK viewers use the qform), an unscaled uint16 volume
+    stays plain uint16 (no slope, nothing outside uint16), and an 8-bit volume is quantitative (its units)."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    rng = np.random.default_rng(4)
+    vol = smooth((24, 20, 5), rng)
+    scanner = np.diag([1.0, 1.0, 3.0, 1.0])
+    scanner[:3, 3] = [-10, -20, -30]
+    aligned = scanner.copy()
+    aligned[0, 3] += 5
+    registered = nib.Nifti1Image((vol * 300).astype(np.float32), aligned)
+    registered.header.set_qform(scanner, code=1)
+    registered.header.set_sform(aligned, code=2)
+    nib.save(registered, src / "registered.nii.gz")
+    template = nib.Nifti1Image((vol * 300).astype(np.float32), AFFINE)
+    template.header.set_sform(AFFINE, code=4)  # MNI space, no qform (as template tools write)
+    template.header.set_qform(None, code=0)
+    nib.save(template, src / "template.nii.gz")
+    u16 = nib.Nifti1Image((vol * 60000 + 2000).astype(np.uint16), AFFINE)
+    nib.save(u16, src / "u16.nii.gz")
+    dim = (60 + vol * 19).astype(np.uint8)  # a dim 8-bit MR: scanner values 60..79, not a photo
+    nib.save(nib.Nifti1Image(dim, AFFINE), src / "u8_dim.nii.gz")
+    proc = subprocess.run(bundle_command(src, out, tiny_weights(tmp_path / "tiny.pt")), capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("registered.nii.gz", "template.nii.gz"):
+        a, b = nib.load(src / name).header, nib.load(out / name).header
+        for form in ("qform", "sform"):
+            assert int(b[f"{form}_code"]) == int(a[f"{form}_code"]), (name, form)
+            np.testing.assert_allclose(getattr(b, f"get_{form}")(), getattr(a, f"get_{form}")(), atol=1e-5)
+    assert sitk.ReadImage(str(out / "registered.nii.gz")).GetOrigin() == sitk.ReadImage(
+        str(src / "registered.nii.gz")).GetOrigin()
+    written = nib.load(out / "u16.nii.gz")
+    assert written.get_data_dtype() == np.uint16 and written.header.get_slope_inter() == (None, None)
+    stored = np.asarray(written.dataobj)
+    assert stored.dtype == np.uint16
+    enhanced_dim = np.asarray(nib.load(out / "u8_dim.nii.gz").dataobj)
+    assert enhanced_dim.dtype == np.uint8
+    assert abs(float(enhanced_dim.mean()) - float(dim.mean())) < 5, "an 8-bit volume keeps its units, not 0..255"
+    assert enhanced_dim.max() < 120

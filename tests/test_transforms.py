@@ -405,6 +405,22 @@ def test_policy_display_inverse_maps_unit_range_to_uint8(camera, container):
     assert stretched.shape == camera.shape
 
 
+@pytest.mark.parametrize(
+    "source, mode",
+    [("slide.png", "display"), ("photo.JPG", "display"), ("stack.tiff", "display"), ("us.dcm", "display"),
+     ("series_folder", "display"), ("mr.nii.gz", "quantitative"), ("mr.mha", "quantitative"),
+     ("mr.nrrd", "quantitative"), (None, "display")],
+)
+def test_policy_auto_mode_of_8bit_pixels_follows_the_format(source, mode):
+    """8-bit photos, slides and DICOM are display images; an 8-bit volume holds scanner values in its units."""
+    pixels = torch.arange(60, 80, dtype=torch.uint8).repeat(16, 1)[None]
+    image = MetaTensor(pixels, meta={} if source is None else {"filename_or_obj": source})
+    policy = IntensityPolicy()
+    policy(image)
+    assert policy.last_info["mode"] == mode
+    assert IntensityPolicy().resolve_mode("int16", source) == "quantitative"
+
+
 @pytest.mark.parametrize("container", ["numpy", "torch"])
 def test_policy_float32_round_trip(container):
     rng = np.random.default_rng(3)

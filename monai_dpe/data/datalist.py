@@ -28,6 +28,7 @@ from monai_dpe.files import atomic_path
 
 __all__ = [
     "DICOM_SUFFIXES",
+    "PHOTO_SUFFIXES",
     "IMAGE_SUFFIXES",
     "ImageInfo",
     "describe_image",
@@ -44,9 +45,10 @@ logger = logging.getLogger(__name__)
 #: DICOM file suffixes in use: the standard's ``.dcm``, ``.dicom``, and Siemens' ``.IMA`` (any case).
 #: Extensionless DICOM files are recognised by their content (``pydicom.misc.is_dicom``).
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+#: Photo and slide formats (Pillow reads and writes them; their 8-bit pixels are display values).
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: File suffixes that MONAI's ``LoadImage`` reads with the readers monai-dpe installs.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", *DICOM_SUFFIXES, ".nii", ".nii.gz", ".nrrd",
-                  ".mha", ".mhd")
+IMAGE_SUFFIXES = (*PHOTO_SUFFIXES, *DICOM_SUFFIXES, ".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 _MODALITIES = ("xray", "ct", "mr", "microscopy", "histology", "fundus")
 _CHANNELS = (1, 3)
 

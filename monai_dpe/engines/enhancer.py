@@ -16,7 +16,7 @@ from monai.engines import SupervisedEvaluator
 from monai.transforms import Compose, MapTransform, apply_transform
 from ignite.engine import Events
 
-from monai_dpe.data.datalist import DICOM_SUFFIXES
+from monai_dpe.data.datalist import DICOM_SUFFIXES, PHOTO_SUFFIXES
 from monai_dpe.data.discovery import image_suffix
 from monai_dpe.errors import one_line
 from monai_dpe.files import atomic_path
@@ -101,7 +101,7 @@ def _header_shape(path: Path) -> tuple[tuple[int, ...], int] | None:
     if path.is_dir() or suffix in DICOM_SUFFIXES:
         return _dicom_shape(path)
     try:
-        if suffix in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
+        if suffix in PHOTO_SUFFIXES:
             return _pil_shape(path)
         if suffix in (".nii", ".nii.gz"):
             import nibabel

@@ -82,6 +82,14 @@ def _dtype_name(img: NdarrayOrTensor) -> str:
     return str(img.dtype).replace("torch.", "")
 
 
+def _is_display_format(source: str) -> bool:
+    """8-bit pixels of this file are display values: a photo or slide format, or DICOM as viewers show it."""
+    from monai_dpe.data.datalist import DICOM_SUFFIXES, PHOTO_SUFFIXES
+    from monai_dpe.data.discovery import image_suffix
+
+    return image_suffix(source) in (*PHOTO_SUFFIXES, *DICOM_SUFFIXES, "")
+
+
 class IntensityPolicy(InvertibleTransform):
     """Stretch an image to [0, 1] by its robust range, invertibly.
 
@@ -125,12 +133,18 @@ class IntensityPolicy(InvertibleTransform):
         self.last_range: tuple[float, float] | None = None
         self.last_info: dict | None = None
 
-    def resolve_mode(self, dtype: str) -> str:
-        """The concrete mode for an input dtype (``auto`` -> display for uint8, the 8-bit photo formats' type;
-        int8 data, such as a signed NIfTI, is quantitative: a display mapping would drop its negatives)."""
+    def resolve_mode(self, dtype: str, source: str | None = None) -> str:
+        """The concrete mode for an input dtype and file (``auto``: display for 8-bit photo formats and DICOM).
+
+        A uint8 NIfTI, NRRD or MetaImage volume holds scanner values stored in 8 bits, so it is
+        quantitative like any volume; int8 data is quantitative too (a display mapping would drop
+        its negatives). Without a file name, uint8 counts as display.
+        """
         if self.mode != "auto":
             return self.mode
-        return "display" if dtype == "uint8" else "quantitative"
+        if dtype != "uint8":
+            return "quantitative"
+        return "display" if source is None or _is_display_format(str(source)) else "quantitative"
 
     def compute_range(self, img: NdarrayOrTensor) -> tuple[float, float]:
         """The (low, high) that maps to (0, 1) for this image."""
@@ -146,7 +160,8 @@ class IntensityPolicy(InvertibleTransform):
         # to 2**24, so an int32 image stretched in float32 came back off by up to hundreds of units
         work = torch.float64 if dtype in _WIDE_DTYPES else torch.float32
         stretched = map_slabs(_plain(img), work, lambda x: (x.to(work) - low) * scale)
-        info = {"low": low, "high": high, "dtype": dtype, "mode": self.resolve_mode(dtype)}
+        source = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
+        info = {"low": low, "high": high, "dtype": dtype, "mode": self.resolve_mode(dtype, source)}
         self.last_info = info
         if isinstance(img, np.ndarray):
             return stretched.detach().cpu().numpy()

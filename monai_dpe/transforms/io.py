@@ -21,14 +21,13 @@ from monai.data import MetaTensor
 from monai.data.image_writer import ITKWriter, NibabelWriter, PILWriter
 from monai.transforms import MapTransform
 
-from monai_dpe.data.datalist import DICOM_SUFFIXES
+from monai_dpe.data.datalist import DICOM_SUFFIXES, PHOTO_SUFFIXES
 from monai_dpe.data.discovery import image_suffix
 from monai_dpe.files import partial_prefix
 from monai_dpe.transforms.load import photo_header
 
 __all__ = ["SaveEnhancedd", "SplitAlphad", "MergeAlphad", "output_path", "UnsafeOutputPath", "RESUME_REPLACE"]
 
-_PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _ITK_SUFFIXES = (".nrrd", ".mha", ".mhd")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOM_OUTPUT_SUFFIX = ".nii.gz"  # DICOM (files and series) is written as NIfTI: no DICOM writer in MONAI
@@ -66,16 +65,37 @@ def _is_dicom_name(path: str) -> bool:
     return image_suffix(path) in (*DICOM_SUFFIXES, "")
 
 
+class NiftiWriter(NibabelWriter):
+    """MONAI's ``NibabelWriter`` that keeps a NIfTI source's qform and sform, matrices and codes.
+
+    MONAI sets both to the data's affine with code 1 (scanner). A registered image (sform code 2,
+    aligned) or a template (code 4, MNI) would lose the space it is in, and where the source's
+    qform and sform differ, ITK-based viewers (which use the qform) would place the enhanced image
+    elsewhere than the original. The enhancement never resamples, so the source's forms still fit.
+    """
+
+    def write(self, filename, verbose: bool = False, **obj_kwargs):
+        forms = obj_kwargs.pop("source_forms", None)
+        if forms is None:
+            return super().write(filename, verbose=verbose, **obj_kwargs)
+        super(NibabelWriter, self).write(filename, verbose=verbose)  # the base class only logs
+        self.data_obj = self.create_backend_obj(self.data_obj, affine=self.affine, dtype=self.output_dtype, **obj_kwargs)
+        (qform, qform_code), (sform, sform_code) = forms
+        self.data_obj.set_qform(qform, code=qform_code)
+        self.data_obj.set_sform(sform, code=sform_code)
+        nib.save(self.data_obj, filename)
+
+
 def _writer(suffix: str, array: torch.Tensor):
     if suffix in (".tif", ".tiff") and array.dim() == 4 and array.shape[-1] > 1:
         return ITKWriter  # a multi-page TIFF stack (read by ITK as a volume): ITK writes it back page by page
     if suffix in (".tif", ".tiff") and array.dtype in (torch.int8, torch.int16):
         return ITKWriter  # signed TIFF pixels: PIL has no mode to write them, ITK keeps the type
-    if suffix in _PIL_SUFFIXES:
+    if suffix in PHOTO_SUFFIXES:
         return PILWriter
     if suffix in _ITK_SUFFIXES:
         return ITKWriter
-    return NibabelWriter
+    return NiftiWriter
 
 
 class SaveEnhancedd(MapTransform):
@@ -137,7 +157,7 @@ class SaveEnhancedd(MapTransform):
             writer.set_data_array(array[0], channel_dim=None, squeeze_end_dims=False, spatial_ndim=spatial_ndim)
         else:
             writer.set_data_array(array, channel_dim=0, squeeze_end_dims=squeeze, spatial_ndim=spatial_ndim)
-        if writer_type is NibabelWriter:
+        if writer_type is NiftiWriter:
             writer.data_obj = _nifti_layout(writer.data_obj, array.shape[0])
         if writer_type is PILWriter:
             writer.set_metadata(meta, resample=False)
@@ -174,8 +194,9 @@ _ITK_COMPONENT_DTYPES = {"unsigned_char": np.uint8, "char": np.int8, "unsigned_s
 def _storage_array(writer_type, array: torch.Tensor, source) -> torch.Tensor:
     """The enhanced array in the integer type its file stores: MONAI gives uint16 pixels as int32.
 
-    PNG and TIFF (PIL) take at most 16 bits unsigned; NRRD/MHA go back to the source's own pixel
-    type; NIfTI keeps int32 here and takes the source header's type (nibabel scales if needed).
+    PNG and TIFF (PIL) take at most 16 bits unsigned; NRRD/MHA and NIfTI go back to the source's
+    own integer type (an unscaled uint16 NIfTI left as int32 would make nibabel store it with a
+    slope and intercept, and values outside uint16).
     """
     if array.is_floating_point() or array.element_size() <= 2:
         return array
@@ -183,6 +204,8 @@ def _storage_array(writer_type, array: torch.Tensor, source) -> torch.Tensor:
         target = np.uint16
     elif writer_type is ITKWriter and source:
         target = _itk_component_dtype(source)
+    elif writer_type is NiftiWriter and source:
+        target = _nifti_integer_dtype(source)
     else:
         return array
     if target is None:
@@ -204,16 +227,47 @@ def _itk_component_dtype(source) -> type | None:
         return None
 
 
+def _source_nifti_header(source) -> nib.Nifti1Header | None:
+    """The header of a NIfTI-1 source file; None for other sources or an unreadable header."""
+    if not source or _is_dicom_name(str(source)) or image_suffix(str(source)) not in _NIFTI_SUFFIXES:
+        return None
+    try:
+        header = nib.load(source).header
+    except Exception:  # a header that cannot be read again: the writer's defaults apply
+        return None
+    return header if isinstance(header, nib.Nifti1Header) else None
+
+
+def _nifti_integer_dtype(source) -> type | None:
+    """The integer type an unscaled NIfTI source stores its voxels in; None otherwise."""
+    header = _source_nifti_header(source)
+    if header is None:
+        return None
+    dtype = header.get_data_dtype()
+    slope, _ = header.get_slope_inter()
+    return dtype.type if dtype.names is None and np.issubdtype(dtype, np.integer) and slope is None else None
+
+
+def _nifti_forms(source) -> tuple[tuple[np.ndarray, int], tuple[np.ndarray, int]] | None:
+    """A NIfTI source's (qform, code) and (sform, code), which :class:`NiftiWriter` keeps."""
+    header = _source_nifti_header(source)
+    if header is None:
+        return None
+    return (header.get_qform(), int(header["qform_code"])), (header.get_sform(), int(header["sform_code"]))
+
+
 def _writer_options(writer_type, source, suffix: str, dtype: np.dtype, channels: int = 1) -> dict:
     """What the writer keeps from the source file beyond pixels and grid."""
     if writer_type is PILWriter:
         return _photo_options(source, suffix)
-    if writer_type is NibabelWriter:
+    if writer_type is NiftiWriter:
         header = _nifti_header(source, dtype)
         if channels > 1:  # colour, laid out by _nifti_layout: say that the 5th dimension holds components
             header = header if header is not None else nib.Nifti1Header()
             header.set_intent("vector")
-        return {} if header is None else {"header": header}
+        options = {} if header is None else {"header": header}
+        forms = _nifti_forms(source)
+        return options if forms is None else {**options, "source_forms": forms}
     return {}
 
 
@@ -233,13 +287,8 @@ def _nifti_header(source, dtype: np.dtype) -> nib.Nifti1Header | None:
         header.set_data_dtype(dtype)
         header.set_xyzt_units("mm")
         return header
-    if image_suffix(str(source)) not in _NIFTI_SUFFIXES:
-        return None
-    try:
-        source_header = nib.load(source).header
-    except Exception:  # a header that cannot be read again: write MONAI's default one
-        return None
-    if not isinstance(source_header, nib.Nifti1Header):
+    source_header = _source_nifti_header(source)
+    if source_header is None:
         return None
     if source_header.get_data_dtype().names is not None:
         header = nib.Nifti1Header()

@@ -51,6 +51,17 @@ def test_bm3d_clahe_denoises_before_equalising(dark_noisy):
     assert np.std(np.diff(with_bm3d, axis=0)) < 0.7 * np.std(np.diff(plain, axis=0)), "BM3D removed noise"
 
 
+@pytest.mark.skipif(importlib.util.find_spec("bm3d") is None, reason="bm3d not installed (the baselines extra)")
+def test_bm3d_clahe_on_a_grey_image_stored_as_rgb_matches_grey(dark_noisy):
+    """bm3d_rgb divides by zero on three equal channels; the report calls such a file RGB."""
+    _, degraded = dark_noisy
+    crop = degraded[:96, :96, :1]
+    as_rgb = np.repeat(crop, 3, axis=-1)
+    out = bm3d_clahe(as_rgb, rgb=True)
+    assert np.isfinite(out).all() and out.mean() < 0.95, "not the all-white image of a NaN result"
+    np.testing.assert_allclose(out, np.repeat(bm3d_clahe(crop, rgb=False), 3, axis=-1), atol=1e-6)
+
+
 def test_bm3d_clahe_says_how_to_install_when_missing(monkeypatch, dark_noisy):
     import builtins
 

@@ -157,17 +157,20 @@ def bm3d_clahe(img: np.ndarray, rgb: bool) -> np.ndarray:
     """BM3D denoising at the estimated noise level (the ``bm3d`` package), then CLAHE.
 
     Denoising first keeps CLAHE from amplifying the noise. BM3D is an optional dependency
-    (``pip install bm3d``, the ``baselines`` extra); without it this baseline says so.
+    (``pip install bm3d``, the ``baselines`` extra); without it this baseline says so. A grey
+    image stored as RGB (three equal channels) is denoised as grey: ``bm3d_rgb``'s colour
+    transform divides by zero on it and returns NaN, which became a white image.
     """
     try:
         import bm3d
     except ImportError as err:
         raise ImportError("the bm3d_clahe baseline needs the bm3d package: pip install bm3d") from err
-    channels = [img[..., c] for c in range(img.shape[-1] if rgb else 1)]
+    colour = rgb and not (np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2]))
+    channels = [img[..., c] for c in range(img.shape[-1] if colour else 1)]
     sigma = float(np.mean([noise_sigma(c) for c in channels]))
     if sigma <= 0.0:
         return clahe(img, rgb)
-    if rgb:
+    if colour:
         den = bm3d.bm3d_rgb(np.clip(img, 0.0, 1.0), sigma_psd=sigma)
     else:
         den = np.repeat(np.asarray(bm3d.bm3d(img[..., 0], sigma_psd=sigma))[..., None], img.shape[-1], axis=-1)

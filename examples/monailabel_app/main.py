@@ -19,9 +19,10 @@ Bundles are folders under ``<app>/model/<name>`` (or absolute paths); a name tha
 folder is handed to MONAI Label's ``get_bundle_models``, which fetches it from the model zoo
 (``--conf zoo_source``), as the sample app does.
 
-Usage::
+Usage (a copy of the app, with a copy of the bundle as ``model/monai_dpe``; see bundle/docs/monailabel.md)::
 
-    monailabel start_server --app examples/monailabel_app --studies STUDIES \\
+    mkdir -p apps/dpe/model && cp -r examples/monailabel_app/. apps/dpe && cp -r bundle apps/dpe/model/monai_dpe
+    monailabel start_server --app apps/dpe --studies STUDIES \\
         --conf models monai_dpe --host 127.0.0.1 --port 8000
     curl -X POST "http://127.0.0.1:8000/infer/monai_dpe?image=<image id>&output=image" -o enhanced.nii.gz
 """

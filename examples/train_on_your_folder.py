@@ -29,22 +29,34 @@ def copy_bundle(work_dir: Path) -> Path:
     return bundle
 
 
+def training_settings(init_weights: Path, iterations: int, quick: bool = False) -> list[str]:
+    """The bundle overrides for ``iterations`` steps from ``init_weights``, validating at least once.
+
+    Validation is what saves ``models/model.pt``, so a run shorter than one validation interval
+    validates at its end instead of finishing without weights.
+    """
+    epoch_length = 2 if quick else 100
+    epochs = max(1, -(-iterations // epoch_length))
+    settings = [f"init_weights={init_weights}", f"epoch_length={epoch_length}", f"max_epochs={epochs}",
+                f"state_interval={epoch_length}", f"val_interval={1 if quick else min(5, epochs)}"]
+    return settings + (["patch_size=[64,64]", "num_workers=0"] if quick else [])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="your clean images and volumes (any MONAI-readable format)")
     parser.add_argument("work_dir", type=Path, help="where the bundle copy, weights, logs and enhanced images go")
-    parser.add_argument("--iterations", type=int, default=2000, help="training iterations (validation every 500)")
+    parser.add_argument("--iterations", type=int, default=2000,
+                        help="training iterations, rounded up to whole epochs of 100 (validation, which saves the "
+                        "best weights, every 500 and at least once)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in WORK_DIR")
     parser.add_argument("--quick", action="store_true", help="a few tiny iterations to check the set-up")
     args = parser.parse_args(argv)
+    if args.iterations < 1:
+        parser.error(f"--iterations must be at least 1, got {args.iterations}")
 
     bundle = copy_bundle(args.work_dir)
-    epoch_length = 2 if args.quick else 100
-    settings = [f"init_weights={args.work_dir / 'shipped_model.pt'}", f"epoch_length={epoch_length}",
-                f"max_epochs={max(1, args.iterations // epoch_length)}", f"state_interval={epoch_length}",
-                f"val_interval={1 if args.quick else 5}"]
-    if args.quick:
-        settings += ["patch_size=[64,64]", "num_workers=0"]
+    settings = training_settings(args.work_dir / "shipped_model.pt", args.iterations, args.quick)
     train = [MONAI_DPE, "train", "--bundle", str(bundle), "--folder", str(args.folder), *(["--resume"] * args.resume),
              *settings]
     subprocess.run(train, check=True)

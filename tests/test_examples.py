@@ -64,3 +64,16 @@ def test_train_on_your_folder_fine_tunes_then_enhances(tmp_path):
     assert max(float((tuned[k] - shipped[k]).abs().max()) for k in shipped) < 0.01  # ...starting from the shipped weights
     assert sorted(p.name for p in (work / "enhanced").glob("*") if "comparison" not in p.name) == sorted(
         p.name for p in (ROOT / "examples" / "data").iterdir() if p.suffix in (".png", ".gz"))
+
+
+@pytest.mark.parametrize("iterations, epochs, val_interval", [(2000, 20, 5), (300, 3, 3), (50, 1, 1), (501, 6, 5)])
+def test_train_on_your_folder_validates_at_least_once(iterations, epochs, val_interval):
+    """Validation saves the fine-tuned weights; --iterations 300 used to train without ever validating."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_on_your_folder", ROOT / "examples" / "train_on_your_folder.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    settings = dict(s.split("=", 1) for s in example.training_settings(Path("w.pt"), iterations))
+    assert (int(settings["max_epochs"]), int(settings["val_interval"])) == (epochs, val_interval)
+    assert int(settings["max_epochs"]) * int(settings["epoch_length"]) >= iterations

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from monai_dpe.cli import default_bundle
 from monai_dpe.inferers import SliceInferer
 from monai_dpe.networks import DPENet, load_weights
 from monai_dpe.transforms import IntensityPolicy
@@ -91,9 +92,9 @@ def _onnx_session(network: nn.Module, path: str):
 def benchmark(weights: str | None, channels: tuple[int, ...], repeats: int) -> dict:
     """Time slices and a volume for each backend; return a results dictionary."""
     net = DPENet(channels=channels, output_act=None).eval()  # the shipped configuration
-    if weights and os.path.isfile(weights):
+    if weights:
         load_weights(net, weights)
-    results = {"machine": _machine(), "channels": list(channels), "repeats": repeats,
+    results = {"machine": _machine(), "weights": weights, "channels": list(channels), "repeats": repeats,
                "matmul_gflops_fp32": matmul_gflops(torch.float32), "matmul_gflops_bf16": matmul_gflops(torch.bfloat16)}
     scripted = torch.jit.script(net)
     with tempfile.TemporaryDirectory() as tmp:
@@ -221,14 +222,23 @@ def write_report(results: dict, output: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="docs/benchmarks", type=Path)
-    parser.add_argument("--weights", default="bundle/models/model.pt")
+    parser.add_argument("--weights", default=None, type=Path,
+                        help="weights to time (default: the bundle's models/model.pt, $MONAI_DPE_BUNDLE or shipped)")
     parser.add_argument("--channels", default="32,48,64,80,96")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-end-to-end", action="store_true", help="skip the whole-volume CLI runs")
     args = parser.parse_args(argv)
-    channels = tuple(int(c) for c in args.channels.split(","))
+    weights = args.weights or default_bundle() / "models" / "model.pt"
+    if not weights.is_file():  # timing random weights would also judge bf16 fidelity on an untrained network
+        parser.error(f"--weights {weights}: no such file")
+    try:
+        channels = tuple(int(c) for c in args.channels.split(","))
+    except ValueError:
+        parser.error(f"--channels {args.channels}: expected comma-separated integers such as 32,48,64,80,96")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    results = benchmark(args.weights, channels, args.repeats)
+    results = benchmark(str(weights), channels, args.repeats)
     if not args.skip_end_to_end:
         results["end_to_end"] = [enhance_volume((512, 512, 300)), enhance_volume((256, 256, 150)),
                                  enhance_volume((256, 256, 150), "--backend", "eager")]

@@ -37,3 +37,32 @@ def test_segmentation_chain_quick(tmp_path):
         assert set(report["results"][source]) == {"none", "dpe", "clahe"}
         assert all(0.0 <= r["mean"] <= 1.0 for r in report["results"][source].values())
     assert "| radiology | DPE (shipped weights) |" in (tmp_path / "downstream.md").read_text()
+
+
+def _example():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("segmentation_chain", ROOT / "examples" / "segmentation_chain.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("argv", [["--steps", "0"], ["--batch-size", "0"], ["--lr", "0"], ["--weights", "nope.pt"]])
+def test_bad_options_are_refused_before_training(argv, capsys):
+    """--steps 0 used to train the default 300 steps; a wrong --weights failed only after training."""
+    pytest.importorskip("nilearn")
+    with pytest.raises(SystemExit) as exit_info:
+        _example().main(["--output-dir", "unused", *argv])
+    assert exit_info.value.code == 2 and argv[0] in capsys.readouterr().err
+
+
+def test_generated_by_line_repeats_every_option_that_differs():
+    pytest.importorskip("nilearn")
+    example = _example()
+    cfg = {"output_dir": "out", "quick": True, "steps": 40, "batch_size": 8, "lr": 3e-3, "seed": 0, "threads": 1,
+           "weights": str(example.DEFAULT_WEIGHTS)}
+    assert example.reproduce_command(cfg) == "python examples/segmentation_chain.py --output-dir out --quick --threads 1"
+    cfg.update(steps=100, lr=0.01, seed=3, weights="tuned.pt")
+    assert example.reproduce_command(cfg) == ("python examples/segmentation_chain.py --output-dir out --quick "
+                                              "--steps 100 --lr 0.01 --seed 3 --weights tuned.pt --threads 1")

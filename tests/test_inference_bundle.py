@@ -300,3 +300,25 @@ def test_nifti_spaces_integer_types_and_8bit_volumes_are_kept(tmp_path):
     assert enhanced_dim.dtype == np.uint8
     assert abs(float(enhanced_dim.mean()) - float(dim.mean())) < 5, "an 8-bit volume keeps its units, not 0..255"
     assert enhanced_dim.max() < 120
+
+
+def test_bundle_postprocessing_returns_the_source_storage_type(tmp_path):
+    """MONAI Label runs preprocessing, inferer and postprocessing with its own writer: a uint16 volume
+    (read by MONAI as int32) must leave postprocessing as uint16, as SaveEnhancedd writes it."""
+    from monai.bundle import ConfigParser
+
+    volume = (smooth((32, 28, 4), np.random.default_rng(5)) * 60000 + 1000).astype(np.uint16)
+    path = tmp_path / "mr_u16.nii.gz"
+    nib.save(nib.Nifti1Image(volume, AFFINE), path)
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(BUNDLE), "weights_path": str(tiny_weights(tmp_path / "tiny.pt")),
+                   "channels": list(TINY_CHANNELS), "device": "cpu", "progress": False})
+    item = parser.get_parsed_content("preprocessing")({"image": str(path)})
+    assert item["image"].meta["filename_or_obj"] == str(path)
+    network = parser.get_parsed_content("network")
+    with torch.no_grad():
+        item["pred"] = parser.get_parsed_content("inferer")(item["image"][None], network)[0]
+    pred = parser.get_parsed_content("postprocessing")(item)["pred"]
+    assert pred.dtype == torch.uint16 and tuple(pred.shape[1:]) == volume.shape
+    np.testing.assert_allclose(pred.meta["affine"], AFFINE, atol=1e-5)

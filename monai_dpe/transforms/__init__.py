@@ -17,7 +17,7 @@ from monai_dpe.transforms.dictionary import (
     RandPerceptualDegradationd,
     SeededPerceptualDegradationd,
 )
-from monai_dpe.transforms.io import MergeAlphad, SaveEnhancedd, SplitAlphad, UnsafeOutputPath, output_path
+from monai_dpe.transforms.io import MergeAlphad, SaveEnhancedd, SplitAlphad, StorageTyped, UnsafeOutputPath, output_path
 from monai_dpe.transforms.load import LoadDisplayImage, LoadDisplayImaged, photo_header, pil_display_converter
 from monai_dpe.transforms.sampling import (
     CenterSliced,
@@ -54,6 +54,7 @@ __all__ = [
     "GreyToRGB",
     "GreyToRGBd",
     "SaveEnhancedd",
+    "StorageTyped",
     "LoadDisplayImage",
     "LoadDisplayImaged",
     "pil_display_converter",

@@ -26,7 +26,7 @@ from monai_dpe.data.discovery import image_suffix
 from monai_dpe.files import partial_prefix
 from monai_dpe.transforms.load import photo_header
 
-__all__ = ["SaveEnhancedd", "SplitAlphad", "MergeAlphad", "output_path", "UnsafeOutputPath", "RESUME_REPLACE"]
+__all__ = ["SaveEnhancedd", "StorageTyped", "SplitAlphad", "MergeAlphad", "output_path", "UnsafeOutputPath", "RESUME_REPLACE"]
 
 _ITK_SUFFIXES = (".nrrd", ".mha", ".mhd")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -302,6 +302,34 @@ def _photo_options(source, suffix: str) -> dict:
     """PIL save options: JPEG at quality 95, and the source photo's resolution and colour profile."""
     options = {"quality": 95} if suffix in (".jpg", ".jpeg") else {}
     return {**options, **photo_header(source)} if source else options
+
+
+class StorageTyped(MapTransform):
+    """Give each image the integer type its source file stores (MONAI reads uint16 pixels as int32).
+
+    ``SaveEnhancedd`` does the same when it writes; this transform ends the bundle's
+    ``postprocessing`` so that callers with their own writer (MONAI Label's infer task) get the
+    source's type too. The image's format decides, as in :class:`SaveEnhancedd`: NIfTI, NRRD and
+    MetaImage go back to the source header's integer type, PNG and TIFF to at most 16 bits.
+    """
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            source = image.meta.get("filename_or_obj") if isinstance(image, MetaTensor) else None
+            if not source:
+                continue
+            array = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
+            stored = _storage_array(_writer(_output_suffix(str(source)), array), array, source)
+            if stored.dtype != array.dtype:
+                d[key] = MetaTensor(stored, meta=image.meta, applied_operations=image.applied_operations)
+        return d
+
+
+def _output_suffix(source: str) -> str:
+    """The suffix an output of ``source`` gets: its own, or NIfTI for DICOM."""
+    return DICOM_OUTPUT_SUFFIX if _is_dicom_name(source) else image_suffix(source)
 
 
 class SplitAlphad(MapTransform):

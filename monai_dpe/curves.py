@@ -29,7 +29,7 @@ __all__ = ["read_validation_log", "plot_validation_curves", "main"]
 logger = logging.getLogger(__name__)
 
 _EPOCH = re.compile(r"Epoch\[(\d+)\] Metrics -- (.*)$")
-_METRIC = re.compile(r"(\w+): (-?[0-9.]+(?:e-?\d+)?)")
+_METRIC = re.compile(r"(\w+): (-?(?:[0-9.]+(?:[eE][-+]?\d+)?|nan|inf))")
 
 
 def read_validation_log(path: str | Path, epoch_length: int) -> list[dict[str, float]]:
@@ -41,9 +41,10 @@ def read_validation_log(path: str | Path, epoch_length: int) -> list[dict[str, f
     records = []
     for line in Path(path).read_text(errors="replace").splitlines():
         found = _EPOCH.search(line)
-        if found:
-            metrics = {name: float(value) for name, value in _METRIC.findall(found.group(2))}
-            records.append({"iteration": int(found.group(1)) * int(epoch_length), **metrics})
+        if found:  # the trainer's own lines (train_loss) share the format: keep validation metrics only
+            metrics = {name: float(value) for name, value in _METRIC.findall(found.group(2)) if name.startswith("val_")}
+            if metrics:
+                records.append({"iteration": int(found.group(1)) * int(epoch_length), **metrics})
     if not records:
         raise ValueError(f"{path}: no validation metrics lines ('Epoch[N] Metrics -- ...') found")
     return records
@@ -104,7 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         references = {name: float(value) for name, value in (_pair(r, "=") for r in args.reference)}
     except (OSError, ValueError, argparse.ArgumentTypeError) as err:
         parser.exit(2, f"error: {err}\n")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        parser.exit(2, f"error: --output {args.output}: cannot create its folder ({err.strerror or err})\n")
     plot_validation_curves(runs, args.output, references)
     args.output.with_suffix(".json").write_text(json.dumps({"runs": runs, "references": references}, indent=1))
     logger.info("wrote %s and %s", args.output, args.output.with_suffix(".json"))

@@ -236,7 +236,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=Path("docs/benchmarks"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    dpe = json.loads(args.dpe_metrics.read_text())
+    try:
+        dpe = json.loads(args.dpe_metrics.read_text())
+    except (OSError, ValueError) as err:  # before any output is written
+        parser.error(f"--dpe-metrics {args.dpe_metrics}: {getattr(err, 'strerror', None) or err} "
+                     "(write it with evaluate.json: make benchmark-quality)")
     basicunet = json.loads(args.basicunet_metrics.read_text()) if args.basicunet_metrics.is_file() else None
     table = method_scores(dpe, basicunet)
     args.output.mkdir(parents=True, exist_ok=True)

@@ -10,9 +10,11 @@ from monai_dpe.curves import main, read_validation_log
 
 LOG = """\
 2026-11-26 06:14:41,001 - INFO - Epoch[1] Complete. Time taken: 00:00:15.0
+2026-11-26 06:14:41,002 - INFO - Epoch[1] Metrics -- train_loss: 0.0871 
 2026-11-26 06:14:57,739 - INFO - Epoch[1] Metrics -- val_delta_e: 5.6200 val_psnr: 23.9339 val_ssim: 0.7387 
 2026-11-26 06:14:57,739 - INFO - Key metric: val_psnr best value: 23.93 at epoch: 1
-2026-11-26 06:15:13,803 - INFO - Epoch[2] Metrics -- val_delta_e: 5.3009 val_psnr: 24.6070 val_ssim: 0.7608 
+2026-11-26 06:15:13,803 - INFO - Epoch[2] Metrics -- val_delta_e: 5.3009 val_psnr: 2.46070e+01 val_ssim: 0.7608 
+2026-11-26 06:15:13,804 - INFO - Epoch[2] Metrics -- train_loss: 0.0815 
 """
 
 
@@ -46,3 +48,15 @@ def test_cli_writes_the_figure_and_the_points(tmp_path, capsys):
         main(["--run", f"run b={tmp_path / 'missing.log'}:100", "--output", str(tmp_path / "x.png")])
     assert stop.value.code == 2 and "missing.log" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_output_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):
+    log = tmp_path / "train.log"
+    log.write_text(LOG)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit) as stop:
+        main(["--run", f"r={log}:100", "--output", str(blocker / "figs" / "c.png")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f"--output {blocker / 'figs' / 'c.png'}: cannot create its folder" in err
+    assert "Traceback" not in err

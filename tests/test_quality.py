@@ -135,3 +135,17 @@ def test_chart_and_crops_are_written(reports, tmp_path):
     crop_figure(pairs, {"dpe": identity}, "clahe", tmp_path / "crops.png", crop=32)
     width, height = Image.open(tmp_path / "crops.png").size
     assert height > width * 0.4, "two rows of four panels"
+
+
+@pytest.mark.parametrize("content", [None, "{not json"], ids=["missing", "corrupt"])
+def test_cli_refuses_an_unusable_metrics_file_with_one_line(tmp_path, capsys, content):
+    from monai_dpe.quality import main
+
+    metrics = tmp_path / "metrics.json"
+    if content is not None:
+        metrics.write_text(content)
+    with pytest.raises(SystemExit) as stop:
+        main(["--dpe-metrics", str(metrics), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f"--dpe-metrics {metrics}: " in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists(), "nothing written"

@@ -42,6 +42,7 @@ BAD = {
     "bogus_syntax.dcm": "transfer syntax 1.2.3.4.5.6.7",
     "no_endian.nrrd": "type (short) and encoding (raw) require endian info",
     "rgb16.tif": "pixel type RGBPixel[US] is not supported by ITK's Python build",
+    "rgb16.png": "16-bit-per-channel colour PNG: Pillow reads only 8 bits of each channel",
     "missing_data.mhd": "its data file missing_data.raw (named by the MetaImage header) is missing",
     "short_data.mhd": "its data file short_data.raw is truncated: 600 bytes where the MetaImage header declares 1,200",
 }
@@ -64,6 +65,8 @@ def write_bad_inputs(root: Path) -> None:
     nib.save(nib.Nifti1Image(rng.random((8, 8, 4, 3)).astype(np.float32), np.eye(4)), root / "series_4d.nii.gz")
     # 16-bit colour: MONAI's TIFF reader (ITK) has no such pixel type, and PIL would drop it to 8 bits
     tifffile.imwrite(root / "rgb16.tif", rng.integers(0, 65535, (32, 32, 3), dtype=np.uint16), photometric="rgb")
+    sitk.WriteImage(sitk.GetImageFromArray(rng.integers(0, 65535, (32, 32, 3)).astype(np.uint16), isVector=True),
+                    root / "rgb16.png")  # Pillow opens it, but as 8 bits per channel
     # MetaImage headers whose data file is gone or cut short: ITK would print its own lines and blame the header
     for name in ("missing_data", "short_data"):
         sitk.WriteImage(sitk.GetImageFromArray(rng.integers(0, 1000, (20, 30)).astype(np.int16)), root / f"{name}.mhd")

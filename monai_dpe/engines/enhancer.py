@@ -183,6 +183,7 @@ def _pil_shape(path: Path) -> tuple[tuple[int, ...], int]:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             with Image.open(path) as im:
+                _refuse_reduced_colour_depth(im)
                 frames = int(getattr(im, "n_frames", 1))
                 spatial = (*im.size, frames) if frames > 1 else tuple(im.size)
                 return spatial, len(im.getbands())
@@ -191,6 +192,14 @@ def _pil_shape(path: Path) -> tuple[tuple[int, ...], int]:
             declared = f"{int(pixels[0]):,} pixels" if pixels else "more pixels than PIL allows"
             raise ImageRefused(f"image too large: its header declares {declared}, over PIL's decompression-bomb "
                                "limit; refused before loading") from err
+
+
+def _refuse_reduced_colour_depth(im) -> None:
+    """Pillow decodes a 16-bit-per-channel colour PNG to 8 bits; the output would silently lose the depth."""
+    rawmode = im.tile[0][3] if im.format == "PNG" and im.tile else ""
+    if isinstance(rawmode, str) and rawmode.startswith(("RGB;16", "RGBA;16")):
+        raise ImageRefused("16-bit-per-channel colour PNG: Pillow reads only 8 bits of each channel, so the "
+                           "output would lose depth; save it as 8-bit colour or as one 16-bit grey image per channel")
 
 
 def _dicom_shape(path: Path) -> tuple[tuple[int, ...], int] | None:

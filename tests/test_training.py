@@ -466,6 +466,21 @@ def test_report_means_and_margin():
         EnhancementReport("x.json", baselines=["gamma_magic"])
 
 
+def test_report_says_how_many_images_its_psnr_mean_covers(tmp_path, caplog):
+    """An output identical to its target has infinite PSNR: left out of that mean, and said so."""
+    report = EnhancementReport(tmp_path / "m.json", baselines=[])
+    target = torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(0))
+    exact, poor = report._scores(target, target), report._scores(target * 0.5, target)
+    assert exact["psnr"] is None and poor["psnr"] is not None
+    report.records = [{"source": s, "modality": "mr", "preset": "clean", "channels": 3, "rgb": True, **sc}
+                      for s, sc in (("a", exact), ("b", poor))]
+    with caplog.at_level("INFO", logger="monai_dpe.engines.evaluation"):
+        written = report.write()
+    means = written["per_preset"]["clean"]["model"]
+    assert (means["count"], means["psnr_count"]) == (2, 1) and means["psnr"] == pytest.approx(poor["psnr"])
+    assert any("1 identical to their targets, infinite PSNR, left out of its mean" in m for m in caplog.messages)
+
+
 def test_report_scores_the_signed_brightness_error(tmp_path):
     """mean_error says which way an image is off: a uniformly darker prediction gives minus the offset."""
     report = EnhancementReport(tmp_path / "m.json", baselines=[])

@@ -276,8 +276,10 @@ class EnhancementReport:
         for preset, methods in report["per_preset"].items():
             model = methods["model"]
             margin = f", margin over best classical {methods['margin_db']:+.2f} dB" if "margin_db" in methods else ""
-            logger.info("%s: PSNR %s dB, SSIM %s, DeltaE(RGB) %s over %d images%s", preset, _fmt(model["psnr"]),
-                        _fmt(model["ssim"], 4), _fmt(model["delta_e_rgb"]), model["count"], margin)
+            identical = model["count"] - model["psnr_count"]
+            exact = f" ({identical} identical to their targets, infinite PSNR, left out of its mean)" if identical else ""
+            logger.info("%s: PSNR %s dB, SSIM %s, DeltaE(RGB) %s over %d images%s%s", preset, _fmt(model["psnr"]),
+                        _fmt(model["ssim"], 4), _fmt(model["delta_e_rgb"]), model["count"], exact, margin)
         logger.info("wrote %s", self.output_path)
         return report
 
@@ -321,6 +323,8 @@ def _means(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     colour = [r["delta_e"] for r in records if r.get("rgb") and r["delta_e"] is not None]
     out["delta_e_rgb"] = float(np.mean(colour)) if colour else None
     out["rgb_count"] = len(colour)
+    # an output identical to its target has infinite PSNR, recorded as None: its mean covers the others
+    out["psnr_count"] = sum(r.get("psnr") is not None for r in records)
     return out
 
 

@@ -378,3 +378,28 @@ def test_discriminator_loss_logits_matches_bce_with_logits():
 def test_generator_adversarial_loss_uses_last_item_of_list():
     scores = [torch.rand(2, 1), torch.rand(2, 1) * 0.8 + 0.1]
     torch.testing.assert_close(GeneratorAdversarialLoss()(scores), -torch.log(scores[-1]).mean())
+
+
+def test_delta_e_scores_and_pulls_back_predictions_outside_the_unit_range():
+    """The shipped network's output is unbounded: a clamp inside the Lab conversion gave such pixels
+    exactly zero gradient, and scores that disagreed with scikit-image."""
+    rng = np.random.default_rng(0)
+    target = rng.random((8, 8, 3))
+    pred = target * 1.4 - 0.2  # partly below 0 and above 1
+    expected = deltaE_ciede2000(rgb2lab(target), rgb2lab(pred)).mean()
+    as_tensor = lambda a: torch.tensor(np.moveaxis(a, -1, 0))[None]  # noqa: E731
+    assert DeltaELoss()(as_tensor(pred), as_tensor(target)).item() == pytest.approx(expected, rel=1e-4)
+    for value in (1.3, -0.2):
+        out = torch.full((1, 3, 4, 4), value, dtype=torch.float64, requires_grad=True)
+        DeltaELoss()(out, torch.full((1, 3, 4, 4), 0.5, dtype=torch.float64)).backward()
+        assert torch.isfinite(out.grad).all() and out.grad.abs().sum() > 0
+        assert (out.grad.sign() == (1.0 if value > 0.5 else -1.0)).all(), "descent moves it towards the target"
+
+
+def test_dpe_loss_scores_colour_in_its_data_range():
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.rand(2, 3, 16, 16, generator=g), torch.rand(2, 3, 16, 16, generator=g)
+    unit = DPELoss(feature_weight=0, adversarial_weight=0, delta_e_weight=1)(pred, target)[1]["delta_e"]
+    eight_bit = DPELoss(feature_weight=0, adversarial_weight=0, delta_e_weight=1, data_range=255)(
+        pred * 255, target * 255)[1]["delta_e"]
+    assert eight_bit.item() == pytest.approx(unit.item(), rel=1e-5)

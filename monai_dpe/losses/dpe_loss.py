@@ -39,7 +39,7 @@ class DPELoss(nn.Module):
         feature_combine: ``"product"`` (paper) or ``"sum"``.
         adversarial_logits: the discriminator returns logits rather than probabilities.
         spatial_dims: 2 or 3.
-        data_range: value range of the images, for SSIM.
+        data_range: value range of the images, for SSIM and DeltaE (which scores sRGB in [0, 1]).
 
     Example::
 
@@ -78,6 +78,7 @@ class DPELoss(nn.Module):
             else None
         )
         self.adversarial = GeneratorAdversarialLoss(logits=adversarial_logits)
+        self.data_range = float(data_range)
         self.ssim = SSIMLoss(spatial_dims=spatial_dims, data_range=data_range) if ssim_weight > 0 else None
         self.delta_e = DeltaELoss() if delta_e_weight > 0 else None
 
@@ -106,6 +107,6 @@ class DPELoss(nn.Module):
         if self.ssim is not None:
             terms["ssim"] = self.ssim(pred, target)
         if self.delta_e is not None:
-            terms["delta_e"] = self.delta_e(pred, target)
+            terms["delta_e"] = self.delta_e(pred / self.data_range, target / self.data_range)  # sRGB in [0, 1]
         total = torch.stack([self.weights[name] * value for name, value in terms.items()]).sum()
         return total, {name: value.detach() for name, value in terms.items()}

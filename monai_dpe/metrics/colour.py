@@ -29,9 +29,14 @@ def _as_rgb(image: torch.Tensor) -> torch.Tensor:
 
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """Convert channel-first sRGB in [0, 1], shape (B, 3, ...), to CIELAB (L, a, b) channels."""
-    rgb = rgb.clamp(0.0, 1.0)
-    linear = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    """Convert channel-first sRGB, shape (B, 3, ...), to CIELAB (L, a, b) channels.
+
+    Values outside [0, 1] are converted as scikit-image's ``rgb2lab`` does (the sRGB curve's linear
+    part below 0.04045, its power part above, unclipped), so an out-of-range prediction is scored
+    as it is and a loss built on it keeps its gradient there.
+    """
+    # the power branch sees only its own domain, so the branch torch.where discards adds no NaN gradient
+    linear = torch.where(rgb > 0.04045, ((rgb.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
     matrix = torch.tensor(_XYZ_FROM_RGB, dtype=rgb.dtype, device=rgb.device)
     white = torch.tensor(_D65_WHITE, dtype=rgb.dtype, device=rgb.device)
     xyz = torch.einsum("ij,bj...->bi...", matrix, linear)

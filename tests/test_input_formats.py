@@ -243,7 +243,8 @@ def test_nifti_keeps_its_header_rank_and_scaled_dtype(tmp_path, tiny_bundle):
 
 def test_itk_images_keep_rank_pixel_type_and_geometry(tmp_path, tiny_bundle):
     """A 2D NRRD stays 2D and scalar; a uint16 volume (read by MONAI as int32) goes back to uint16;
-    a MetaImage header and its data file pass the data-file check; a signed 16-bit TIFF stays signed 16-bit."""
+    a MetaImage header and its data file pass the data-file check; a signed 16-bit TIFF stays signed 16-bit,
+    32-bit integer TIFFs stay 32-bit (not clipped to 16)."""
     import itk
 
     rng = np.random.default_rng(6)
@@ -260,8 +261,16 @@ def test_itk_images_keep_rank_pixel_type_and_geometry(tmp_path, tiny_bundle):
         itk.imwrite(image, str(tmp_path / "in" / name))
     signed = (smooth((40, 44), rng) * 3000 - 1000).astype(np.int16)  # PIL cannot write signed TIFF pixels
     tifffile.imwrite(tmp_path / "in" / "signed.tif", signed)
+    wide = {"int32.tif": (smooth((40, 44), rng) * 200000 - 70000).astype(np.int32),  # PIL stored these in 16 bits
+            "uint32.tif": (smooth((40, 44), rng) * 200000).astype(np.uint32)}
+    for name, data in wide.items():
+        tifffile.imwrite(tmp_path / "in" / name, data)
     proc = run_cli("in", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", "--backend", "eager", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    for name, data in wide.items():
+        enhanced_wide = tifffile.imread(tmp_path / "out" / name)
+        assert enhanced_wide.dtype == data.dtype and enhanced_wide.shape == data.shape, name
+        assert enhanced_wide.max() > 70000 and np.corrcoef(enhanced_wide.ravel(), data.ravel())[0, 1] > 0.9, name
     enhanced_signed = tifffile.imread(tmp_path / "out" / "signed.tif")
     assert enhanced_signed.dtype == np.int16 and enhanced_signed.shape == signed.shape
     assert enhanced_signed.min() < 0 and np.corrcoef(enhanced_signed.ravel(), signed.ravel())[0, 1] > 0.9

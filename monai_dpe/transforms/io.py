@@ -86,11 +86,13 @@ class NiftiWriter(NibabelWriter):
         nib.save(self.data_obj, filename)
 
 
-def _writer(suffix: str, array: torch.Tensor):
+def _writer(suffix: str, array: torch.Tensor, source=None):
     if suffix in (".tif", ".tiff") and array.dim() == 4 and array.shape[-1] > 1:
         return ITKWriter  # a multi-page TIFF stack (read by ITK as a volume): ITK writes it back page by page
     if suffix in (".tif", ".tiff") and array.dtype in (torch.int8, torch.int16):
         return ITKWriter  # signed TIFF pixels: PIL has no mode to write them, ITK keeps the type
+    if suffix in (".tif", ".tiff") and source and _itk_component_dtype(source) in (np.int32, np.uint32):
+        return ITKWriter  # 32-bit integer TIFF: PIL would store 16 bits and clip, ITK keeps the type
     if suffix in PHOTO_SUFFIXES:
         return PILWriter
     if suffix in _ITK_SUFFIXES:
@@ -145,7 +147,7 @@ class SaveEnhancedd(MapTransform):
         dest.parent.mkdir(parents=True, exist_ok=True)
         array = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
         meta = dict(image.meta) if isinstance(image, MetaTensor) else {}
-        writer_type = _writer(suffix, array)
+        writer_type = _writer(suffix, array, meta.get("filename_or_obj"))
         array = _storage_array(writer_type, array, meta.get("filename_or_obj"))
         # PILWriter would otherwise clip to [0, 1] and rescale to 255: the data are already in their dtype's units
         options = {"scale": None} if writer_type is PILWriter else {}
@@ -188,7 +190,8 @@ def _nifti_layout(data, channels: int):
     return data[..., None, :]
 
 
-_ITK_COMPONENT_DTYPES = {"unsigned_char": np.uint8, "char": np.int8, "unsigned_short": np.uint16, "short": np.int16}
+_ITK_COMPONENT_DTYPES = {"unsigned_char": np.uint8, "char": np.int8, "unsigned_short": np.uint16, "short": np.int16,
+                         "unsigned_int": np.uint32, "int": np.int32}
 
 
 def _storage_array(writer_type, array: torch.Tensor, source) -> torch.Tensor:
@@ -208,14 +211,14 @@ def _storage_array(writer_type, array: torch.Tensor, source) -> torch.Tensor:
         target = _nifti_integer_dtype(source)
     else:
         return array
-    if target is None:
+    if target is None or array.numpy().dtype == target:
         return array
-    limits = np.iinfo(target)
-    return torch.from_numpy(array.clamp(int(limits.min), int(limits.max)).numpy().astype(target))
+    limits = np.iinfo(target)  # numpy clips any integer type (torch has no clamp for uint32)
+    return torch.from_numpy(np.clip(array.numpy(), limits.min, limits.max).astype(target))
 
 
 def _itk_component_dtype(source) -> type | None:
-    """The 8/16-bit integer pixel type an ITK-read source stores, from its header; None otherwise."""
+    """The 8/16/32-bit integer pixel type an ITK-read source stores, from its header; None otherwise."""
     try:
         import itk
 
@@ -321,7 +324,7 @@ class StorageTyped(MapTransform):
             if not source:
                 continue
             array = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
-            stored = _storage_array(_writer(_output_suffix(str(source)), array), array, source)
+            stored = _storage_array(_writer(_output_suffix(str(source)), array, source), array, source)
             if stored.dtype != array.dtype:
                 d[key] = MetaTensor(stored, meta=image.meta, applied_operations=image.applied_operations)
         return d

@@ -43,6 +43,7 @@ BAD = {
     "no_endian.nrrd": "type (short) and encoding (raw) require endian info",
     "rgb16.tif": "pixel type RGBPixel[US] is not supported by ITK's Python build",
     "rgb16.png": "16-bit-per-channel colour PNG: Pillow reads only 8 bits of each channel",
+    "turned.tif": "TIFF orientation tag 6 (displayed turned or mirrored), which the TIFF reader does not apply",
     "missing_data.mhd": "its data file missing_data.raw (named by the MetaImage header) is missing",
     "short_data.mhd": "its data file short_data.raw is truncated: 600 bytes where the MetaImage header declares 1,200",
 }
@@ -67,6 +68,10 @@ def write_bad_inputs(root: Path) -> None:
     tifffile.imwrite(root / "rgb16.tif", rng.integers(0, 65535, (32, 32, 3), dtype=np.uint16), photometric="rgb")
     sitk.WriteImage(sitk.GetImageFromArray(rng.integers(0, 65535, (32, 32, 3)).astype(np.uint16), isVector=True),
                     root / "rgb16.png")  # Pillow opens it, but as 8 bits per channel
+    turned = Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    tags = turned.getexif()
+    tags[0x0112] = 6  # "rotate 90 degrees to display", as cameras and scanners write it
+    turned.save(root / "turned.tif", exif=tags)
     # MetaImage headers whose data file is gone or cut short: ITK would print its own lines and blame the header
     for name in ("missing_data", "short_data"):
         sitk.WriteImage(sitk.GetImageFromArray(rng.integers(0, 1000, (20, 30)).astype(np.int16)), root / f"{name}.mhd")

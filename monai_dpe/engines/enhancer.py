@@ -184,6 +184,7 @@ def _pil_shape(path: Path) -> tuple[tuple[int, ...], int]:
         try:
             with Image.open(path) as im:
                 _refuse_reduced_colour_depth(im)
+                _refuse_turned_tiff(im)
                 frames = int(getattr(im, "n_frames", 1))
                 spatial = (*im.size, frames) if frames > 1 else tuple(im.size)
                 return spatial, len(im.getbands())
@@ -200,6 +201,15 @@ def _refuse_reduced_colour_depth(im) -> None:
     if isinstance(rawmode, str) and rawmode.startswith(("RGB;16", "RGBA;16")):
         raise ImageRefused("16-bit-per-channel colour PNG: Pillow reads only 8 bits of each channel, so the "
                            "output would lose depth; save it as 8-bit colour or as one 16-bit grey image per channel")
+
+
+def _refuse_turned_tiff(im) -> None:
+    """ITK reads a TIFF's stored raster and ignores its orientation tag (and reads such colour files as
+    RGBA): the output would be displayed turned or mirrored, with an alpha channel the input lacks."""
+    orientation = im.getexif().get(0x0112, 1) if im.format == "TIFF" else 1
+    if orientation not in (None, 1):
+        raise ImageRefused(f"TIFF orientation tag {orientation} (displayed turned or mirrored), which the TIFF "
+                           "reader does not apply; save the image upright (orientation 1) or as PNG/JPEG")
 
 
 def _dicom_shape(path: Path) -> tuple[tuple[int, ...], int] | None:

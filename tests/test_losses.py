@@ -403,3 +403,15 @@ def test_dpe_loss_scores_colour_in_its_data_range():
     eight_bit = DPELoss(feature_weight=0, adversarial_weight=0, delta_e_weight=1, data_range=255)(
         pred * 255, target * 255)[1]["delta_e"]
     assert eight_bit.item() == pytest.approx(unit.item(), rel=1e-5)
+
+
+def test_dpe_loss_with_every_weight_zero_is_refused_when_built():
+    with pytest.raises(ValueError, match="every term's weight is 0"):
+        DPELoss(l1_weight=0, feature_weight=0, adversarial_weight=0, ssim_weight=0, delta_e_weight=0)
+
+
+def test_vgg_weights_file_that_is_not_a_state_dict_is_named(tmp_path):
+    path = tmp_path / "vgg19.pth"
+    torch.save(torch.zeros(3), path)
+    with pytest.raises(ValueError, match="vgg19.pth: not a VGG19 state dict \\(it holds a Tensor\\)"):
+        VGG19Features(weights_path=path)

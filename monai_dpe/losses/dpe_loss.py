@@ -72,6 +72,9 @@ class DPELoss(nn.Module):
         for name, value in self.weights.items():
             if value < 0:
                 raise ValueError(f"DPELoss: {name} weight must be >= 0, got {value}.")
+        if not any(self.weights.values()):
+            raise ValueError("DPELoss: every term's weight is 0; give at least one (l1_weight, feature_weight, ...) "
+                             "a positive weight.")
         self.feature = (
             RegularizedFeatureLoss(feature_network, feature_weights_path, feature_combine, spatial_dims)
             if feature_weight > 0

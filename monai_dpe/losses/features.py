@@ -70,6 +70,8 @@ class VGG19Features(nn.Module):
     def load_weights(self, path: str | os.PathLike) -> None:
         """Load a torchvision VGG19 state dict (classifier keys are ignored)."""
         state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise ValueError(f"{path}: not a VGG19 state dict (it holds a {type(state).__name__}).")
         trunk = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
         own = self.features.state_dict()
         missing = [k for k in own if k not in trunk]

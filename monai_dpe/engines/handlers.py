@@ -82,7 +82,7 @@ class TrainingState:
 
     def _check_writable(self, engine: Engine) -> None:
         """Find an unwritable state folder when training starts, not at the first save an hour later."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() > 0:
+        if idist.get_rank() > 0:  # in a distributed run rank 0 alone writes
             return
         folder = os.path.dirname(os.path.abspath(self.path))
         try:
@@ -134,7 +134,7 @@ class TrainingState:
 
     def save(self, engine: Engine) -> None:
         """Write the state atomically (temporary file + rename); in a distributed run only rank 0 writes."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() > 0:
+        if idist.get_rank() > 0:  # in a distributed run rank 0 alone writes
             return
         state = {k: v.state_dict() for k, v in {**self.save_dict, **self.optional_dict}.items()}
         state["trainer"] = {"iteration": engine.state.iteration, "epoch_length": engine.state.epoch_length}

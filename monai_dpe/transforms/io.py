@@ -211,10 +211,11 @@ def _storage_array(writer_type, array: torch.Tensor, source) -> torch.Tensor:
         target = _nifti_integer_dtype(source)
     else:
         return array
-    if target is None or array.numpy().dtype == target:
+    values = array.detach().cpu().numpy()  # on the CPU, where writers take it (a GPU run's pred is on the GPU)
+    if target is None or values.dtype == target:
         return array
     limits = np.iinfo(target)  # numpy clips any integer type (torch has no clamp for uint32)
-    return torch.from_numpy(np.clip(array.numpy(), limits.min, limits.max).astype(target))
+    return torch.from_numpy(np.clip(values, limits.min, limits.max).astype(target))
 
 
 def _itk_component_dtype(source) -> type | None:
@@ -312,8 +313,9 @@ class StorageTyped(MapTransform):
 
     ``SaveEnhancedd`` does the same when it writes; this transform ends the bundle's
     ``postprocessing`` so that callers with their own writer (MONAI Label's infer task) get the
-    source's type too. The image's format decides, as in :class:`SaveEnhancedd`: NIfTI, NRRD and
-    MetaImage go back to the source header's integer type, PNG and TIFF to at most 16 bits.
+    source's type too. The image's format decides, as in :class:`SaveEnhancedd`: NIfTI, NRRD,
+    MetaImage and 32-bit TIFF go back to the source header's integer type, PNG and other TIFF to
+    at most 16 bits.
     """
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
@@ -321,9 +323,9 @@ class StorageTyped(MapTransform):
         for key in self.key_iterator(d):
             image = d[key]
             source = image.meta.get("filename_or_obj") if isinstance(image, MetaTensor) else None
-            if not source:
+            if not source:  # nothing says which file, so nothing says which type
                 continue
-            array = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
+            array = image.as_tensor()
             stored = _storage_array(_writer(_output_suffix(str(source)), array, source), array, source)
             if stored.dtype != array.dtype:
                 d[key] = MetaTensor(stored, meta=image.meta, applied_operations=image.applied_operations)

@@ -206,8 +206,8 @@ def _refuse_reduced_colour_depth(im) -> None:
 def _refuse_turned_tiff(im) -> None:
     """ITK reads a TIFF's stored raster and ignores its orientation tag (and reads such colour files as
     RGBA): the output would be displayed turned or mirrored, with an alpha channel the input lacks."""
-    orientation = im.getexif().get(0x0112, 1) if im.format == "TIFF" else 1
-    if orientation not in (None, 1):
+    orientation = im.getexif().get(0x0112, 1) if im.format == "TIFF" else 1  # EXIF/TIFF tag 274
+    if orientation != 1:
         raise ImageRefused(f"TIFF orientation tag {orientation} (displayed turned or mirrored), which the TIFF "
                            "reader does not apply; save the image upright (orientation 1) or as PNG/JPEG")
 

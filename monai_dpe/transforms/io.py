@@ -233,7 +233,7 @@ def _itk_component_dtype(source) -> type | None:
 
 def _source_nifti_header(source) -> nib.Nifti1Header | None:
     """The header of a NIfTI-1 source file; None for other sources or an unreadable header."""
-    if not source or _is_dicom_name(str(source)) or image_suffix(str(source)) not in _NIFTI_SUFFIXES:
+    if not source or image_suffix(str(source)) not in _NIFTI_SUFFIXES:  # DICOM included: its own suffixes
         return None
     try:
         header = nib.load(source).header

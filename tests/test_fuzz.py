@@ -33,6 +33,7 @@ from monai_dpe.transforms import (
     RandLowContrastd,
     RandPerceptualDegradation,
     RandPerceptualDegradationd,
+    RandStainJitter,
 )
 
 
@@ -199,6 +200,19 @@ def test_colour_jitter_dict_same_recolouring_for_every_key(img, seed):
     out = t({"image": img, "twin": twin})
     check_recoloured(out["image"], img)
     np.testing.assert_array_equal(as_numpy(out["twin"]), as_numpy(out["image"]))
+
+
+@fuzz(30)
+@given(img=unit_images(channels=(3,)), seed=st.integers(0, 2**31 - 1), max_gain=st.floats(0.0, 0.99),
+       max_shift=st.floats(0.0, 5.0))
+def test_stain_jitter_restains_within_unit_range(img, seed, max_gain, max_shift):
+    """RandStainJitter (prob 1) on black, white and subnormal pixels: finite, in [0, 1], same shape."""
+    t = RandStainJitter(prob=1.0, max_gain=max_gain, max_shift=max_shift, swap_prob=0.5)
+    t.set_random_state(seed)
+    out = t(img)
+    assert tuple(out.shape) == tuple(img.shape)
+    values = as_numpy(out)
+    assert np.isfinite(values).all() and values.min() >= 0.0 and values.max() <= 1.0
 
 
 # ---------------------------------------------------------------- IntensityPolicy

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from monai_dpe.transforms.array import NOISE_TYPES, RandAcquisitionNoise, RandLowBrightness, RandLowContrast
 from monai_dpe.transforms.colour import RandColourJitter, RandColourJitterd
+from monai_dpe.transforms.stain import RandStainJitter, RandStainJitterd
 from monai_dpe.transforms.composite import PRESETS, RandPerceptualDegradation
 from monai_dpe.transforms.dictionary import (
     IntensityPolicyd,
@@ -34,6 +35,8 @@ from monai_dpe.transforms.intensity_policy import POLICY_MODES, IntensityPolicy,
 __all__ = [
     "RandColourJitter",
     "RandColourJitterd",
+    "RandStainJitter",
+    "RandStainJitterd",
     "RandLowBrightness",
     "RandLowContrast",
     "RandAcquisitionNoise",

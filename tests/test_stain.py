@@ -95,6 +95,7 @@ def test_dict_restains_histology_only_and_every_key_alike(slide):
     out = t({"image": slide, "twin": slide.clone(), "modality": "histology"})
     assert not torch.allclose(out["image"], slide)
     torch.testing.assert_close(out["twin"], out["image"])
+    assert sorted(t.last_params["stain_order"]) == [0, 1, 2] and len(t.last_params["stain_gains"]) == 3
     fundus = {"image": slide, "modality": "fundus"}
     assert t(fundus)["image"] is slide
     assert RandStainJitterd(keys="image", prob=1.0, modalities=None)(fundus)["image"] is not slide

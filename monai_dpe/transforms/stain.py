@@ -21,9 +21,11 @@ import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.data.meta_obj import get_track_meta
-from monai.transforms import MapTransform, RandomizableTransform
+from monai.transforms import RandomizableTransform
 from monai.utils import convert_to_tensor
 from skimage.color import hed_from_rgb, rgb_from_hed
+
+from monai_dpe.transforms.dictionary import _RandMapd
 
 __all__ = ["RandStainJitter", "RandStainJitterd"]
 
@@ -66,6 +68,13 @@ class RandStainJitter(RandomizableTransform):
         self._shifts = self.R.uniform(-self.max_shift, self.max_shift, size=3)
         self._order = self.R.permutation(3) if self.R.rand() < self.swap_prob else np.arange(3)
 
+    @property
+    def last_params(self) -> dict:
+        """The last draw (for reports): per-stain gains and shifts, and the stain order (H, E, DAB = 0, 1, 2)."""
+        if not self._do_transform:
+            return {}
+        return {"stain_gains": self._gains.tolist(), "stain_shifts": self._shifts.tolist(), "stain_order": self._order.tolist()}
+
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
         if randomize:
             self.randomize()
@@ -91,15 +100,13 @@ class RandStainJitter(RandomizableTransform):
         return restained.clamp(0.0, 1.0).to(rgb.dtype)
 
 
-class RandStainJitterd(RandomizableTransform, MapTransform):
+class RandStainJitterd(_RandMapd):
     """Dictionary version of :class:`RandStainJitter`: the same re-staining for every key.
 
     Only items whose ``modality_key`` value is in ``modalities`` are re-stained (by default
     ``"histology"``: fundus photographs and fluorescence are not stained slides); with
     ``modalities=None`` every RGB item is.
     """
-
-    backend = RandStainJitter.backend
 
     def __init__(
         self,
@@ -112,26 +119,11 @@ class RandStainJitterd(RandomizableTransform, MapTransform):
         modalities: Sequence[str] | None = ("histology",),
         allow_missing_keys: bool = False,
     ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
-        self.jitter = RandStainJitter(1.0, max_gain, max_shift, swap_prob)
+        super().__init__(keys, RandStainJitter(prob, max_gain, max_shift, swap_prob), allow_missing_keys)
         self.modality_key = modality_key
         self.modalities = None if modalities is None else frozenset(modalities)
 
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandStainJitterd:
-        super().set_random_state(seed, state)
-        self.jitter.set_random_state(seed, state)
-        return self
-
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        self.randomize(None)
-        if not self._do_transform or not self._selected(d):
-            return d
-        self.jitter.randomize()
-        for key in self.key_iterator(d):
-            d[key] = self.jitter(d[key], randomize=False)
-        return d
-
-    def _selected(self, d: Mapping[Hashable, object]) -> bool:
-        return self.modalities is None or d.get(self.modality_key) in self.modalities
+        if self.modalities is not None and data.get(self.modality_key) not in self.modalities:
+            return dict(data)
+        return super().__call__(data)

@@ -715,19 +715,27 @@ def test_train_datalist_entries_are_relative_to_the_datalist_unless_dataset_dir_
     assert "dataset_dir" not in _settings(build_parser().parse_args(["train"]), tmp_path / "bundle"), "corpus default"
 
 
-def test_stain_prob_restains_histology_training_images_only(tiny_data, tmp_path):
-    """`stain_prob` reaches the training pipeline: with the same seeds, stain_prob 1 changes the clean
-    target of a histology item and leaves a grey CT item's draws exactly as stain_prob 0 makes them."""
-    items = {"histology": {**_item("astronaut.png", "histology", 3), "image": str(tiny_data / "astronaut.png")},
-             "ct": {**_item("ct_small.nii.gz", "ct", 1), "image": str(tiny_data / "ct_small.nii.gz")}}
+def test_stain_prob_restains_histology_training_images_only(tmp_path):
+    """`stain_prob` reaches the training pipeline through the datalist: with the same seeds, stain_prob 1
+    changes the clean target of the histology item (stored in a ``histology/`` folder, which MONAI's
+    datalist loader once joined onto the modality) and leaves the CT item's draws exactly as stain_prob 0."""
+    tiny, data = write_tiny_data(tmp_path / "tiny"), tmp_path / "corpus"
+    for modality, name in (("histology", "astronaut.png"), ("ct", "ct_small.nii.gz")):
+        (data / modality).mkdir(parents=True)
+        shutil.copy(tiny / name, data / modality / name)
+    entries = [_item("histology/astronaut.png", "histology", 3), _item("ct/ct_small.nii.gz", "ct", 1)]
+    (data / "datalist.json").write_text(json.dumps({"training": entries, "validation": entries}))
     targets = {}
     for stain_prob in (0.0, 1.0):
         parser = ConfigParser()
         parser.read_config(str(REPO / "bundle" / "configs" / "train.json"))
-        parser.update({**TINY, "stain_prob": stain_prob, "colour_prob": 0.0, "clean_prob": 1.0})
+        parser.update({**TINY, "stain_prob": stain_prob, "colour_prob": 0.0, "clean_prob": 1.0,
+                       "dataset_dir": str(data), "datalist": str(data / "datalist.json")})
+        items = parser.get_parsed_content("train#datalist")
+        assert [i["modality"] for i in items] == ["histology", "ct"]
         pipeline = parser.get_parsed_content("train#preprocessing")
-        for name, item in items.items():
+        for item in items:
             pipeline.set_random_state(seed=3)
-            targets[name, stain_prob] = torch.stack([p["target"] for p in pipeline(dict(item))])
+            targets[item["modality"], stain_prob] = torch.stack([p["target"] for p in pipeline(dict(item))])
     assert not torch.allclose(targets["histology", 0.0], targets["histology", 1.0], atol=1e-3)
     torch.testing.assert_close(targets["ct", 0.0], targets["ct", 1.0], atol=0, rtol=0)

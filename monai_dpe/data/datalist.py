@@ -292,12 +292,25 @@ def load_split(
     """
     from monai.data import load_decathlon_datalist
 
-    items = load_decathlon_datalist(datalist, True, key, base_dir)
+    items = _keep_descriptions(load_decathlon_datalist(datalist, True, key, base_dir), datalist, key)
     good = validate_datalist(items, None, skip_bad, min_size)
     if not good:
         dropped = f" ({len(items)} dropped as unusable)" if items else ""
         raise ValueError(f"{datalist}: no usable '{key}' entries{dropped}")
     return good
+
+
+def _keep_descriptions(items: list[dict], datalist: str | os.PathLike, key: str) -> list[dict]:
+    """Put back the datalist's own values of every field but ``image`` and ``label``.
+
+    MONAI's loader joins ``base_dir`` to any value that names an existing path, so a modality
+    ``histology`` beside a ``histology/`` folder came back as ``corpus/histology`` and matched
+    no modality rule (stain jitter of histology images never ran).
+    """
+    with open(datalist) as f:
+        raw = json.load(f)[key]
+    return [{**item, **{k: v for k, v in entry.items() if k not in ("image", "label")}} if isinstance(entry, dict) else item
+            for item, entry in zip(items, raw)]
 
 
 def with_presets(items: Iterable[Mapping[str, Any]], presets: Iterable[str] = ("paper", "radiology")) -> list[dict]:

@@ -254,8 +254,7 @@ class EnhancementReport:
             preset = str(_scalar(item.get("preset", "")))
             record = {
                 "source": str(_scalar(item.get("source", item.get("image_id", "")))),
-                # MONAI's datalist loader turns a modality that names an existing folder into its path
-                "modality": os.path.basename(str(_scalar(item.get("modality", "unknown"))).rstrip("/")),
+                "modality": str(_scalar(item.get("modality", "unknown"))),
                 "preset": preset,
                 "channels": channels,
                 "rgb": channels == 3,

@@ -415,3 +415,13 @@ def test_vgg_weights_file_that_is_not_a_state_dict_is_named(tmp_path):
     torch.save(torch.zeros(3), path)
     with pytest.raises(ValueError, match="vgg19.pth: not a VGG19 state dict \\(it holds a Tensor\\)"):
         VGG19Features(weights_path=path)
+
+
+@pytest.mark.parametrize("shape, reason", [((1, 2, 32, 32), "2 channels"), ((1, 4, 32, 32), "4 channels"),
+                                           ((1, 3, 15, 40), "at least 16 px")])
+def test_regularized_feature_names_what_vgg19_cannot_take(shape, reason):
+    """Two or four channels, or a side under 16 px, fail with one line saying so (not a broadcast or pooling error)."""
+    loss = RegularizedFeatureLoss(feature_network="vgg19_random")
+    with pytest.raises(ValueError, match=reason):
+        loss(torch.rand(shape), torch.rand(shape))
+    assert torch.isfinite(loss(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)))

@@ -27,6 +27,7 @@ MONAI_PERCEPTUAL_TYPES = (
 )
 # (out_channels per conv) per block; "M" is a 2x2 max pool, as torchvision's VGG19 "E" layout
 _VGG19_LAYOUT: Sequence = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512)
+_MIN_SIDE = 2 ** _VGG19_LAYOUT.count("M")  # conv5_4 sees a 1-pixel map after the four pools
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -83,6 +84,11 @@ class VGG19Features(nn.Module):
         return super().train(False)  # frozen feature extractor: always in eval mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] not in (1, 3):
+            raise ValueError(f"VGG19 features take grey or RGB images, got {x.shape[1]} channels (drop an alpha channel first).")
+        if min(x.shape[2:]) < _MIN_SIDE:
+            raise ValueError(f"VGG19 features up to conv5_4 pool four times and need at least {_MIN_SIDE} px a side, "
+                             f"got {tuple(x.shape[2:])}.")
         if x.shape[1] == 1:
             x = x.expand(-1, 3, *x.shape[2:])
         return self.features((x - self.mean) / self.std)

@@ -9,8 +9,9 @@ Tellez et al., 2018, Medical Image Analysis 51) and can swap which stain vector 
 concentration is rendered with (eosin re-rendered as DAB turns an H&E slide into an
 H-DAB-like one). Stain vectors are scikit-image's (Ruifrok and Johnston, 2001). It works on
 the clean image before degradation, so target and degraded input share the new stains. With
-gains 1, shifts 0 and no swap it returns the image unchanged (to float rounding; pixels darker than 1e-4 come back as 1e-4):
-the conversion is an exact matrix inverse, without the clipping of ``skimage.color.rgb2hed``.
+gains 1, shifts 0 and no swap it returns the image unchanged (to float rounding; pixels darker
+than 1e-4 come back as 1e-4): the conversion is an exact matrix inverse, without the clipping
+of ``skimage.color.rgb2hed``.
 """
 from __future__ import annotations
 

@@ -216,7 +216,8 @@ def _nifti(path: Path, data: np.ndarray, dtype, slope: float | None = None) -> N
 
 
 def test_nifti_keeps_its_header_rank_and_scaled_dtype(tmp_path, tiny_bundle):
-    """A 2D NIfTI comes back 2D; a scaled int16 volume comes back int16 with its units and description."""
+    """A 2D NIfTI comes back 2D, a single time point (X, Y, Z, 1) 4D with its time step; a scaled int16
+    volume comes back int16 with its units and description."""
     import nibabel as nib
 
     rng = np.random.default_rng(5)
@@ -226,10 +227,14 @@ def test_nifti_keeps_its_header_rank_and_scaled_dtype(tmp_path, tiny_bundle):
     _nifti(tmp_path / "in" / "scaled.nii.gz", volume, np.int16, slope=0.05)
     decoded = np.asarray(nib.load(tmp_path / "in" / "scaled.nii.gz").get_fdata(), np.float32)
     _nifti(tmp_path / "in" / "scaled_as_float.nii.gz", decoded, np.float32)
+    _nifti(tmp_path / "in" / "one_timepoint.nii.gz", volume[..., None], np.int16)  # (X, Y, Z, 1): one time point
+    timepoint = nib.load(tmp_path / "in" / "one_timepoint.nii.gz")
+    timepoint.header.set_zooms((0.26, 0.26, 0.29, 2.5))
+    nib.save(timepoint, tmp_path / "in" / "one_timepoint.nii.gz")
     proc = run_cli("in", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", "--backend", "eager", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert SUMMARY.search(proc.stdout).groups()[:2] == ("3", "0")
-    for name in ("slice.nii.gz", "scaled.nii.gz", "scaled_as_float.nii.gz"):
+    assert SUMMARY.search(proc.stdout).groups()[:2] == ("4", "0")
+    for name in ("slice.nii.gz", "scaled.nii.gz", "scaled_as_float.nii.gz", "one_timepoint.nii.gz"):
         source, enhanced = nib.load(tmp_path / "in" / name), nib.load(tmp_path / "out" / name)
         assert enhanced.shape == source.shape and enhanced.get_data_dtype() == source.get_data_dtype()
         assert enhanced.header.get_xyzt_units() == ("micron", "sec")

@@ -160,7 +160,7 @@ class SaveEnhancedd(MapTransform):
         else:
             writer.set_data_array(array, channel_dim=0, squeeze_end_dims=squeeze, spatial_ndim=spatial_ndim)
         if writer_type is NiftiWriter:
-            writer.data_obj = _nifti_layout(writer.data_obj, array.shape[0])
+            writer.data_obj = _nifti_layout(writer.data_obj, array.shape[0], _nifti_shape(meta.get("filename_or_obj")))
         if writer_type is PILWriter:
             writer.set_metadata(meta, resample=False)
         else:
@@ -179,12 +179,16 @@ class SaveEnhancedd(MapTransform):
             shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def _nifti_layout(data, channels: int):
-    """The channel-last array as NIfTI stores it: one channel as a plain (X, Y[, Z]) image, as read;
-    colour as a vector image (X, Y, Z, 1, C), the standard's place for components (4th dimension
-    time, 5th components), which ITK, 3D Slicer and monai-dpe itself read back as colour."""
+def _nifti_layout(data, channels: int, source_shape: tuple[int, ...] | None = None):
+    """The channel-last array as NIfTI stores it: one channel as a plain (X, Y[, Z]) image, as read,
+    or in the source's shape where that only adds trailing singleton axes (a single time point
+    stored as (X, Y, Z, 1) stays 4D, with its time step); colour as a vector image (X, Y, Z, 1, C),
+    the standard's place for components (4th dimension time, 5th components), which ITK, 3D
+    Slicer and monai-dpe itself read back as colour."""
     if channels == 1:
-        return data[..., 0]
+        plain = data[..., 0]
+        extra = source_shape[plain.ndim:] if source_shape and tuple(source_shape[: plain.ndim]) == plain.shape else None
+        return plain.reshape(source_shape) if extra and all(s == 1 for s in extra) else plain
     while data.ndim < 4:  # a 2D colour image: a single slice, then the components
         data = data[..., None, :]
     return data[..., None, :]
@@ -250,6 +254,12 @@ def _nifti_integer_dtype(source) -> type | None:
     dtype = header.get_data_dtype()
     slope, _ = header.get_slope_inter()
     return dtype.type if dtype.names is None and np.issubdtype(dtype, np.integer) and slope is None else None
+
+
+def _nifti_shape(source) -> tuple[int, ...] | None:
+    """A NIfTI source's stored shape (with any trailing singleton axes); None for other sources."""
+    header = _source_nifti_header(source)
+    return None if header is None else tuple(int(s) for s in header.get_data_shape())
 
 
 def _nifti_forms(source) -> tuple[tuple[np.ndarray, int], tuple[np.ndarray, int]] | None:

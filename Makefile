@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast test-monailabel demo train train-gpu baseline corpus export benchmark benchmark-speed benchmark-quality clean
+.PHONY: install test test-fast test-monailabel demo train train-histology train-gpu baseline corpus export benchmark benchmark-speed benchmark-quality clean
 
 install: $(STAMP)
 
@@ -63,6 +63,13 @@ RESUME ?= false
 train: $(STAMP) corpus
 	$(PY) -m monai.bundle run --config_file bundle/configs/train.json --meta_file bundle/configs/metadata.json \
 		--logging_file bundle/configs/logging.conf --bundle_root bundle --dataset_dir corpus --resume $(RESUME)
+
+# The brightfield-histology specialist (models/model_histology.pt): a fine-tune of models/model.pt on the
+# histology images only, stain jitter instead of colour jitter; RESUME=true continues
+train-histology: $(STAMP) corpus
+	$(PY) -m monai.bundle run --config_file "['bundle/configs/train.json','bundle/configs/train_histology.json']" \
+		--meta_file bundle/configs/metadata.json --logging_file bundle/configs/logging.conf --bundle_root bundle \
+		--dataset_dir corpus --resume $(RESUME)
 
 # The paper's widths on one GPU (bf16, batch 64), stopped after TIME_LIMIT seconds of wall-clock;
 # weights go to bundle/models/paper_width/ (the shipped half-width weights stay); RESUME=true continues

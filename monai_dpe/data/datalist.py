@@ -278,8 +278,12 @@ def load_split(
     base_dir: str | os.PathLike | None = None,
     skip_bad: bool = False,
     min_size: int = 1,
+    modalities: Iterable[str] | None = None,
 ) -> list[dict]:
     """The ``key`` list (``training`` or ``validation``) of a MONAI datalist JSON, checked and non-empty.
+
+    ``modalities`` keeps only the entries whose ``modality`` field is one of them (a specialist
+    model, such as the histology one, trains and validates on its own modality).
 
     MONAI's ``load_decathlon_datalist`` reads it (relative paths against ``base_dir``, default
     the JSON's folder), :func:`validate_datalist` checks each entry (``min_size`` as there), and a list left empty
@@ -293,6 +297,11 @@ def load_split(
     from monai.data import load_decathlon_datalist
 
     items = _keep_descriptions(load_decathlon_datalist(datalist, True, key, base_dir), datalist, key)
+    if modalities is not None:
+        wanted = [modalities] if isinstance(modalities, str) else list(modalities)
+        items = [item for item in items if item.get("modality") in wanted]
+        if not items:
+            raise ValueError(f"{datalist}: no '{key}' entries of modality {', '.join(wanted)}")
     good = validate_datalist(items, None, skip_bad, min_size)
     if not good:
         dropped = f" ({len(items)} dropped as unusable)" if items else ""

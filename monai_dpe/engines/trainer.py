@@ -16,17 +16,25 @@ __all__ = ["SupervisedAdversarialTrainer", "PrepareImageTarget"]
 
 
 class PrepareImageTarget(PrepareBatch):
-    """Take ``(image, target)`` from a dictionary batch (the degraded input and its clean truth)."""
+    """Take ``(image, target)`` from a dictionary batch (the degraded input and its clean truth).
 
-    def __init__(self, image_key: str = "image", target_key: str = "target") -> None:
+    ``extra_keys`` maps network keyword arguments to batch keys (``{"modality": "modality"}``):
+    their values are passed to the network as they are, as MONAI's ``PrepareBatchExtraInput``
+    does, so a :class:`monai_dpe.networks.ModalityRouter` learns each image's modality.
+    """
+
+    def __init__(self, image_key: str = "image", target_key: str = "target", extra_keys: dict[str, str] | None = None) -> None:
         self.image_key, self.target_key = image_key, target_key
+        self.extra_keys = dict(extra_keys or {})
 
     def __call__(self, batchdata: dict, device=None, non_blocking: bool = False, **kwargs: Any):
         image = batchdata[self.image_key].to(device=device, non_blocking=non_blocking, **kwargs)
         target = batchdata.get(self.target_key)
         if target is not None:
             target = target.to(device=device, non_blocking=non_blocking, **kwargs)
-        return image, target
+        if not self.extra_keys:
+            return image, target
+        return image, target, (), {arg: batchdata.get(key) for arg, key in self.extra_keys.items()}
 
 
 class SupervisedAdversarialTrainer(SupervisedTrainer):

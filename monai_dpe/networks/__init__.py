@@ -6,6 +6,7 @@ from monai_dpe.networks.backends import BACKENDS, OnnxNetwork, export_onnx, load
 from monai_dpe.networks.blocks import DownBlock, GatedConv, ResidualBlock, UpBlock
 from monai_dpe.networks.discriminator import DPEDiscriminator
 from monai_dpe.networks.dpenet import DecoderLevel, DPENet, EncoderLevel
+from monai_dpe.networks.router import ModalityRouter, load_router
 from monai_dpe.networks.weights import (
     WeightsError,
     export_path,
@@ -19,6 +20,8 @@ from monai_dpe.networks.weights import (
 
 __all__ = [
     "DPENet",
+    "ModalityRouter",
+    "load_router",
     "load_weights",
     "load_backend",
     "resolve_backend",

@@ -41,9 +41,10 @@ def resolve_backend(
     On CPU that is ONNX Runtime (measured fastest at every slice size, outputs within 1e-4 of
     eager, docs/benchmarks/speed.md), but only when onnxruntime is installed, no autocast is asked
     for, and the export provably belongs to the weights: both are recorded in ``bundle_root``'s
-    ``large_files.json`` and ``weights_path`` still has its recorded digest (after a fine-tune
-    overwrote ``model.pt`` without ``make export``, a stale export would silently run the old
-    model). Otherwise eager PyTorch.
+    ``large_files.json`` and ``weights_path`` has the digest recorded for ``models/model.pt``, the
+    file every export is made from (after a fine-tune overwrote ``model.pt`` without ``make
+    export``, a stale export would silently run the old model; another recorded weights file, such
+    as the histology model, has no export). Otherwise eager PyTorch.
     """
     if backend != AUTO:
         if backend in ("onnx", "torchscript") and bundle_root is not None:
@@ -54,6 +55,8 @@ def resolve_backend(
     if importlib.util.find_spec("onnxruntime") is None or not os.path.isfile(onnx_path) or bundle_root is None:
         return "eager"
     weights_digest = recorded_sha256(bundle_root, weights_path)
+    if weights_digest != recorded_sha256(bundle_root, Path(bundle_root) / "models" / "model.pt"):
+        return "eager"  # the exports are made from models/model.pt, not from this (histology) model
     if weights_digest is None or recorded_sha256(bundle_root, onnx_path) is None or not os.path.isfile(weights_path):
         return "eager"
     return "onnx" if sha256_of(weights_path) == weights_digest else "eager"

@@ -1,0 +1,76 @@
+"""ModalityRouter: one network per imaging modality behind a single module.
+
+A network trained on every modality has to guess, from a patch, how dark the clean image's
+darkest pixels were, and the guess that suits a pale brightfield slide (lift the darks) is wrong
+for a fundus photograph (keep its black surround). A specialist trained on one modality learns
+that modality's prior instead. The router sends each image of a batch to the specialist for its
+``modality`` (the datalist field) and every other image to the default network, so an evaluator
+or inferer scores the set of shipped models the way a user would run them.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+from monai_dpe.networks.weights import load_weights, recorded_sha256
+
+__all__ = ["ModalityRouter", "load_router"]
+
+
+class ModalityRouter(nn.Module):
+    """Run each image through the network for its modality, or through ``default``.
+
+    Args:
+        default: the network for modalities without a specialist.
+        experts: modality name -> specialist network (for example ``{"histology": net}``).
+
+    ``forward(x, modality)`` takes ``modality`` as one string for the whole batch, a sequence of
+    strings (one per image, as a collated datalist field arrives) or ``None`` (the default network).
+    MONAI engines pass it with ``PrepareBatchExtraInput``-style preparation, see
+    :class:`monai_dpe.engines.PrepareImageTarget` ``extra_keys``.
+    """
+
+    def __init__(self, default: nn.Module, experts: Mapping[str, nn.Module] | None = None) -> None:
+        super().__init__()
+        self.default = default
+        self.experts = nn.ModuleDict(dict(experts or {}))
+
+    def network_for(self, modality: str | None) -> nn.Module:
+        """The specialist for ``modality``, or the default network."""
+        return self.experts[modality] if modality in self.experts else self.default
+
+    def forward(self, x: torch.Tensor, modality: str | Sequence[str] | None = None) -> torch.Tensor:
+        if modality is None or isinstance(modality, str):
+            return self.network_for(modality)(x)
+        names = list(modality)
+        if len(names) != x.shape[0]:
+            raise ValueError(f"got {len(names)} modality names for a batch of {x.shape[0]} images.")
+        if len(set(names)) == 1:
+            return self.network_for(names[0])(x)
+        out = [self.network_for(name)(x[i : i + 1]) for i, name in enumerate(names)]
+        return torch.cat(out, dim=0)
+
+
+def load_router(
+    network: nn.Module,
+    weights_path: str | os.PathLike,
+    expert_weights: Mapping[str, str | os.PathLike] | None = None,
+    bundle_root: str | os.PathLike | None = None,
+) -> ModalityRouter:
+    """A :class:`ModalityRouter` of ``network`` loaded from ``weights_path`` and one copy per expert file.
+
+    Each file is checked against the digest ``bundle_root``'s ``large_files.json`` records for it
+    (files it does not record are loaded unchecked, as :func:`load_weights` does without a digest).
+    """
+
+    def digest(path: str | os.PathLike) -> str | None:
+        return recorded_sha256(bundle_root, path) if bundle_root is not None else None
+
+    experts = {name: copy.deepcopy(network) for name in (expert_weights or {})}
+    for name, path in (expert_weights or {}).items():
+        load_weights(experts[name], path, digest(path))
+    return ModalityRouter(load_weights(network, weights_path, digest(weights_path)), experts)

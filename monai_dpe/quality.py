@@ -50,7 +50,10 @@ first. Classical methods (scikit-image; BM3D from the `bm3d` package) work on th
 colour images. MONAI's `BasicUNet` (1,114,323 parameters against DPE's 1,123,243) is trained by
 the same `train.json` with `basicunet_baseline.json` swapping `network_def`: same data,
 degradations, loss (L1 + 1e-3 adversarial), batch and 2,500 iterations, the number behind DPE's
-0.2.0 weights (the shipped 0.3.0 adds a 3,400-step fine-tune on a GPU; `make baseline`). Reproduce everything with `make benchmark-quality`."""
+0.2.0 weights (the shipped 0.3.0 adds a 3,400-step fine-tune on a GPU; `make baseline`). DPE scores
+the histology image with its histology specialist (`models/model_histology.pt`, since 0.4.0) and
+every other image with `models/model.pt`, as `evaluate.json` routes them. Reproduce everything
+with `make benchmark-quality`."""
 
 CONFIGS = Path(__file__).resolve().parent.parent / "bundle" / "configs"
 
@@ -157,15 +160,17 @@ def psnr_chart(table: Mapping[str, dict], path: Path) -> None:
     fig.savefig(path)
 
 
-def _network(config_files: Sequence[str], weights: str, bundle_root: str) -> torch.nn.Module:
+def _network(config_files: Sequence[str], weights: str, bundle_root: str,
+             experts: Mapping[str, str] | None = None) -> torch.nn.Module:
+    """The configs' network with ``weights``, and a copy per modality specialist in ``experts`` (a router)."""
     from monai.bundle import ConfigParser
 
-    from monai_dpe.networks import load_weights
+    from monai_dpe.networks import load_router
 
     parser = ConfigParser()
     parser.read_config(list(config_files))
     parser["bundle_root"] = bundle_root
-    return load_weights(parser.get_parsed_content("network_def"), weights).eval()
+    return load_router(parser.get_parsed_content("network_def"), weights, experts).eval()
 
 
 def _validation_pairs(dataset_dir: str, bundle_root: str, preset: str) -> list[dict]:
@@ -182,7 +187,8 @@ def _validation_pairs(dataset_dir: str, bundle_root: str, preset: str) -> list[d
     for item in parser.get_parsed_content("validate#datalist"):
         raw = degrade(dict(item))
         net_in = to_network(dict(raw))
-        pairs.append({"name": _modality(item.get("modality", "")), "rgb": int(item.get("channels", 1)) == 3,
+        pairs.append({"name": _modality(item.get("modality", "")), "modality": item.get("modality"),
+                      "rgb": int(item.get("channels", 1)) == 3,
                       "degraded": raw["image"], "image": net_in["image"], "target": net_in["target"]})
     return pairs
 
@@ -195,6 +201,13 @@ def _display(img: torch.Tensor, rgb: bool, crop: int) -> np.ndarray:
     top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
     patch = img[:, top : top + crop, left : left + crop].clamp(0, 1)
     return patch.permute(2, 1, 0).numpy()
+
+
+def _route(network: torch.nn.Module) -> torch.nn.Module:
+    """``network`` as a :class:`ModalityRouter` (a plain network serves every modality)."""
+    from monai_dpe.networks import ModalityRouter
+
+    return network if isinstance(network, ModalityRouter) else ModalityRouter(network)
 
 
 def crop_figure(pairs: Sequence[dict], networks: Mapping[str, torch.nn.Module], classical: str, path: Path,
@@ -212,7 +225,7 @@ def crop_figure(pairs: Sequence[dict], networks: Mapping[str, torch.nn.Module], 
     for row, pair in enumerate(pairs):
         outputs = [pair["degraded"], apply_baseline(classical, pair["image"], pair["rgb"])]
         with torch.inference_mode():
-            outputs += [net(pair["image"][None])[0].clamp(0, 1) for net in networks.values()]
+            outputs += [_route(net)(pair["image"][None], pair.get("modality"))[0].clamp(0, 1) for net in networks.values()]
         outputs.append(pair["target"])
         for col, (out, label) in enumerate(zip(outputs, columns)):
             shown = torch.as_tensor(out, dtype=torch.float32)
@@ -230,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dpe-metrics", type=Path, default=Path("docs/benchmarks/eval/metrics.json"))
     parser.add_argument("--basicunet-metrics", type=Path, default=Path("docs/benchmarks/eval_basicunet/metrics.json"))
     parser.add_argument("--dpe-weights", default="bundle/models/model.pt")
+    parser.add_argument("--dpe-histology-weights", default="bundle/models/model_histology.pt",
+                        help="the histology specialist that evaluate.json routes histology images to ('' for none)")
     parser.add_argument("--basicunet-weights", default="bundle/baselines/basicunet/model.pt")
     parser.add_argument("--dataset-dir", default="corpus")
     parser.add_argument("--bundle-root", default="bundle")
@@ -247,7 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = {"DPE": f"`{args.dpe_metrics}`", "BasicUNet": f"`{args.basicunet_metrics}`" if basicunet else "not evaluated"}
     write_markdown(table, args.output / "quality.md", info)
     psnr_chart(table, args.output / "quality_psnr.png")
-    networks = {"dpe": _network([str(CONFIGS / "train.json")], args.dpe_weights, args.bundle_root)}
+    experts = {"histology": args.dpe_histology_weights} if args.dpe_histology_weights else None
+    networks = {"dpe": _network([str(CONFIGS / "train.json")], args.dpe_weights, args.bundle_root, experts)}
     if basicunet:
         files = [str(CONFIGS / "train.json"), str(CONFIGS / "basicunet_baseline.json")]
         networks = {"basicunet": _network(files, args.basicunet_weights, args.bundle_root), **networks}

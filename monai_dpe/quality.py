@@ -264,7 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     psnr_chart(table, args.output / "quality_psnr.png")
     experts = {"histology": args.dpe_histology_weights} if args.dpe_histology_weights else None
     networks = {"dpe": _network([str(CONFIGS / "train.json")], args.dpe_weights, args.bundle_root, experts)}
-    if basicunet:
+    if basicunet and not os.path.isfile(args.basicunet_weights):
+        logger.info("%s not found (make baseline): the crops show DPE without BasicUNet", args.basicunet_weights)
+    elif basicunet:
         files = [str(CONFIGS / "train.json"), str(CONFIGS / "basicunet_baseline.json")]
         networks = {"basicunet": _network(files, args.basicunet_weights, args.bundle_root), **networks}
     best, _ = _best_classical(table["paper"]["mean"])

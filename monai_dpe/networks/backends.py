@@ -55,9 +55,9 @@ def resolve_backend(
     if importlib.util.find_spec("onnxruntime") is None or not os.path.isfile(onnx_path) or bundle_root is None:
         return "eager"
     weights_digest = recorded_sha256(bundle_root, weights_path)
-    if weights_digest != recorded_sha256(bundle_root, Path(bundle_root) / "models" / "model.pt"):
-        return "eager"  # the exports are made from models/model.pt, not from this (histology) model
-    if weights_digest is None or recorded_sha256(bundle_root, onnx_path) is None or not os.path.isfile(weights_path):
+    exported_digest = recorded_sha256(bundle_root, Path(bundle_root) / "models" / "model.pt")  # exports come from it
+    if weights_digest is None or weights_digest != exported_digest or recorded_sha256(bundle_root, onnx_path) is None \
+            or not os.path.isfile(weights_path):
         return "eager"
     return "onnx" if sha256_of(weights_path) == weights_digest else "eager"
 

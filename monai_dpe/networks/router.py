@@ -70,7 +70,5 @@ def load_router(
     def digest(path: str | os.PathLike) -> str | None:
         return recorded_sha256(bundle_root, path) if bundle_root is not None else None
 
-    experts = {name: copy.deepcopy(network) for name in (expert_weights or {})}
-    for name, path in (expert_weights or {}).items():
-        load_weights(experts[name], path, digest(path))
+    experts = {name: load_weights(copy.deepcopy(network), path, digest(path)) for name, path in (expert_weights or {}).items()}
     return ModalityRouter(load_weights(network, weights_path, digest(weights_path)), experts)

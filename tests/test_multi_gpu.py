@@ -67,3 +67,28 @@ def test_torchrun_gloo_two_ranks_train_and_only_rank0_saves(tmp_path):
     writers = {p.name.split(".")[-2] for p in (bundle / "runs").iterdir() if p.name.startswith("events.out")}
     assert len(writers) == 1, f"TensorBoard logs from more than one process: {writers}"
     assert "val_psnr" in result.stdout, "rank 0 must log the validation metrics"
+
+
+def test_leave_process_group_waits_for_every_rank_then_lets_gloo_finish(tmp_path, monkeypatch):
+    """The training config's last step: no rank shuts Python down while Gloo still releases a collective."""
+    import torch.distributed as dist
+
+    import monai_dpe.engines.distributed as distributed
+
+    calls = []
+    for name in ("barrier", "destroy_process_group"):
+        real = getattr(dist, name)
+        monkeypatch.setattr(dist, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    monkeypatch.setattr(distributed.time, "sleep", lambda seconds: calls.append(("sleep", seconds)))
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        distributed.leave_process_group()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    assert calls == ["barrier", "destroy_process_group", ("sleep", 0.5)], "Gloo's threads finish while Python runs"
+    distributed.leave_process_group()  # without a process group there is nothing to leave
+    assert len(calls) == 3
+    config = json.loads((REPO / "bundle" / "configs" / "multi_gpu_train.json").read_text())
+    assert config["finalize"] == ["$monai_dpe.engines.distributed.leave_process_group()"]

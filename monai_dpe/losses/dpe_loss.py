@@ -11,27 +11,30 @@ import torch.nn.functional as F
 from monai.losses import SSIMLoss
 from monai_dpe.losses.adversarial import GeneratorAdversarialLoss
 from monai_dpe.losses.delta_e import DeltaELoss
-from monai_dpe.losses.gradient import check_pair
+from monai_dpe.losses.gradient import GradientDifferenceLoss, check_pair
 from monai_dpe.losses.regularized_feature import RegularizedFeatureLoss
 
 __all__ = ["DPELoss"]
 
 
 class DPELoss(nn.Module):
-    """L1 + regularised feature + adversarial (+ optional SSIM and DeltaE) generator loss.
+    """L1 + regularised feature + adversarial (+ optional gradient-difference, SSIM and DeltaE) generator loss.
 
     Defaults are the paper's: ``l1_weight=1``, ``feature_weight=1``, ``adversarial_weight=1e-3``,
-    ``ssim_weight=0``, ``delta_e_weight=0``. A term whose weight is 0 is not built or computed
+    ``gradient_weight=0``, ``ssim_weight=0``, ``delta_e_weight=0``. The paper's gradient term only
+    scales the feature distance (``RegularizedFeatureLoss``), so without features nothing rewards
+    edges and texture; ``gradient_weight`` adds :class:`GradientDifferenceLoss` on its own. A term whose weight is 0 is not built or computed
     (so no feature network is needed with ``feature_weight=0``).
 
     ``forward`` returns ``(total, terms)`` where ``terms`` maps each active term's name
-    (``"l1"``, ``"feature"``, ``"adversarial"``, ``"ssim"``, ``"delta_e"``) to its unweighted value,
+    (``"l1"``, ``"feature"``, ``"adversarial"``, ``"gradient"``, ``"ssim"``, ``"delta_e"``) to its unweighted value,
     detached, for logging.
 
     Args:
         l1_weight: weight of the mean absolute error.
         feature_weight: weight of :class:`RegularizedFeatureLoss`.
         adversarial_weight: weight of BCE(D(G(x)), 1).
+        gradient_weight: weight of :class:`GradientDifferenceLoss` alone (structure: edges, noise, banding).
         ssim_weight: weight of MONAI's ``SSIMLoss`` (1 - SSIM).
         delta_e_weight: weight of :class:`DeltaELoss` (CIEDE2000).
         feature_network: feature network of the regularised term (see ``build_feature_distance``).
@@ -52,6 +55,7 @@ class DPELoss(nn.Module):
         l1_weight: float = 1.0,
         feature_weight: float = 1.0,
         adversarial_weight: float = 1e-3,
+        gradient_weight: float = 0.0,
         ssim_weight: float = 0.0,
         delta_e_weight: float = 0.0,
         feature_network: str | nn.Module = "vgg19",
@@ -66,6 +70,7 @@ class DPELoss(nn.Module):
             "l1": float(l1_weight),
             "feature": float(feature_weight),
             "adversarial": float(adversarial_weight),
+            "gradient": float(gradient_weight),
             "ssim": float(ssim_weight),
             "delta_e": float(delta_e_weight),
         }
@@ -82,6 +87,7 @@ class DPELoss(nn.Module):
         )
         self.adversarial = GeneratorAdversarialLoss(logits=adversarial_logits)
         self.data_range = float(data_range)
+        self.gradient = GradientDifferenceLoss() if gradient_weight > 0 else None
         self.ssim = SSIMLoss(spatial_dims=spatial_dims, data_range=data_range) if ssim_weight > 0 else None
         self.delta_e = DeltaELoss() if delta_e_weight > 0 else None
 
@@ -107,6 +113,8 @@ class DPELoss(nn.Module):
             if fake_output is None:
                 raise ValueError("DPELoss: adversarial_weight > 0 needs fake_output, the discriminator's output on pred.")
             terms["adversarial"] = self.adversarial(fake_output)
+        if self.gradient is not None:
+            terms["gradient"] = self.gradient(pred, target)
         if self.ssim is not None:
             terms["ssim"] = self.ssim(pred, target)
         if self.delta_e is not None:

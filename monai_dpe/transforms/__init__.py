@@ -30,6 +30,14 @@ from monai_dpe.transforms.sampling import (
     UnitRange,
     UnitRanged,
 )
+from monai_dpe.transforms.storage import (
+    RandJPEG,
+    RandJPEGd,
+    RecordStorageBitsd,
+    RoundToBitDepth,
+    RoundToBitDepthd,
+    storage_bits,
+)
 from monai_dpe.transforms.intensity_policy import POLICY_MODES, IntensityPolicy, robust_range
 
 __all__ = [
@@ -67,6 +75,12 @@ __all__ = [
     "UnsafeOutputPath",
     "output_path",
     "robust_range",
+    "storage_bits",
+    "RecordStorageBitsd",
+    "RoundToBitDepth",
+    "RoundToBitDepthd",
+    "RandJPEG",
+    "RandJPEGd",
     "NOISE_TYPES",
     "PRESETS",
     "POLICY_MODES",

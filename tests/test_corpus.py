@@ -51,10 +51,26 @@ def small_corpus(tmp_path_factory):
     return out, build_corpus(out, SMALL, progress=False)
 
 
-def test_registry_has_every_modality_in_both_splits():
-    for split in ("training", "validation"):
-        present = {s.modality for s in SOURCES if s.split == split}
-        assert present == set(MODALITIES), f"{split} lacks {set(MODALITIES) - present}"
+def test_registry_packaged_validation_covers_the_original_modalities():
+    present = {s.modality for s in SOURCES if s.split == "validation"}
+    assert {"xray", "ct", "mr", "microscopy", "histology", "fundus"} <= present
+
+
+def test_committed_datalist_meets_the_corpus_and_split_requirements():
+    """The pinned datalist: >= 2,000 training images from >= 25 sources and 8 modalities, >= 300 colour from
+    >= 4 colour sources; a test split of >= 12 sources (>= 3 colour, >= 2 volumes); no source in two splits."""
+    datalist = json.loads((Path(__file__).parent.parent / "bundle" / "configs" / "datalist.json").read_text())
+    train, test = datalist["training"], datalist["test"]
+    assert len(train) >= 2000
+    assert len({i["source"] for i in train}) >= 25 and len({i["modality"] for i in train}) >= 8
+    colour = [i for i in train if i["channels"] == 3]
+    assert len(colour) >= 300 and len({i["source"] for i in colour}) >= 4
+    assert len({i["source"] for i in test}) >= 12
+    assert len({i["source"] for i in test if i["channels"] == 3}) >= 3
+    assert len({i["source"] for i in test if i["spatial_dims"] == 3}) >= 2
+    splits = {split: {i["source"] for i in datalist[split]} for split in ("training", "validation", "test")}
+    assert not (splits["training"] & splits["validation"] or splits["training"] & splits["test"]
+                or splits["validation"] & splits["test"])
 
 
 def test_percentile_stretch_source_asks_clean_inputs_for_no_change(tmp_path):

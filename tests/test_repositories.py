@@ -129,3 +129,17 @@ def test_bare_mirror_named_by_the_environment(mirror, tmp_path, monkeypatch):
 def test_decode_photo_refuses_non_images_in_one_line():
     with pytest.raises(ValueError, match="x.png: not a readable image"):
         decode_photo(b"junk", "x.png")
+
+
+def test_licence_table_names_every_source_and_training_licences_allow_sharing_weights():
+    from monai_dpe.data.licences import licence_table
+    from monai_dpe.data.sources import COLLECTIONS, SOURCES
+
+    table = licence_table()
+    allowed = ("MIT", "BSD", "Apache", "CC0", "CC-BY", "NIH Clinical Center: no restrictions")
+    inherited = {"ct_head_cranium"}  # GPL-2: named in the table's notes; the fine-tuned weights still carry it
+    for source in (*SOURCES, *COLLECTIONS):
+        assert source.name in table
+        if source.split == "training" and source.name not in inherited:
+            assert source.licence.startswith(allowed), f"{source.name}: {source.licence}"
+    assert "ct_head_cranium" in table.split("Notes", 1)[1]

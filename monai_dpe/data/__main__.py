@@ -3,6 +3,7 @@
 Usage::
 
     python -m monai_dpe.data build --output-dir corpus --datalist bundle/configs/datalist.json
+    python -m monai_dpe.data licences --output bundle/docs/data_license.txt
     python -m monai_dpe.data folder my_images --datalist my_datalist.json --validation-fraction 0.1
 
 ``build`` exits 0 when every PyPI source built (Debian sources may fail on machines without
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from monai_dpe.data.corpus import build_corpus
 from monai_dpe.data.datalist import datalist_from_folder, write_datalist
+from monai_dpe.data.licences import write_licence_table
 from monai_dpe.data.repositories import MIRRORS_ENV
 from monai_dpe.data.sources import COLLECTIONS, SOURCES, default_cache_dir, get_collection, get_source
 
@@ -38,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="folder of git mirrors (OWNER+NAME/repo) to read repository collections from instead of "
                             f"GitHub (default ${MIRRORS_ENV})")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    licences = commands.add_parser("licences", help="write the data licence table from the source registry")
+    licences.add_argument("--output", type=Path, default=Path("bundle/docs/data_license.txt"))
     folder = commands.add_parser("folder", help="write a datalist for a folder of your own images")
     folder.add_argument("folder", type=Path)
     folder.add_argument("--datalist", required=True, type=Path, help="datalist JSON to write")
@@ -97,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     package_logger.addHandler(handler)
     package_logger.setLevel(logging.INFO)
     try:
+        if args.command == "licences":
+            logger.info("wrote %s", write_licence_table(args.output))
+            return 0
         return _build(args) if args.command == "build" else _folder(args)
     finally:
         package_logger.removeHandler(handler)

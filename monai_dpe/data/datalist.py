@@ -172,7 +172,8 @@ def _items_from_corpus_dir(corpus_dir: Path) -> list[tuple[str, dict]]:
 
     items = []
     for collection in COLLECTIONS:
-        for file in sorted((corpus_dir / collection.modality / collection.name).iterdir()):
+        folder = corpus_dir / collection.modality / collection.name
+        for file in sorted(folder.iterdir()) if folder.is_dir() else []:
             if file.name.startswith(".") or not file.name.endswith((".png", ".nii.gz")):
                 continue
             relpath = file.relative_to(corpus_dir).as_posix()

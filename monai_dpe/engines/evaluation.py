@@ -354,7 +354,20 @@ def _methods(records: list[dict]) -> dict[str, Any]:
     if classical and out["model"]["psnr"] is not None:
         out["best_classical_psnr"] = max(classical)
         out["margin_db"] = out["model"]["psnr"] - max(classical)
+    out.update(_structure_margins(records))
     return out
+
+
+def _structure_margins(records: list[dict]) -> dict[str, Any]:
+    """Structure PSNR of the model minus that of the untouched input: mean, and the worst image (by name)."""
+    pairs = [(r.get("name", r["source"]), r["structure_psnr"] - r["baselines"]["input"]["structure_psnr"]) for r in records
+             if r.get("structure_psnr") is not None and (r.get("baselines", {}).get("input") or {}).get("structure_psnr")
+             is not None]
+    if not pairs:
+        return {}
+    worst = min(pairs, key=lambda p: p[1])
+    return {"structure_margin_db": float(np.mean([m for _, m in pairs])), "worst_structure_margin_db": float(worst[1]),
+            "worst_structure_image": worst[0]}
 
 
 def _group(records: list[dict], key: str) -> dict[str, list[dict]]:

@@ -80,3 +80,15 @@ def test_gradient_term_adds_the_gradient_difference_alone():
 def test_training_precision_follows_the_processor(features, expected):
     assert training_autocast_dtype("cpu", features) == expected
     assert has_fast_bf16(features) is (expected is not None)
+
+
+def test_package_version_and_the_bundle_pin_move_together():
+    import json
+    from pathlib import Path
+
+    import monai_dpe
+
+    metadata = json.loads((Path(__file__).parent.parent / "bundle" / "configs" / "metadata.json").read_text())
+    assert metadata["required_packages_version"]["monai-dpe"] == monai_dpe.__version__
+    assert metadata["version"] == monai_dpe.__version__
+    assert all("\n" not in entry and len(entry) <= 300 for entry in metadata["changelog"].values())

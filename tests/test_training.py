@@ -506,7 +506,8 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
            "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf"),
            "--bundle_root", str(bundle), "--dataset_dir", str(tiny_data), "--datalist", str(tiny_data / "datalist.json"),
            "--channels", "[8,16]", "--weights_path", str(weights), "--output_dir", str(out_dir),
-           "--baselines", "['stretch','histogram_equalisation','clahe']", "--progress", "False"]
+           "--baselines", "['stretch','histogram_equalisation','clahe']", "--progress", "False",
+           "--validate#split", "validation"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out_dir / "metrics.json").read_text())
@@ -519,7 +520,8 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
     parser = ConfigParser()
     parser.read_config(config_files)
     parser.update({"bundle_root": str(bundle), "dataset_dir": str(tiny_data), "channels": [8, 16],
-                   "datalist": str(tiny_data / "datalist.json"), "weights_path": str(weights)})
+                   "datalist": str(tiny_data / "datalist.json"), "weights_path": str(weights),
+                   "validate#split": "validation"})
     dataset = parser.get_parsed_content("validate#dataset")
     net.eval()
     by_key = {(r["source"], r["preset"]): r for r in report["images"]}
@@ -533,10 +535,18 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
         reference_de = color.deltaE_ciede2000(color.rgb2lab(target), color.rgb2lab(pred_np)).mean()
         assert record["delta_e"] == pytest.approx(reference_de, abs=1e-2)
         assert record["rgb"] == (item["source"] == "astronaut")
+        fit = np.linalg.lstsq(np.stack([pred_np.ravel(), np.ones(pred_np.size)], 1), target.ravel(), rcond=None)[0]
+        assert record["structure_psnr"] == pytest.approx(
+            metrics.peak_signal_noise_ratio(target, fit[0] * pred_np + fit[1], data_range=1.0), abs=1e-3)
         assert item["degradation"]["family"] == record["degradation"]["family"] == item["preset"]
         if item["preset"] == "clean":
             assert "baselines" not in record
             continue
+        untouched = item["degraded"].expand_as(item["target"]).permute(1, 2, 0).numpy().astype(np.float64)
+        if item["bits"] == 8:  # an 8-bit source's degraded image holds an 8-bit file's levels
+            assert np.allclose(untouched * 255, np.round(untouched * 255), atol=1e-4)
+        assert record["baselines"]["input"]["psnr"] == pytest.approx(
+            metrics.peak_signal_noise_ratio(target, untouched, data_range=1.0), abs=1e-3)
         degraded = item["image"].clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float64)
         expected = clahe(degraded, record["rgb"])
         assert record["baselines"]["clahe"]["psnr"] == pytest.approx(

@@ -224,6 +224,10 @@ class EnhancementReport:
         data_range: the value of white in outputs and targets.
         input_key: batch key of the untouched degraded input (as its file holds it, before the
             network's stretch); scored as the baseline ``"input"`` when present.
+        reuse_baselines: an earlier report of the same split, seed and presets: its baseline scores
+            are taken for the same (image, preset) instead of recomputed. Baselines do not depend on
+            the network and the degradations are seeded, so the scores are the same; BM3D takes most
+            of an evaluation's time.
     """
 
     def __init__(
@@ -233,6 +237,7 @@ class EnhancementReport:
         info: Mapping[str, Any] | None = None,
         data_range: float = 1.0,
         input_key: str = "degraded",
+        reuse_baselines: str | os.PathLike | None = None,
     ) -> None:
         unknown = [b for b in baselines if b not in BASELINES]
         if unknown:
@@ -244,6 +249,7 @@ class EnhancementReport:
             "delta_e": DeltaEMetric(data_range=data_range),
         }
         self.data_range, self.input_key = float(data_range), input_key
+        self.known_baselines = _known_baselines(reuse_baselines, self.info) if reuse_baselines else {}
         self.records: list[dict] = []
 
     def attach(self, engine: Engine) -> None:
@@ -275,8 +281,10 @@ class EnhancementReport:
                 "degradation": _plain(item.get("degradation", {})),
             }
             if preset != CLEAN_PRESET and self.baselines:
+                known = self.known_baselines.get((record["name"], preset), {})
                 record["baselines"] = {
-                    name: self._scores(apply_baseline(name, out["image"], channels == 3, self.data_range), out["label"])
+                    name: known.get(name) or self._scores(
+                        apply_baseline(name, out["image"], channels == 3, self.data_range), out["label"])
                     for name in self.baselines
                 }
                 if self.input_key in item:  # the untouched degraded file, before the network's stretch
@@ -298,6 +306,17 @@ class EnhancementReport:
                         _fmt(model["ssim"], 4), _fmt(model["delta_e_rgb"]), model["count"], exact, margin)
         logger.info("wrote %s", self.output_path)
         return report
+
+
+def _known_baselines(path: str | os.PathLike, info: Mapping[str, Any]) -> dict[tuple[str, str], dict]:
+    """Baseline scores by (image name, preset) from an earlier report; refused if it scored other inputs."""
+    with open(path) as handle:
+        earlier = json.load(handle)
+    for key in ("seed", "split", "datalist"):
+        if key in info and key in earlier and str(earlier[key]) != str(info[key]):
+            raise ValueError(f"{path}: its {key} is {earlier[key]!r}, this evaluation's {info[key]!r}; "
+                             "its baseline scores do not apply")
+    return {(r.get("name", r["source"]), r["preset"]): r.get("baselines", {}) for r in earlier.get("images", [])}
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

@@ -131,9 +131,12 @@ def enhance_command(args: argparse.Namespace) -> int:
     except Exception as err:  # a bad weights file or config: one line, no traceback
         print(f"monai-dpe: error: {one_line(err)}", file=sys.stderr)
         return EXIT_FAILED
-    done, failed, skipped = len(evaluator.state.enhanced), len(evaluator.state.failed), len(evaluator.state.skipped)
-    resumed = f", {skipped} skipped (already done)" if skipped else ""
-    print(f"enhanced {done} file(s){resumed}, {failed} failed in {time.monotonic() - start:.1f} s -> {output_dir}")
+    state = evaluator.state
+    done, failed = len(state.enhanced), len(state.failed)
+    skips = [f"{len(state.skipped)} skipped (already done)"] if state.skipped else []
+    skips += [f"{len(state.not_images)} skipped (not images)"] if state.not_images else []
+    skipped = "".join(f", {s}" for s in skips)
+    print(f"enhanced {done} file(s){skipped}, {failed} failed in {time.monotonic() - start:.1f} s -> {output_dir}")
     return EXIT_FAILED if failed else 0
 
 
@@ -220,7 +223,7 @@ class _BarSafeHandler(logging.StreamHandler):
 
 
 def _quiet_libraries(verbose: bool) -> None:
-    """Per-file failures as ``monai-dpe: <file>: <reason>`` lines; library chatter only with --verbose."""
+    """Per-file failures and skips as ``monai-dpe: <file>: <reason>`` lines; library chatter only with --verbose."""
     handler = _BarSafeHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("monai-dpe: %(message)s" if not verbose else "%(name)s: %(message)s"))
     root = logging.getLogger()
@@ -230,6 +233,7 @@ def _quiet_libraries(verbose: bool) -> None:
         warnings.simplefilter("ignore")
         for name in ("ignite", "monai"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+        logging.getLogger("monai_dpe").setLevel(logging.WARNING)  # an input skipped, with its reason
 
 
 if __name__ == "__main__":

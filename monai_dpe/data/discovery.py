@@ -7,7 +7,7 @@ from pathlib import Path
 
 from monai_dpe.data.datalist import DICOM_SUFFIXES, IMAGE_SUFFIXES
 
-__all__ = ["find_images", "image_suffix", "is_dicom_file", "is_dicom_series_dir"]
+__all__ = ["find_images", "image_suffix", "is_dicom_file", "is_dicom_series_dir", "non_image_dicom_class"]
 
 
 def image_suffix(path: str | os.PathLike) -> str:
@@ -45,11 +45,15 @@ def is_dicom_series_dir(folder: str | os.PathLike) -> bool:
 
 def _series_uid(path: Path) -> str | None:
     """The file's SeriesInstanceUID ("" if it has none); ``None`` if it is a DICOMDIR index or its
-    header cannot be read."""
+    header cannot be read. A non-image object (SEG, RT Dose, ...) is a series of its own, so that a
+    folder holding one is no series: each of its files is then an item, and the object is skipped
+    by name rather than read into a volume."""
     import pydicom
 
     if path.name.upper() == DICOMDIR:
         return None
+    if non_image_dicom_class(path) is not None:
+        return f"non-image object {path.name}"
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
     except Exception:  # not DICOM, or damaged: the reader gives the reason later
@@ -65,6 +69,42 @@ def is_dicom_file(path: Path) -> bool:
         return not path.suffix and path.name.upper() != DICOMDIR and is_dicom(path)
     except OSError:
         return False
+
+
+# image storage SOP classes whose DICOM name does not say "Image Storage"
+_IMAGE_CLASSES_OTHERWISE_NAMED = ("Enhanced US Volume Storage",)
+
+
+def non_image_dicom_class(path: str | os.PathLike) -> tuple[str, str] | None:
+    """``(name, uid)`` of a DICOM file's SOP class when it is a known storage class that is not
+    image storage (RT Dose, RT Structure Set, RT Plan, Segmentation, SR, presentation states, key
+    objects, encapsulated PDF, ...); ``None`` for images, unknown or private classes and non-DICOM.
+
+    Such objects are no pictures to enhance: a SEG is a label map, an RT Dose is scaled to Gy by
+    a factor the image readers drop, and an RT Structure Set has no pixels at all. The decision
+    is pydicom's DICOM dictionary name of the SOP Class UID ("... Image Storage" is an image).
+    Only regular files are opened (a FIFO would block the read).
+    """
+    import pydicom
+    from pydicom.uid import UID
+
+    path = Path(path)
+    if not (path.is_file() and (image_suffix(path.name) in DICOM_SUFFIXES or is_dicom_file(path))):
+        return None
+    try:  # force: RT objects are often stored without the 128-byte preamble
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=["SOPClassUID"])
+        uid = ds.get("SOPClassUID") or getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID")
+    except Exception:  # not DICOM or damaged: the reader gives the reason later
+        return None
+    if not uid:
+        return None
+    uid = UID(str(uid))
+    name = uid.name
+    if name == str(uid) or "Storage" not in name:  # not in the dictionary: private or unknown, left to the reader
+        return None
+    if "Image Storage" in name or name in _IMAGE_CLASSES_OTHERWISE_NAMED:
+        return None
+    return name, str(uid)
 
 
 def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict]:

@@ -14,7 +14,7 @@ from monai.engines import SupervisedEvaluator
 from monai.transforms import Compose, apply_transform
 from ignite.engine import Events
 
-from monai_dpe.data.discovery import image_suffix
+from monai_dpe.data.discovery import image_suffix, non_image_dicom_class
 # the header and pixel checks live in checks.py; the bundle's configs name them here
 from monai_dpe.engines.checks import MAX_SLICE_PIXELS, MAX_VOXELS, CheckHeaderd, CheckImaged, ImageRefused, check_size  # noqa: F401
 from monai_dpe.errors import one_line
@@ -28,11 +28,16 @@ __all__ = [
     "ImageRefused",
     "CheckImaged",
     "plan_outputs",
+    "run_summary",
+    "NOT_IMAGE",
     "one_line",
     "raise_on_failures",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: item key: the reason an input is skipped as no image (a DICOM object of a non-image SOP class)
+NOT_IMAGE = "not_image"
 
 
 class SafeDataset(Dataset):
@@ -44,7 +49,7 @@ class SafeDataset(Dataset):
 
     def _transform(self, index: int) -> dict:
         item = self.data[index]
-        if "error" in item or "skipped" in item:  # refused or already done before any work (see plan_outputs)
+        if "error" in item or "skipped" in item or NOT_IMAGE in item:  # decided before any work (plan_outputs)
             return dict(item)
         path = item.get("image", "")
         if not os.path.isdir(path) and not image_suffix(path):
@@ -71,7 +76,9 @@ def plan_outputs(
     With ``resume``, an item whose outputs all exist is marked ``skipped`` instead: outputs are
     only ever renamed into place when complete, so an existing one is a finished one. An item
     with some of them (a run stopped between an output and its panel) is redone, and marked
-    ``RESUME_REPLACE`` so that its writers may replace what the stopped run wrote.
+    ``RESUME_REPLACE`` so that its writers may replace what the stopped run wrote. A DICOM
+    object of a non-image SOP class (RT Dose, SEG, SR, ...) is marked ``NOT_IMAGE`` with the
+    reason, claims no output name, and is counted as skipped.
     """
     from monai_dpe.visualize import comparison_path
 
@@ -81,6 +88,10 @@ def plan_outputs(
     planned = []
     for item in items:
         item = {**item, "source_path": str(item["image"])}
+        sop_class = non_image_dicom_class(item["image"])
+        if sop_class is not None:
+            planned.append({**item, NOT_IMAGE: f"skipped: SOP class {sop_class[0]} ({sop_class[1]}) is not image storage"})
+            continue
         try:
             dest = output_path(output_dir, str(item["relpath"]))
         except UnsafeOutputPath as err:
@@ -141,6 +152,7 @@ class EnhancementEvaluator(SupervisedEvaluator):
 
     def _reset_records(self, engine) -> None:
         engine.state.enhanced, engine.state.failed, engine.state.skipped = [], [], []
+        engine.state.not_images = []  # (input, reason): skipped, not failed
 
     def _fail(self, path: str, reason: str) -> None:
         self.state.failed.append((path, reason))
@@ -150,6 +162,11 @@ class EnhancementEvaluator(SupervisedEvaluator):
         path = _first(batchdata.get("image_path", batchdata.get("relpath", "")))
         if "skipped" in batchdata:
             engine.state.skipped.append(_first(batchdata["skipped"]))
+            return {}
+        if NOT_IMAGE in batchdata:
+            source, reason = _first(batchdata.get("source_path", path)), _first(batchdata[NOT_IMAGE])
+            engine.state.not_images.append((source, reason))
+            logger.warning("%s: %s", source, reason)
             return {}
         if "error" in batchdata:
             self._fail(_first(batchdata.get("source_path", path)), _first(batchdata["error"]))
@@ -185,14 +202,26 @@ class EnhancementEvaluator(SupervisedEvaluator):
         return item
 
     def _summarise(self, engine) -> None:
-        done, failed, skipped = len(engine.state.enhanced), len(engine.state.failed), len(engine.state.skipped)
-        logger.info("enhanced %d file(s), %d skipped (done before), %d failed", done, skipped, failed)
+        summary = run_summary(engine.state)
+        logger.info("enhanced %d file(s), %d skipped (%d done before, %d not images), %d failed", summary["done"],
+                    summary["skipped"], len(summary["skipped_outputs"]), len(summary["not_images"]), summary["failed"])
         if self.summary_path:
-            summary = {"done": done, "skipped": skipped, "failed": failed, "outputs": engine.state.enhanced,
-                       "skipped_outputs": engine.state.skipped,
-                       "failures": [{"input": p, "reason": r} for p, r in engine.state.failed]}
             with atomic_path(self.summary_path) as tmp, open(tmp, "w") as handle:
                 json.dump(summary, handle, indent=2)
+
+
+def run_summary(state) -> dict:
+    """The JSON summary of a run from its evaluator's state: counts, outputs, skipped inputs and failures.
+
+    ``skipped`` counts both outputs a resumed run found done (``skipped_outputs``) and inputs that
+    are no images (``not_images``, with the reason); neither is a failure.
+    """
+    enhanced, failed = getattr(state, "enhanced", []), getattr(state, "failed", [])
+    resumed, not_images = getattr(state, "skipped", []), getattr(state, "not_images", [])
+    return {"done": len(enhanced), "skipped": len(resumed) + len(not_images), "failed": len(failed),
+            "outputs": list(enhanced), "skipped_outputs": list(resumed),
+            "not_images": [{"input": p, "reason": r} for p, r in not_images],
+            "failures": [{"input": p, "reason": r} for p, r in failed]}
 
 
 def _first(value):

@@ -11,9 +11,11 @@ import json
 import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+import torch
 from pydicom.data import get_testdata_file
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, KeyObjectSelectionDocumentStorage, generate_uid
@@ -111,3 +113,58 @@ def test_a_non_image_object_in_a_series_folder_does_not_become_a_slice(tiny_bund
     assert proc.returncode == 0, proc.stderr
     assert [n["input"] for n in summary["not_images"]] == ["in/study/dose.dcm"]
     assert summary["done"] == 2 and not (tmp_path / "out" / "study" / "dose.nii.gz").exists()
+
+
+FLT_MAX = float(np.finfo(np.float32).max)
+FILLS = {"minus_99999": -99999.0, "plus_flt_max": FLT_MAX, "minus_flt_max": -FLT_MAX}
+TISSUE = (slice(8, 24), slice(8, 24), slice(2, 6))  # 16 x 16 x 4 of 32 x 32 x 8: 87.5% of the voxels are fill
+
+
+@pytest.fixture(scope="module")
+def fill_run(tiny_bundle, tmp_path_factory):
+    """Float NIfTI volumes with no-data backgrounds, and one spanning float32's range: (root, process)."""
+    root = tmp_path_factory.mktemp("fill")
+    (root / "in").mkdir()
+    rng = np.random.default_rng(3)
+    tissue = (100 + 500 * rng.random((16, 16, 4))).astype(np.float32)
+    for name, fill in FILLS.items():
+        volume = np.full((32, 32, 8), fill, np.float32)
+        volume[TISSUE] = tissue
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), root / "in" / f"{name}.nii.gz")
+    span = rng.uniform(-3e38, 3e38, (32, 32, 8)).astype(np.float32)  # finite, but its range is not
+    nib.save(nib.Nifti1Image(span, np.eye(4)), root / "in" / "span.nii.gz")
+    proc = run_cli("in", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", cwd=root)
+    return root, proc
+
+
+@pytest.mark.parametrize("name", sorted(FILLS))
+def test_fill_values_are_kept_and_tissue_is_not_scrambled(fill_run, name):
+    root, proc = fill_run
+    source = np.asarray(nib.load(root / "in" / f"{name}.nii.gz").dataobj)
+    out = np.asarray(nib.load(root / "out" / f"{name}.nii.gz").dataobj)
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    background = np.ones(source.shape, bool)
+    background[TISSUE] = False
+    assert (out[background] == source[background]).all()  # the no-data value, exactly as it was
+    tissue_in, tissue_out = source[TISSUE].ravel(), out[TISSUE].ravel()
+    assert np.corrcoef(tissue_in, tissue_out)[0, 1] > 0.95  # was 0.14 (-99999) and below 0.01 (±FLT_MAX)
+    assert 0 < tissue_out.min() and tissue_out.max() < 1000  # was 1879..8391, and ~1e37 with 7,168 inf voxels
+
+
+def test_values_beyond_float32s_reach_are_refused_in_one_line(fill_run):
+    root, proc = fill_run
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("monai-dpe: in/span.nii.gz: values from "), proc.stderr
+    assert "beyond what float32 can carry" in lines[0]
+    assert not (root / "out" / "span.nii.gz").exists()  # it was written with 3,552 inf voxels
+
+
+@pytest.mark.parametrize("background, detached", [(0.0, False), (-1000.0, False), (-99999.0, True)])
+def test_only_a_detached_extreme_is_a_fill_value(background, detached):
+    """A zero or air background beside tissue 100..600 is data; -99999 is a marker."""
+    from monai_dpe.transforms.fill import fill_values
+
+    volume = torch.full((1, 32, 32, 8), background)
+    volume[(0, *TISSUE)] = 100 + 500 * torch.rand(16, 16, 4)
+    assert fill_values(volume) == ((background if detached else None), None)

@@ -15,12 +15,14 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+import SimpleITK as sitk
 import torch
+from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, KeyObjectSelectionDocumentStorage, generate_uid
 
-from test_cli import SUMMARY, run_cli, tiny_bundle  # noqa: F401  (tiny_bundle is a fixture)
+from test_cli import run_cli, tiny_bundle  # noqa: F401  (tiny_bundle is a fixture)
 from test_inference_bundle import file_hashes
 
 # pydicom's own non-image objects, and the SOP class name each must be skipped with
@@ -168,3 +170,43 @@ def test_only_a_detached_extreme_is_a_fill_value(background, detached):
     volume = torch.full((1, 32, 32, 8), background)
     volume[(0, *TISSUE)] = 100 + 500 * torch.rand(16, 16, 4)
     assert fill_values(volume) == ((background if detached else None), None)
+
+
+@pytest.fixture(scope="module")
+def channel_run(tiny_bundle, tmp_path_factory):
+    """Two- and four-component images with and without alpha: (root, process, summary)."""
+    root = tmp_path_factory.mktemp("channels")
+    src = root / "in"
+    src.mkdir()
+    rng = np.random.default_rng(4)
+    vector = nib.Nifti1Image(rng.random((24, 20, 6, 1, 2)).astype(np.float32), np.eye(4))
+    vector.header.set_intent("vector")
+    nib.save(vector, src / "vector2.nii.gz")  # two measurements a voxel, e.g. a 2D displacement field
+    sitk.WriteImage(sitk.GetImageFromArray(rng.random((20, 24, 4)).astype(np.float32), isVector=True),
+                    str(src / "vector4.mha"))
+    packed = np.zeros((24, 20, 6), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1"), ("A", "u1")])
+    for channel in "RGBA":
+        packed[channel] = rng.integers(0, 256, packed.shape)
+    nib.save(nib.Nifti1Image(packed, np.eye(4)), src / "rgba32.nii.gz")
+    Image.fromarray(rng.integers(0, 256, (20, 24, 2), dtype=np.uint8), mode="LA").save(src / "grey_alpha.png")
+    proc = run_cli("in", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", "--summary", "s.json", cwd=root)
+    return root, proc, json.loads((root / "s.json").read_text())
+
+
+@pytest.mark.parametrize("name, components", [("vector2.nii.gz", 2), ("vector4.mha", 4)])
+def test_components_that_are_not_alpha_are_refused_in_one_line(channel_run, name, components):
+    root, proc, summary = channel_run
+    lines = [line for line in proc.stderr.splitlines() if line.startswith(f"monai-dpe: in/{name}: ")]
+    assert len(lines) == 1, proc.stderr
+    assert f"{components}-component image that is neither grey + alpha nor RGBA" in lines[0]
+    assert not (root / "out" / name).exists()  # before: channel 0 enhanced, channel 1 passed through as alpha
+
+
+def test_alpha_of_photos_and_packed_rgba_still_passes_through(channel_run):
+    root, proc, summary = channel_run
+    assert proc.returncode == 1 and (summary["done"], summary["failed"]) == (2, 2), proc.stderr
+    source = np.asarray(nib.load(root / "in" / "rgba32.nii.gz").dataobj)
+    out = np.asarray(nib.load(root / "out" / "rgba32.nii.gz").dataobj)
+    assert out.shape == (24, 20, 6, 1, 4) and (out[:, :, :, 0, 3] == source["A"]).all()
+    alpha = np.asarray(Image.open(root / "out" / "grey_alpha.png"))[..., 1]
+    assert (alpha == np.asarray(Image.open(root / "in" / "grey_alpha.png"))[..., 1]).all()

@@ -3,7 +3,6 @@
 ``SaveEnhancedd`` maps each input's path relative to its input root onto the output folder,
 refuses names that would escape it, writes with MONAI's image writers to a temporary name and
 renames on completion, so a crash never leaves a partial file under the final name.
-``SplitAlphad``/``MergeAlphad`` keep an alpha channel out of the intensity policy and the network.
 """
 from __future__ import annotations
 
@@ -26,7 +25,7 @@ from monai_dpe.data.discovery import image_suffix
 from monai_dpe.files import partial_prefix
 from monai_dpe.transforms.load import photo_header
 
-__all__ = ["SaveEnhancedd", "StorageTyped", "SplitAlphad", "MergeAlphad", "output_path", "UnsafeOutputPath", "RESUME_REPLACE"]
+__all__ = ["SaveEnhancedd", "StorageTyped", "output_path", "UnsafeOutputPath", "RESUME_REPLACE"]
 
 _ITK_SUFFIXES = (".nrrd", ".mha", ".mhd")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -345,35 +344,3 @@ class StorageTyped(MapTransform):
 def _output_suffix(source: str) -> str:
     """The suffix an output of ``source`` gets: its own, or NIfTI for DICOM."""
     return DICOM_OUTPUT_SUFFIX if _is_dicom_name(source) else image_suffix(source)
-
-
-class SplitAlphad(MapTransform):
-    """Move an alpha channel (RGBA, or grey + alpha) out of ``image`` to ``{key}_alpha``, untouched."""
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            img = d[key]
-            if img.shape[0] in (2, 4):
-                d[f"{key}_alpha"] = img[-1:].clone()
-                d[key] = img[:-1]
-        return d
-
-
-class MergeAlphad(MapTransform):
-    """Append ``{source}_alpha`` (if present) back to the enhanced image, in the image's dtype."""
-
-    def __init__(self, keys: KeysCollection = "pred", source_key: str = "image", allow_missing_keys: bool = False):
-        super().__init__(keys, allow_missing_keys)
-        self.alpha_key = f"{source_key}_alpha"
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        alpha = d.get(self.alpha_key)
-        if alpha is None:
-            return d
-        for key in self.key_iterator(d):
-            img = d[key]
-            merged = torch.cat([torch.as_tensor(img), torch.as_tensor(alpha).to(torch.as_tensor(img).dtype)], dim=0)
-            d[key] = MetaTensor(merged, meta=img.meta) if isinstance(img, MetaTensor) else merged
-        return d

@@ -125,10 +125,15 @@ def enhance_command(args: argparse.Namespace) -> int:
             raise UsageError(f"no images found in {' '.join(map(str, inputs))}")
         parser.get_parsed_content("initialize")
         evaluator = parser.get_parsed_content("evaluator")
-        evaluator.run()
-    except UsageError:
-        raise
-    except Exception as err:  # a bad weights file or config: one line, no traceback
+    except BaseException as err:  # stopped before the first file: this run's summary says why, none stale stays
+        _summary_of_a_stop(args.summary, err)
+        if isinstance(err, (UsageError, KeyboardInterrupt)) or not isinstance(err, Exception):
+            raise
+        print(f"monai-dpe: error: {one_line(err)}", file=sys.stderr)  # a bad weights file or config: one line
+        return EXIT_FAILED
+    try:
+        evaluator.run()  # stopped by an error or Ctrl-C, it writes its summary first (EnhancementEvaluator)
+    except Exception as err:
         print(f"monai-dpe: error: {one_line(err)}", file=sys.stderr)
         return EXIT_FAILED
     state = evaluator.state
@@ -140,13 +145,26 @@ def enhance_command(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else 0
 
 
+def _summary_of_a_stop(path: str | None, error: BaseException) -> None:
+    """The summary of a run stopped before its evaluator started: nothing done, and why."""
+    if path:
+        from monai_dpe.engines.enhancer import run_summary, stop_reason, write_summary
+
+        try:
+            write_summary(Path(path).resolve(), run_summary(stopped=stop_reason(error)))
+        except OSError as err:  # the stop's own reason is the line to show
+            print(f"monai-dpe: error: --summary {path}: {err.strerror or err}", file=sys.stderr)
+
+
 def _check_paths(inputs: list[Path], output_dir: Path, summary: Path | None = None) -> None:
     """Refuse missing inputs, an output folder that is, or is inside, an input folder, and a
     summary file that would overwrite an input's file."""
     out = output_dir.resolve()
     for path in inputs:
-        if not path.exists():
+        if not os.path.lexists(path):
             raise UsageError(f"{path}: no such file or folder")
+        if not path.exists():  # a link loop or a dangling link: that input fails alone, with its reason
+            continue
         if summary is not None and _overwrites(summary, path):
             raise UsageError(f"--summary {summary} would overwrite a file of the input {path}: inputs are never written")
         folder = path.resolve() if path.is_dir() else path.resolve().parent

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -22,7 +27,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, KeyObjectSelectionDocumentStorage, generate_uid
 
-from test_cli import run_cli, tiny_bundle  # noqa: F401  (tiny_bundle is a fixture)
+from test_cli import MONAI_DPE, run_cli, tiny_bundle  # noqa: F401  (tiny_bundle is a fixture)
 from test_inference_bundle import file_hashes
 
 # pydicom's own non-image objects, and the SOP class name each must be skipped with
@@ -210,3 +215,86 @@ def test_alpha_of_photos_and_packed_rgba_still_passes_through(channel_run):
     assert out.shape == (24, 20, 6, 1, 4) and (out[:, :, :, 0, 3] == source["A"]).all()
     alpha = np.asarray(Image.open(root / "out" / "grey_alpha.png"))[..., 1]
     assert (alpha == np.asarray(Image.open(root / "in" / "grey_alpha.png"))[..., 1]).all()
+
+
+ODD = {  # name -> what its one line must say
+    "loop.png": "cannot be opened: too many levels of symbolic links",
+    "dangling.png": "cannot be opened: no such file or directory",
+    "fifo.png": "not a regular file (a FIFO)",
+    "sock.png": "not a regular file (a socket)",
+    "bad\\xff.mha": "file name is not valid UTF-8",
+    "bad\\xff.nrrd": "file name is not valid UTF-8",
+}
+
+
+@pytest.fixture(scope="module")
+def odd_run(tiny_bundle, tmp_path_factory):
+    """Files that are no files (a link loop, a FIFO, a socket, a dangling link) or whose names ITK would
+    abort on, beside good images; a stale summary waits to be replaced: (root, process, summary)."""
+    root = tmp_path_factory.mktemp("odd")
+    src = root / "in"
+    src.mkdir()
+    rng = np.random.default_rng(8)
+    for name in ("good.png", "later.png"):
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(src / name)
+    (src / "loop.png").symlink_to("loop.png")
+    (src / "dangling.png").symlink_to("nowhere.png")
+    os.mkfifo(src / "fifo.png")  # opening it for reading would wait for a writer for ever
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(src / "sock.png"))
+    for suffix in (".mha", ".nrrd"):  # a name that is not UTF-8: ITK's C++ layer aborted the process (exit 134)
+        sitk.WriteImage(sitk.GetImageFromArray(rng.integers(0, 1000, (20, 30)).astype(np.int16)), str(root / f"t{suffix}"))
+        os.rename(root / f"t{suffix}", os.fsencode(src) + b"/bad\xff" + suffix.encode())
+    (root / "summary.json").write_text('{"stale": true}')
+    proc = subprocess.run([MONAI_DPE, "enhance", "in", "in/loop.png", "-o", "out", "--bundle", str(tiny_bundle),
+                           "--no-progress", "--summary", "summary.json"], capture_output=True, text=True,
+                          timeout=180, cwd=root)  # a hang on the FIFO fails here, not after pytest's limit
+    sock.close()
+    return root, proc, json.loads((root / "summary.json").read_text())
+
+
+def test_odd_files_fail_alone_and_the_rest_completes(odd_run):
+    root, proc, summary = odd_run
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in (root / "out").rglob("*.png")) == ["good.png", "later.png"]
+    assert summary["done"] == 2 and "stale" not in summary
+    assert sorted({f["input"] for f in summary["failures"]}) == sorted(f"in/{name}" for name in ODD)
+
+
+@pytest.mark.parametrize("name, reason", sorted(ODD.items()))
+def test_each_odd_file_has_one_line_with_its_reason(odd_run, name, reason):
+    lines = [line for line in odd_run[1].stderr.splitlines() if line.startswith(f"monai-dpe: in/{name}: ")]
+    assert lines and all(reason in line for line in lines), odd_run[1].stderr
+
+
+def test_ctrl_c_leaves_this_runs_summary(tiny_bundle, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(9)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, (128, 128), dtype=np.uint8)).save(src / f"{i:02d}.png")
+    (tmp_path / "summary.json").write_text('{"stale": true}')
+    run = subprocess.Popen([MONAI_DPE, "enhance", "in", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress",
+                            "--summary", "summary.json"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list((tmp_path / "out").glob("*.png"))) < 2:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    written = sorted(str(p) for p in (tmp_path / "out").glob("*.png"))
+    assert run.returncode == 130 and "interrupted" in err, err
+    assert summary["stopped"] == "interrupted (Ctrl-C)" and "stale" not in summary
+    assert 2 <= len(written) < 40 and set(summary["outputs"]) <= set(written)
+    assert len(written) - summary["done"] <= 1  # at most the file renamed into place as Ctrl-C came
+
+
+def test_a_run_stopped_before_its_first_file_replaces_a_stale_summary(tiny_bundle, tmp_path):
+    Image.fromarray(np.random.default_rng(10).integers(0, 256, (32, 32), dtype=np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "summary.json").write_text('{"stale": true}')
+    proc = run_cli("a.png", "-o", "out", "--bundle", str(tiny_bundle), "--weights", str(tmp_path / "missing.pt"),
+                   "--summary", "summary.json", cwd=tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert summary["done"] == 0 and summary["stopped"].startswith("error: ") and "missing.pt" in summary["stopped"]

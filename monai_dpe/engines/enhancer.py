@@ -14,7 +14,7 @@ from monai.engines import SupervisedEvaluator
 from monai.transforms import Compose, apply_transform
 from ignite.engine import Events
 
-from monai_dpe.data.discovery import image_suffix, non_image_dicom_class
+from monai_dpe.data.discovery import display_path, image_suffix, non_image_dicom_class
 # the header and pixel checks live in checks.py; the bundle's configs name them here
 from monai_dpe.engines.checks import MAX_SLICE_PIXELS, MAX_VOXELS, CheckHeaderd, CheckImaged, ImageRefused, check_size  # noqa: F401
 from monai_dpe.errors import one_line
@@ -29,6 +29,7 @@ __all__ = [
     "CheckImaged",
     "plan_outputs",
     "run_summary",
+    "write_summary",
     "NOT_IMAGE",
     "one_line",
     "raise_on_failures",
@@ -82,12 +83,15 @@ def plan_outputs(
     """
     from monai_dpe.visualize import comparison_path
 
-    inputs = {Path(item["image"]).resolve() for item in items}
+    inputs = {Path(item["image"]).resolve() for item in items if "error" not in item}
     series = [p for p in inputs if p.is_dir()]
     claimed: dict[Path, str] = {}
     planned = []
     for item in items:
-        item = {**item, "source_path": str(item["image"])}
+        item = {**item, "source_path": display_path(item["image"])}
+        if "error" in item:  # found unreadable (a link loop, a FIFO, a name ITK cannot take): never opened
+            planned.append(item)
+            continue
         sop_class = non_image_dicom_class(item["image"])
         if sop_class is not None:
             planned.append({**item, NOT_IMAGE: f"skipped: SOP class {sop_class[0]} ({sop_class[1]}) is not image storage"})
@@ -149,6 +153,7 @@ class EnhancementEvaluator(SupervisedEvaluator):
         self.summary_path = summary_path
         self.add_event_handler(Events.STARTED, self._reset_records)
         self.add_event_handler(Events.COMPLETED, self._summarise)
+        self.add_event_handler(Events.EXCEPTION_RAISED, self._summarise_stopped)
 
     def _reset_records(self, engine) -> None:
         engine.state.enhanced, engine.state.failed, engine.state.skipped = [], [], []
@@ -206,22 +211,39 @@ class EnhancementEvaluator(SupervisedEvaluator):
         logger.info("enhanced %d file(s), %d skipped (%d done before, %d not images), %d failed", summary["done"],
                     summary["skipped"], len(summary["skipped_outputs"]), len(summary["not_images"]), summary["failed"])
         if self.summary_path:
-            with atomic_path(self.summary_path) as tmp, open(tmp, "w") as handle:
-                json.dump(summary, handle, indent=2)
+            write_summary(self.summary_path, summary)
+
+    def _summarise_stopped(self, engine, error: BaseException) -> None:
+        """A run stopped by Ctrl-C or an error still leaves its own summary, saying so; then the error goes on."""
+        if self.summary_path:
+            write_summary(self.summary_path, run_summary(engine.state, stopped=stop_reason(error)))
+        raise error
 
 
-def run_summary(state) -> dict:
+def run_summary(state=None, stopped: str | None = None) -> dict:
     """The JSON summary of a run from its evaluator's state: counts, outputs, skipped inputs and failures.
 
     ``skipped`` counts both outputs a resumed run found done (``skipped_outputs``) and inputs that
-    are no images (``not_images``, with the reason); neither is a failure.
+    are no images (``not_images``, with the reason); neither is a failure. A run that did not
+    finish has ``stopped`` (why), and counts what it did before.
     """
     enhanced, failed = getattr(state, "enhanced", []), getattr(state, "failed", [])
     resumed, not_images = getattr(state, "skipped", []), getattr(state, "not_images", [])
     return {"done": len(enhanced), "skipped": len(resumed) + len(not_images), "failed": len(failed),
-            "outputs": list(enhanced), "skipped_outputs": list(resumed),
+            "outputs": [display_path(o) for o in enhanced], "skipped_outputs": [display_path(o) for o in resumed],
             "not_images": [{"input": p, "reason": r} for p, r in not_images],
-            "failures": [{"input": p, "reason": r} for p, r in failed]}
+            "failures": [{"input": p, "reason": r} for p, r in failed], **({"stopped": stopped} if stopped else {})}
+
+
+def stop_reason(error: BaseException) -> str:
+    """Why a run stopped, in one line: Ctrl-C or the error."""
+    return "interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else f"error: {one_line(error)}"
+
+
+def write_summary(path: str | os.PathLike, summary: Mapping) -> None:
+    """Write a run summary as JSON, atomically: a reader sees the previous file or this one, never half."""
+    with atomic_path(path) as tmp, open(tmp, "w") as handle:
+        json.dump(summary, handle, indent=2)
 
 
 def _first(value):

@@ -7,9 +7,11 @@ pipeline exists once, in the bundle.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -157,8 +159,9 @@ def _summary_of_a_stop(path: str | None, error: BaseException) -> None:
 
 
 def _check_paths(inputs: list[Path], output_dir: Path, summary: Path | None = None) -> None:
-    """Refuse missing inputs, an output folder that is, or is inside, an input folder, and a
-    summary file that would overwrite an input's file."""
+    """Refuse missing inputs, an output folder that is, or is inside, an input folder, a summary
+    file that would overwrite an input's file, and an output folder or summary file that cannot be
+    written (found here, before any computing, not after every file)."""
     out = output_dir.resolve()
     for path in inputs:
         if not os.path.lexists(path):
@@ -175,6 +178,28 @@ def _check_paths(inputs: list[Path], output_dir: Path, summary: Path | None = No
             )
     if out.exists() and not out.is_dir():
         raise UsageError(f"{output_dir}: exists and is not a folder")
+    _check_writable(out, f"output folder {output_dir}")
+    if summary is not None:
+        if summary.is_dir():
+            raise UsageError(f"--summary {summary}: is a folder, not a file")
+        _check_writable(summary.resolve().parent, f"--summary {summary}")
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """Refuse ``what`` if a file cannot be created in ``folder`` (or, where it does not exist yet, in
+    its nearest existing parent, where it would be made): a probe file is created and removed, which
+    read-only mounts, permissions and other refusals all answer the same way."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        where = "" if existing == folder else f" (in {existing})"
+        raise UsageError(f"{what} is not writable{where}: {err.strerror or err}") from err
 
 
 def _overwrites(target: Path, source: Path) -> bool:

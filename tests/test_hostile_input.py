@@ -298,3 +298,34 @@ def test_a_run_stopped_before_its_first_file_replaces_a_stale_summary(tiny_bundl
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
     assert summary["done"] == 0 and summary["stopped"].startswith("error: ") and "missing.pt" in summary["stopped"]
+
+
+def _unwritable_folder(tmp_path: Path) -> Path:
+    """A folder no file can be created in: a read-only one for a user, sysfs for root (whom modes do not stop)."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read_only"
+        folder.mkdir(mode=0o555)
+        return folder
+    return Path("/sys/kernel")
+
+
+@pytest.mark.parametrize("target", ["output", "missing_output", "summary"])
+def test_an_unwritable_output_or_summary_fails_at_once(tiny_bundle, tmp_path, target):
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(11)
+    for i in range(24):
+        Image.fromarray(rng.integers(0, 256, (256, 256), dtype=np.uint8)).save(src / f"{i:02d}.png")
+    locked = _unwritable_folder(tmp_path)
+    out = {"output": locked, "missing_output": locked / "enhanced"}.get(target, tmp_path / "out")
+    summary = locked / "summary.json" if target == "summary" else tmp_path / "summary.json"
+    start = time.monotonic()
+    proc = run_cli("in", "-o", str(out), "--bundle", str(tiny_bundle), "--no-progress", "--summary", str(summary),
+                   cwd=tmp_path)
+    elapsed = time.monotonic() - start
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    what = f"--summary {summary}" if target == "summary" else f"output folder {out}"
+    assert lines[0].startswith(f"monai-dpe: error: {what} is not writable")
+    assert "enhanced" not in proc.stdout and not (tmp_path / "out").exists()
+    assert elapsed < 15, elapsed  # before: 24 identical [Errno 30] lines after every file was computed (13.7 s)

@@ -329,3 +329,31 @@ def test_an_unwritable_output_or_summary_fails_at_once(tiny_bundle, tmp_path, ta
     assert lines[0].startswith(f"monai-dpe: error: {what} is not writable")
     assert "enhanced" not in proc.stdout and not (tmp_path / "out").exists()
     assert elapsed < 15, elapsed  # before: 24 identical [Errno 30] lines after every file was computed (13.7 s)
+
+
+def test_dicom_beside_a_nifti_of_the_same_name_is_named_apart(tiny_bundle, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(get_testdata_file("MR_small.dcm"), src / "scan.dcm")
+    volume = (np.random.default_rng(12).random((20, 22, 4)) * 1000).astype(np.int16)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), src / "scan.nii.gz")
+    proc = run_cli("in", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr  # before: exit 1, "also the output of in/scan.dcm (same name)"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scan.dcm.nii.gz", "scan.nii.gz"]
+    assert nib.load(tmp_path / "out" / "scan.nii.gz").shape == volume.shape  # the NIfTI keeps its own name
+    assert nib.load(tmp_path / "out" / "scan.dcm.nii.gz").shape[:2] == (64, 64)  # MR_small's slice
+
+
+@pytest.mark.parametrize("inputs", [("in/a.png", "in/a.png"), ("in", "in/a.png"), ("in/a.png", "other/link.png")])
+def test_a_file_passed_twice_is_processed_once(tiny_bundle, tmp_path, inputs):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.random.default_rng(13).integers(0, 256, (32, 32), dtype=np.uint8)).save(src / "a.png")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "link.png").symlink_to(src / "a.png")  # the same file by another name
+    proc = run_cli(*inputs, "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", "--summary", "s.json",
+                   cwd=tmp_path)
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert proc.returncode == 0, proc.stderr  # before: exit 1 for the second copy
+    assert (summary["done"], summary["failed"]) == (1, 0)
+    assert [p.name for p in (tmp_path / "out").rglob("*.png")] == ["a.png"]

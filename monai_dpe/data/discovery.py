@@ -153,7 +153,10 @@ def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     series are items each. An input file is taken as given, whatever its suffix, so that an
     unsupported file named explicitly is reported rather than silently skipped. When inputs share
     relative paths (``a/img.png`` and ``b/img.png``, or two folders holding the same names), each
-    such input's items are placed under the input's own name, as ``cp -r a b out/`` would.
+    such input's items are placed under the input's own name, as ``cp -r a b out/`` would. A file
+    that an earlier input already reached (named twice, named and inside a named folder, or named
+    through a link) is not an item again; within one folder, a link and its target are two names
+    and two items, as the folder holds them.
     """
     roots: Iterable = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
     groups = []
@@ -164,6 +167,11 @@ def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
         else:
             found = [_item(root, _resolved(root).name, reason)]
         groups.append((root, found))
+    seen: set[Path] = set()
+    for index, (root, found) in enumerate(groups):
+        unique = [item for item in found if _resolved(Path(item["image"])) not in seen]
+        seen.update(_resolved(Path(item["image"])) for item in unique)
+        groups[index] = (root, unique)
     owners: dict[str, set[int]] = {}
     for index, (_, found) in enumerate(groups):
         for item in found:

@@ -19,7 +19,7 @@ from monai_dpe.data.discovery import display_path, image_suffix, non_image_dicom
 from monai_dpe.engines.checks import MAX_SLICE_PIXELS, MAX_VOXELS, CheckHeaderd, CheckImaged, ImageRefused, check_size  # noqa: F401
 from monai_dpe.errors import one_line
 from monai_dpe.files import atomic_path
-from monai_dpe.transforms.io import RESUME_REPLACE, UnsafeOutputPath, output_path
+from monai_dpe.transforms.io import DICOM_OUTPUT_SUFFIX, RESUME_REPLACE, UnsafeOutputPath, is_dicom_name, output_path
 
 __all__ = [
     "SafeDataset",
@@ -79,12 +79,14 @@ def plan_outputs(
     with some of them (a run stopped between an output and its panel) is redone, and marked
     ``RESUME_REPLACE`` so that its writers may replace what the stopped run wrote. A DICOM
     object of a non-image SOP class (RT Dose, SEG, SR, ...) is marked ``NOT_IMAGE`` with the
-    reason, claims no output name, and is counted as skipped.
+    reason, claims no output name, and is counted as skipped. DICOM inputs whose NIfTI output
+    would share its name with another input's output are named apart (:func:`_name_dicom_apart`).
     """
     from monai_dpe.visualize import comparison_path
 
     inputs = {Path(item["image"]).resolve() for item in items if "error" not in item}
     series = [p for p in inputs if p.is_dir()]
+    items = _name_dicom_apart(items, output_dir)
     claimed: dict[Path, str] = {}
     planned = []
     for item in items:
@@ -117,6 +119,36 @@ def plan_outputs(
         claimed.setdefault(target, item["source_path"])
         planned.append(item)
     return planned
+
+
+def _name_dicom_apart(items: Sequence[Mapping], output_dir: str | os.PathLike) -> list[dict]:
+    """Give DICOM inputs whose ``.nii.gz`` output name another input's output also has a name of their own.
+
+    DICOM is written as NIfTI, so ``scan.dcm`` beside ``scan.nii.gz`` (or ``scan.IMA``, or a series
+    folder ``scan``) would all be ``scan.nii.gz``. Each DICOM input of such a group is then named
+    after its full name: ``scan.dcm`` -> ``scan.dcm.nii.gz``, ``scan.IMA`` -> ``scan.IMA.nii.gz``,
+    and a series folder or extensionless file ``scan`` -> ``scan.dcm.nii.gz``; any other input
+    keeps its name, as always. The item's ``relpath`` becomes that output name. A collision left
+    after this is reported by :func:`plan_outputs` as before.
+    """
+    targets: dict[Path, list[int]] = {}
+    for index, item in enumerate(items):
+        if "error" in item:
+            continue
+        try:
+            targets.setdefault(output_path(output_dir, str(item["relpath"])), []).append(index)
+        except UnsafeOutputPath:  # reported by plan_outputs
+            continue
+    renamed = [dict(item) for item in items]
+    for indices in targets.values():
+        if len(indices) < 2:
+            continue
+        for index in indices:
+            rel = Path(str(items[index]["relpath"]))
+            if is_dicom_name(rel.name):
+                name = rel.name if image_suffix(rel.name) else f"{rel.name}.dcm"
+                renamed[index]["relpath"] = str(rel.with_name(f"{name}{DICOM_OUTPUT_SUFFIX}"))
+    return renamed
 
 
 class EnhancementEvaluator(SupervisedEvaluator):

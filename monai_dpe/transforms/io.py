@@ -25,7 +25,8 @@ from monai_dpe.data.discovery import image_suffix
 from monai_dpe.files import partial_prefix
 from monai_dpe.transforms.load import photo_header
 
-__all__ = ["SaveEnhancedd", "StorageTyped", "output_path", "UnsafeOutputPath", "RESUME_REPLACE"]
+__all__ = ["SaveEnhancedd", "StorageTyped", "output_path", "is_dicom_name", "UnsafeOutputPath", "RESUME_REPLACE",
+           "DICOM_OUTPUT_SUFFIX"]
 
 _ITK_SUFFIXES = (".nrrd", ".mha", ".mhd")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -47,7 +48,7 @@ def output_path(output_dir: str | os.PathLike, relpath: str) -> Path:
     rel = Path(relpath)
     if rel.is_absolute() or any(part == ".." for part in rel.parts) or not rel.parts:
         raise UnsafeOutputPath(f"{relpath}: output name would escape the output folder.")
-    if _is_dicom_name(rel.name):
+    if is_dicom_name(rel.name):
         suffix = image_suffix(rel.name)
         name = rel.name[: -len(suffix)] if suffix else rel.name
         rel = rel.with_name(name + DICOM_OUTPUT_SUFFIX)
@@ -58,7 +59,7 @@ def output_path(output_dir: str | os.PathLike, relpath: str) -> Path:
     return dest
 
 
-def _is_dicom_name(path: str) -> bool:
+def is_dicom_name(path: str) -> bool:
     """A DICOM file (any of ``DICOM_SUFFIXES``), an extensionless DICOM file or a series folder: what
     discovery yields as DICOM."""
     return image_suffix(path) in (*DICOM_SUFFIXES, "")
@@ -295,7 +296,7 @@ def _nifti_header(source, dtype: np.dtype) -> nib.Nifti1Header | None:
     """
     if not source:
         return None
-    if _is_dicom_name(str(source)):
+    if is_dicom_name(str(source)):
         header = nib.Nifti1Header()
         header.set_data_dtype(dtype)
         header.set_xyzt_units("mm")
@@ -343,4 +344,4 @@ class StorageTyped(MapTransform):
 
 def _output_suffix(source: str) -> str:
     """The suffix an output of ``source`` gets: its own, or NIfTI for DICOM."""
-    return DICOM_OUTPUT_SUFFIX if _is_dicom_name(source) else image_suffix(source)
+    return DICOM_OUTPUT_SUFFIX if is_dicom_name(source) else image_suffix(source)

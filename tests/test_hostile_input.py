@@ -357,3 +357,16 @@ def test_a_file_passed_twice_is_processed_once(tiny_bundle, tmp_path, inputs):
     assert proc.returncode == 0, proc.stderr  # before: exit 1 for the second copy
     assert (summary["done"], summary["failed"]) == (1, 0)
     assert [p.name for p in (tmp_path / "out").rglob("*.png")] == ["a.png"]
+
+
+def test_library_chatter_shows_only_with_verbose(tiny_bundle, tmp_path):
+    """GDCM prints "Unsupported JPEG data precision 12" for 12-bit JPEG DICOM straight to stderr."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(get_testdata_file("JPGExtended.dcm"), src / "jpeg12.dcm")
+    quiet = run_cli("in", "-o", "quiet", "--bundle", str(tiny_bundle), "--no-progress", cwd=tmp_path)
+    verbose = run_cli("in", "-o", "verbose", "--bundle", str(tiny_bundle), "--no-progress", "--verbose", cwd=tmp_path)
+    assert quiet.returncode == verbose.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""  # before: six "Unsupported JPEG data precision 12" lines
+    chatter = [line for line in verbose.stderr.splitlines() if "Unsupported JPEG data precision 12" in line]
+    assert chatter and all(line.startswith("monai_dpe.native: in/jpeg12.dcm: ") for line in chatter), verbose.stderr

@@ -19,6 +19,7 @@ from monai_dpe.data.discovery import display_path, image_suffix, non_image_dicom
 from monai_dpe.engines.checks import MAX_SLICE_PIXELS, MAX_VOXELS, CheckHeaderd, CheckImaged, ImageRefused, check_size  # noqa: F401
 from monai_dpe.errors import one_line
 from monai_dpe.files import atomic_path
+from monai_dpe.native_output import native_output_logged
 from monai_dpe.transforms.io import DICOM_OUTPUT_SUFFIX, RESUME_REPLACE, UnsafeOutputPath, is_dicom_name, output_path
 
 __all__ = [
@@ -56,7 +57,8 @@ class SafeDataset(Dataset):
         if not os.path.isdir(path) and not image_suffix(path):
             return {**item, "error": f"unsupported file type '{os.path.splitext(path)[1] or path}'"}
         try:
-            return super()._transform(index)
+            with native_output_logged(item.get("source_path", display_path(path))):  # ITK/GDCM chatter: --verbose
+                return super()._transform(index)
         except Exception as err:  # any reader or transform failure is one file's problem, not the run's
             return {**item, "error": one_line(err)}
 
@@ -217,7 +219,8 @@ class EnhancementEvaluator(SupervisedEvaluator):
             items = decollate_batch({**batchdata, "pred": pred.cpu()})
             del pred, inputs
             while items:
-                out = self._postprocess(items.pop(0))
+                with native_output_logged(source):
+                    out = self._postprocess(items.pop(0))
                 engine.state.enhanced.append(out.get("output_path", source) if isinstance(out, dict) else source)
         except Exception as err:  # a failure while enhancing or writing one file must not stop the run
             self._fail(source, one_line(err))

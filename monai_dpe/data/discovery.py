@@ -83,9 +83,14 @@ def is_dicom_series_dir(folder: str | os.PathLike) -> bool:
 
 def _series_uid(path: Path) -> str | None:
     """The file's SeriesInstanceUID ("" if it has none); ``None`` if it is a DICOMDIR index or its
-    header cannot be read. A non-image object (SEG, RT Dose, ...) is a series of its own, so that a
-    folder holding one is no series: each of its files is then an item, and the object is skipped
-    by name rather than read into a volume."""
+    header cannot be read.
+
+    A file that is no slice of a volume gets a key of its own, so that a folder holding one is no
+    series and each of its files is an item: a non-image object (SEG, RT Dose, ...), skipped by
+    name rather than read into a volume, and a 2D image without a position and orientation in
+    space (radiograph views and ultrasound stills often share one series) or a multi-frame image,
+    which a series reader would stack with made-up spacing or drop.
+    """
     import pydicom
 
     if path.name.upper() == DICOMDIR:
@@ -93,9 +98,13 @@ def _series_uid(path: Path) -> str | None:
     if non_image_dicom_class(path) is not None:
         return f"non-image object {path.name}"
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[
+            "SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient", "NumberOfFrames"])
     except Exception:  # not DICOM, or damaged: the reader gives the reason later
         return None
+    placed = "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds
+    if not placed or int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        return f"2D image {path.name}"
     return str(ds.get("SeriesInstanceUID", ""))
 
 

@@ -57,6 +57,8 @@ class CheckHeaderd(MapTransform):
 
     def check(self, path: str | os.PathLike) -> None:
         """Raise :class:`ImageRefused` with the reason if the header of ``path`` declares an unusable image."""
+        if Path(path).is_dir():
+            check_series_geometry(Path(path))
         shape = _header_shape(Path(path))
         if shape is None:
             return
@@ -219,6 +221,76 @@ def _dicom_shape(path: Path) -> tuple[tuple[int, ...], int] | None:
     if not rows or not cols:
         return None
     return ((cols, rows, frames) if frames > 1 else (cols, rows)), channels
+
+
+# a slice gap may differ from the median gap by this share of it (plus 1 micrometre) before the
+# series counts as unevenly spaced: scanners round positions, a missing slice doubles a gap
+_SPACING_TOLERANCE = 0.01
+
+
+def _names(files: Sequence[Path], limit: int = 3) -> str:
+    shown = ", ".join(f.name for f in files[:limit])
+    return shown + (f" and {len(files) - limit} more" if len(files) > limit else "")
+
+
+def check_series_geometry(folder: Path) -> None:
+    """Raise :class:`ImageRefused` if the DICOM slices in ``folder`` do not stack into one regular volume.
+
+    A series reader sorts slices along their normal and writes one uniform spacing, whatever the
+    positions say: a missing slice, uneven or duplicate positions, a localizer (another
+    orientation) or a slice of another size would be written with made-up geometry, stacked in or
+    dropped. Checked from the headers: one orientation and one size (the odd files named), no two
+    slices at one position, positions along the normal (no shear), evenly spaced.
+    """
+    import pydicom
+
+    slices = []
+    for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        try:
+            ds = pydicom.dcmread(file, stop_before_pixels=True, specific_tags=[
+                "ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns"])
+            position = np.array([float(v) for v in ds.ImagePositionPatient])
+            orientation = np.array([float(v) for v in ds.ImageOrientationPatient])
+        except Exception:  # not a placed DICOM slice: the reader decides about it
+            continue
+        slices.append((file, position, orientation, (int(ds.get("Rows", 0)), int(ds.get("Columns", 0)))))
+    if len(slices) < 2:
+        return
+    groups: dict[tuple, list] = {}
+    for s in slices:
+        groups.setdefault((tuple(np.round(s[2], 3)), s[3]), []).append(s)
+    main = max(groups.values(), key=len)
+    others = [s[0] for s in slices if s not in main]
+    if others:
+        size, orientation = main[0][3], main[0][2]
+        odd_size = [f for f, _, o, sz in slices if sz != size]
+        turned = [f for f, _, o, sz in slices if sz == size and not np.allclose(o, orientation, atol=1e-3)]
+        reasons = ([f"{_names(turned)} in another orientation (a localizer?)"] if turned else []) + \
+                  ([f"{_names(odd_size)} of another size than the {size[0]}x{size[1]} slices"] if odd_size else [])
+        raise ImageRefused(f"not one volume: {' and '.join(reasons)}; a volume would stack them in or drop them, "
+                           "so the series is refused (move those files out of the folder)")
+    normal = np.cross(main[0][2][:3], main[0][2][3:])
+    order = sorted(main, key=lambda s: float(s[1] @ normal))
+    along = np.array([float(s[1] @ normal) for s in order])
+    gaps = np.diff(along)
+    duplicates = np.flatnonzero(gaps < 1e-3)
+    if duplicates.size:
+        i = int(duplicates[0])
+        more = f", and {duplicates.size - 1} more such pair(s)" if duplicates.size > 1 else ""
+        raise ImageRefused(f"not one volume: {order[i][0].name} and {order[i + 1][0].name} lie at the same position "
+                           f"({along[i]:.3f} mm along the normal{more}); a volume would get a made-up spacing, so "
+                           "the series is refused")
+    steps = np.diff(np.stack([s[1] for s in order]), axis=0)
+    sideways = np.linalg.norm(steps - np.outer(steps @ normal, normal), axis=1)
+    spacing = float(np.median(gaps))
+    tolerance = _SPACING_TOLERANCE * spacing + 1e-3
+    if float(sideways.max()) > tolerance:
+        raise ImageRefused(f"not one volume: slice positions move {float(sideways.max()):.3f} mm sideways between "
+                           "slices (a tilted or sheared stack), which a volume's grid cannot hold; refused")
+    if float(np.abs(gaps - spacing).max()) > tolerance:
+        raise ImageRefused(f"not one volume: slices are not evenly spaced (gaps of {gaps.min():.3g} to "
+                           f"{gaps.max():.3g} mm along the normal, a missing slice?); a volume would get a made-up "
+                           "uniform spacing, so the series is refused")
 
 
 class CheckImaged(MapTransform):

@@ -169,12 +169,8 @@ def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     """
     roots: Iterable = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
     groups = []
-    for root in map(Path, roots):
-        reason = unreadable_reason(root)
-        if root.is_dir() and reason is None:
-            found = _walk(root)
-        else:
-            found = [_item(root, _resolved(root).name, reason)]
+    for root in map(Path, roots):  # a link loop is no folder: it is an item, and fails with its reason
+        found = _walk(root) if root.is_dir() else [_item(root, _resolved(root).name, unreadable_reason(root))]
         groups.append((root, found))
     seen: set[Path] = set()
     for index, (root, found) in enumerate(groups):
@@ -216,7 +212,7 @@ def _input_label(root: Path, item: dict) -> str:
 
 def _walk(root: Path) -> list[dict]:
     if is_dicom_series_dir(root):  # named as the folder itself is, also when given as "." or ".."
-        return [_item(root, root.resolve().name)]
+        return [_item(root, root.resolve().name, unreadable_reason(root))]
     found = []
     for folder, dirs, files in os.walk(root):
         dirs.sort()

@@ -69,7 +69,8 @@ def non_image_run(tiny_bundle, tmp_path_factory):
     for name in NON_IMAGE_FILES:
         shutil.copy(get_testdata_file(name), src / name)
     # an MR image relabelled as a segmentation and as a presentation state: pixels a reader would take
-    _relabelled("MR_small.dcm", "1.2.840.10008.5.1.4.1.1.66.4").save_as(src / "seg_pixels.dcm", enforce_file_format=True)
+    seg = _relabelled("MR_small.dcm", "1.2.840.10008.5.1.4.1.1.66.4")
+    seg.save_as(src / "seg_pixels.dcm", enforce_file_format=True)
     _relabelled("MR_small.dcm", "1.2.840.10008.5.1.4.1.1.11.1").save_as(src / "pr.dcm", enforce_file_format=True)
     _key_object().save_as(src / "ko.dcm", enforce_file_format=True)
     shutil.copy(get_testdata_file("MR_small.dcm"), src / "mr.dcm")
@@ -243,7 +244,8 @@ def odd_run(tiny_bundle, tmp_path_factory):
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(src / "sock.png"))
     for suffix in (".mha", ".nrrd"):  # a name that is not UTF-8: ITK's C++ layer aborted the process (exit 134)
-        sitk.WriteImage(sitk.GetImageFromArray(rng.integers(0, 1000, (20, 30)).astype(np.int16)), str(root / f"t{suffix}"))
+        image = sitk.GetImageFromArray(rng.integers(0, 1000, (20, 30)).astype(np.int16))
+        sitk.WriteImage(image, str(root / f"t{suffix}"))
         os.rename(root / f"t{suffix}", os.fsencode(src) + b"/bad\xff" + suffix.encode())
     (root / "summary.json").write_text('{"stale": true}')
     proc = subprocess.run([MONAI_DPE, "enhance", "in", "in/loop.png", "-o", "out", "--bundle", str(tiny_bundle),

@@ -16,7 +16,9 @@ from ignite.engine import Events
 
 from monai_dpe.data.discovery import display_path, image_suffix, non_image_dicom_class
 # the header and pixel checks live in checks.py; the bundle's configs name them here
-from monai_dpe.engines.checks import MAX_SLICE_PIXELS, MAX_VOXELS, CheckHeaderd, CheckImaged, ImageRefused, check_size  # noqa: F401
+from monai_dpe.engines.checks import (  # noqa: F401
+    MAX_SLICE_PIXELS, MAX_VOXELS, CheckHeaderd, CheckImaged, ImageRefused, check_size,
+)
 from monai_dpe.errors import one_line
 from monai_dpe.files import atomic_path
 from monai_dpe.native_output import native_output_logged
@@ -98,7 +100,8 @@ def plan_outputs(
             continue
         sop_class = non_image_dicom_class(item["image"])
         if sop_class is not None:
-            planned.append({**item, NOT_IMAGE: f"skipped: SOP class {sop_class[0]} ({sop_class[1]}) is not image storage"})
+            reason = f"skipped: SOP class {sop_class[0]} ({sop_class[1]}) is not image storage"
+            planned.append({**item, NOT_IMAGE: reason})
             continue
         try:
             dest = output_path(output_dir, str(item["relpath"]))

@@ -7,9 +7,11 @@ pipeline exists once, in the bundle.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -125,25 +127,47 @@ def enhance_command(args: argparse.Namespace) -> int:
             raise UsageError(f"no images found in {' '.join(map(str, inputs))}")
         parser.get_parsed_content("initialize")
         evaluator = parser.get_parsed_content("evaluator")
-        evaluator.run()
-    except UsageError:
-        raise
-    except Exception as err:  # a bad weights file or config: one line, no traceback
+    except BaseException as err:  # stopped before the first file: this run's summary says why, none stale stays
+        _summary_of_a_stop(args.summary, err)
+        if isinstance(err, (UsageError, KeyboardInterrupt)) or not isinstance(err, Exception):
+            raise
+        print(f"monai-dpe: error: {one_line(err)}", file=sys.stderr)  # a bad weights file or config: one line
+        return EXIT_FAILED
+    try:
+        evaluator.run()  # stopped by an error or Ctrl-C, it writes its summary first (EnhancementEvaluator)
+    except Exception as err:
         print(f"monai-dpe: error: {one_line(err)}", file=sys.stderr)
         return EXIT_FAILED
-    done, failed, skipped = len(evaluator.state.enhanced), len(evaluator.state.failed), len(evaluator.state.skipped)
-    resumed = f", {skipped} skipped (already done)" if skipped else ""
-    print(f"enhanced {done} file(s){resumed}, {failed} failed in {time.monotonic() - start:.1f} s -> {output_dir}")
+    state = evaluator.state
+    done, failed = len(state.enhanced), len(state.failed)
+    skips = [f"{len(state.skipped)} skipped (already done)"] if state.skipped else []
+    skips += [f"{len(state.not_images)} skipped (not images)"] if state.not_images else []
+    skipped = "".join(f", {s}" for s in skips)
+    print(f"enhanced {done} file(s){skipped}, {failed} failed in {time.monotonic() - start:.1f} s -> {output_dir}")
     return EXIT_FAILED if failed else 0
 
 
+def _summary_of_a_stop(path: str | None, error: BaseException) -> None:
+    """The summary of a run stopped before its evaluator started: nothing done, and why."""
+    if path:
+        from monai_dpe.engines.enhancer import run_summary, stop_reason, write_summary
+
+        try:
+            write_summary(Path(path).resolve(), run_summary(stopped=stop_reason(error)))
+        except OSError as err:  # the stop's own reason is the line to show
+            print(f"monai-dpe: error: --summary {path}: {err.strerror or err}", file=sys.stderr)
+
+
 def _check_paths(inputs: list[Path], output_dir: Path, summary: Path | None = None) -> None:
-    """Refuse missing inputs, an output folder that is, or is inside, an input folder, and a
-    summary file that would overwrite an input's file."""
+    """Refuse missing inputs, an output folder that is, or is inside, an input folder, a summary
+    file that would overwrite an input's file, and an output folder or summary file that cannot be
+    written (found here, before any computing, not after every file)."""
     out = output_dir.resolve()
     for path in inputs:
-        if not path.exists():
+        if not os.path.lexists(path):
             raise UsageError(f"{path}: no such file or folder")
+        if not path.exists():  # a link loop or a dangling link: that input fails alone, with its reason
+            continue
         if summary is not None and _overwrites(summary, path):
             raise UsageError(f"--summary {summary} would overwrite a file of the input {path}: inputs are never written")
         folder = path.resolve() if path.is_dir() else path.resolve().parent
@@ -154,6 +178,28 @@ def _check_paths(inputs: list[Path], output_dir: Path, summary: Path | None = No
             )
     if out.exists() and not out.is_dir():
         raise UsageError(f"{output_dir}: exists and is not a folder")
+    _check_writable(out, f"output folder {output_dir}")
+    if summary is not None:
+        if summary.is_dir():
+            raise UsageError(f"--summary {summary}: is a folder, not a file")
+        _check_writable(summary.resolve().parent, f"--summary {summary}")
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """Refuse ``what`` if a file cannot be created in ``folder`` (or, where it does not exist yet, in
+    its nearest existing parent, where it would be made): a probe file is created and removed, which
+    read-only mounts, permissions and other refusals all answer the same way."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        where = "" if existing == folder else f" (in {existing})"
+        raise UsageError(f"{what} is not writable{where}: {err.strerror or err}") from err
 
 
 def _overwrites(target: Path, source: Path) -> bool:
@@ -220,7 +266,7 @@ class _BarSafeHandler(logging.StreamHandler):
 
 
 def _quiet_libraries(verbose: bool) -> None:
-    """Per-file failures as ``monai-dpe: <file>: <reason>`` lines; library chatter only with --verbose."""
+    """Per-file failures and skips as ``monai-dpe: <file>: <reason>`` lines; library chatter only with --verbose."""
     handler = _BarSafeHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("monai-dpe: %(message)s" if not verbose else "%(name)s: %(message)s"))
     root = logging.getLogger()
@@ -230,6 +276,7 @@ def _quiet_libraries(verbose: bool) -> None:
         warnings.simplefilter("ignore")
         for name in ("ignite", "monai"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+        logging.getLogger("monai_dpe").setLevel(logging.WARNING)  # an input skipped, with its reason
 
 
 if __name__ == "__main__":

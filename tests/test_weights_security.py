@@ -55,7 +55,7 @@ def test_code_carrying_pickle_is_refused_and_its_code_never_runs(tmp_path):
     evil = tmp_path / "evil.pt"
     with open(evil, "wb") as handle:
         pickle.dump({"weight": _Payload(marker)}, handle)
-    with pytest.raises(WeightsError, match="not a loadable weights file"):
+    with pytest.raises(WeightsError, match="not a plain weights file .*; it was not loaded and nothing in it ran$"):
         load_weights(DPENet(channels=(4, 8)), evil)
     assert not marker.exists()
 
@@ -64,9 +64,12 @@ def test_code_carrying_torch_save_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
     torch.save({"conv.weight": _Payload(marker)}, evil)
-    with pytest.raises(WeightsError, match=str(evil)):
+    with pytest.raises(WeightsError, match=str(evil)) as refused:
         load_weights(DPENet(channels=(4, 8)), evil)
     assert not marker.exists()
+    # the whole reason, and none of torch's advice on loading the file unsafely (it was cut mid-sentence)
+    assert str(refused.value).endswith("not loaded and nothing in it ran") and "weights_only" not in str(refused.value)
+    assert "Unsupported global" in str(refused.value)
 
 
 @pytest.mark.parametrize("backend", ["eager", "torchscript", "onnx"])

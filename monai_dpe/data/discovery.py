@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from monai_dpe.data.datalist import DICOM_SUFFIXES, IMAGE_SUFFIXES
 
-__all__ = ["find_images", "image_suffix", "is_dicom_file", "is_dicom_series_dir"]
+__all__ = ["find_images", "image_suffix", "is_dicom_file", "is_dicom_series_dir", "non_image_dicom_class",
+           "unreadable_reason", "display_path"]
 
 
 def image_suffix(path: str | os.PathLike) -> str:
@@ -20,6 +22,42 @@ def image_suffix(path: str | os.PathLike) -> str:
 
 
 DICOMDIR = "DICOMDIR"  # a DICOM media index: no pixels, no series of its own
+# formats MONAI reads with ITK, whose C++ layer aborts the process on a file name that is not UTF-8
+_ITK_READ_SUFFIXES = (".nrrd", ".mha", ".mhd", ".tif", ".tiff", ".dcm", ".dicom", ".ima", "")
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"))
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` as text that can always be printed and stored in JSON: bytes of a file name that
+    are not UTF-8 shown as ``\\xff`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def unreadable_reason(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be read as an image, found without opening it; ``None`` for a regular file
+    or a folder whose name the readers can take.
+
+    A symbolic link loop or a dangling link cannot be opened; a FIFO, socket or device named
+    ``*.png`` would block the reader for good or feed it a stream; a file name that is not valid
+    UTF-8 makes ITK's C++ layer abort the whole process (exit 134), so such names are refused for
+    the formats ITK reads (NRRD, MetaImage, TIFF, DICOM files and series folders).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        return f"cannot be opened: {(err.strerror or type(err).__name__).lower()}"
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), None)
+    if kind is not None:
+        return f"not a regular file ({kind}), so it is not read"
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return "not a regular file, so it is not read"
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        if stat.S_ISDIR(mode) or image_suffix(path) in _ITK_READ_SUFFIXES:
+            return "file name is not valid UTF-8, which the ITK image reader cannot take: rename the file"
+    return None
 
 
 def is_dicom_series_dir(folder: str | os.PathLike) -> bool:
@@ -45,15 +83,28 @@ def is_dicom_series_dir(folder: str | os.PathLike) -> bool:
 
 def _series_uid(path: Path) -> str | None:
     """The file's SeriesInstanceUID ("" if it has none); ``None`` if it is a DICOMDIR index or its
-    header cannot be read."""
+    header cannot be read.
+
+    A file that is no slice of a volume gets a key of its own, so that a folder holding one is no
+    series and each of its files is an item: a non-image object (SEG, RT Dose, ...), skipped by
+    name rather than read into a volume, and a 2D image without a position and orientation in
+    space (radiograph views and ultrasound stills often share one series) or a multi-frame image,
+    which a series reader would stack with made-up spacing or drop.
+    """
     import pydicom
 
     if path.name.upper() == DICOMDIR:
         return None
+    if non_image_dicom_class(path) is not None:
+        return f"non-image object {path.name}"
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[
+            "SeriesInstanceUID", "ImagePositionPatient", "ImageOrientationPatient", "NumberOfFrames"])
     except Exception:  # not DICOM, or damaged: the reader gives the reason later
         return None
+    placed = "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds
+    if not placed or int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        return f"2D image {path.name}"
     return str(ds.get("SeriesInstanceUID", ""))
 
 
@@ -61,10 +112,46 @@ def is_dicom_file(path: Path) -> bool:
     """An extensionless DICOM image file (PACS exports often drop the suffix); not a DICOMDIR index."""
     from pydicom.misc import is_dicom
 
-    try:
-        return not path.suffix and path.name.upper() != DICOMDIR and is_dicom(path)
+    try:  # only a regular file is opened: a FIFO would block the read
+        return not path.suffix and path.name.upper() != DICOMDIR and path.is_file() and is_dicom(path)
     except OSError:
         return False
+
+
+# image storage SOP classes whose DICOM name does not say "Image Storage"
+_IMAGE_CLASSES_OTHERWISE_NAMED = ("Enhanced US Volume Storage",)
+
+
+def non_image_dicom_class(path: str | os.PathLike) -> tuple[str, str] | None:
+    """``(name, uid)`` of a DICOM file's SOP class when it is a known storage class that is not
+    image storage (RT Dose, RT Structure Set, RT Plan, Segmentation, SR, presentation states, key
+    objects, encapsulated PDF, ...); ``None`` for images, unknown or private classes and non-DICOM.
+
+    Such objects are no pictures to enhance: a SEG is a label map, an RT Dose is scaled to Gy by
+    a factor the image readers drop, and an RT Structure Set has no pixels at all. The decision
+    is pydicom's DICOM dictionary name of the SOP Class UID ("... Image Storage" is an image).
+    Only regular files are opened (a FIFO would block the read).
+    """
+    import pydicom
+    from pydicom.uid import UID
+
+    path = Path(path)
+    if not (path.is_file() and (image_suffix(path.name) in DICOM_SUFFIXES or is_dicom_file(path))):
+        return None
+    try:  # force: RT objects are often stored without the 128-byte preamble
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=["SOPClassUID"])
+        uid = ds.get("SOPClassUID") or getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID")
+    except Exception:  # not DICOM or damaged: the reader gives the reason later
+        return None
+    if not uid:
+        return None
+    uid = UID(str(uid))
+    name = uid.name
+    if name == str(uid) or "Storage" not in name:  # not in the dictionary: private or unknown, left to the reader
+        return None
+    if "Image Storage" in name or name in _IMAGE_CLASSES_OTHERWISE_NAMED:
+        return None
+    return name, str(uid)
 
 
 def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict]:
@@ -75,13 +162,21 @@ def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     series are items each. An input file is taken as given, whatever its suffix, so that an
     unsupported file named explicitly is reported rather than silently skipped. When inputs share
     relative paths (``a/img.png`` and ``b/img.png``, or two folders holding the same names), each
-    such input's items are placed under the input's own name, as ``cp -r a b out/`` would.
+    such input's items are placed under the input's own name, as ``cp -r a b out/`` would. A file
+    that an earlier input already reached (named twice, named and inside a named folder, or named
+    through a link) is not an item again; within one folder, a link and its target are two names
+    and two items, as the folder holds them.
     """
     roots: Iterable = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
     groups = []
-    for root in map(Path, roots):
-        found = _walk(root) if root.is_dir() else [{"image": str(root), "relpath": root.resolve().name}]
+    for root in map(Path, roots):  # a link loop is no folder: it is an item, and fails with its reason
+        found = _walk(root) if root.is_dir() else [_item(root, _resolved(root).name, unreadable_reason(root))]
         groups.append((root, found))
+    seen: set[Path] = set()
+    for index, (root, found) in enumerate(groups):
+        unique = [item for item in found if _resolved(Path(item["image"])) not in seen]
+        seen.update(_resolved(Path(item["image"])) for item in unique)
+        groups[index] = (root, unique)
     owners: dict[str, set[int]] = {}
     for index, (_, found) in enumerate(groups):
         for item in found:
@@ -94,26 +189,40 @@ def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     return items
 
 
+def _item(path: Path, relpath: str | os.PathLike, reason: str | None = None) -> dict:
+    """A found image; one that cannot be read (``reason``) carries it as ``error``, so it is reported, never opened."""
+    item = {"image": str(path), "relpath": str(relpath)}
+    return {**item, "error": reason} if reason else item
+
+
+def _resolved(path: Path) -> Path:
+    """``path`` resolved, or made absolute where links cannot be followed (a loop)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: Python before 3.13 on a symlink loop
+        return Path(os.path.abspath(path))
+
+
 def _input_label(root: Path, item: dict) -> str:
     """The folder name that keeps an input's outputs apart from another input's: the input folder's
     own name, or, for an input that is itself the item (a file or a series folder), its parent's."""
-    resolved = root.resolve()
+    resolved = _resolved(root)
     return resolved.parent.name if Path(item["image"]) == root else resolved.name
 
 
 def _walk(root: Path) -> list[dict]:
     if is_dicom_series_dir(root):  # named as the folder itself is, also when given as "." or ".."
-        return [{"image": str(root), "relpath": root.resolve().name}]
+        return [_item(root, root.resolve().name, unreadable_reason(root))]
     found = []
     for folder, dirs, files in os.walk(root):
         dirs.sort()
         here = Path(folder)
         if here != root and is_dicom_series_dir(here):
-            found.append({"image": str(here), "relpath": str(here.relative_to(root))})
+            found.append(_item(here, here.relative_to(root), unreadable_reason(here)))
             dirs.clear()
             continue
-        for name in sorted(files):
+        for name in sorted(files):  # os.walk lists a symlink loop, a FIFO or a socket among the files
             if not name.startswith(".") and (image_suffix(name) or is_dicom_file(here / name)):
                 path = here / name
-                found.append({"image": str(path), "relpath": str(path.relative_to(root))})
+                found.append(_item(path, path.relative_to(root), unreadable_reason(path)))
     return found

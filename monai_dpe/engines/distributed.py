@@ -70,14 +70,15 @@ def merge_records(evaluator, summary_path: str | os.PathLike | None = None) -> d
 
     Rank 0 logs the totals and, if ``summary_path`` is given, writes one JSON summary with the
     keys of the single-process summary (``done``, ``skipped``, ``failed``, ``outputs``,
-    ``skipped_outputs``, ``failures``) and ``ranks``, each rank's counts; every rank waits until
-    it is written. The merged summary is returned on every rank and kept as
+    ``skipped_outputs``, ``not_images``, ``failures``) and ``ranks``, each rank's counts; every rank
+    waits until it is written. The merged summary is returned on every rank and kept as
     ``evaluator.state.merged`` (with ``state.rank``), for use after the process group is gone.
     """
     rank, world_size = _rank_and_size(None, None)
     state = evaluator.state  # a rank with an empty shard never started: no records
     mine = {"rank": rank, "outputs": list(getattr(state, "enhanced", [])),
             "skipped_outputs": list(getattr(state, "skipped", [])),
+            "not_images": [{"input": p, "reason": r} for p, r in getattr(state, "not_images", [])],
             "failures": [{"input": p, "reason": r} for p, r in getattr(state, "failed", [])]}
     records = [mine]
     if world_size > 1:
@@ -85,13 +86,15 @@ def merge_records(evaluator, summary_path: str | os.PathLike | None = None) -> d
         dist.all_gather_object(records, mine)
     merged = {
         "done": sum(len(r["outputs"]) for r in records),
-        "skipped": sum(len(r["skipped_outputs"]) for r in records),
+        "skipped": sum(len(r["skipped_outputs"]) + len(r["not_images"]) for r in records),
         "failed": sum(len(r["failures"]) for r in records),
         "outputs": [o for r in records for o in r["outputs"]],
         "skipped_outputs": [o for r in records for o in r["skipped_outputs"]],
+        "not_images": [n for r in records for n in r["not_images"]],
         "failures": [f for r in records for f in r["failures"]],
-        "ranks": [{"rank": r["rank"], "done": len(r["outputs"]), "skipped": len(r["skipped_outputs"]),
-                   "failed": len(r["failures"])} for r in records],
+        "ranks": [{"rank": r["rank"], "done": len(r["outputs"]),
+                   "skipped": len(r["skipped_outputs"]) + len(r["not_images"]), "failed": len(r["failures"])}
+                  for r in records],
     }
     if rank == 0:
         per_rank = "; ".join(f"rank {r['rank']}: {r['done']} done, {r['skipped']} skipped, {r['failed']} failed"

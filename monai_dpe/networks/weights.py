@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -115,6 +117,24 @@ def record_retrained_weights(bundle_root: str | os.PathLike, path: str | os.Path
     return retired
 
 
+# torch's refusal of a pickle holding more than tensors ends with its unpickler's reason, after advice
+# on how to load the file unsafely, which a refusal must not pass on
+_UNPICKLER_REASON = re.compile(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", re.DOTALL)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _refusal(path: str, err: Exception) -> str:
+    """One line for a file ``torch.load(weights_only=True)`` refused: what it is, and that it was not loaded."""
+    text = _ANSI.sub("", str(err)).strip()
+    if isinstance(err, pickle.UnpicklingError):
+        match = _UNPICKLER_REASON.search(text)
+        detail = " ".join(match.group(1).split()) if match else "objects other than tensors"
+        return (f"{path}: not a plain weights file (it holds more than tensors: {detail}); "
+                "it was not loaded and nothing in it ran")
+    reason = text.split(". ")[0].splitlines()[0] if text else type(err).__name__
+    return f"{path}: not a loadable weights file ({reason.rstrip('.')}); it was not loaded"
+
+
 def load_weights(network: nn.Module, path: str | os.PathLike, sha256: str | None = None, key: str | None = None) -> nn.Module:
     """Load a plain state dict from ``path`` into ``network`` and return the network.
 
@@ -129,8 +149,7 @@ def load_weights(network: nn.Module, path: str | os.PathLike, sha256: str | None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated files, foreign pickles and code-carrying pickles all land here
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WeightsError(f"{path}: not a loadable weights file ({reason})") from err
+        raise WeightsError(_refusal(path, err)) from err
     if key is not None:
         state = state.get(key, state) if isinstance(state, dict) else state
     if not isinstance(state, dict):

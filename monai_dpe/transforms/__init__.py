@@ -18,7 +18,9 @@ from monai_dpe.transforms.dictionary import (
     RandPerceptualDegradationd,
     SeededPerceptualDegradationd,
 )
-from monai_dpe.transforms.io import MergeAlphad, SaveEnhancedd, SplitAlphad, StorageTyped, UnsafeOutputPath, output_path
+from monai_dpe.transforms.channels import MergeAlphad, SplitAlphad
+from monai_dpe.transforms.io import SaveEnhancedd, StorageTyped, UnsafeOutputPath, output_path
+from monai_dpe.transforms.fill import MaskFillValuesd, RestoreFillValuesd
 from monai_dpe.transforms.load import LoadDisplayImage, LoadDisplayImaged, photo_header, pil_display_converter
 from monai_dpe.transforms.sampling import (
     CenterSliced,
@@ -72,6 +74,8 @@ __all__ = [
     "photo_header",
     "SplitAlphad",
     "MergeAlphad",
+    "MaskFillValuesd",
+    "RestoreFillValuesd",
     "UnsafeOutputPath",
     "output_path",
     "robust_range",

@@ -3,7 +3,6 @@
 ``SaveEnhancedd`` maps each input's path relative to its input root onto the output folder,
 refuses names that would escape it, writes with MONAI's image writers to a temporary name and
 renames on completion, so a crash never leaves a partial file under the final name.
-``SplitAlphad``/``MergeAlphad`` keep an alpha channel out of the intensity policy and the network.
 """
 from __future__ import annotations
 
@@ -26,7 +25,8 @@ from monai_dpe.data.discovery import image_suffix
 from monai_dpe.files import partial_prefix
 from monai_dpe.transforms.load import photo_header
 
-__all__ = ["SaveEnhancedd", "StorageTyped", "SplitAlphad", "MergeAlphad", "output_path", "UnsafeOutputPath", "RESUME_REPLACE"]
+__all__ = ["SaveEnhancedd", "StorageTyped", "output_path", "is_dicom_name", "UnsafeOutputPath", "RESUME_REPLACE",
+           "DICOM_OUTPUT_SUFFIX"]
 
 _ITK_SUFFIXES = (".nrrd", ".mha", ".mhd")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -48,7 +48,7 @@ def output_path(output_dir: str | os.PathLike, relpath: str) -> Path:
     rel = Path(relpath)
     if rel.is_absolute() or any(part == ".." for part in rel.parts) or not rel.parts:
         raise UnsafeOutputPath(f"{relpath}: output name would escape the output folder.")
-    if _is_dicom_name(rel.name):
+    if is_dicom_name(rel.name):
         suffix = image_suffix(rel.name)
         name = rel.name[: -len(suffix)] if suffix else rel.name
         rel = rel.with_name(name + DICOM_OUTPUT_SUFFIX)
@@ -59,7 +59,7 @@ def output_path(output_dir: str | os.PathLike, relpath: str) -> Path:
     return dest
 
 
-def _is_dicom_name(path: str) -> bool:
+def is_dicom_name(path: str) -> bool:
     """A DICOM file (any of ``DICOM_SUFFIXES``), an extensionless DICOM file or a series folder: what
     discovery yields as DICOM."""
     return image_suffix(path) in (*DICOM_SUFFIXES, "")
@@ -296,7 +296,7 @@ def _nifti_header(source, dtype: np.dtype) -> nib.Nifti1Header | None:
     """
     if not source:
         return None
-    if _is_dicom_name(str(source)):
+    if is_dicom_name(str(source)):
         header = nib.Nifti1Header()
         header.set_data_dtype(dtype)
         header.set_xyzt_units("mm")
@@ -344,36 +344,4 @@ class StorageTyped(MapTransform):
 
 def _output_suffix(source: str) -> str:
     """The suffix an output of ``source`` gets: its own, or NIfTI for DICOM."""
-    return DICOM_OUTPUT_SUFFIX if _is_dicom_name(source) else image_suffix(source)
-
-
-class SplitAlphad(MapTransform):
-    """Move an alpha channel (RGBA, or grey + alpha) out of ``image`` to ``{key}_alpha``, untouched."""
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            img = d[key]
-            if img.shape[0] in (2, 4):
-                d[f"{key}_alpha"] = img[-1:].clone()
-                d[key] = img[:-1]
-        return d
-
-
-class MergeAlphad(MapTransform):
-    """Append ``{source}_alpha`` (if present) back to the enhanced image, in the image's dtype."""
-
-    def __init__(self, keys: KeysCollection = "pred", source_key: str = "image", allow_missing_keys: bool = False):
-        super().__init__(keys, allow_missing_keys)
-        self.alpha_key = f"{source_key}_alpha"
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        alpha = d.get(self.alpha_key)
-        if alpha is None:
-            return d
-        for key in self.key_iterator(d):
-            img = d[key]
-            merged = torch.cat([torch.as_tensor(img), torch.as_tensor(alpha).to(torch.as_tensor(img).dtype)], dim=0)
-            d[key] = MetaTensor(merged, meta=img.meta) if isinstance(img, MetaTensor) else merged
-        return d
+    return DICOM_OUTPUT_SUFFIX if is_dicom_name(source) else image_suffix(source)

@@ -1,0 +1,113 @@
+"""DICOM series geometry (issue 24): a folder of slices becomes a volume only when they stack into one
+regular grid; otherwise it is refused in one line naming the odd files, or its images go one by one.
+
+The series are built from pydicom's CT_small with 1 mm true spacing, then broken the ways the
+hostile test found: a missing slice, uneven or duplicate positions, a localizer, a slice of another
+size; and 2D images (no position in space) sharing one SeriesInstanceUID.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from test_cli import run_cli, tiny_bundle  # noqa: F401  (tiny_bundle is a fixture)
+
+
+def write_series(folder: Path, positions, series_uid: str | None = None) -> list[Path]:
+    """CT_small slices at ``positions`` (mm along z) in one series; returns the files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    template = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    series_uid = series_uid or generate_uid()
+    x0, y0, _ = (float(v) for v in template.ImagePositionPatient)
+    files = []
+    for i, z in enumerate(positions):
+        ds = copy.deepcopy(template)
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [x0, y0, float(z)]
+        ds.InstanceNumber, ds.SliceThickness, ds.SliceLocation = i + 1, 1.0, float(z)
+        ds.PixelData = np.roll(template.pixel_array, 3 * i, axis=1).astype(np.int16).tobytes()
+        files.append(folder / f"slice_{i:02d}.dcm")
+        ds.save_as(files[-1], enforce_file_format=True)
+    return files
+
+
+def _localizer(files: list[Path]) -> None:
+    ds = pydicom.dcmread(files[-1])
+    ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]  # a sagittal scout in the axial series
+    ds.save_as(files[-1].with_name("scout.dcm"), enforce_file_format=True)
+    files[-1].unlink()
+
+
+def _odd_size(files: list[Path]) -> None:
+    ds = pydicom.dcmread(files[3])
+    corner = ds.pixel_array[:32, :32].copy()
+    ds.Rows = ds.Columns = 32
+    ds.PixelData = corner.tobytes()
+    ds.save_as(files[3].with_name("small.dcm"), enforce_file_format=True)
+    files[3].unlink()
+
+
+BROKEN = {  # folder -> (slice positions, change, what its one line must say)
+    "missing_slice": ([0, 1, 2, 3, 5, 6, 7, 8, 9], None, "not evenly spaced (gaps of 1 to 2 mm"),
+    "uneven": ([0, 1, 2, 3, 5, 6, 7, 10, 11, 12], None, "not evenly spaced (gaps of 1 to 3 mm"),
+    "duplicate": ([0, 1, 2, 3, 4, 4, 5, 6], None, "lie at the same position (4.000 mm along the normal)"),
+    "localizer": (list(range(11)), _localizer, "scout.dcm in another orientation (a localizer?)"),
+    "odd_size": (list(range(8)), _odd_size, "small.dcm of another size than the 128x128 slices"),
+}
+
+
+@pytest.fixture(scope="module")
+def series_run(tiny_bundle, tmp_path_factory):
+    """Every broken series, a regular one and 2D images sharing a series: (root, process, summary)."""
+    root = tmp_path_factory.mktemp("series")
+    for name, (positions, change, _) in BROKEN.items():
+        files = write_series(root / "in" / name, positions)
+        if change:
+            change(files)
+    write_series(root / "in" / "regular", range(6))
+    views = root / "in" / "views"  # 2D images of mixed sizes in one series, as pydicom's two below
+    views.mkdir()
+    uid = generate_uid()
+    for name in ("OBXXXX1A.dcm", "examples_palette.dcm", "MR_small.dcm"):
+        ds = pydicom.dcmread(get_testdata_file(name))
+        ds.SeriesInstanceUID = uid
+        for tag in ("ImagePositionPatient", "ImageOrientationPatient"):  # views are not placed in space
+            if tag in ds:
+                delattr(ds, tag)
+        ds.save_as(views / name, enforce_file_format=True)
+    proc = run_cli("in", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", "--summary", "s.json", cwd=root)
+    return root, proc, json.loads((root / "s.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_a_series_that_does_not_stack_is_refused_in_one_line(series_run, name):
+    root, proc, summary = series_run
+    lines = [line for line in proc.stderr.splitlines() if line.startswith(f"monai-dpe: in/{name}: ")]
+    assert len(lines) == 1, proc.stderr
+    assert "not one volume" in lines[0] and BROKEN[name][2] in lines[0], lines[0]
+    assert not list((root / "out").glob(f"{name}*"))  # never written with a made-up spacing
+
+
+def test_a_regular_series_is_still_one_volume_with_its_spacing(series_run):
+    root, _, _ = series_run
+    image = nib.load(root / "out" / "regular.nii.gz")
+    assert image.shape == (128, 128, 6) and np.allclose(image.header.get_zooms()[2], 1.0)
+
+
+def test_2d_images_sharing_a_series_are_each_their_own_output(series_run):
+    root, proc, summary = series_run
+    names = sorted(p.name for p in (root / "out" / "views").iterdir())
+    # before: one image came out (mixed sizes), or three views became one 3-slice volume with 1 mm spacing
+    assert names == ["MR_small.nii.gz", "OBXXXX1A.nii.gz", "examples_palette.nii.gz"], proc.stderr
+    assert summary["done"] == 4 and summary["failed"] == len(BROKEN), proc.stderr

@@ -1,32 +1,74 @@
-"""Crash-safe file writing: outputs are written under a hidden temporary name and renamed when complete."""
+"""Crash-safe file writing: outputs are written under a hidden temporary name and renamed when complete.
+
+The temporary name carries its owner, the writing process's id and a tag of its host
+(``.<name>.partial-<pid>-<host>-<random>``), so a resumed run removes only what a process that
+is gone left behind, never a file another live run is still writing into the same folder.
+"""
 from __future__ import annotations
 
+import glob
+import hashlib
+import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "partial_prefix", "remove_partials"]
+__all__ = ["atomic_path", "partial_prefix", "remove_partials", "partial_owner_alive"]
+
+logger = logging.getLogger(__name__)
 
 PARTIAL_MARK = ".partial-"
+HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]  # fixed width: host names hold "-"
+_OWNER = re.compile(re.escape(PARTIAL_MARK) + r"(\d+)-([0-9a-f]{8})-")
 
 
 def partial_prefix(path: str | os.PathLike) -> str:
-    """Prefix of the hidden temporary name used while ``path`` is being written: ``.<name>.partial-``."""
-    return f".{Path(path).name}{PARTIAL_MARK}"
+    """Prefix of the hidden temporary name used while ``path`` is being written by this process:
+    ``.<name>.partial-<pid>-<host tag>-``."""
+    return f".{Path(path).name}{PARTIAL_MARK}{os.getpid()}-{HOST_TAG}-"
+
+
+def partial_owner_alive(path: str | os.PathLike) -> bool:
+    """Whether the process that named the temporary file ``path`` may still be writing it.
+
+    True for a live process on this host and for any owner on another host (a shared folder:
+    its liveness cannot be seen from here, so its file is left alone). False for a process of
+    this host that is gone, and for names without an owner (written before owners were recorded).
+    """
+    match = _OWNER.search(Path(path).name)
+    if match is None:
+        return False
+    pid, host = int(match.group(1)), match.group(2)
+    if host != HOST_TAG or pid == os.getpid() or os.name == "nt":  # Windows' os.kill(pid, 0) would end the process
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, another user's
+        return True
+    return True
 
 
 def remove_partials(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
-    """Delete the temporary files and folders a killed writer left under ``folder``; return them.
+    """Delete the temporary files and folders that writers which are gone left under ``folder``; return them.
 
     Only names made by :func:`partial_prefix` are touched (with ``name``, only those of that
-    file), so a resumed run starts from complete outputs only. Never call it while another
-    process writes into ``folder``.
+    file), and only those whose owner process has ended (:func:`partial_owner_alive`), so a
+    resumed run starts from complete outputs while another run writing into the same folder
+    keeps its temporary files.
     """
-    pattern = f"{partial_prefix(name)}*" if name else f".*{PARTIAL_MARK}*"
-    leftovers = sorted(Path(folder).rglob(pattern)) if Path(folder).is_dir() else []
+    pattern = f".{glob.escape(Path(name).name)}{PARTIAL_MARK}*" if name else f".*{PARTIAL_MARK}*"
+    found = sorted(Path(folder).rglob(pattern)) if Path(folder).is_dir() else []
+    live = [p for p in found if partial_owner_alive(p)]
+    leftovers = [p for p in found if p not in live and not any(p.is_relative_to(q) for q in live)]
+    if live:
+        logger.info("%d temporary file(s) of running writers left in place under %s", len(live), folder)
     for path in reversed(leftovers):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

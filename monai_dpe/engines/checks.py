@@ -59,6 +59,8 @@ class CheckHeaderd(MapTransform):
         """Raise :class:`ImageRefused` with the reason if the header of ``path`` declares an unusable image."""
         if Path(path).is_dir():
             check_series_geometry(Path(path))
+        elif Path(path).is_file() and os.path.getsize(path) == 0:  # readers answer "Could not create IO object"
+            raise ImageRefused("empty file (0 bytes): there is no image to read")
         shape = _header_shape(Path(path))
         if shape is None:
             return

@@ -29,6 +29,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from monai_dpe.cli import default_bundle
+from monai_dpe.extras import require
 from monai_dpe.inferers import SliceInferer
 from monai_dpe.networks import DPENet, load_weights
 from monai_dpe.processor import cpu_features
@@ -74,7 +75,7 @@ def _machine() -> dict:
 
 
 def _onnx_session(network: nn.Module, path: str):
-    import onnxruntime as ort
+    ort = require("onnxruntime", "the ONNX Runtime benchmark")
 
     torch.onnx.export(network, torch.rand(1, 3, 64, 64), path, input_names=["image"], output_names=["pred"],
                       dynamic_axes={"image": {0: "b", 2: "h", 3: "w"}, "pred": {0: "b", 2: "h", 3: "w"}},

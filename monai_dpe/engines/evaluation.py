@@ -19,6 +19,7 @@ from monai.config import KeysCollection
 from monai.metrics import PSNRMetric, SSIMMetric
 from monai.transforms import MapTransform
 
+from monai_dpe.extras import require
 from monai_dpe.files import atomic_path
 from monai_dpe.metrics import DeltaEMetric, structure_psnr
 from monai_dpe.transforms import SeededPerceptualDegradationd
@@ -157,7 +158,7 @@ def bm3d_clahe(img: np.ndarray, rgb: bool) -> np.ndarray:
     """BM3D denoising at the estimated noise level (the ``bm3d`` package), then CLAHE.
 
     Denoising first keeps CLAHE from amplifying the noise. BM3D is an optional dependency
-    (``pip install bm3d``, the ``baselines`` extra); without it this baseline says so. A grey
+    (``pip install 'monai-dpe[baselines]'``); without it this baseline says so. A grey
     image stored as RGB (three equal channels) is denoised as grey: ``bm3d_rgb``'s colour
     transform divides by zero on it and returns NaN, which became a white image.
 
@@ -166,10 +167,7 @@ def bm3d_clahe(img: np.ndarray, rgb: bool) -> np.ndarray:
     differences into visible ones (up to 0.006 on pixels at a bin edge), so baseline scores
     would not reproduce.
     """
-    try:
-        import bm3d
-    except ImportError as err:
-        raise ImportError("the bm3d_clahe baseline needs the bm3d package: pip install bm3d") from err
+    bm3d = require("bm3d", "the bm3d_clahe baseline")
     profile = bm3d.BM3DProfile()
     profile.num_threads = 1
     colour = rgb and not (np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2]))

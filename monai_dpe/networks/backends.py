@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from monai_dpe.extras import require
 from monai_dpe.networks.weights import (
     WeightsError,
     export_path,
@@ -93,8 +94,7 @@ class OnnxNetwork(nn.Module):
     def __init__(self, path: str | os.PathLike, threads: int | None = None, multiple: int = 16) -> None:
         super().__init__()
         self.multiple = int(multiple)  # DPENet's input multiple: 2 ** number of downsamplings
-        import onnxruntime as ort
-
+        ort = require("onnxruntime", "--backend onnx (ONNX Runtime)")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

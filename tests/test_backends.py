@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from bundle_copies import copy_configs
 from monai_dpe.networks import (
     DPENet,
     WeightsError,
@@ -31,7 +32,7 @@ CHANNELS = [8, 16, 24]
 def bundle(tmp_path):
     """A copy of the bundle configs with small random weights and their two exports."""
     root = tmp_path / "bundle"
-    shutil.copytree(ROOT / "bundle" / "configs", root / "configs")
+    copy_configs(root / "configs", ROOT / "bundle" / "configs")
     (root / "models").mkdir()
     torch.manual_seed(0)
     net = DPENet(channels=CHANNELS, output_act=None)

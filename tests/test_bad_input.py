@@ -25,6 +25,7 @@ from pydicom.data import get_testdata_file
 from monai_dpe.networks import DPENet
 from test_cli import SUMMARY, run_cli, tiny_bundle  # noqa: F401  (tiny_bundle is a fixture)
 from test_inference_bundle import TINY_CHANNELS, bundle_command, file_hashes, smooth, tiny_weights
+from bundle_copies import copy_configs
 
 HUGE_SIDE = 20000
 
@@ -147,7 +148,7 @@ def test_bad_weights_give_one_line_naming_the_file(tmp_path, kind):
     if kind == "wrong_shape":
         torch.save(DPENet(channels=(16, 24)).state_dict(), weights)  # same keys as the bundle's tiny net, other widths
     bundle = tmp_path / "bundle"
-    shutil.copytree(Path(__file__).resolve().parent.parent / "bundle" / "configs", bundle / "configs")
+    copy_configs(bundle / "configs", Path(__file__).resolve().parent.parent / "bundle" / "configs")
     config = (bundle / "configs" / "inference.json").read_text().replace('"channels": [32, 48, 64, 80, 96]',
                                                                          f'"channels": {list(TINY_CHANNELS)}')
     (bundle / "configs" / "inference.json").write_text(config)

@@ -21,6 +21,7 @@ from PIL import Image
 
 from monai_dpe.visualize import comparison_path, save_comparison
 from test_inference_bundle import AFFINE, BUNDLE, TINY_CHANNELS, file_hashes, smooth, tiny_weights, write_dicom_series
+from bundle_copies import copy_configs
 
 MONAI_DPE = str(Path(sys.executable).parent / "monai-dpe")
 SUMMARY = re.compile(r"^enhanced (\d+) file\(s\), (\d+) failed in [\d.]+ s -> (.+)$", re.MULTILINE)
@@ -35,7 +36,7 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Comple
 def tiny_bundle(tmp_path_factory) -> Path:
     """The shipped bundle's configs with a tiny network and its random-init weights in models/model.pt."""
     bundle = tmp_path_factory.mktemp("tiny") / "bundle"
-    shutil.copytree(BUNDLE / "configs", bundle / "configs")
+    copy_configs(bundle / "configs", BUNDLE / "configs")
     config = json.loads((bundle / "configs" / "inference.json").read_text())
     config["channels"] = list(TINY_CHANNELS)
     (bundle / "configs" / "inference.json").write_text(json.dumps(config, indent=2))

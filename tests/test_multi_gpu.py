@@ -15,6 +15,7 @@ import torch
 
 from monai_dpe.networks import DPEDiscriminator, DPENet
 from test_training import REPO, TINY, write_tiny_data
+from bundle_copies import copy_configs
 
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 ITERATIONS = 3
@@ -37,7 +38,7 @@ def run_in_own_group(cmd: list[str], timeout: int) -> subprocess.CompletedProces
 def test_torchrun_gloo_two_ranks_train_and_only_rank0_saves(tmp_path):
     data = write_tiny_data(tmp_path / "data")
     bundle = tmp_path / "bundle"
-    shutil.copytree(REPO / "bundle" / "configs", bundle / "configs")
+    copy_configs(bundle / "configs", REPO / "bundle" / "configs")
     configs = bundle / "configs"
     cmd = [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
            "--config_file", json.dumps([str(configs / "train.json"), str(configs / "multi_gpu_train.json")]),

@@ -30,6 +30,7 @@ from skimage import color, data as skdata, exposure, metrics, transform
 from monai_dpe.engines.evaluation import EnhancementReport, clahe, summarise
 from monai_dpe.networks import DPENet, record_large_files, recorded_sha256, sha256_of
 from monai_dpe.train_cli import parse_overrides
+from bundle_copies import copy_configs
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -78,7 +79,7 @@ def tiny_data(tmp_path_factory) -> Path:
 def bundle(tmp_path) -> Path:
     """A bundle folder in tmp_path holding a copy of the repository's configs (nothing else)."""
     root = tmp_path / "bundle"
-    shutil.copytree(REPO / "bundle" / "configs", root / "configs")
+    copy_configs(root / "configs", REPO / "bundle" / "configs")
     return root
 
 
@@ -160,7 +161,7 @@ def test_same_seed_gives_same_first_losses(tiny_data, tmp_path):
     runs = []
     for i, seed in enumerate((0, 0, 1)):
         root = tmp_path / f"bundle{i}"
-        shutil.copytree(REPO / "bundle" / "configs", root / "configs")
+        copy_configs(root / "configs", REPO / "bundle" / "configs")
         runs.append(first_losses(root, tiny_data, seed))
     assert len(runs[0]) == 3
     assert runs[0] == runs[1], "the same seed must reproduce generator and discriminator losses exactly"

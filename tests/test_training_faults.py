@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from test_training import REPO, bundle_run, state_path, tiny_data  # noqa: F401  (fixture)
+from bundle_copies import copy_configs
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +69,7 @@ def test_ten_kills_then_resume_match_an_uninterrupted_run(tiny_data, tmp_path): 
     reference_bundle = tmp_path / "reference"
     killed_bundle = tmp_path / "killed"
     for root in (reference_bundle, killed_bundle):
-        shutil.copytree(REPO / "bundle" / "configs", root / "configs")
+        copy_configs(root / "configs", REPO / "bundle" / "configs")
     train(reference_bundle, tiny_data, resume=False)
     reference = final_weights(reference_bundle)
 

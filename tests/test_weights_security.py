@@ -112,3 +112,88 @@ def test_bundle_run_refuses_tampered_shipped_weights(tmp_path):
     assert proc.returncode != 0
     assert f"{weights}: SHA-256 does not match" in proc.stderr
     assert not out.exists() or not any(out.rglob("*.*"))
+
+
+def test_metadata_records_the_same_digests_as_large_files():
+    """``configs/metadata.json`` carries every digest of ``large_files.json`` (a zoo release keeps only the former)."""
+    large = {e["path"]: e["hash_val"] for e in json.loads((BUNDLE / "large_files.json").read_text())["large_files"]}
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())["model_digests"]
+    assert {path: record["sha256"] for path, record in meta.items()} == large
+
+
+def _zoo_release(tmp_path: Path) -> Path:
+    """The shipped bundle as a model-zoo release ships it: no large_files.json, no exports."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("model.ts", "model.onnx", "model_histology.pt",
+                                                                  "training_state.pt", "large_files.json"))
+    assert not (bundle / "large_files.json").exists()
+    return bundle
+
+
+def _tamper(weights: Path) -> None:
+    state = torch.load(weights, weights_only=True)
+    first = next(iter(state))
+    state[first] = state[first] + 1e-3  # a plausible-looking but different file
+    torch.save(state, weights)
+
+
+def test_without_large_files_json_a_tampered_model_is_still_refused(tmp_path):
+    from monai.bundle import ConfigParser
+
+    bundle = _zoo_release(tmp_path)
+    weights = bundle / "models" / "model.pt"
+    assert recorded_sha256(bundle, weights) == sha256_of(BUNDLE / "models" / "model.pt")
+    _tamper(weights)
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle)
+    parser["device"] = "$torch.device('cpu')"
+    assert parser.get_parsed_content("resolved_backend") == "eager"
+    with pytest.raises(Exception) as caught:
+        parser.get_parsed_content("network")
+    chain, err = [], caught.value
+    while err is not None:
+        chain.append(str(err))
+        err = err.__cause__ or err.__context__
+    assert any(f"{weights}: SHA-256 does not match" in text for text in chain), chain
+
+
+def test_record_large_files_writes_both_records_and_retraining_updates_both(tmp_path):
+    from monai_dpe.networks import record_retrained_weights
+
+    bundle = tmp_path / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    (bundle / "configs").mkdir()
+    shutil.copy(BUNDLE / "configs" / "metadata.json", bundle / "configs" / "metadata.json")
+    weights = bundle / "models" / "model.pt"
+    torch.save(DPENet(channels=(4, 8)).state_dict(), weights)
+    (bundle / "models" / "model.onnx").write_bytes(b"export")
+    record_large_files(bundle, ["models/model.pt", "models/model.onnx"])
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    shipped = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    assert {k: v for k, v in meta.items() if k != "model_digests"} == {k: v for k, v in shipped.items()
+                                                                       if k != "model_digests"}
+    assert meta["model_digests"] == {"models/model.pt": {"sha256": sha256_of(weights)},
+                                     "models/model.onnx": {"sha256": sha256_of(bundle / "models" / "model.onnx")}}
+    (bundle / "large_files.json").unlink()  # a zoo release, then fine-tuned in place
+    torch.save(DPENet(channels=(4, 8), output_act=None).state_dict(), weights)
+    assert record_retrained_weights(bundle, weights) == ["models/model.onnx"]
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())["model_digests"]
+    assert meta == {"models/model.pt": {"sha256": sha256_of(weights)}}
+    assert recorded_sha256(bundle, weights) == sha256_of(weights)
+
+
+def test_records_that_disagree_are_refused(tmp_path):
+    bundle = tmp_path / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    (bundle / "configs").mkdir()
+    (bundle / "configs" / "metadata.json").write_text(json.dumps({"version": "0"}))
+    weights = bundle / "models" / "model.pt"
+    weights.write_bytes(b"a")
+    record_large_files(bundle, ["models/model.pt"])
+    weights.write_bytes(b"b")
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    meta["model_digests"]["models/model.pt"]["sha256"] = sha256_of(weights)  # one record stale
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(WeightsError, match="record different SHA-256 digests"):
+        recorded_sha256(bundle, weights)

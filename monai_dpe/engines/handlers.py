@@ -170,7 +170,8 @@ class BestMetricRecord:
 
 
 class WeightsRecord:
-    """Keep the bundle's ``large_files.json`` in step with the weights the checkpoint saver writes.
+    """Keep the bundle's digest records (``large_files.json``, ``metadata.json``'s ``model_digests``) in step
+    with the weights the checkpoint saver writes.
 
     Attach it to the evaluator after ``CheckpointSaver``. When training writes into the bundle's
     own ``models/``, the new best ``model.pt`` is recorded (so ``inference.json`` and
@@ -188,7 +189,7 @@ class WeightsRecord:
         retired = record_retrained_weights(self.bundle_root, self.path)
         if retired:
             logger.warning(
-                "%s: new weights recorded in large_files.json; %s, exported from the old weights, "
+                "%s: new weights recorded in large_files.json and metadata.json; %s, exported from the old weights, "
                 "no longer recorded (re-export with `make export`)", self.path, ", ".join(retired)
             )
 

@@ -63,7 +63,7 @@ def load_router(
 ) -> ModalityRouter:
     """A :class:`ModalityRouter` of ``network`` loaded from ``weights_path`` and one copy per expert file.
 
-    Each file is checked against the digest ``bundle_root``'s ``large_files.json`` records for it
+    Each file is checked against the digest ``bundle_root`` records (``recorded_sha256``) for it
     (files it does not record are loaded unchecked, as :func:`load_weights` does without a digest).
     """
 

@@ -25,6 +25,8 @@ __all__ = [
 ]
 
 LARGE_FILES = "large_files.json"
+METADATA = os.path.join("configs", "metadata.json")
+MODEL_DIGESTS = "model_digests"  # metadata.json key: {bundle-relative path: {"sha256": hex}}
 EXPORT_SUFFIXES = {"torchscript": ".ts", "onnx": ".onnx"}  # `make export` writes models/model.ts and .onnx
 
 
@@ -48,34 +50,66 @@ def verify_sha256(path: str | os.PathLike, sha256: str | None) -> None:
 
 
 def recorded_sha256(bundle_root: str | os.PathLike, path: str | os.PathLike) -> str | None:
-    """The SHA-256 that the bundle's ``large_files.json`` records for ``path``, or ``None`` if unrecorded.
+    """The SHA-256 that the bundle records for ``path``, or ``None`` if unrecorded.
 
-    ``large_files.json`` is MONAI's large-file list (``path``, ``url``, ``hash_val``,
-    ``hash_type``; ``python -m monai.bundle download_large_files`` checks it too). A weights
-    file the bundle does not list (a user's own) is loaded without a digest check.
+    The bundle records each digest twice: in ``large_files.json``, MONAI's large-file list
+    (``path``, ``url``, ``hash_val``, ``hash_type``; ``python -m monai.bundle download_large_files``
+    checks it too), and under ``model_digests`` in ``configs/metadata.json``, which model-zoo
+    packaging keeps when it drops ``large_files.json`` from a release. Either record is enough;
+    two records that disagree are refused. A weights file the bundle does not list (a user's
+    own) is loaded without a digest check.
     """
-    record = Path(bundle_root) / LARGE_FILES
-    if not record.is_file():
-        return None
-    target = Path(path).resolve()
-    for entry in json.loads(record.read_text())["large_files"]:
-        if (Path(bundle_root) / entry["path"]).resolve() == target:
-            if entry.get("hash_type", "sha256").lower() != "sha256":
-                raise WeightsError(f"{record}: {entry['path']} is recorded with {entry['hash_type']}, expected sha256")
-            return str(entry["hash_val"]).lower()
-    return None
+    return _recorded_digests(bundle_root).get(Path(path).resolve())
+
+
+def _recorded_digests(bundle_root: str | os.PathLike) -> dict[Path, str]:
+    """Resolved path -> SHA-256 from ``large_files.json`` and from ``metadata.json``'s ``model_digests``."""
+    root = Path(bundle_root)
+    digests: dict[Path, str] = {}
+    sources: dict[Path, str] = {}
+    large = root / LARGE_FILES
+    entries = json.loads(large.read_text())["large_files"] if large.is_file() else []
+    pairs = []
+    for entry in entries:
+        if entry.get("hash_type", "sha256").lower() != "sha256":
+            raise WeightsError(f"{large}: {entry['path']} is recorded with {entry['hash_type']}, expected sha256")
+        pairs.append((entry["path"], entry["hash_val"], large))
+    meta = root / METADATA
+    if meta.is_file():
+        recorded = json.loads(meta.read_text()).get(MODEL_DIGESTS, {})
+        pairs += [(rel, record["sha256"], meta) for rel, record in recorded.items()]
+    for rel, digest, source in pairs:
+        target, digest = (root / rel).resolve(), str(digest).lower()
+        if digests.setdefault(target, digest) != digest:
+            raise WeightsError(f"{rel}: {sources[target]} and {source} record different SHA-256 digests; "
+                               "record the bundle's files again (make export)")
+        sources.setdefault(target, str(source))
+    return digests
+
+
+def _write_records(bundle_root: str | os.PathLike, entries: list[dict]) -> None:
+    """Write ``entries`` (large_files.json form) to ``large_files.json`` and, where the bundle has a
+    ``configs/metadata.json``, as its ``model_digests`` (its other keys and their order kept)."""
+    root = Path(bundle_root)
+    with atomic_path(root / LARGE_FILES, suffix=".json") as tmp:
+        tmp.write_text(json.dumps({"large_files": entries}, indent=4) + "\n")
+    meta = root / METADATA
+    if meta.is_file():
+        metadata = json.loads(meta.read_text())
+        metadata[MODEL_DIGESTS] = {entry["path"]: {"sha256": entry["hash_val"]} for entry in entries}
+        with atomic_path(meta, suffix=".json") as tmp:
+            tmp.write_text(json.dumps(metadata, indent=4, ensure_ascii=False) + "\n")
 
 
 def record_large_files(bundle_root: str | os.PathLike, paths: list[str], url: str = "") -> str:
-    """Write ``large_files.json`` with the SHA-256 of each bundle-relative path (after training or export)."""
+    """Record the SHA-256 of each bundle-relative path (after training or export) in ``large_files.json``
+    and in ``configs/metadata.json``'s ``model_digests``; returns the path of ``large_files.json``."""
     entries = [
         {"path": rel, "url": url, "hash_val": sha256_of(Path(bundle_root) / rel), "hash_type": "sha256"}
         for rel in paths
     ]
-    out = Path(bundle_root) / LARGE_FILES
-    with atomic_path(out, suffix=".json") as tmp:
-        tmp.write_text(json.dumps({"large_files": entries}, indent=4) + "\n")
-    return str(out)
+    _write_records(bundle_root, entries)
+    return str(Path(bundle_root) / LARGE_FILES)
 
 
 def export_path(weights_path: str | os.PathLike, backend: str) -> Path:
@@ -100,11 +134,10 @@ def record_retrained_weights(bundle_root: str | os.PathLike, path: str | os.Path
     new_digest = sha256_of(path)
     if new_digest == digest:
         return []
-    record = Path(bundle_root) / LARGE_FILES
     target = Path(path).resolve()
     exports = {export_path(target, backend) for backend in EXPORT_SUFFIXES}
     kept, retired = [], []
-    for entry in json.loads(record.read_text())["large_files"]:
+    for entry in _record_entries(bundle_root):
         resolved = (Path(bundle_root) / entry["path"]).resolve()
         if resolved == target:
             entry = {**entry, "url": "", "hash_val": new_digest}
@@ -112,9 +145,19 @@ def record_retrained_weights(bundle_root: str | os.PathLike, path: str | os.Path
             retired.append(entry["path"])
             continue
         kept.append(entry)
-    with atomic_path(record, suffix=".json") as tmp:
-        tmp.write_text(json.dumps({"large_files": kept}, indent=4) + "\n")
+    _write_records(bundle_root, kept)
     return retired
+
+
+def _record_entries(bundle_root: str | os.PathLike) -> list[dict]:
+    """The bundle's records in large_files.json form: that file's entries, or, where a zoo release
+    dropped it, entries made from ``metadata.json``'s ``model_digests`` (with no download url)."""
+    large = Path(bundle_root) / LARGE_FILES
+    if large.is_file():
+        return json.loads(large.read_text())["large_files"]
+    meta = Path(bundle_root) / METADATA
+    recorded = json.loads(meta.read_text()).get(MODEL_DIGESTS, {}) if meta.is_file() else {}
+    return [{"path": rel, "url": "", "hash_val": r["sha256"], "hash_type": "sha256"} for rel, r in recorded.items()]
 
 
 # torch's refusal of a pickle holding more than tensors ends with its unpickler's reason, after advice

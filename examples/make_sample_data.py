@@ -12,6 +12,11 @@ volume, kept in scanner units, with the radiology family that a percentile windo
 gamma, bias field, noise) and written back in its format. Run from the repository root::
 
     python examples/make_sample_data.py            # writes examples/data/
+    python examples/make_sample_data.py --bundle   # writes bundle/sample_data/
+
+``bundle/sample_data/`` is the bundle's own small sample (the default ``dataset_dir`` of
+``configs/inference.json``, so ``python -m monai.bundle run`` works from inside the bundle folder):
+the same radiograph at 256 x 256 and the same MR volume, with the same seeds.
 """
 from __future__ import annotations
 
@@ -35,13 +40,13 @@ SIDE = 512
 SEEDS = {"xray_limb.png": 2, "fundus_retina.png": 0, "mr_head.nii.gz": 7}
 
 
-def clean_xray() -> np.ndarray:
-    """RG3_UNCR as a [0, 1] grey image (white bone), downsized to SIDE x SIDE."""
+def clean_xray(side: int = SIDE) -> np.ndarray:
+    """RG3_UNCR as a [0, 1] grey image (white bone), downsized to side x side."""
     ds = pydicom.dcmread(get_testdata_file("RG3_UNCR.dcm", download=False))
     image = ds.pixel_array.astype(np.float64) / (2 ** int(ds.BitsStored) - 1)
     if ds.PhotometricInterpretation == "MONOCHROME1":  # stored inverted: make bone white, as read
         image = 1.0 - image
-    return resize(image, (SIDE, SIDE), anti_aliasing=True, order=3).clip(0, 1)
+    return resize(image, (side, side), anti_aliasing=True, order=3).clip(0, 1)
 
 
 def clean_fundus() -> np.ndarray:
@@ -68,23 +73,40 @@ def degrade(clean_cf: np.ndarray, preset: str, seed: int) -> tuple[np.ndarray, d
     return np.asarray(degraded, dtype=np.float64).clip(0, 1), transform.last_params
 
 
+def write_xray(output_dir: Path, side: int = SIDE) -> dict:
+    image, draw = degrade(clean_xray(side)[None], "paper", SEEDS["xray_limb.png"])
+    Image.fromarray(np.round(image[0] * 255).astype(np.uint8)).save(output_dir / "xray_limb.png", optimize=True)
+    return draw
+
+
+def write_mr(output_dir: Path) -> dict:
+    volume, scale, affine = clean_mr()
+    image, draw = degrade(volume[None], "radiology", SEEDS["mr_head.nii.gz"])
+    scanner_units = np.round(image[0] * scale).astype(np.uint16)
+    nifti = nib.Nifti1Image(scanner_units, affine)
+    nifti.header.set_xyzt_units("mm")
+    nib.save(nifti, output_dir / "mr_head.nii.gz")
+    return draw
+
+
+def bundle_sample(output_dir: Path) -> None:
+    """The bundle's own sample: the radiograph at 256 x 256 and the MR volume (about 100 kB)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_xray(output_dir, side=256)
+    write_mr(output_dir)
+
+
 def main(output_dir: Path) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     draws = {}
 
-    image, draws["xray_limb.png"] = degrade(clean_xray()[None], "paper", SEEDS["xray_limb.png"])
-    Image.fromarray(np.round(image[0] * 255).astype(np.uint8)).save(output_dir / "xray_limb.png", optimize=True)
+    draws["xray_limb.png"] = write_xray(output_dir)
 
     image, draws["fundus_retina.png"] = degrade(np.moveaxis(clean_fundus(), -1, 0), "paper", SEEDS["fundus_retina.png"])
     rgb = np.round(np.moveaxis(image, 0, -1) * 255).astype(np.uint8)
     Image.fromarray(rgb).save(output_dir / "fundus_retina.png", optimize=True)
 
-    volume, scale, affine = clean_mr()
-    image, draws["mr_head.nii.gz"] = degrade(volume[None], "radiology", SEEDS["mr_head.nii.gz"])
-    scanner_units = np.round(image[0] * scale).astype(np.uint16)
-    nifti = nib.Nifti1Image(scanner_units, affine)
-    nifti.header.set_xyzt_units("mm")
-    nib.save(nifti, output_dir / "mr_head.nii.gz")
+    draws["mr_head.nii.gz"] = write_mr(output_dir)
 
     draws = {name: {k: _plain(v) for k, v in params.items()} for name, params in draws.items()}
     (output_dir / "draws.json").write_text(json.dumps({"seeds": SEEDS, "draws": draws}, indent=2) + "\n")
@@ -102,5 +124,11 @@ def _plain(value):
 
 if __name__ == "__main__":
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    cli.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "data")
-    main(cli.parse_args().output_dir)
+    cli.add_argument("--output-dir", type=Path, default=None)
+    cli.add_argument("--bundle", action="store_true", help="write the bundle's small sample (bundle/sample_data/)")
+    args = cli.parse_args()
+    here = Path(__file__).resolve().parent
+    if args.bundle:
+        bundle_sample(args.output_dir or here.parent / "bundle" / "sample_data")
+    else:
+        main(args.output_dir or here / "data")

@@ -36,6 +36,7 @@ __all__ = [
     "NOT_IMAGE",
     "one_line",
     "raise_on_failures",
+    "require_images",
 ]
 
 logger = logging.getLogger(__name__)
@@ -293,3 +294,15 @@ def raise_on_failures(evaluator: EnhancementEvaluator) -> None:
     failed = getattr(evaluator.state, "failed", [])
     if failed:
         raise SystemExit(f"{len(failed)} file(s) failed: " + "; ".join(f"{p}: {r}" for p, r in failed))
+
+
+def require_images(datalist: Sequence[Mapping], dataset_dir: str | os.PathLike | Sequence) -> None:
+    """End a bundle run at once, in one line that says what to pass, when it has no images to enhance:
+    ``dataset_dir`` is missing, or holds no supported image (a long traceback would bury the reason)."""
+    given = [dataset_dir] if isinstance(dataset_dir, (str, os.PathLike)) else list(dataset_dir)
+    missing = [str(p) for p in given if not os.path.lexists(p)]
+    if datalist and len(missing) < len(given):
+        return
+    what = f"{', '.join(missing)}: no such folder or file" if missing else f"no images in {', '.join(map(str, given))}"
+    raise SystemExit(f"{what}; pass --dataset_dir IN (a folder of images, or a list of image files) "
+                     "and --output_dir OUT (defaults: sample_data/ and eval/ in the bundle folder)")

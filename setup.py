@@ -9,6 +9,21 @@ from setuptools import find_packages, setup
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "monai_dpe" / "__init__.py").read_text()).group(1)
 
+# The repository's bundle/ is the source of truth; wheels and sdists carry it as the package
+# monai_dpe.bundle (package data), where `monai-dpe enhance` finds it after `pip install`.
+# Training runs, evaluation outputs, baselines and training states stay out.
+BUNDLE_DATA = [
+    "LICENSE",
+    "large_files.json",
+    "configs/*.json",
+    "configs/*.conf",
+    "models/model*.pt",
+    "models/model*.ts",
+    "models/model*.onnx",
+    "docs/*",
+    "sample_data/*",
+]
+
 setup(
     name="monai-dpe",
     version=VERSION,
@@ -17,7 +32,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=find_packages(include=["monai_dpe", "monai_dpe.*"]),
+    packages=find_packages(include=["monai_dpe", "monai_dpe.*"]) + ["monai_dpe.bundle"],
+    package_dir={"monai_dpe.bundle": "bundle"},
+    package_data={"monai_dpe.bundle": BUNDLE_DATA},
     include_package_data=True,
     install_requires=[
         "monai>=1.4",

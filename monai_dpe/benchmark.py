@@ -37,9 +37,13 @@ from monai_dpe.transforms import IntensityPolicy
 
 __all__ = ["conv_flops", "matmul_gflops", "time_call", "enhance_volume", "main"]
 
-SAMPLE_VOLUME = Path(__file__).resolve().parent.parent / "examples" / "data" / "mr_head.nii.gz"
-
 logger = logging.getLogger(__name__)
+
+
+def sample_volume() -> Path:
+    """The shipped MR head sample (64 x 64 x 10, uint16): the bundle's ``sample_data/mr_head.nii.gz``,
+    the same file as ``examples/data/mr_head.nii.gz``, found in a clone and in an installed package alike."""
+    return default_bundle() / "sample_data" / "mr_head.nii.gz"
 
 
 def conv_flops(network: nn.Module, shape: tuple[int, ...]) -> float:
@@ -126,7 +130,7 @@ def bf16_fidelity(net: nn.Module, repeats: int, size: int = 256) -> dict:
     The slice is the middle of the shipped MR sample, stretched to [0, 1] as the pipeline does, so
     the PSNR is over the network's real working range (peak 1).
     """
-    source = torch.from_numpy(nib.load(SAMPLE_VOLUME).get_fdata(dtype="float32"))
+    source = torch.from_numpy(nib.load(sample_volume()).get_fdata(dtype="float32"))
     plane = source[..., source.shape[-1] // 2][None, None]
     plane = F.interpolate(plane, size=(size, size), mode="bilinear", align_corners=False)
     x = IntensityPolicy()(plane).repeat(1, 3, 1, 1)
@@ -149,7 +153,7 @@ def bf16_fidelity(net: nn.Module, repeats: int, size: int = 256) -> dict:
 
 def write_volume(shape: tuple[int, int, int], path: Path) -> Path:
     """An int16 NIfTI of ``shape`` resampled (trilinear) from the shipped MR head sample: real anatomy at any size."""
-    source = torch.from_numpy(nib.load(SAMPLE_VOLUME).get_fdata(dtype="float32"))
+    source = torch.from_numpy(nib.load(sample_volume()).get_fdata(dtype="float32"))
     volume = F.interpolate(source[None, None], size=shape, mode="trilinear", align_corners=False)[0, 0]
     nib.save(nib.Nifti1Image(volume.round().clamp(-32768, 32767).numpy().astype("int16"), None), str(path))
     return path

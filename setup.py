@@ -43,21 +43,23 @@ setup(
         "numpy",
         "nibabel",
         "SimpleITK",
+        # itk stays: MONAI's ITKReader/ITKWriter read DICOM, NRRD, MHA and TIFF stacks for `enhance`; without it a
+        # DICOM file is read by another reader and written silently different (2D, another affine, float64)
         "itk",
         "pydicom",
         "Pillow",
         "tqdm",
-        "tensorboard",
         "fire",
         "scikit-image",
         "tifffile",
-        "matplotlib",
     ],
     extras_require={
         "test": ["pytest", "pytest-timeout", "hypothesis", "parameterized"],
         "onnx": ["onnx", "onnxruntime"],
         "data": ["pydicom-data", "nilearn>=0.10,<1", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg"],  # nilearn: MNI152 template; pylibjpeg: JPEG and JPEG 2000 DICOM test images
         "baselines": ["bm3d>=4,<5"],  # BM3D + CLAHE, the strongest classical baseline in evaluate.json
+        "train": ["tensorboard"],  # train.json's TensorBoard logs
+        "report": ["matplotlib"],  # --save-comparison panels, quality charts and crops, training curves
     },
     entry_points={"console_scripts": ["monai-dpe = monai_dpe.cli:main"]},
     classifiers=[

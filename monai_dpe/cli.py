@@ -128,6 +128,8 @@ def enhance_command(args: argparse.Namespace) -> int:
     if not config_file.is_file():
         raise UsageError(f"{bundle}: not a monai-dpe bundle (no configs/inference.json)")
     device = _device(args.device)
+    if args.save_comparison:  # refused before any file is computed, not once per file
+        _require_extra("matplotlib", "--save-comparison (the before/after panel)")
     _quiet_libraries(args.verbose)
 
     from monai_dpe.engines import one_line
@@ -193,6 +195,15 @@ def export_bundle_command(args: argparse.Namespace) -> int:
     print(f"bundle written to {target} (run it: cd {target} && python -m monai.bundle run "
           "--config_file configs/inference.json)")
     return 0
+
+
+def _require_extra(module: str, purpose: str) -> None:
+    from monai_dpe.extras import MissingExtraError, require
+
+    try:
+        require(module, purpose)
+    except MissingExtraError as err:
+        raise UsageError(str(err)) from None
 
 
 def _summary_of_a_stop(path: str | None, error: BaseException) -> None:

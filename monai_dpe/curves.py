@@ -24,6 +24,8 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from monai_dpe.extras import require
+
 __all__ = ["read_validation_log", "plot_validation_curves", "main"]
 
 logger = logging.getLogger(__name__)
@@ -53,8 +55,7 @@ def read_validation_log(path: str | Path, epoch_length: int) -> list[dict[str, f
 def plot_validation_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], path: str | Path,
                            references: Mapping[str, float] | None = None) -> None:
     """Validation PSNR (left) and DeltaE (right, where logged) against iterations, one line per run."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "plotting validation curves")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

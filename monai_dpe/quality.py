@@ -26,6 +26,7 @@ import torch
 
 from monai_dpe.cli import default_bundle
 from monai_dpe.engines.evaluation import CLASSICAL, CLEAN_PRESET, apply_baseline
+from monai_dpe.extras import require
 
 __all__ = ["METHODS", "method_scores", "write_markdown", "psnr_chart", "crop_figure", "main"]
 
@@ -136,6 +137,7 @@ def write_markdown(table: Mapping[str, dict], path: Path, info: Mapping[str, str
 
 def psnr_chart(table: Mapping[str, dict], path: Path) -> None:
     """Grouped bars: PSNR per modality (and the mean) for every method, one panel per degraded preset."""
+    require("matplotlib", "the quality report's charts")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -212,6 +214,7 @@ def _route(network: torch.nn.Module) -> torch.nn.Module:
 def crop_figure(pairs: Sequence[dict], networks: Mapping[str, torch.nn.Module], classical: str, path: Path,
                 crop: int = 160) -> None:
     """One row per validation image: degraded input, ``classical``, each network, truth; PSNR in the titles."""
+    require("matplotlib", "the quality report's crops")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from monai.metrics import PSNRMetric

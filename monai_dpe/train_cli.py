@@ -181,8 +181,9 @@ def _folder_datalist(folder: Path, bundle: Path, validation_fraction: float) -> 
 
 def train_command(args: argparse.Namespace) -> int:
     """``monai-dpe train``: run the bundle's ``train.json`` with the request as overrides; 1 on failure."""
-    from monai_dpe.cli import UsageError, default_bundle
+    from monai_dpe.cli import UsageError, _require_extra, default_bundle
 
+    _require_extra("tensorboard", "training (train.json logs to TensorBoard)")
     args.overrides = _rescue_own_options(args)
     bundle = (Path(args.bundle) if args.bundle else default_bundle()).resolve()
     configs = bundle / "configs"

@@ -17,6 +17,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
+from monai_dpe.extras import require
 from monai_dpe.files import atomic_path
 from monai_dpe.transforms.io import RESUME_REPLACE
 from monai_dpe.transforms.load import LoadDisplayImage
@@ -51,6 +52,7 @@ def save_comparison(input_img, output_img, path: str | os.PathLike, title: str |
     Volumes get one row per axis, through the middle slice; pixel aspect follows the spacing
     of a ``MetaTensor``'s affine.
     """
+    require("matplotlib", "the before/after panel (--save-comparison)")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

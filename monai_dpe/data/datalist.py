@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -363,8 +364,7 @@ def sampling_weights(items: Iterable[Mapping[str, Any]], colour_weight: float = 
     if source_balance < 0:
         raise ValueError(f"source_balance must be >= 0, got {source_balance}.")
     items = list(items)
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[str(item.get("source", item.get("image")))] = counts.get(str(item.get("source", item.get("image"))), 0) + 1
-    return [(float(colour_weight) if int(item.get("channels", 1)) == 3 else 1.0)
-            / counts[str(item.get("source", item.get("image")))] ** source_balance for item in items]
+    sources = [str(item.get("source", item.get("image"))) for item in items]
+    counts = Counter(sources)
+    return [(float(colour_weight) if int(item.get("channels", 1)) == 3 else 1.0) / counts[source] ** source_balance
+            for item, source in zip(items, sources)]

@@ -22,7 +22,7 @@ from monai_dpe.data.corpus import build_corpus
 from monai_dpe.data.datalist import datalist_from_folder, write_datalist
 from monai_dpe.data.licences import write_licence_table
 from monai_dpe.data.repositories import MIRRORS_ENV
-from monai_dpe.data.sources import COLLECTIONS, SOURCES, default_cache_dir, get_collection, get_source
+from monai_dpe.data.sources import COLLECTIONS, SOURCES, default_cache_dir, get_source
 
 logger = logging.getLogger("monai_dpe.data")
 
@@ -49,16 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _lookup(name: str):
-    try:
-        return get_source(name)
-    except KeyError:
-        return get_collection(name)
-
-
 def _build(args: argparse.Namespace) -> int:
     try:
-        sources = [_lookup(name) for name in args.sources] if args.sources else [*SOURCES, *COLLECTIONS]
+        sources = [get_source(name) for name in args.sources] if args.sources else [*SOURCES, *COLLECTIONS]
     except KeyError as err:
         logger.error("error: %s", err.args[0])
         return 2

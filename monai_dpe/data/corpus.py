@@ -38,13 +38,14 @@ from monai_dpe.data.datalist import ImageInfo, describe_image
 from monai_dpe.data.photos import write_photo
 from monai_dpe.data.repositories import (
     RepositoryCollection,
+    RepositoryMember,
     RepositoryUnavailable,
     has_blob,
     list_members,
     open_repository,
     read_blob,
 )
-from monai_dpe.data.sources import COLLECTIONS, SOURCES, ImageSource, get_collection, get_source, locate_source
+from monai_dpe.data.sources import COLLECTIONS, SOURCES, ImageSource, get_source, locate_source
 
 __all__ = ["CorpusEntry", "CorpusReport", "build_corpus", "build_collection", "convert_source"]
 
@@ -133,7 +134,7 @@ def build_corpus(
     from tqdm.auto import tqdm
 
     output_dir = Path(output_dir)
-    chosen = [_lookup(s) if isinstance(s, str) else s for s in ((*SOURCES, *COLLECTIONS) if sources is None else sources)]
+    chosen = [get_source(s) if isinstance(s, str) else s for s in ((*SOURCES, *COLLECTIONS) if sources is None else sources)]
     report = CorpusReport(output_dir=output_dir)
     packaged = [s for s in chosen if isinstance(s, ImageSource)]
     bar = tqdm(packaged, desc="corpus", unit="image", disable=not progress)
@@ -146,13 +147,6 @@ def build_corpus(
     logger.info("corpus %s: built %d, skipped %d, failed %d", output_dir, len(report.built),
                 len(report.skipped), len(report.failed))
     return report
-
-
-def _lookup(name: str) -> ImageSource | RepositoryCollection:
-    try:
-        return get_source(name)
-    except KeyError:
-        return get_collection(name)
 
 
 def build_collection(collection: RepositoryCollection, output_dir: Path, report: CorpusReport,
@@ -175,14 +169,17 @@ def build_collection(collection: RepositoryCollection, output_dir: Path, report:
     if not members:
         report.failed[collection.name] = f"no file at {collection.commit[:12]} matches {list(collection.patterns)}"
         return
-    errors: list[str] = []
+    absent, failures = 0, []
     for member in tqdm(members, desc=collection.name, unit="image", disable=not progress, leave=False):
-        entry = _collection_member(collection, member, git_dir, output_dir, errors)
-        if entry is None:
+        try:
+            built = _collection_member(collection, member, git_dir, output_dir)
+        except (ValueError, RepositoryUnavailable, OSError) as err:
+            failures.append(f"{member.path}: {' '.join(str(err).split())}")
             continue
-        (report.skipped if entry[0] else report.built).append(entry[1])
-    absent = sum(1 for e in errors if e == _ABSENT)
-    failures = [e for e in errors if e != _ABSENT]
+        if built is None:
+            absent += 1
+        else:
+            (report.skipped if built[0] else report.built).append(built[1])
     if absent:
         report.absent[collection.name] = absent
         logger.warning("source %s: %d of %d files are not in the mirror (blobs of 4 MiB or more), skipped",
@@ -192,18 +189,18 @@ def build_collection(collection: RepositoryCollection, output_dir: Path, report:
         logger.warning("source %s: %s", collection.name, report.failed[collection.name])
 
 
-_ABSENT = "absent"
+def _collection_member(collection: RepositoryCollection, member: RepositoryMember, git_dir: Path,
+                       output_dir: Path) -> tuple[bool, CorpusEntry] | None:
+    """Build one member: ``(already_built, entry)``, or ``None`` when the repository lacks its blob.
 
-
-def _collection_member(collection: RepositoryCollection, member, git_dir: Path, output_dir: Path,
-                       errors: list[str]) -> tuple[bool, CorpusEntry] | None:
-    """Build one member; ``(already_built, entry)``, or ``None`` with the reason appended to ``errors``."""
-    volume = member.path.lower().endswith((".nii", ".nii.gz"))
-    relpath = f"{collection.modality}/{collection.name}/{member.stem}{'.nii.gz' if volume else '.png'}"
+    Raises:
+        ValueError, RepositoryUnavailable, OSError: the file cannot be read or converted.
+    """
+    relpath = collection.corpus_relpath(member.stem, member.is_volume)
     target = output_dir / relpath
 
     def entry(info: ImageInfo) -> CorpusEntry:
-        return CorpusEntry(f"{collection.name}/{member.stem}", collection.modality, collection.split, relpath,
+        return CorpusEntry(collection.image_name(member.stem), collection.modality, collection.split, relpath,
                            collection.licence, info, collection.name)
 
     if target.is_file():
@@ -212,19 +209,14 @@ def _collection_member(collection: RepositoryCollection, member, git_dir: Path, 
         except ValueError as err:
             logger.warning("rebuilding %s: existing file is not valid (%s)", target, err)
     if not has_blob(git_dir, member):
-        errors.append(_ABSENT)
         return None
-    try:
-        with atomic_path(target, suffix=".partial" + ("".join(Path(relpath).suffixes))) as partial:
-            data = read_blob(git_dir, member)
-            if volume:  # NIfTI volumes are kept as they are (gzip-compressed)
-                partial.write_bytes(data if data[:2] == b"\x1f\x8b" else gzip.compress(data))
-            else:
-                write_photo(data, partial, name=f"{collection.repo}:{member.path}")
-            info = describe_image(partial)
-    except (ValueError, RepositoryUnavailable, OSError) as err:
-        errors.append(f"{member.path}: {' '.join(str(err).split())}")
-        return None
+    with atomic_path(target, suffix=".partial" + "".join(Path(relpath).suffixes)) as partial:
+        data = read_blob(git_dir, member)
+        if member.is_volume:  # NIfTI volumes are kept as they are (gzip-compressed)
+            partial.write_bytes(data if data[:2] == b"\x1f\x8b" else gzip.compress(data))
+        else:
+            write_photo(data, partial, name=f"{collection.repo}:{member.path}")
+        info = describe_image(partial)
     return False, entry(info)
 
 

@@ -177,9 +177,10 @@ def _items_from_corpus_dir(corpus_dir: Path) -> list[tuple[str, dict]]:
         for file in sorted(folder.iterdir()) if folder.is_dir() else []:
             if file.name.startswith(".") or not file.name.endswith((".png", ".nii.gz")):
                 continue
-            relpath = file.relative_to(corpus_dir).as_posix()
-            items.append((collection.split, _item(relpath, collection.modality, collection.name, describe_image(file),
-                                                  f"{collection.name}/{file.stem}")))
+            volume = file.name.endswith(".nii.gz")
+            stem = file.name.removesuffix(".nii.gz" if volume else ".png")
+            items.append((collection.split, _item(collection.corpus_relpath(stem, volume), collection.modality,
+                                                  collection.name, describe_image(file), collection.image_name(stem))))
     for source in SOURCES:
         file = corpus_dir / source.output_relpath
         if not file.is_file():

@@ -79,6 +79,14 @@ class RepositoryCollection:
     def url(self) -> str:
         return f"https://github.com/{self.repo}.git"
 
+    def corpus_relpath(self, stem: str, volume: bool = False) -> str:
+        """A member's corpus file: ``<modality>/<name>/<stem>.png``, or ``.nii.gz`` for a NIfTI volume (kept as is)."""
+        return f"{self.modality}/{self.name}/{stem}{'.nii.gz' if volume else '.png'}"
+
+    def image_name(self, stem: str) -> str:
+        """A member's id in datalists and reports: ``<name>/<stem>``."""
+        return f"{self.name}/{stem}"
+
     @property
     def mirror_name(self) -> str:
         """Folder name of the repository in a mirror folder: ``OWNER+NAME``."""
@@ -98,6 +106,11 @@ class RepositoryMember:
         """A file name stem unique within the collection: the path's parts joined by ``_``."""
         parts = PurePosixPath(self.path).with_suffix("").parts
         return "_".join(p for p in parts if p).replace(" ", "_")
+
+    @property
+    def is_volume(self) -> bool:
+        """A NIfTI volume (copied into the corpus as it is) rather than a photo-format image."""
+        return self.path.lower().endswith((".nii", ".nii.gz"))
 
 
 def _git(git_dir: Path, *args: str, binary: bool = False) -> str | bytes:

@@ -31,7 +31,6 @@ __all__ = [
     "SOURCES",
     "default_cache_dir",
     "COLLECTIONS",
-    "get_collection",
     "get_source",
     "locate_source",
     "fetch_debian_package",
@@ -284,20 +283,13 @@ COLLECTIONS: tuple[RepositoryCollection, ...] = (
         description="breast ultrasound, 256x256"),
 )
 
-def get_collection(name: str) -> RepositoryCollection:
-    """Return the repository collection called ``name``; raise ``KeyError`` naming the known ids otherwise."""
-    for collection in COLLECTIONS:
-        if collection.name == name:
-            return collection
-    raise KeyError(f"unknown source {name!r}; known: {', '.join(s.name for s in (*SOURCES, *COLLECTIONS))}")
-
-
-def get_source(name: str) -> ImageSource:
-    """Return the registry entry called ``name``; raise ``KeyError`` naming the known ids otherwise."""
-    for source in SOURCES:
+def get_source(name: str) -> ImageSource | RepositoryCollection:
+    """Return the packaged image or repository collection called ``name``; raise ``KeyError`` naming the known ids
+    otherwise."""
+    for source in (*SOURCES, *COLLECTIONS):
         if source.name == name:
             return source
-    raise KeyError(f"unknown source {name!r}; known: {', '.join(s.name for s in SOURCES)}")
+    raise KeyError(f"unknown source {name!r}; known: {', '.join(s.name for s in (*SOURCES, *COLLECTIONS))}")
 
 
 def default_cache_dir() -> Path:

@@ -44,9 +44,9 @@ class RecordStorageBitsd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
-        for key in self.key_iterator(d):
+        key = next(self.key_iterator(d), None)
+        if key is not None:
             d[self.bits_key] = storage_bits(d[key].dtype)
-            break
         return d
 
 
@@ -143,10 +143,7 @@ class RandJPEGd(RandomizableTransform, MapTransform):
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
         self.jpeg, self.bits_key, self.params_key = RandJPEG(1.0, quality), bits_key, params_key
-
-    @property
-    def last_params(self) -> dict:
-        return self.jpeg.last_params if self._do_transform else {"jpeg_quality": None}
+        self.last_params: dict = {"jpeg_quality": None}
 
     def set_random_state(self, seed=None, state=None):
         super().set_random_state(seed, state)
@@ -156,12 +153,12 @@ class RandJPEGd(RandomizableTransform, MapTransform):
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
         self.randomize(None)
+        self.last_params = {"jpeg_quality": None}
         if self._do_transform and int(d.get(self.bits_key, 0) or 0) == 8:
             self.jpeg.randomize()
             for key in self.key_iterator(d):
                 d[key] = self.jpeg(d[key], randomize=False)
-        else:
-            self._do_transform = False
+            self.last_params = dict(self.jpeg.last_params)
         if self.params_key and isinstance(d.get(self.params_key), dict):
             d[self.params_key] = {**d[self.params_key], **self.last_params}
         return d

@@ -11,19 +11,22 @@ import sys
 from pathlib import Path
 
 import torch
+from monai.bundle import ConfigParser
 from monai.transforms import Compose, Invertd
 
 from monai_dpe.data import find_images
 from monai_dpe.inferers import SliceInferer
-from monai_dpe.networks import ChannelAdapter, DPENet, load_weights
-from monai_dpe.transforms import IntensityPolicyd, LoadDisplayImaged, SaveEnhancedd
+from monai_dpe.networks import ChannelAdapter, load_weights
+from monai_dpe.transforms import LEVEL_META_KEY, IntensityPolicyd, LoadDisplayImaged, SaveEnhancedd
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 
 
 def build_enhancer(weights: Path = BUNDLE / "models" / "model.pt") -> torch.nn.Module:
-    """The shipped half-width DPENet, wrapped to take grey, RGB and RGBA images."""
-    return ChannelAdapter(load_weights(DPENet(channels=(32, 48, 64, 80, 96), output_act=None), weights)).eval()
+    """The bundle's DPENet (its ``network_def``), wrapped to take grey, RGB and RGBA images."""
+    parser = ConfigParser()
+    parser.read_config(BUNDLE / "configs" / "inference.json")
+    return ChannelAdapter(load_weights(parser.get_parsed_content("network_def"), weights)).eval()
 
 
 def enhance(inputs: str, output_dir: str) -> list[str]:
@@ -34,7 +37,7 @@ def enhance(inputs: str, output_dir: str) -> list[str]:
     )
     invert = Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False)
     save = SaveEnhancedd("pred", output_dir=output_dir, overwrite=True)
-    enhancer, inferer = build_enhancer(), SliceInferer(spatial_dim=-1, sw_batch_size=8)
+    enhancer, inferer = build_enhancer(), SliceInferer(spatial_dim=-1, sw_batch_size=8, meta_kwargs={"level": LEVEL_META_KEY})
     written = []
     for item in find_images(inputs):
         data = preprocessing(item)

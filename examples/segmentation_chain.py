@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.bundle import ConfigParser
 from monai.config import KeysCollection
 from monai.losses import DiceCELoss
 from monai.metrics import DiceMetric
@@ -54,9 +55,9 @@ from tqdm.auto import tqdm
 from monai_dpe.engines.evaluation import clahe, write_json
 from monai_dpe.files import atomic_path
 from monai_dpe.inferers import SliceInferer
-from monai_dpe.networks import ChannelAdapter, DPENet, load_weights, sha256_of
+from monai_dpe.networks import ChannelAdapter, load_weights, sha256_of
 from monai_dpe.networks.weights import recorded_sha256
-from monai_dpe.transforms import IntensityPolicyd, SeededPerceptualDegradationd
+from monai_dpe.transforms import LEVEL_META_KEY, IntensityPolicyd, SeededPerceptualDegradationd
 
 logger = logging.getLogger("segmentation_chain")
 
@@ -169,7 +170,8 @@ def build_chain(method: str, segmenter: torch.nn.Module, enhancer: torch.nn.Modu
     stretch, normalise = segmenter_input()
     if method == "dpe":
         # the bundle's inference pieces: plain DPENet, ChannelAdapter applied by the inferer (grey in, grey out)
-        enhance = [Inferd("image", enhancer, SliceInferer(spatial_dim=-1, sw_batch_size=1, network_wrapper=ChannelAdapter))]
+        enhance = [Inferd("image", enhancer, SliceInferer(spatial_dim=-1, sw_batch_size=1, network_wrapper=ChannelAdapter,
+                                                      meta_kwargs={"level": LEVEL_META_KEY}))]
     elif method == "clahe":
         enhance = [Classicald("image", clahe)]
     elif method == "none":
@@ -186,8 +188,10 @@ def build_chain(method: str, segmenter: torch.nn.Module, enhancer: torch.nn.Modu
 
 
 def load_enhancer(weights: Path) -> torch.nn.Module:
-    """The shipped half-width DPENet (linear output), weights checked against the bundle's record."""
-    network = DPENet(channels=(32, 48, 64, 80, 96), output_act=None)
+    """The bundle's DPENet (its ``network_def``), weights checked against the bundle's record."""
+    parser = ConfigParser()
+    parser.read_config(BUNDLE / "configs" / "inference.json")
+    network = parser.get_parsed_content("network_def")
     return load_weights(network, weights, sha256=recorded_sha256(BUNDLE, weights)).eval()
 
 

@@ -8,6 +8,7 @@ matmul GFLOP/s measured in the same run, and the peak RSS of a volume run, and w
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -28,10 +29,11 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from monai.bundle import ConfigParser
+
 from monai_dpe.cli import default_bundle
-from monai_dpe.extras import require
 from monai_dpe.inferers import SliceInferer
-from monai_dpe.networks import DPENet, load_weights
+from monai_dpe.networks import OnnxNetwork, export_onnx, load_weights
 from monai_dpe.processor import cpu_features
 from monai_dpe.transforms import IntensityPolicy
 
@@ -46,7 +48,7 @@ def sample_volume() -> Path:
     return default_bundle() / "sample_data" / "mr_head.nii.gz"
 
 
-def conv_flops(network: nn.Module, shape: tuple[int, ...]) -> float:
+def conv_flops(network, shape: tuple[int, ...]) -> float:
     """Floating-point operations of one forward pass on an input of ``shape`` (PyTorch's own counter)."""
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         network(torch.zeros(shape))
@@ -78,35 +80,34 @@ def _machine() -> dict:
             "flags": flags, "torch": torch.__version__, "cuda": torch.cuda.is_available()}
 
 
-def _onnx_session(network: nn.Module, path: str):
-    ort = require("onnxruntime", "the ONNX Runtime benchmark")
+def shipped_network(channels: tuple[int, ...]) -> nn.Module:
+    """The bundle's ``network_def`` (``inference.json``) at ``channels``: the network users run."""
+    parser = ConfigParser()
+    parser.read_config(default_bundle() / "configs" / "inference.json")
+    parser["channels"] = list(channels)
+    return parser.get_parsed_content("network_def")
 
-    torch.onnx.export(network, torch.rand(1, 3, 64, 64), path, input_names=["image"], output_names=["pred"],
-                      dynamic_axes={"image": {0: "b", 2: "h", 3: "w"}, "pred": {0: "b", 2: "h", 3: "w"}},
-                      opset_version=17, dynamo=False)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+def with_level(network):
+    """``network`` called as the pipeline calls it: with a quantitative image's level where it takes one."""
+    channels = int(getattr(network, "level_channels", 0))
+    return functools.partial(network, level=torch.tensor([[0.0, 0.0, 1.0]])) if channels else network
 
 
 def benchmark(weights: str | None, channels: tuple[int, ...], repeats: int) -> dict:
     """Time slices and a volume for each backend; return a results dictionary."""
-    net = DPENet(channels=channels, output_act=None).eval()  # the shipped configuration
+    net = shipped_network(channels).eval()
     if weights:
         load_weights(net, weights)
     results = {"machine": _machine(), "weights": weights, "channels": list(channels), "repeats": repeats,
                "matmul_gflops_fp32": matmul_gflops(torch.float32), "matmul_gflops_bf16": matmul_gflops(torch.bfloat16)}
-    scripted = torch.jit.script(net)
+    eager, scripted = with_level(net), with_level(torch.jit.script(net))
     with tempfile.TemporaryDirectory() as tmp:
-        session = _onnx_session(net, os.path.join(tmp, "model.onnx"))
-        backends = {
-            "eager": lambda x: net(x),
-            "torchscript": lambda x: scripted(x),
-            "onnxruntime": lambda x: torch.from_numpy(session.run(None, {"image": x.numpy()})[0]),
-        }
+        onnx = OnnxNetwork(export_onnx(net, os.path.join(tmp, "model.onnx")), multiple=net.multiple)
+        backends = {"eager": eager, "torchscript": scripted, "onnxruntime": with_level(onnx)}
         rows = []
         for size in (256, 512):
-            flops = conv_flops(net, (1, 3, size, size))
+            flops = conv_flops(eager, (1, 3, size, size))
             for batch in (1, 8):
                 x = torch.rand(batch, 3, size, size)
                 for name, fn in backends.items():
@@ -119,7 +120,7 @@ def benchmark(weights: str | None, channels: tuple[int, ...], repeats: int) -> d
     volume = torch.rand(1, 3, 256, 256, 150)
     inferer = SliceInferer(spatial_dim=2, sw_batch_size=8)
     with torch.inference_mode():
-        results["volume_256x256x150_s"] = time_call(lambda: inferer(volume, net), repeats=max(1, repeats // 2), warmup=0)
+        results["volume_256x256x150_s"] = time_call(lambda: inferer(volume, eager), repeats=max(1, repeats // 2), warmup=0)
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return results
 
@@ -134,7 +135,8 @@ def bf16_fidelity(net: nn.Module, repeats: int, size: int = 256) -> dict:
     plane = source[..., source.shape[-1] // 2][None, None]
     plane = F.interpolate(plane, size=(size, size), mode="bilinear", align_corners=False)
     x = IntensityPolicy()(plane).repeat(1, 3, 1, 1)
-    last = net.to(memory_format=torch.channels_last)
+    fp32 = with_level(net)
+    last = with_level(net.to(memory_format=torch.channels_last))
     x_last = x.contiguous(memory_format=torch.channels_last)
 
     def bf16():
@@ -142,8 +144,8 @@ def bf16_fidelity(net: nn.Module, repeats: int, size: int = 256) -> dict:
             return last(x_last).float()
 
     with torch.inference_mode():
-        fp32_out, bf16_out = net(x), bf16()
-        fp32_s, bf16_s = time_call(lambda: net(x), repeats=repeats), time_call(bf16, repeats=repeats)
+        fp32_out, bf16_out = fp32(x), bf16()
+        fp32_s, bf16_s = time_call(lambda: fp32(x), repeats=repeats), time_call(bf16, repeats=repeats)
     net.to(memory_format=torch.contiguous_format)
     mse = float(((fp32_out.clamp(0, 1) - bf16_out.clamp(0, 1)) ** 2).mean())
     return {"size": size, "fp32_ms": 1e3 * fp32_s, "bf16_ms": 1e3 * bf16_s,

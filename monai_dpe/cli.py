@@ -62,9 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="volume axis to enhance slice by slice (default: the bundle's, the last axis)")
     enhance.add_argument("--device", default=None,
                          help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
-    enhance.add_argument("--backend", choices=("auto", "eager", "torchscript", "onnx"), default=None,
-                         help="run the network in eager PyTorch, TorchScript or ONNX Runtime; auto (the bundle's "
-                              "default): ONNX Runtime on CPU for the shipped weights when installed, else eager")
+    enhance.add_argument("--backend", choices=("auto", "eager", "bf16", "torchscript", "onnx"), default=None,
+                         help="run the network in eager PyTorch, eager under bf16 autocast, TorchScript or ONNX "
+                              "Runtime; auto (the bundle's default): bf16 on CPUs with AVX512-BF16 or AMX, else ONNX "
+                              "Runtime for the shipped weights when installed, else eager")
     enhance.add_argument("--batch", type=_positive, default=None,
                          help="slices per network call (default: the bundle's)")
     enhance.add_argument("--overwrite", action="store_true", help="replace existing outputs")

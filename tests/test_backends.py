@@ -15,6 +15,7 @@ from bundle_copies import copy_configs
 from monai_dpe.networks import (
     DPENet,
     WeightsError,
+    backend_autocast,
     export_onnx,
     load_backend,
     record_large_files,
@@ -23,9 +24,12 @@ from monai_dpe.networks import (
     resolve_backend,
     sha256_of,
 )
+from monai_dpe.processor import has_fast_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = [8, 16, 24]
+
+NO_BF16 = frozenset({"avx2", "avx512f"})  # a CPU without native bf16: auto keeps fp32
 
 
 @pytest.fixture
@@ -84,25 +88,25 @@ def test_unknown_backend_is_refused(tmp_path):
 def test_auto_backend_is_onnx_only_when_the_record_ties_export_and_weights(bundle, tmp_path, monkeypatch):
     models = bundle / "models"
     own, onnx = models / "model.pt", models / "model.onnx"
-    assert resolve_backend("auto", "cpu", own, onnx, bundle_root=bundle) == "eager", "no large_files.json record"
+    assert resolve_backend("auto", "cpu", own, onnx, bundle_root=bundle, features=NO_BF16) == "eager", "no large_files.json record"
     record_large_files(bundle, ["models/model.pt", "models/model.ts", "models/model.onnx"])
-    assert resolve_backend("auto", "cpu", own, onnx, bundle_root=bundle) == "onnx"
-    assert resolve_backend("auto", "cuda:0", own, onnx, bundle_root=bundle) == "eager", "GPUs run eager PyTorch"
-    assert resolve_backend("auto", "cpu", own, onnx, "bfloat16", bundle) == "eager", "autocast needs eager"
+    assert resolve_backend("auto", "cpu", own, onnx, bundle_root=bundle, features=NO_BF16) == "onnx"
+    assert resolve_backend("auto", "cuda:0", own, onnx, bundle_root=bundle, features=NO_BF16) == "eager", "GPUs run eager PyTorch"
+    assert resolve_backend("auto", "cpu", own, onnx, "bfloat16", bundle, features=NO_BF16) == "eager", "autocast needs eager"
     other = tmp_path / "finetuned.pt"
     shutil.copy(own, other)
-    assert resolve_backend("auto", "cpu", other, onnx, bundle_root=bundle) == "eager", "unrecorded weights"
-    assert resolve_backend("auto", "cpu", own, tmp_path / "missing.onnx", bundle_root=bundle) == "eager"
+    assert resolve_backend("auto", "cpu", other, onnx, bundle_root=bundle, features=NO_BF16) == "eager", "unrecorded weights"
+    assert resolve_backend("auto", "cpu", own, tmp_path / "missing.onnx", bundle_root=bundle, features=NO_BF16) == "eager"
     assert resolve_backend("torchscript", "cpu", own, onnx, bundle_root=bundle) == "torchscript", "explicit stays"
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
-    assert resolve_backend("auto", "cpu", own, onnx, bundle_root=bundle) == "eager", "without onnxruntime"
+    assert resolve_backend("auto", "cpu", own, onnx, bundle_root=bundle, features=NO_BF16) == "eager", "without onnxruntime"
     monkeypatch.undo()
     state = torch.load(own, weights_only=True)  # a fine-tune overwrote model.pt but nobody re-exported
     torch.save({k: v + 1e-3 for k, v in state.items()}, own)
-    assert resolve_backend("auto", "cpu", own, onnx, bundle_root=bundle) == "eager", "a stale export must not run"
+    assert resolve_backend("auto", "cpu", own, onnx, bundle_root=bundle, features=NO_BF16) == "eager", "a stale export must not run"
 
 
 @pytest.mark.parametrize("backend", ["onnx", "torchscript"])
@@ -118,7 +122,7 @@ def test_training_into_the_bundle_retires_the_exports_of_the_old_weights(bundle,
     assert record_retrained_weights(bundle, own) == ["models/model.ts", "models/model.onnx"]
     assert recorded_sha256(bundle, own) == sha256_of(own)
     assert load_backend(DPENet(channels=CHANNELS), own, "eager", recorded_sha256(bundle, own)) is not None
-    assert resolve_backend("auto", "cpu", own, onnx, bundle_root=bundle) == "eager", "the old ONNX must not run"
+    assert resolve_backend("auto", "cpu", own, onnx, bundle_root=bundle, features=NO_BF16) == "eager", "the old ONNX must not run"
     with pytest.raises(WeightsError, match="not made from these weights.*make export"):
         resolve_backend(backend, "cpu", own, onnx, bundle_root=bundle)
     elsewhere = bundle.parent / "elsewhere.pt"
@@ -144,18 +148,19 @@ def test_explicit_export_backend_refuses_weights_it_was_not_made_from(bundle, tm
 
 
 @pytest.mark.slow
-def test_auto_backend_runs_onnx_through_the_bundle(bundle, tmp_path):
+def test_auto_backend_runs_this_processors_choice_through_the_bundle(bundle, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
     volume = np.random.default_rng(1).normal(100.0, 20.0, (24, 20, 3)).astype(np.float32)
     nib.save(nib.Nifti1Image(volume, np.eye(4)), inputs / "vol.nii.gz")
     outputs = {}
     record_large_files(bundle, ["models/model.pt", "models/model.onnx"])
-    for backend in ("auto", "onnx"):
+    chosen = "bf16" if has_fast_bf16() else "onnx"  # resolve_backend's choice on this machine
+    for backend in ("auto", chosen):
         result = _enhance(bundle, inputs, tmp_path / backend, backend)
         assert result.returncode == 0, result.stderr[-2000:]
         outputs[backend] = nib.load(tmp_path / backend / "vol.nii.gz").get_fdata(dtype=np.float32)
-    np.testing.assert_array_equal(outputs["auto"], outputs["onnx"])
+    np.testing.assert_array_equal(outputs["auto"], outputs[chosen])
 
 
 @pytest.fixture(scope="module", params=[[8, 16, 24, 32, 40], [8, 16, 24]], ids=["multiple16", "multiple4"])
@@ -185,3 +190,43 @@ def test_onnx_serves_sides_of_eight_or_less_like_eager(eager_and_onnx, shape):
     with torch.no_grad():
         expected = net(x)
     np.testing.assert_allclose(onnx(x).numpy(), expected.numpy(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("flag", ["avx512_bf16", "amx_bf16"])
+def test_auto_backend_is_bf16_where_the_processor_computes_bf16(bundle, flag):
+    models = bundle / "models"
+    own, onnx = models / "model.pt", models / "model.onnx"
+    features = frozenset({"avx2", "avx512f", flag})
+    assert resolve_backend("auto", "cpu", own, onnx, bundle_root=bundle, features=features) == "bf16"
+    assert resolve_backend("auto", "cuda:0", own, onnx, bundle_root=bundle, features=features) == "eager"
+    assert resolve_backend("onnx", "cpu", own, onnx, features=features) == "onnx", "--backend still forces a path"
+    assert resolve_backend("eager", "cpu", own, onnx, features=features) == "eager"
+    assert backend_autocast("bf16") == "bfloat16" and backend_autocast("eager") is None
+
+
+@pytest.mark.slow
+def test_bf16_backend_stays_50_db_from_fp32_on_the_shipped_samples(tmp_path):
+    """The shipped weights on the bundle's samples: what ``auto`` runs on a bf16 CPU is fp32's output within 50 dB."""
+    from monai.bundle import ConfigParser
+    from skimage.metrics import peak_signal_noise_ratio
+
+    outputs = {}
+    for backend in ("eager", "bf16"):
+        parser = ConfigParser()
+        parser.read_config(str(ROOT / "bundle" / "configs" / "inference.json"))
+        parser.update({"bundle_root": str(ROOT / "bundle"), "dataset_dir": str(ROOT / "bundle" / "sample_data"),
+                       "output_dir": str(tmp_path / backend), "backend": backend, "progress": False,
+                       "device": "$torch.device('cpu')"})
+        parser.get_parsed_content("evaluator").run()
+        outputs[backend] = tmp_path / backend
+    for name in ("xray_limb.png", "mr_head.nii.gz"):
+        fp32, bf16 = (_read(outputs[b] / name) for b in ("eager", "bf16"))
+        assert peak_signal_noise_ratio(fp32, bf16, data_range=float(fp32.max() - fp32.min())) >= 50.0, name
+
+
+def _read(path: Path) -> np.ndarray:
+    if path.suffix == ".png":
+        from PIL import Image
+
+        return np.asarray(Image.open(path), dtype=np.float64)
+    return nib.load(path).get_fdata()

@@ -121,13 +121,14 @@ class SupervisedAdversarialTrainer(SupervisedTrainer):
         optimizer.step()
 
     def _iteration(self, engine: SupervisedAdversarialTrainer, batchdata: dict) -> dict:
-        image, target = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
+        image, target, *extra = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)
+        args, kwargs = extra if extra else ((), {})
         if target is None:
             raise ValueError("SupervisedAdversarialTrainer needs a target (clean image) in every batch.")
         image, target = self._layout(image.float()), self._layout(target.float())
         engine.network.train()
         with self._autocast():
-            pred = engine.network(image)
+            pred = engine.network(image, *args, **kwargs)
         output: dict[str, Any] = {CommonKeys.IMAGE: image, CommonKeys.LABEL: target, CommonKeys.PRED: pred}
         use_disc = self.disc_network is not None and getattr(engine.loss_function, "needs_discriminator", True)
         if use_disc:

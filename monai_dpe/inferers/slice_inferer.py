@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -78,6 +79,31 @@ def _weights_dtype(network) -> torch.dtype | None:
     return next((p.dtype for p in network.parameters() if p.is_floating_point()), None)
 
 
+def tile_spans(size: int, tile: int, overlap: float, align: int = 32) -> list[tuple[int, int, int, int]]:
+    """Tiles along one axis of ``size``: ``(start, stop, keep_start, keep_stop)`` each.
+
+    Tiles of ``min(tile, size)`` overlap by at least ``overlap`` of a tile and are spread evenly;
+    each keeps the part nearer its own centre than its neighbours' centres, which lies at least
+    half an overlap inside it (or reaches the axis's own end). Starts are multiples of ``align``,
+    so a U-Net's downsampling grid falls on the same pixels as in the whole slice; the last tile
+    runs to the end (up to ``align - 1`` pixels longer).
+    """
+    tile = min(int(tile), size)
+    step = max(1, int(tile * (1.0 - overlap)))
+    count = 1 + -(-(size - tile) // step)  # ceil: enough tiles to reach the end
+    even = [i * (size - tile) / (count - 1) for i in range(count)] if count > 1 else [0.0]
+    starts = sorted({int(x) // align * align for x in even})
+    stops = [min(start + tile, size) for start in starts[:-1]] + [size]
+    centres = [(a + b) // 2 for a, b in zip(starts, stops)]
+    cuts = [0] + [(a + b) // 2 for a, b in zip(centres, centres[1:])] + [size]
+    return [(start, stop, cuts[i], cuts[i + 1]) for i, (start, stop) in enumerate(zip(starts, stops))]
+
+
+def _rows_for(rows: dict[str, torch.Tensor], start: int, stop: int) -> dict[str, torch.Tensor]:
+    """Rows start..stop-1 of each per-image vector (a single shared row as it is)."""
+    return {arg: r if r.shape[0] == 1 else r[start:stop] for arg, r in rows.items()}
+
+
 class SliceInferer(Inferer):
     """Run a 2D network on (B, C, H, W) batches directly and on (B, C, X, Y, Z) volumes slice by slice.
 
@@ -104,6 +130,17 @@ class SliceInferer(Inferer):
         batch_invariant: on CPU in float32, run each 2D convolution on the kernel PyTorch picks for a
             single slice, so a slice's output is bit-identical whatever ``sw_batch_size`` (PyTorch
             otherwise switches kernels with the batch size); eager networks, not under ``amp_dtype``.
+        meta_kwargs: network keyword argument -> key of the input's meta holding a per-image vector
+            (e.g. ``{"level": LEVEL_META_KEY}``, the level the intensity policy records); each network
+            call gets the rows of its images (a volume's row for each of its slices).
+        tile_size: a slice with a side longer than this goes through the network in overlapping
+            tiles of at most ``tile_size`` a side (:func:`tile_spans`), so memory is bounded by the
+            tile, not the slice; ``None`` never tiles. Smaller slices run whole.
+        tile_overlap: the tiles' least overlap, as a share of the tile. Each output pixel is taken
+            from the one tile that holds it furthest from its edges: at least half an overlap of
+            real context on every side, as in the whole slice.
+        tile_align: tiles start at multiples of this, which must be a multiple of the network's
+            total downsampling (16 for the shipped DPENet).
 
     Floating inputs are given to a network in its parameters' dtype (a float64 image runs through a
     float32 network), and the output has the network's dtype.
@@ -126,6 +163,10 @@ class SliceInferer(Inferer):
         progress: bool = False,
         network_wrapper: Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]] | None = None,
         batch_invariant: bool = True,
+        meta_kwargs: dict[str, str] | None = None,
+        tile_size: int | None = None,
+        tile_overlap: float = 0.5,
+        tile_align: int = 32,
     ) -> None:
         super().__init__()
         if spatial_dim not in (-1, 0, 1, 2):
@@ -142,6 +183,13 @@ class SliceInferer(Inferer):
         self.progress = progress
         self.network_wrapper = network_wrapper
         self.batch_invariant = batch_invariant
+        self.meta_kwargs = dict(meta_kwargs or {})
+        if not 0.0 < tile_overlap < 1.0:
+            raise ValueError(f"tile_overlap must be in (0, 1), got {tile_overlap}.")
+        if tile_size is not None and tile_size * tile_overlap < 2 * tile_align:
+            raise ValueError(f"tiles of {tile_size} overlapping by {tile_overlap} leave too little context "
+                             f"for starts aligned to {tile_align}: tile_size * tile_overlap must be >= 2 * tile_align.")
+        self.tile_size, self.tile_overlap, self.tile_align = tile_size, float(tile_overlap), int(tile_align)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
         if inputs.dim() not in (4, 5):
@@ -151,20 +199,35 @@ class SliceInferer(Inferer):
         if self.network_wrapper is not None:
             network = self.network_wrapper(network)
         plain = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
-        out = self._run_2d(plain, network, *args, **kwargs) if plain.dim() == 4 else self._run_3d(plain, network, *args, **kwargs)
+        rows = self._meta_rows(inputs)
+        out = self._run_2d(plain, network, rows, *args, **kwargs) if plain.dim() == 4 else self._run_3d(plain, network, rows, *args, **kwargs)
         if isinstance(inputs, MetaTensor):
             out = MetaTensor(out)
             out.copy_meta_from(inputs, copy_attr=False)
         return out
 
+    def _meta_rows(self, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each ``meta_kwargs`` vector as (B, K) rows, one per image of the batch (a single row is shared)."""
+        rows = {}
+        for arg, key in self.meta_kwargs.items():
+            meta = inputs.meta if isinstance(inputs, MetaTensor) else {}
+            if key not in meta:
+                raise ValueError(f"SliceInferer: the input's meta has no {key!r} for the network's {arg!r}.")
+            value = torch.as_tensor(meta[key], dtype=torch.float32)
+            rows[arg] = value.reshape(inputs.shape[0] if value.dim() > 1 else 1, -1)
+        return rows
+
     def _out_device(self, inputs: torch.Tensor) -> torch.device:
         return torch.device(self.device) if self.device is not None else inputs.device
 
-    def _run_2d(self, images: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
+    def _run_2d(self, images: torch.Tensor, network, rows: dict, *args, **kwargs) -> torch.Tensor:
         if self.context:
             # a lone slice is its own context, laid out as _gather does: [slice - k, ..., slice + k], C channels each
             images = images.repeat(1, 2 * self.context + 1, 1, 1)
-        chunks = [self._forward(images[i : i + self.sw_batch_size], network, *args, **kwargs) for i in range(0, images.shape[0], self.sw_batch_size)]
+        chunks = [
+            self._forward(images[i : i + self.sw_batch_size], network, *args, **kwargs, **_rows_for(rows, i, i + self.sw_batch_size))
+            for i in range(0, images.shape[0], self.sw_batch_size)
+        ]
         return torch.cat([c.to(self._out_device(images)) for c in chunks], dim=0)
 
     def _slice_axis(self, spatial_shape: Sequence[int]) -> int:
@@ -173,7 +236,7 @@ class SliceInferer(Inferer):
         thin = [axis for axis, size in enumerate(spatial_shape) if size == 1]
         return thin[0] if len(thin) == 1 and spatial_shape[self.spatial_dim] > 1 else self.spatial_dim
 
-    def _run_3d(self, volumes: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
+    def _run_3d(self, volumes: torch.Tensor, network, rows: dict, *args, **kwargs) -> torch.Tensor:
         axis = 2 + self._slice_axis(volumes.shape[2:])
         n_slices = volumes.shape[axis]
         # one output buffer for the whole batch, filled slice batch by slice batch: the only
@@ -185,7 +248,8 @@ class SliceInferer(Inferer):
                 slices = volume.movedim(axis - 1, 0)  # (S, C, H, W) view, no copy of the volume
                 for start in range(0, n_slices, self.sw_batch_size):
                     stop = min(start + self.sw_batch_size, n_slices)
-                    pred = self._forward(self._gather(slices, start, stop), network, *args, **kwargs)
+                    own = {arg: r[min(index, r.shape[0] - 1)].expand(stop - start, -1) for arg, r in rows.items()}
+                    pred = self._forward(self._gather(slices, start, stop), network, *args, **kwargs, **own)
                     if result is None:  # (B, S, C', H', W'): the network decides channels and slice size
                         shape = (volumes.shape[0], n_slices, *pred.shape[1:])
                         result = torch.empty(shape, dtype=pred.dtype, device=self._out_device(volumes))
@@ -216,7 +280,33 @@ class SliceInferer(Inferer):
         else:
             mode = contextlib.nullcontext()
         with mode:
-            pred = network(batch, *args, **kwargs)
-        if isinstance(pred, (tuple, list)):
-            pred = pred[0]
+            pred = self._call(batch, network, *args, **kwargs)
         return pred.float().contiguous() if self.amp_dtype is not None else pred.contiguous()
+
+    def _call(self, batch: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
+        """The network on ``batch``: whole, or image by image in tiles where a side exceeds ``tile_size``."""
+        if self.tile_size is None or max(batch.shape[2:]) <= self.tile_size:
+            pred = network(batch, *args, **kwargs)
+            return pred[0] if isinstance(pred, (tuple, list)) else pred
+        outputs = []
+        for i in range(batch.shape[0]):  # one image at a time: each has its own per-image arguments
+            own = {k: v[i : i + 1] if isinstance(v, torch.Tensor) and v.shape[0] == batch.shape[0] else v for k, v in kwargs.items()}
+            outputs.append(self._tiled(batch[i : i + 1], network, *args, **own))
+        return torch.cat(outputs, dim=0)
+
+    def _tiled(self, image: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
+        """One (1, C, H, W) image through the network tile by tile, each pixel from its most central tile.
+
+        MONAI's ``sliding_window_inference`` blends overlapping tiles, and its Gaussian weights are
+        clamped at 1e-3, so near the slice's border a tile edge, where context is cut, weighs as much
+        as a tile centre; stitching keeps each pixel's full context.
+        """
+        out: torch.Tensor | None = None
+        rows, cols = (tile_spans(size, self.tile_size, self.tile_overlap, self.tile_align) for size in image.shape[2:])
+        for (r0, r1, keep_r0, keep_r1), (c0, c1, keep_c0, keep_c1) in itertools.product(rows, cols):
+            pred = network(image[..., r0:r1, c0:c1], *args, **kwargs)
+            pred = pred[0] if isinstance(pred, (tuple, list)) else pred
+            if out is None:
+                out = torch.empty((1, pred.shape[1], *image.shape[2:]), dtype=pred.dtype, device=pred.device)
+            out[..., keep_r0:keep_r1, keep_c0:keep_c1] = pred[..., keep_r0 - r0 : keep_r1 - r0, keep_c0 - c0 : keep_c1 - c0]
+        return out

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from monai_dpe.networks.adapters import ChannelAdapter
-from monai_dpe.networks.backends import BACKENDS, OnnxNetwork, export_onnx, load_backend, resolve_backend
+from monai_dpe.networks.backends import BACKENDS, OnnxNetwork, backend_autocast, export_onnx, load_backend, resolve_backend
 from monai_dpe.networks.blocks import DownBlock, GatedConv, ResidualBlock, UpBlock
 from monai_dpe.networks.discriminator import DPEDiscriminator
 from monai_dpe.networks.dpenet import DecoderLevel, DPENet, EncoderLevel
@@ -16,6 +16,7 @@ from monai_dpe.networks.weights import (
     recorded_sha256,
     sha256_of,
     verify_sha256,
+    warm_start,
 )
 
 __all__ = [
@@ -23,8 +24,10 @@ __all__ = [
     "ModalityRouter",
     "load_router",
     "load_weights",
+    "warm_start",
     "load_backend",
     "resolve_backend",
+    "backend_autocast",
     "export_onnx",
     "OnnxNetwork",
     "BACKENDS",

@@ -35,22 +35,23 @@ class ChannelAdapter(nn.Module):
         self.network_channels = network_channels
         self.keep_out_of_range = keep_out_of_range
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Enhance ``x``; keyword arguments (a per-image ``level``) go to the network unchanged."""
         channels = x.shape[1]
         if channels not in (1, 2, 3, 4):
             raise ValueError(f"images must have 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA) channels, got {channels}.")
         colour = 3 if channels >= 3 else 1
         image, alpha = x[:, :colour], x[:, colour:]
         inside = image.clamp(0.0, 1.0)
-        out = self._enhance(inside)
+        out = self._enhance(inside, **kwargs)
         if self.keep_out_of_range:
             out = out + (image - inside)
         return torch.cat([out, alpha], dim=1) if alpha.shape[1] else out
 
-    def _enhance(self, image: torch.Tensor) -> torch.Tensor:
+    def _enhance(self, image: torch.Tensor, **kwargs) -> torch.Tensor:
         if image.shape[1] == self.network_channels:
-            return self.network(image)
+            return self.network(image, **kwargs)
         if image.shape[1] == 1:  # grey through an RGB network
-            return self.network(image.repeat_interleave(3, dim=1)).mean(dim=1, keepdim=True)
+            return self.network(image.repeat_interleave(3, dim=1), **kwargs).mean(dim=1, keepdim=True)
         # RGB through a grey network: each channel on its own
-        return torch.cat([self.network(image[:, c : c + 1]) for c in range(image.shape[1])], dim=1)
+        return torch.cat([self.network(image[:, c : c + 1], **kwargs) for c in range(image.shape[1])], dim=1)

@@ -72,6 +72,16 @@ class DPENet(nn.Module):
             the bottom features averaged over the whole input (zero-initialised: starts as the
             identity). Not in the paper; it gives the network a view of the whole image's tone,
             which a patch-sized receptive field lacks. Off by default.
+        level_channels: length of a per-image ``level`` vector that ``forward`` takes and gives the
+            first convolution as constant planes (0: none). The intensity policy's stretch hides how
+            bright and wide the input was (see :func:`monai_dpe.transforms.input_level`); the level
+            gives that back, so the network can keep an image that was already well exposed. With
+            0, a ``level`` given to ``forward`` is not used. Not in the paper.
+        level_tone: add a per-channel gain and offset of the output predicted by a small MLP from
+            the level vector alone (zero-initialised: starts as the identity). It restores the
+            global level exactly where convolutions would have to learn a uniform gain, and it
+            depends on no pixel, so patches, tiles and whole images of one image get the same
+            tone. Needs ``level_channels``. Not in the paper.
 
     Example::
 
@@ -94,6 +104,8 @@ class DPENet(nn.Module):
         value_range: Sequence[float] = (0.0, 1.0),
         identity_init: bool = False,
         global_tone: bool = False,
+        level_channels: int = 0,
+        level_tone: bool = False,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -108,15 +120,20 @@ class DPENet(nn.Module):
             )
         if value_range[1] <= value_range[0]:
             raise ValueError(f"value_range must be (low, high) with low < high, got {tuple(value_range)}.")
+        if level_channels < 0:
+            raise ValueError(f"level_channels must be >= 0, got {level_channels}.")
+        if level_tone and not level_channels:
+            raise ValueError("level_tone needs level_channels > 0.")
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
+        self.level_channels = int(level_channels)
         self.out_channels = out_channels
         self.multiple = 2 ** (len(channels) - 1)
         self.global_residual = global_residual
         self.low = float(value_range[0])
         self.span = float(value_range[1] - value_range[0])
 
-        self.conv_in = Conv[Conv.CONV, spatial_dims](in_channels, channels[0], 3, padding=1)
+        self.conv_in = Conv[Conv.CONV, spatial_dims](in_channels + self.level_channels, channels[0], 3, padding=1)
         self.encoder = nn.ModuleList(
             EncoderLevel(spatial_dims, channels[i], channels[i + 1], act, gate_feature_act, gate_act, sampling_act)
             for i in range(len(channels) - 1)
@@ -138,8 +155,13 @@ class DPENet(nn.Module):
             self.tone = nn.Sequential(nn.Linear(channels[-1], 32), nn.ReLU(), nn.Linear(32, 2 * out_channels))
             nn.init.zeros_(self.tone[-1].weight)
             nn.init.zeros_(self.tone[-1].bias)
+        self.level_tone = None
+        if level_tone:
+            self.level_tone = nn.Sequential(nn.Linear(level_channels, 32), nn.ReLU(), nn.Linear(32, 2 * out_channels))
+            nn.init.zeros_(self.level_tone[-1].weight)
+            nn.init.zeros_(self.level_tone[-1].bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, level: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() != self.spatial_dims + 2:
             raise ValueError(
                 f"DPENet(spatial_dims={self.spatial_dims}) expects a (B, C, *spatial) tensor with "
@@ -150,17 +172,45 @@ class DPENet(nn.Module):
         spatial = x.shape[2:]
         x = (x - self.low) * (2.0 / self.span) - 1.0
         x = self._pad(x)
-        features, pooled = self._unet(self.conv_in(x))
+        rows = self._level_rows(x, level)
+        features, pooled = self._unet(self.conv_in(self._with_planes(x, rows)))
         y = self.conv_out(features)
         if self.global_residual:
             y = y + self._residual_source(x)
         if self.tone is not None:
-            tone = self.tone(pooled)
-            shape = [x.shape[0], self.out_channels] + [1] * self.spatial_dims
-            y = y * (1.0 + tone[:, : self.out_channels].reshape(shape)) + tone[:, self.out_channels :].reshape(shape)
+            y = self._apply_tone(y, self.tone(pooled))
+        if self.level_tone is not None and rows is not None:
+            y = self._apply_tone(y, self.level_tone(rows))
         y = self.output_act(y)
         y = self._crop(y, spatial)
         return (y + 1.0) * (self.span / 2.0) + self.low
+
+    def _level_rows(self, x: torch.Tensor, level: torch.Tensor | None) -> torch.Tensor | None:
+        """The level as (1 or B, level_channels) rows in ``x``'s dtype; ``None`` for a network without level inputs."""
+        if not self.level_channels:  # a network without level inputs has no use for one
+            return None
+        if level is None:
+            raise ValueError(
+                f"this DPENet takes each image's level ({self.level_channels} values, "
+                "monai_dpe.transforms.input_level) as `level`; none was given."
+            )
+        rows = level.to(device=x.device, dtype=x.dtype).reshape(-1, self.level_channels)
+        if not torch.jit.is_tracing() and rows.shape[0] != 1 and rows.shape[0] != x.shape[0]:
+            raise ValueError(f"got {rows.shape[0]} level vectors for a batch of {x.shape[0]} images.")
+        return rows
+
+    def _with_planes(self, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        """``x`` with the level rows appended as constant planes (as the first convolution takes them)."""
+        if rows is None:
+            return x
+        shape = [rows.shape[0], self.level_channels] + [1] * self.spatial_dims
+        planes = rows.reshape(shape).expand([x.shape[0], self.level_channels] + list(x.shape[2:]))
+        return torch.cat([x, planes], dim=1)
+
+    def _apply_tone(self, y: torch.Tensor, tone: torch.Tensor) -> torch.Tensor:
+        """``y * (1 + gain) + offset`` per image and channel, ``tone`` holding the gains then the offsets."""
+        shape = [tone.shape[0], self.out_channels] + [1] * self.spatial_dims
+        return y * (1.0 + tone[:, : self.out_channels].reshape(shape)) + tone[:, self.out_channels :].reshape(shape)
 
     def _unet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The U-Net's top features and its bottom features averaged over space (for the tone)."""

@@ -43,16 +43,23 @@ class ModalityRouter(nn.Module):
         """The specialist for ``modality``, or the default network."""
         return self.experts[modality] if modality in self.experts else self.default
 
-    def forward(self, x: torch.Tensor, modality: str | Sequence[str] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, modality: str | Sequence[str] | None = None, **kwargs) -> torch.Tensor:
+        """Route ``x``; other keyword arguments (a per-image ``level``) go to the networks, split with the batch."""
         if modality is None or isinstance(modality, str):
-            return self.network_for(modality)(x)
+            return self.network_for(modality)(x, **kwargs)
         names = list(modality)
         if len(names) != x.shape[0]:
             raise ValueError(f"got {len(names)} modality names for a batch of {x.shape[0]} images.")
         if len(set(names)) == 1:
-            return self.network_for(names[0])(x)
-        out = [self.network_for(name)(x[i : i + 1]) for i, name in enumerate(names)]
+            return self.network_for(names[0])(x, **kwargs)
+        out = [self.network_for(name)(x[i : i + 1], **_item(kwargs, i, x.shape[0])) for i, name in enumerate(names)]
         return torch.cat(out, dim=0)
+
+
+def _item(kwargs: dict, index: int, batch: int) -> dict:
+    """Keyword arguments for image ``index``: per-image tensors (first dimension ``batch``) are sliced."""
+    return {k: v[index : index + 1] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == batch else v
+            for k, v in kwargs.items()}
 
 
 def load_router(

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pickle
 import re
@@ -178,14 +179,8 @@ def _refusal(path: str, err: Exception) -> str:
     return f"{path}: not a loadable weights file ({reason.rstrip('.')}); it was not loaded"
 
 
-def load_weights(network: nn.Module, path: str | os.PathLike, sha256: str | None = None, key: str | None = None) -> nn.Module:
-    """Load a plain state dict from ``path`` into ``network`` and return the network.
-
-    Only tensors are unpickled (``weights_only=True``), so a file carrying code is refused and
-    nothing in it runs. With ``sha256`` the file's digest must match first. A state dict nested
-    under ``key`` (e.g. ``"network"`` in a training state) is taken from there.
-    """
-    path = str(path)
+def _read_state(path: str, sha256: str | None, key: str | None) -> dict:
+    """The plain state dict in ``path`` (tensors only), digest-checked, taken from under ``key`` if nested."""
     if not os.path.isfile(path):
         raise WeightsError(f"{path}: weights file not found")
     verify_sha256(path, sha256)
@@ -197,6 +192,49 @@ def load_weights(network: nn.Module, path: str | os.PathLike, sha256: str | None
         state = state.get(key, state) if isinstance(state, dict) else state
     if not isinstance(state, dict):
         raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}")
+    return state
+
+
+def warm_start(network: nn.Module, path: str | os.PathLike, key: str | None = None) -> nn.Module:
+    """Start ``network`` from weights of a smaller variant: same-shaped tensors are copied, a weight
+    with more input channels gets the old ones first and zeros for the new, and tensors the file
+    lacks keep their initialisation.
+
+    For adding inputs or zero-initialised heads (``DPENet``'s ``level_channels``, ``global_tone``) to
+    trained weights: the grown network then computes exactly what the old one did, and training
+    starts from there. Any other mismatch is refused.
+    """
+    path = str(path)
+    state = _read_state(path, None, key)
+    own = network.state_dict()
+    for name, tensor in state.items():
+        if name not in own:
+            raise WeightsError(f"{path}: {name} has no place in {type(network).__name__}")
+        target = own[name]
+        if target.shape == tensor.shape:
+            target.copy_(tensor)
+        elif target.dim() == tensor.dim() > 1 and target.shape[0] == tensor.shape[0] and target.shape[2:] == tensor.shape[2:] \
+                and target.shape[1] > tensor.shape[1]:
+            target.zero_()
+            target[:, : tensor.shape[1]].copy_(tensor)
+        else:
+            raise WeightsError(f"{path}: {name} is {list(tensor.shape)}, {type(network).__name__} needs {list(target.shape)}")
+    new = sorted(set(own) - set(state))
+    if new:
+        logging.getLogger(__name__).info("%s: %d tensors start from their initialisation: %s", path, len(new), ", ".join(new))
+    network.load_state_dict(own)
+    return network
+
+
+def load_weights(network: nn.Module, path: str | os.PathLike, sha256: str | None = None, key: str | None = None) -> nn.Module:
+    """Load a plain state dict from ``path`` into ``network`` and return the network.
+
+    Only tensors are unpickled (``weights_only=True``), so a file carrying code is refused and
+    nothing in it runs. With ``sha256`` the file's digest must match first. A state dict nested
+    under ``key`` (e.g. ``"network"`` in a training state) is taken from there.
+    """
+    path = str(path)
+    state = _read_state(path, sha256, key)
     try:
         network.load_state_dict(state)
     except RuntimeError as err:

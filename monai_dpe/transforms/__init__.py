@@ -40,7 +40,7 @@ from monai_dpe.transforms.storage import (
     RoundToBitDepthd,
     storage_bits,
 )
-from monai_dpe.transforms.intensity_policy import POLICY_MODES, IntensityPolicy, robust_range
+from monai_dpe.transforms.intensity_policy import LEVEL_META_KEY, POLICY_MODES, IntensityPolicy, input_level, robust_range
 
 __all__ = [
     "RandColourJitter",
@@ -52,6 +52,8 @@ __all__ = [
     "RandAcquisitionNoise",
     "RandPerceptualDegradation",
     "IntensityPolicy",
+    "LEVEL_META_KEY",
+    "input_level",
     "RandLowBrightnessd",
     "RandLowContrastd",
     "RandAcquisitionNoised",

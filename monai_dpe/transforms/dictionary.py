@@ -15,7 +15,7 @@ from monai.utils import ensure_tuple, ensure_tuple_rep
 
 from monai_dpe.transforms.array import RandAcquisitionNoise, RandLowBrightness, RandLowContrast
 from monai_dpe.transforms.composite import RandPerceptualDegradation
-from monai_dpe.transforms.intensity_policy import IntensityPolicy
+from monai_dpe.transforms.intensity_policy import LEVEL_META_KEY, IntensityPolicy, input_level
 
 __all__ = [
     "RandLowBrightnessd",
@@ -144,6 +144,11 @@ class IntensityPolicyd(MapTransform, InvertibleTransform):
         keys: images to stretch.
         reference_key: take the range from this key's image instead (e.g. a whole source image
             whose patches are stretched alike); ``None`` uses each image's own range.
+        level_key: also write the first key's level (:func:`input_level`) to this item key, for
+            networks that take it (``None``: don't). Traced images always carry it in their meta
+            under ``LEVEL_META_KEY``, where the inferer finds it.
+        bits_key: item key of the source's storage depth: 8 bits marks a display image for the
+            level (training stretches every source in ``"quantitative"`` mode); ``None`` takes the mode.
         allow_missing_keys: skip absent keys.
         kwargs: :class:`IntensityPolicy` arguments (``lower``, ``upper``, ``window``, ``mode``).
     """
@@ -152,20 +157,30 @@ class IntensityPolicyd(MapTransform, InvertibleTransform):
         self,
         keys: KeysCollection,
         reference_key: str | None = None,
+        level_key: str | None = None,
+        bits_key: str | None = None,
         allow_missing_keys: bool = False,
         **kwargs,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
-        self.reference_key = reference_key
+        self.reference_key, self.level_key, self.bits_key = reference_key, level_key, bits_key
         self.policy = IntensityPolicy(**kwargs)
         self._infos: dict[Hashable, dict] = {}  # each key's last stretch, to invert outputs that carry no trace
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         reference = d[self.reference_key] if self.reference_key is not None else None
+        display = None if self.bits_key is None else int(d[self.bits_key]) == 8
+        first = True
         for key in self.key_iterator(d):
             d[key] = self.policy(d[key], reference=reference)
             self._infos[key] = self.policy.last_info
+            level = input_level(self.policy.last_info, display)
+            if isinstance(d[key], MetaTensor):
+                d[key].meta[LEVEL_META_KEY] = level
+            if self.level_key is not None and first:
+                d[self.level_key] = level
+            first = False
         return d
 
     def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:

@@ -18,11 +18,12 @@ from monai.data.meta_obj import get_track_meta
 from monai.transforms import InvertibleTransform
 from monai.utils import TransformBackends, convert_to_dst_type
 
-__all__ = ["IntensityPolicy", "POLICY_MODES", "robust_range"]
+__all__ = ["IntensityPolicy", "LEVEL_META_KEY", "POLICY_MODES", "input_level", "robust_range"]
 
 POLICY_MODES = ("quantitative", "display", "auto")
 _WIDE_DTYPES = ("float64", "int32", "uint32", "int64", "uint64")  # stretched in float64, not float32
 _MAX_SAMPLES = 2_000_000  # percentiles from a strided subsample: bounded time and memory on big volumes
+LEVEL_META_KEY = "input_level"  # where an image's meta holds its level for the inferer
 _SLAB_ELEMENTS = 1 << 22  # element-wise maps run slab by slab: their temporaries stay ~32 MB on any volume
 
 
@@ -51,6 +52,27 @@ def robust_range(img: NdarrayOrTensor, lower: float, upper: float) -> tuple[floa
 def _quantiles(values: torch.Tensor, lower: float, upper: float) -> tuple[float, float]:
     q = torch.quantile(values, torch.tensor([lower / 100.0, upper / 100.0], dtype=torch.float64))
     return float(q[0]), float(q[1])
+
+
+def input_level(info: dict, display: bool | None = None) -> torch.Tensor:
+    """What the stretch in ``info`` took away, as the network's level vector ``(display, low, high)``.
+
+    A display image (whose output is absolute [0, 1]) gives ``(1, low, high)`` with its robust range
+    in absolute [0, 1]: a well-exposed image spans most of it, a dark or flat one does not, and the
+    stretch alone makes the two look alike. A quantitative image gives ``(0, 0, 1)``: its output is
+    inverted to its own units, so the stretched frame is the level it keeps.
+
+    Args:
+        info: the stretch, as :attr:`IntensityPolicy.last_info` holds it (``low``, ``high``, ``dtype``, ``mode``).
+        display: whether the image is a display image; ``None`` takes ``info["mode"]``. Training, which
+            stretches every source in ``"quantitative"`` mode, says it from the source's storage depth.
+    """
+    display = info["mode"] == "display" if display is None else bool(display)
+    if not display:
+        return torch.tensor([0.0, 0.0, 1.0])
+    dtype = np.dtype(info["dtype"])
+    scale = float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
+    return torch.tensor([1.0, float(info["low"]) / scale, float(info["high"]) / scale])
 
 
 def map_slabs(src: torch.Tensor, dtype: torch.dtype, fn) -> torch.Tensor:

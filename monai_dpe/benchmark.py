@@ -8,6 +8,7 @@ matmul GFLOP/s measured in the same run, and the peak RSS of a volume run, and w
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import logging
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 import torch.nn.functional as F
 
 import torch
@@ -34,7 +36,7 @@ from monai.bundle import ConfigParser
 from monai_dpe.cli import default_bundle
 from monai_dpe.inferers import SliceInferer
 from monai_dpe.networks import OnnxNetwork, export_onnx, load_weights
-from monai_dpe.processor import cpu_features
+from monai_dpe.processor import cpu_features, has_fast_bf16
 from monai_dpe.transforms import IntensityPolicy
 
 __all__ = ["conv_flops", "matmul_gflops", "time_call", "enhance_volume", "main"]
@@ -99,12 +101,18 @@ def benchmark(weights: str | None, channels: tuple[int, ...], repeats: int) -> d
     net = shipped_network(channels).eval()
     if weights:
         load_weights(net, weights)
-    results = {"machine": _machine(), "weights": weights, "channels": list(channels), "repeats": repeats,
+    results = {"machine": _machine(), "auto_backend": "bf16" if has_fast_bf16() else "onnx", "weights": weights, "channels": list(channels), "repeats": repeats,
                "matmul_gflops_fp32": matmul_gflops(torch.float32), "matmul_gflops_bf16": matmul_gflops(torch.bfloat16)}
     eager, scripted = with_level(net), with_level(torch.jit.script(net))
     with tempfile.TemporaryDirectory() as tmp:
         onnx = OnnxNetwork(export_onnx(net, os.path.join(tmp, "model.onnx")), multiple=net.multiple)
-        backends = {"eager": eager, "torchscript": scripted, "onnxruntime": with_level(onnx)}
+        last = with_level(copy.deepcopy(net).to(memory_format=torch.channels_last))
+
+        def bf16(x):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return last(x.contiguous(memory_format=torch.channels_last)).float()
+
+        backends = {"eager": eager, "bf16": bf16, "torchscript": scripted, "onnxruntime": with_level(onnx)}
         rows = []
         for size in (256, 512):
             flops = conv_flops(eager, (1, 3, size, size))
@@ -161,14 +169,27 @@ def write_volume(shape: tuple[int, int, int], path: Path) -> Path:
     return path
 
 
-def enhance_volume(shape: tuple[int, int, int], *options: str) -> dict:
-    """Run ``monai-dpe enhance`` on one int16 volume of ``shape`` in a child process: wall time and its peak RSS.
+def write_picture(shape: tuple[int, int], path: Path) -> Path:
+    """An 8-bit grey PNG of ``shape`` resampled from the shipped X-ray sample (a digital radiograph's size)."""
+    from PIL import Image
+
+    source = torch.from_numpy(np.asarray(Image.open(default_bundle() / "sample_data" / "xray_limb.png").convert("L"),
+                                         dtype=np.float32))
+    picture = F.interpolate(source[None, None], size=shape, mode="bilinear", align_corners=False)[0, 0]
+    Image.fromarray(picture.round().clamp(0, 255).numpy().astype(np.uint8)).save(path)
+    return path
+
+
+def enhance_volume(shape: tuple[int, ...], *options: str) -> dict:
+    """Run ``monai-dpe enhance`` on one int16 volume (3D ``shape``) or 8-bit PNG (2D) in a child process:
+    wall time and its peak RSS.
 
     The child is the whole user path (reading, intensity policy, slice-wise network, inversion,
-    writing), so its peak resident set is what a user's machine needs for that volume.
+    writing), so its peak resident set is what a user's machine needs for that input.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        source = write_volume(shape, Path(tmp) / "volume.nii.gz")
+        source = (write_volume(shape, Path(tmp) / "volume.nii.gz") if len(shape) == 3
+                  else write_picture(shape, Path(tmp) / "picture.png"))
         command = [sys.executable, "-m", "monai_dpe.cli", "enhance", str(source), "-o", str(Path(tmp) / "out"),
                    "--no-progress", *options]
         # a fresh parent per run: RUSAGE_CHILDREN reports the largest peak of all children it waited for
@@ -192,11 +213,12 @@ def write_report(results: dict, output: Path) -> None:
         f"Network: DPENet channels {results['channels']}. Medians of {results['repeats']} runs.",
         f"Matmul on this machine in the same run: {results['matmul_gflops_fp32']:.0f} GFLOP/s fp32, "
         f"{results['matmul_gflops_bf16']:.0f} GFLOP/s bf16.", "",
-        "| backend | slice | batch | ms / slice | GFLOP / slice | achieved GFLOP/s | % of fp32 matmul |",
+        f"`auto` runs `{results['auto_backend']}` here (monai_dpe.networks.resolve_backend).", "",
+        "| backend | slice | batch | ms / slice | GFLOP / slice | achieved GFLOP/s | % of matmul (its dtype) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in results["slices"]:
-        share = 100 * r["gflops"] / results["matmul_gflops_fp32"]
+    for r in results["slices"]:  # bf16 rows against the bf16 matmul rate, the others against fp32's
+        share = 100 * r["gflops"] / results["matmul_gflops_bf16" if r["backend"] == "bf16" else "matmul_gflops_fp32"]
         lines.append(f"| {r['backend']} | {r['size']}x{r['size']} | {r['batch']} | {r['ms_per_slice']:.1f} | "
                      f"{r['gflop_per_slice']:.1f} | {r['gflops']:.0f} | {share:.0f}% |")
     if results.get("bf16"):
@@ -210,11 +232,16 @@ def write_report(results: dict, output: Path) -> None:
               f"peak RSS of the benchmark process: {results['peak_rss_mb']:.0f} MB.", ""]
     if results.get("end_to_end"):
         lines += ["End to end (`monai-dpe enhance` on one int16 NIfTI volume resampled from the shipped MR sample, "
-                  "in a child process: reading, intensity policy, network slice by slice, inversion, writing, "
-                  "and the process start-up):", "",
-                  "| volume | options | wall s | peak RSS MB |", "|---|---|---|---|"]
+                  "or one 8-bit PNG resampled from the X-ray sample, in a child process: reading, intensity policy, "
+                  "network slice by slice (tiles of 1024 for larger slices), inversion, writing, and the process "
+                  "start-up):", "",
+                  "| input | options | wall s | peak RSS MB |", "|---|---|---|---|"]
         lines += [f"| {'x'.join(map(str, r['shape']))} | {' '.join(r['options']) or 'defaults'} | {r['seconds']:.1f} | "
                   f"{r['peak_rss_mb']:.0f} |" for r in results["end_to_end"]]
+        by_shape = {tuple(r["shape"]): r["seconds"] for r in results["end_to_end"] if not r["options"]}
+        if (256, 256, 150) in by_shape and (256, 256, 600) in by_shape:
+            ratio = by_shape[(256, 256, 600)] / by_shape[(256, 256, 150)]
+            lines += ["", f"Slices 150 -> 600 (defaults): {ratio:.2f}x the time (linear would be 4x)."]
         lines += [""]
     lines += [
               "Reproduce: `make benchmark` (or `python -m monai_dpe.benchmark --output docs/benchmarks`)."]
@@ -242,8 +269,10 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     results = benchmark(str(weights), channels, args.repeats)
     if not args.skip_end_to_end:
-        results["end_to_end"] = [enhance_volume((512, 512, 300)), enhance_volume((256, 256, 150)),
-                                 enhance_volume((256, 256, 150), "--backend", "eager")]
+        results["end_to_end"] = [enhance_volume((256, 256, 150)), enhance_volume((256, 256, 600)),
+                                 enhance_volume((256, 256, 150), "--backend", "onnx"),
+                                 enhance_volume((256, 256, 150), "--backend", "eager"),
+                                 enhance_volume((512, 512, 400)), enhance_volume((4096, 4096))]
     write_report(results, args.output)
     logger.info("wrote %s", args.output / "speed.md")
     return 0

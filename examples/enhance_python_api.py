@@ -15,7 +15,7 @@ from monai.bundle import ConfigParser
 from monai.transforms import Compose, Invertd
 
 from monai_dpe.data import find_images
-from monai_dpe.inferers import SliceInferer
+from monai_dpe.inferers import SliceWiseInferer
 from monai_dpe.networks import ChannelAdapter, load_weights
 from monai_dpe.transforms import LEVEL_META_KEY, IntensityPolicyd, LoadDisplayImaged, SaveEnhancedd
 
@@ -37,7 +37,7 @@ def enhance(inputs: str, output_dir: str) -> list[str]:
     )
     invert = Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False)
     save = SaveEnhancedd("pred", output_dir=output_dir, overwrite=True)
-    enhancer, inferer = build_enhancer(), SliceInferer(spatial_dim=-1, sw_batch_size=8, meta_kwargs={"level": LEVEL_META_KEY})
+    enhancer, inferer = build_enhancer(), SliceWiseInferer(spatial_dim=-1, sw_batch_size=8, meta_kwargs={"level": LEVEL_META_KEY})
     written = []
     for item in find_images(inputs):
         data = preprocessing(item)

@@ -8,9 +8,9 @@ shipped DPE weights, and degraded then enhanced by CLAHE (the project's classica
 Enhancement and segmentation run as one MONAI ``Compose``::
 
     IntensityPolicyd                                    (the bundle's invertible robust stretch)
-    -> DPENet through SliceInferer(network_wrapper=ChannelAdapter) | CLAHE | nothing
+    -> DPENet through SliceWiseInferer(network_wrapper=ChannelAdapter) | CLAHE | nothing
     -> ScaleIntensityRangePercentilesd                  (the segmenter's own input normalisation)
-    -> UNet through SliceInferer -> AsDiscreted(argmax)
+    -> UNet through SliceWiseInferer -> AsDiscreted(argmax)
 
 Data and protocol:
 
@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from monai_dpe.engines.evaluation import clahe, write_json
 from monai_dpe.files import atomic_path
-from monai_dpe.inferers import SliceInferer
+from monai_dpe.inferers import SliceWiseInferer
 from monai_dpe.networks import ChannelAdapter, load_weights, sha256_of
 from monai_dpe.networks.weights import recorded_sha256
 from monai_dpe.transforms import LEVEL_META_KEY, IntensityPolicyd, SeededPerceptualDegradationd
@@ -170,7 +170,7 @@ def build_chain(method: str, segmenter: torch.nn.Module, enhancer: torch.nn.Modu
     stretch, normalise = segmenter_input()
     if method == "dpe":
         # the bundle's inference pieces: plain DPENet, ChannelAdapter applied by the inferer (grey in, grey out)
-        enhance = [Inferd("image", enhancer, SliceInferer(spatial_dim=-1, sw_batch_size=1, network_wrapper=ChannelAdapter,
+        enhance = [Inferd("image", enhancer, SliceWiseInferer(spatial_dim=-1, sw_batch_size=1, network_wrapper=ChannelAdapter,
                                                       meta_kwargs={"level": LEVEL_META_KEY}))]
     elif method == "clahe":
         enhance = [Classicald("image", clahe)]
@@ -182,7 +182,7 @@ def build_chain(method: str, segmenter: torch.nn.Module, enhancer: torch.nn.Modu
         stretch,
         *enhance,
         normalise,
-        Inferd("image", segmenter, SliceInferer(spatial_dim=-1, sw_batch_size=1), output_key="pred"),
+        Inferd("image", segmenter, SliceWiseInferer(spatial_dim=-1, sw_batch_size=1), output_key="pred"),
         AsDiscreted("pred", argmax=True),
     ])
 

@@ -33,8 +33,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from monai.bundle import ConfigParser
 
-from monai_dpe.cli import default_bundle
-from monai_dpe.inferers import SliceInferer
+from monai_dpe.locations import default_bundle
+from monai_dpe.inferers import SliceWiseInferer
 from monai_dpe.networks import OnnxNetwork, export_onnx, load_weights
 from monai_dpe.processor import cpu_features, has_fast_bf16
 from monai_dpe.transforms import IntensityPolicy
@@ -126,7 +126,7 @@ def benchmark(weights: str | None, channels: tuple[int, ...], repeats: int) -> d
         results["slices"] = rows
     results["bf16"] = bf16_fidelity(net, repeats)
     volume = torch.rand(1, 3, 256, 256, 150)
-    inferer = SliceInferer(spatial_dim=2, sw_batch_size=8)
+    inferer = SliceWiseInferer(spatial_dim=2, sw_batch_size=8)
     with torch.inference_mode():
         results["volume_256x256x150_s"] = time_call(lambda: inferer(volume, eager), repeats=max(1, repeats // 2), warmup=0)
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -228,7 +228,7 @@ def write_report(results: dict, output: Path) -> None:
                   f"{b['bf16_ms']:.0f} ms against {b['fp32_ms']:.0f} ms; PSNR of the bf16 output against the fp32 "
                   f"output {b['psnr_bf16_vs_fp32']:.1f} dB (largest difference {b['max_abs_diff']:.3g}): the 50 dB "
                   f"fidelity bound {verdict}."]
-    lines += ["", f"Volume 256x256x150 (eager, SliceInferer, 8 slices a batch): {results['volume_256x256x150_s']:.1f} s; "
+    lines += ["", f"Volume 256x256x150 (eager, SliceWiseInferer, 8 slices a batch): {results['volume_256x256x150_s']:.1f} s; "
               f"peak RSS of the benchmark process: {results['peak_rss_mb']:.0f} MB.", ""]
     if results.get("end_to_end"):
         lines += ["End to end (`monai-dpe enhance` on one int16 NIfTI volume resampled from the shipped MR sample, "

@@ -18,26 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from monai_dpe import __version__
+from monai_dpe.errors import UsageError, require_extra
+from monai_dpe.locations import BUNDLE_ENV, default_bundle
 
 __all__ = ["main", "build_parser", "default_bundle"]
 
-BUNDLE_ENV = "MONAI_DPE_BUNDLE"
 EXIT_FAILED, EXIT_USAGE = 1, 2
-
-
-class UsageError(Exception):
-    """A request the command refuses before doing any work (exit code 2)."""
-
-
-def default_bundle() -> Path:
-    """The bundle to use: ``$MONAI_DPE_BUNDLE`` if set, else the shipped one: inside the installed
-    package (``monai_dpe/bundle``, package data of the wheel and sdist), or in a clone the repository's
-    ``bundle/`` beside the package (the source of truth, mapped into the package when it is built)."""
-    if os.environ.get(BUNDLE_ENV):
-        return Path(os.environ[BUNDLE_ENV])
-    package = Path(__file__).resolve().parent
-    installed = package / "bundle"
-    return installed if (installed / "configs" / "inference.json").is_file() else package.parent / "bundle"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +116,7 @@ def enhance_command(args: argparse.Namespace) -> int:
         raise UsageError(f"{bundle}: not a monai-dpe bundle (no configs/inference.json)")
     device = _device(args.device)
     if args.save_comparison:  # refused before any file is computed, not once per file
-        _require_extra("matplotlib", "--save-comparison (the before/after panel)")
+        require_extra("matplotlib", "--save-comparison (the before/after panel)")
     _quiet_libraries(args.verbose)
 
     from monai_dpe.engines import one_line
@@ -196,15 +182,6 @@ def export_bundle_command(args: argparse.Namespace) -> int:
     print(f"bundle written to {target} (run it: cd {target} && python -m monai.bundle run "
           "--config_file configs/inference.json)")
     return 0
-
-
-def _require_extra(module: str, purpose: str) -> None:
-    from monai_dpe.extras import MissingExtraError, require
-
-    try:
-        require(module, purpose)
-    except MissingExtraError as err:
-        raise UsageError(str(err)) from None
 
 
 def _summary_of_a_stop(path: str | None, error: BaseException) -> None:

@@ -1,9 +1,24 @@
-"""One-line error reasons for users: the real error under MONAI's transform and config-parser wrappers."""
+"""Errors users see: one-line reasons (the real error under MONAI's transform and config-parser
+wrappers), and the refusal of a command before it does any work."""
 from __future__ import annotations
 
 import re
 
-__all__ = ["one_line"]
+from monai_dpe.extras import MissingExtraError, require
+
+__all__ = ["UsageError", "one_line", "require_extra"]
+
+
+class UsageError(Exception):
+    """A request the command refuses before doing any work (exit code 2)."""
+
+
+def require_extra(module: str, purpose: str) -> None:
+    """Refuse, as a :class:`UsageError` naming the extra to install, a command whose ``module`` is missing."""
+    try:
+        require(module, purpose)
+    except MissingExtraError as err:
+        raise UsageError(str(err)) from None
 
 # messages MONAI uses when it re-raises an error from inside a transform or a config expression
 _WRAPPERS = ("applying transform", "Failed to evaluate", "Failed to instantiate", "Component to instantiate")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_dpe.cli import default_bundle
+from monai_dpe.locations import default_bundle
 from monai_dpe.engines.evaluation import CLASSICAL, CLEAN_PRESET, apply_baseline
 from monai_dpe.extras import require
 

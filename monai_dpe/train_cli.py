@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monai_dpe.errors import one_line
+from monai_dpe.errors import UsageError, one_line, require_extra
+from monai_dpe.locations import default_bundle
 
 __all__ = ["register", "train_command", "parse_overrides", "FOLDER_DATALIST"]
 
@@ -99,7 +100,6 @@ def _value(text: str) -> Any:
 
 def _settings(args: argparse.Namespace, bundle: Path) -> dict[str, Any]:
     """The bundle overrides this command passes, after the user's own ``KEY=VALUE`` ones."""
-    from monai_dpe.cli import UsageError
 
     tokens = list(args.overrides)  # train_command has taken its own options back already
     if args.folder is not None and args.dataset_dir is not None:
@@ -144,7 +144,6 @@ def _rescue_own_options(args: argparse.Namespace) -> list[str]:
     --bundle b`` would otherwise train the default bundle and pass ``bundle`` as a bundle setting.
     Tokens after ``--`` are always overrides (``-- --resume true`` is the bundle's own flag).
     """
-    from monai_dpe.cli import UsageError
 
     tokens = list(args.overrides)
     cut = tokens.index("--") if "--" in tokens else len(tokens)
@@ -159,7 +158,6 @@ def _rescue_own_options(args: argparse.Namespace) -> list[str]:
 
 
 def _folder_datalist(folder: Path, bundle: Path, validation_fraction: float) -> dict[str, str]:
-    from monai_dpe.cli import UsageError
     from monai_dpe.data import datalist_from_folder
     from monai_dpe.engines.evaluation import write_json
 
@@ -181,9 +179,8 @@ def _folder_datalist(folder: Path, bundle: Path, validation_fraction: float) -> 
 
 def train_command(args: argparse.Namespace) -> int:
     """``monai-dpe train``: run the bundle's ``train.json`` with the request as overrides; 1 on failure."""
-    from monai_dpe.cli import UsageError, _require_extra, default_bundle
 
-    _require_extra("tensorboard", "training (train.json logs to TensorBoard)")
+    require_extra("tensorboard", "training (train.json logs to TensorBoard)")
     args.overrides = _rescue_own_options(args)
     bundle = (Path(args.bundle) if args.bundle else default_bundle()).resolve()
     configs = bundle / "configs"

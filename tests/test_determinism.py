@@ -1,10 +1,10 @@
 """Determinism of CPU inference: the same input and weights give the same bits, run after run and batch after batch.
 
 The shipped weights (``bundle/models/model.pt``, the bundle's ``channels`` and ``output_act=None``)
-run through ``SliceInferer`` + ``ChannelAdapter`` as ``bundle/configs/inference.json`` wires them.
+run through ``SliceWiseInferer`` + ``ChannelAdapter`` as ``bundle/configs/inference.json`` wires them.
 PyTorch picks a CPU convolution kernel from the whole batch (oneDNN for several images, its native
 kernel for one small image), which made a slice's output depend on ``sw_batch_size`` by ~2e-7;
-``SliceInferer(batch_invariant=True)`` (the default) takes the kernel a single slice would get.
+``SliceWiseInferer(batch_invariant=True)`` (the default) takes the kernel a single slice would get.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from monai_dpe.inferers import SliceInferer
+from monai_dpe.inferers import SliceWiseInferer
 from monai_dpe.inferers.slice_inferer import _BatchInvariantConvolutions
 from monai_dpe.networks import ChannelAdapter, DPENet, load_weights
 
@@ -54,7 +54,7 @@ def inputs() -> dict[str, torch.Tensor]:
 
 
 def enhance(x: torch.Tensor, net: torch.nn.Module, **kwargs) -> torch.Tensor:
-    inferer = SliceInferer(spatial_dim=-1, network_wrapper=ChannelAdapter, **kwargs)  # as inference.json
+    inferer = SliceWiseInferer(spatial_dim=-1, network_wrapper=ChannelAdapter, **kwargs)  # as inference.json
     with torch.inference_mode():
         return inferer(x, net)
 

@@ -3,7 +3,7 @@
 Each test draws shapes, dtypes, containers and values (constant, binary, subnormal, huge, negative)
 and checks what must hold for all of them: degradations never crash and keep finite [0, 1] input
 finite and in shape; ``IntensityPolicy`` inverts to the input's own precision (exactly for integer
-images) and raises only its documented errors; ``SliceInferer`` with the bundle's ``ChannelAdapter``
+images) and raises only its documented errors; ``SliceWiseInferer`` with the bundle's ``ChannelAdapter``
 keeps the spatial shape and never turns finite input into NaN. Runs are derandomized (the same
 examples every time) and small enough for CI.
 """
@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from monai.data import MetaTensor
 
-from monai_dpe.inferers import SliceInferer
+from monai_dpe.inferers import SliceWiseInferer
 from monai_dpe.networks import ChannelAdapter, DPENet
 from monai_dpe.transforms import (
     NOISE_TYPES,
@@ -346,7 +346,7 @@ def test_policy_inverse_before_any_call_raises_runtime_error():
         IntensityPolicy().inverse(np.zeros((1, 4, 4), np.float32))
 
 
-# ---------------------------------------------------------------- SliceInferer
+# ---------------------------------------------------------------- SliceWiseInferer
 
 MAX_VOXELS = 3000  # per channel and item: one side may reach 300 while the others stay small
 
@@ -382,7 +382,7 @@ def inferer_inputs(draw, channels=(1, 3)):
 @fuzz(40)
 @given(x=inferer_inputs(), spatial_dim=st.sampled_from([-1, 0, 1, 2]), sw_batch_size=st.integers(1, 9))
 def test_slice_inferer_keeps_shape_and_never_makes_nan(tiny_net, x, spatial_dim, sw_batch_size):
-    inferer = SliceInferer(spatial_dim=spatial_dim, sw_batch_size=sw_batch_size, network_wrapper=ChannelAdapter)
+    inferer = SliceWiseInferer(spatial_dim=spatial_dim, sw_batch_size=sw_batch_size, network_wrapper=ChannelAdapter)
     with torch.no_grad():
         out = inferer(x, tiny_net)
     assert tuple(out.shape) == tuple(x.shape)
@@ -398,9 +398,9 @@ def test_slice_inferer_keeps_shape_and_never_makes_nan(tiny_net, x, spatial_dim,
 def test_slice_inferer_rejects_only_with_documented_errors(tiny_net, ndim, channels, data):
     spatial = data.draw(st.lists(st.integers(1, 9), min_size=ndim - 2, max_size=ndim - 2), label="spatial")
     x = torch.rand(1, channels, *spatial)
-    inferer = SliceInferer(network_wrapper=ChannelAdapter)
+    inferer = SliceWiseInferer(network_wrapper=ChannelAdapter)
     if ndim not in (4, 5):
-        with pytest.raises(ValueError, match="SliceInferer takes"):
+        with pytest.raises(ValueError, match="SliceWiseInferer takes"):
             inferer(x, tiny_net)
     elif channels == 5:
         with pytest.raises(ValueError, match="channels"):

@@ -1,4 +1,4 @@
-"""Tests for monai_dpe.inferers.SliceInferer against slice-by-slice inference done by hand."""
+"""Tests for monai_dpe.inferers.SliceWiseInferer against slice-by-slice inference done by hand."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,7 @@ import torch.nn as nn
 from monai.data import MetaTensor
 from parameterized import parameterized
 
-from monai_dpe.inferers import SliceInferer
+from monai_dpe.inferers import SliceWiseInferer
 from monai_dpe.networks import DPENet
 
 AFFINE = torch.tensor(
@@ -51,7 +51,7 @@ def test_volume_output_equals_slice_by_slice(_, spatial_dim, sw_batch_size):
     net = CountingNet(slice_net())
     volume = torch.rand(2, 3, 7, 10, 12)
     with torch.no_grad():
-        out = SliceInferer(spatial_dim=spatial_dim, sw_batch_size=sw_batch_size)(volume, net)
+        out = SliceWiseInferer(spatial_dim=spatial_dim, sw_batch_size=sw_batch_size)(volume, net)
         calls = list(net.batch_sizes)
         expected = by_hand(volume, net.net, spatial_dim % 3)
     assert out.shape == (2, 2, 7, 10, 12)
@@ -65,7 +65,7 @@ def test_volume_with_dpenet_and_odd_sizes():
     net = DPENet(channels=(8, 16, 24), in_channels=1, out_channels=1).eval()
     volume = torch.rand(1, 1, 9, 13, 5)
     with torch.no_grad():
-        out = SliceInferer(spatial_dim=2, sw_batch_size=2)(volume, net)
+        out = SliceWiseInferer(spatial_dim=2, sw_batch_size=2)(volume, net)
         torch.testing.assert_close(out, by_hand(volume, net, 2), atol=1e-5, rtol=1e-5)
 
 
@@ -74,7 +74,7 @@ def test_2d_batch_goes_straight_through(sw_batch_size):
     net = CountingNet(slice_net())
     images = torch.rand(5, 3, 17, 23)
     with torch.no_grad():
-        out = SliceInferer(sw_batch_size=sw_batch_size)(images, net)
+        out = SliceWiseInferer(sw_batch_size=sw_batch_size)(images, net)
         torch.testing.assert_close(out, net.net(images), atol=1e-6, rtol=1e-5)
     assert out.shape == (5, 2, 17, 23)
     assert max(net.batch_sizes) <= sw_batch_size and sum(net.batch_sizes) == 5
@@ -91,7 +91,7 @@ def hand_25d(item: torch.Tensor, index: int, axis: int, context: int) -> torch.T
 def test_context_feeds_neighbours_as_channels(_, channels, spatial_dim):
     net = CountingNet(slice_net(in_channels=3 * channels, out_channels=channels))
     volume = torch.rand(1, channels, 6, 8, 10)
-    inferer = SliceInferer(spatial_dim=spatial_dim, sw_batch_size=4, context=1)
+    inferer = SliceWiseInferer(spatial_dim=spatial_dim, sw_batch_size=4, context=1)
     with torch.no_grad():
         out = inferer(volume, net)
         n = volume.shape[2 + spatial_dim]
@@ -107,7 +107,7 @@ def test_2d_context_matches_single_slice_volume(channels):
     # a 2D image is a one-slice volume: its neighbours are itself, in the same channel layout
     net = slice_net(in_channels=3 * channels, out_channels=channels)
     images = torch.rand(2, channels, 12, 14)
-    inferer = SliceInferer(spatial_dim=2, context=1)
+    inferer = SliceWiseInferer(spatial_dim=2, context=1)
     with torch.no_grad():
         out_2d = inferer(images, net)
         out_3d = inferer(images[..., None], net)[..., 0]
@@ -122,8 +122,8 @@ def test_meta_tensor_metadata_kept(ndim):
     meta = MetaTensor(torch.rand(*shape), affine=AFFINE.clone(), meta={"filename_or_obj": "scan.nii.gz"})
     net = slice_net(out_channels=3)
     with torch.no_grad():
-        out = SliceInferer(spatial_dim=2, sw_batch_size=4)(meta, net)
-        expected = SliceInferer(spatial_dim=2, sw_batch_size=4)(meta.as_tensor(), net)
+        out = SliceWiseInferer(spatial_dim=2, sw_batch_size=4)(meta, net)
+        expected = SliceWiseInferer(spatial_dim=2, sw_batch_size=4)(meta.as_tensor(), net)
     assert isinstance(out, MetaTensor)
     torch.testing.assert_close(out.affine, AFFINE)
     assert out.meta["filename_or_obj"] == "scan.nii.gz"
@@ -134,13 +134,13 @@ def test_meta_tensor_metadata_kept(ndim):
                        ("sw_batch_0", {"sw_batch_size": 0}), ("negative_context", {"context": -1})])
 def test_invalid_arguments_raise(_, kwargs):
     with pytest.raises(ValueError):
-        SliceInferer(**kwargs)
+        SliceWiseInferer(**kwargs)
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 16), (1, 3, 4, 4, 4, 4)])
 def test_invalid_input_dims_raise(shape):
     with pytest.raises(ValueError):
-        SliceInferer()(torch.rand(*shape), slice_net())
+        SliceWiseInferer()(torch.rand(*shape), slice_net())
 
 
 @pytest.mark.parametrize("ndim", [4, 5])
@@ -148,8 +148,8 @@ def test_bfloat16_autocast_close_to_fp32(ndim):
     net = DPENet(channels=(8, 16, 24), in_channels=1, out_channels=1).eval()
     x = torch.rand(2, 1, 16, 20) if ndim == 4 else torch.rand(1, 1, 16, 20, 3)
     with torch.no_grad():
-        fp32 = SliceInferer(spatial_dim=2, sw_batch_size=2)(x, net)
-        bf16 = SliceInferer(spatial_dim=2, sw_batch_size=2, amp_dtype=torch.bfloat16)(x, net)
+        fp32 = SliceWiseInferer(spatial_dim=2, sw_batch_size=2)(x, net)
+        bf16 = SliceWiseInferer(spatial_dim=2, sw_batch_size=2, amp_dtype=torch.bfloat16)(x, net)
     assert bf16.dtype == torch.float32
     torch.testing.assert_close(bf16, fp32, atol=3e-2, rtol=0)
     assert not torch.equal(bf16, fp32)  # autocast really ran in reduced precision
@@ -159,7 +159,7 @@ def test_channels_last_same_values():
     net = slice_net()
     volume = torch.rand(1, 3, 6, 8, 5)
     with torch.no_grad():
-        out = SliceInferer(spatial_dim=0, channels_last=True)(volume, net)
+        out = SliceWiseInferer(spatial_dim=0, channels_last=True)(volume, net)
         torch.testing.assert_close(out, by_hand(volume, net, 0), atol=1e-6, rtol=1e-5)
 
 
@@ -173,5 +173,6 @@ def test_single_slice_volume_is_enhanced_as_its_2d_image(thin_axis, spatial_dim)
     volume = image.unsqueeze(2 + thin_axis)  # (1, 1, 1, 40, 44), (1, 1, 40, 1, 44) or (1, 1, 40, 44, 1)
     with torch.no_grad():
         expected = net(image)
-        got = SliceInferer(spatial_dim=spatial_dim, sw_batch_size=4)(volume, net)
+        got = SliceWiseInferer(spatial_dim=spatial_dim, sw_batch_size=4)(volume, net)
     torch.testing.assert_close(got.squeeze(2 + thin_axis), expected, atol=1e-5, rtol=1e-5)
+

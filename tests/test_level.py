@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from monai_dpe.inferers import SliceInferer
+from monai_dpe.inferers import SliceWiseInferer
 from monai_dpe.networks import ChannelAdapter, DPENet, ModalityRouter, WeightsError, warm_start
 from monai_dpe.transforms import LEVEL_META_KEY, IntensityPolicyd, input_level
 
@@ -92,12 +92,12 @@ def test_warm_start_grows_inputs_and_heads_without_changing_the_function(tmp_pat
 
 
 def test_slice_inferer_gives_each_image_and_volume_its_own_level():
-    inferer = SliceInferer(sw_batch_size=2, meta_kwargs={"level": LEVEL_META_KEY})
+    inferer = SliceWiseInferer(sw_batch_size=2, meta_kwargs={"level": LEVEL_META_KEY})
     images = MetaTensor(torch.zeros(3, 3, 8, 8), meta={LEVEL_META_KEY: torch.tensor([[1, 0.1, 1], [1, 0.2, 1], [1, 0.3, 1]])})
     out = inferer(images, LevelProbe())
     assert out[:, 0, 0, 0].tolist() == pytest.approx([0.1, 0.2, 0.3])
     volumes = MetaTensor(torch.zeros(2, 1, 4, 4, 5), meta={LEVEL_META_KEY: torch.tensor([[1, 0.4, 1], [1, 0.7, 1]])})
-    out = SliceInferer(sw_batch_size=3, meta_kwargs={"level": LEVEL_META_KEY}, network_wrapper=ChannelAdapter)(volumes, LevelProbe())
+    out = SliceWiseInferer(sw_batch_size=3, meta_kwargs={"level": LEVEL_META_KEY}, network_wrapper=ChannelAdapter)(volumes, LevelProbe())
     assert torch.allclose(out[0], torch.full_like(out[0], 0.4)) and torch.allclose(out[1], torch.full_like(out[1], 0.7))
     unbatched = MetaTensor(torch.zeros(1, 3, 8, 8), meta={LEVEL_META_KEY: torch.tensor([1, 0.5, 1])})  # as MONAI Label passes it
     assert inferer(unbatched, LevelProbe())[0, 0, 0, 0] == pytest.approx(0.5)

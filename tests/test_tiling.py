@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monai_dpe.inferers import SliceInferer
+from monai_dpe.inferers import SliceWiseInferer
 from monai_dpe.inferers.slice_inferer import tile_spans
 from monai_dpe.networks import ChannelAdapter, DPENet
 
@@ -21,9 +21,9 @@ def _net() -> torch.nn.Module:
 def test_tiles_match_the_whole_slice_and_small_slices_run_whole():
     net, x = _net(), torch.rand(2, 1, 200, 150)
     with torch.inference_mode():
-        whole = SliceInferer(network_wrapper=ChannelAdapter)(x, net)
-        tiled = SliceInferer(network_wrapper=ChannelAdapter, tile_size=96, tile_align=8)(x, net)
-        small = SliceInferer(network_wrapper=ChannelAdapter, tile_size=200)(x, net)
+        whole = SliceWiseInferer(network_wrapper=ChannelAdapter)(x, net)
+        tiled = SliceWiseInferer(network_wrapper=ChannelAdapter, tile_size=96, tile_align=8)(x, net)
+        small = SliceWiseInferer(network_wrapper=ChannelAdapter, tile_size=200)(x, net)
     assert tiled.shape == whole.shape
     assert float((tiled - whole).abs().max()) < 1e-3
     assert torch.equal(small, whole), "a slice within the tile size is not tiled"
@@ -39,7 +39,7 @@ def test_tiles_of_a_volume_get_their_own_images_level():
     from monai_dpe.transforms import LEVEL_META_KEY
 
     volumes = MetaTensor(torch.zeros(2, 1, 70, 40, 3), meta={LEVEL_META_KEY: torch.tensor([[1, 0.25, 1], [1, 0.75, 1]])})
-    inferer = SliceInferer(sw_batch_size=2, tile_size=32, tile_align=8, meta_kwargs={"level": LEVEL_META_KEY}, network_wrapper=ChannelAdapter)
+    inferer = SliceWiseInferer(sw_batch_size=2, tile_size=32, tile_align=8, meta_kwargs={"level": LEVEL_META_KEY}, network_wrapper=ChannelAdapter)
     out = inferer(volumes, Probe())
     assert torch.allclose(out[0], torch.full_like(out[0], 0.25)) and torch.allclose(out[1], torch.full_like(out[1], 0.75))
 
@@ -61,4 +61,4 @@ def test_tiles_cover_each_pixel_once_from_well_inside_a_tile(size, tile, align):
 
 def test_tiles_too_small_for_their_alignment_are_refused():
     with pytest.raises(ValueError, match="tile_size"):
-        SliceInferer(tile_size=64, tile_align=32)
+        SliceWiseInferer(tile_size=64, tile_align=32)

@@ -27,6 +27,7 @@ import numpy as np
 
 from monai_dpe.data.sources import MODALITIES
 from monai_dpe.files import atomic_path
+from monai_dpe.formats import DICOM_SUFFIXES, IMAGE_SUFFIXES, PHOTO_SUFFIXES  # noqa: F401  (re-exported)
 
 __all__ = [
     "DICOM_SUFFIXES",
@@ -44,13 +45,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: DICOM file suffixes in use: the standard's ``.dcm``, ``.dicom``, and Siemens' ``.IMA`` (any case).
-#: Extensionless DICOM files are recognised by their content (``pydicom.misc.is_dicom``).
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-#: Photo and slide formats (Pillow reads and writes them; their 8-bit pixels are display values).
-PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-#: File suffixes that MONAI's ``LoadImage`` reads with the readers monai-dpe installs.
-IMAGE_SUFFIXES = (*PHOTO_SUFFIXES, *DICOM_SUFFIXES, ".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 _CHANNELS = (1, 3)
 
 

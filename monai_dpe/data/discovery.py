@@ -6,19 +6,10 @@ import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from monai_dpe.data.datalist import DICOM_SUFFIXES, IMAGE_SUFFIXES
+from monai_dpe.formats import DICOM_SUFFIXES, image_suffix
 
 __all__ = ["find_images", "image_suffix", "is_dicom_file", "is_dicom_series_dir", "non_image_dicom_class",
            "unreadable_reason", "display_path"]
-
-
-def image_suffix(path: str | os.PathLike) -> str:
-    """The format suffix of a path, with ``.nii.gz`` as one suffix; ``""`` for unsupported files."""
-    name = os.path.basename(str(path)).lower()
-    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
-            return suffix
-    return ""
 
 
 DICOMDIR = "DICOMDIR"  # a DICOM media index: no pixels, no series of its own

@@ -15,8 +15,7 @@ import numpy as np
 import torch
 from monai.transforms import MapTransform
 
-from monai_dpe.data.datalist import DICOM_SUFFIXES, PHOTO_SUFFIXES
-from monai_dpe.data.discovery import image_suffix
+from monai_dpe.formats import DICOM_SUFFIXES, PHOTO_SUFFIXES, image_suffix
 
 __all__ = ["CheckHeaderd", "CheckImaged", "ImageRefused", "check_size", "MAX_VOXELS", "MAX_SLICE_PIXELS"]
 

@@ -14,7 +14,8 @@ from monai.engines import SupervisedEvaluator
 from monai.transforms import Compose, apply_transform
 from ignite.engine import Events
 
-from monai_dpe.data.discovery import display_path, image_suffix, non_image_dicom_class
+from monai_dpe.data.discovery import display_path, non_image_dicom_class
+from monai_dpe.formats import DICOM_OUTPUT_SUFFIX, image_suffix, is_dicom_name
 # the header and pixel checks live in checks.py; the bundle's configs name them here
 from monai_dpe.engines.checks import (  # noqa: F401
     MAX_SLICE_PIXELS, MAX_VOXELS, CheckHeaderd, CheckImaged, ImageRefused, check_size,
@@ -22,7 +23,7 @@ from monai_dpe.engines.checks import (  # noqa: F401
 from monai_dpe.errors import one_line
 from monai_dpe.files import atomic_path
 from monai_dpe.native_output import native_output_logged
-from monai_dpe.transforms.io import DICOM_OUTPUT_SUFFIX, RESUME_REPLACE, UnsafeOutputPath, is_dicom_name, output_path
+from monai_dpe.transforms.io import RESUME_REPLACE, UnsafeOutputPath, output_path
 
 __all__ = [
     "SafeDataset",

@@ -1,6 +1,6 @@
 """Inferers: slice-wise inference so 2D enhancement networks serve 3D volumes."""
 from __future__ import annotations
 
-from monai_dpe.inferers.slice_inferer import SliceInferer
+from monai_dpe.inferers.slice_inferer import SliceInferer, SliceWiseInferer
 
-__all__ = ["SliceInferer"]
+__all__ = ["SliceWiseInferer", "SliceInferer"]

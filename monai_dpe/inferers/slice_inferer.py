@@ -1,4 +1,4 @@
-"""SliceInferer: serve 2D networks on 2D images and, slice by slice, on 3D volumes."""
+"""SliceWiseInferer: serve 2D networks on 2D images and, slice by slice, on 3D volumes."""
 from __future__ import annotations
 
 import contextlib
@@ -9,10 +9,13 @@ import torch
 import torch.nn as nn
 from monai.data import MetaTensor
 from monai.inferers import Inferer
+from monai.utils import deprecated
 from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
-__all__ = ["SliceInferer"]
+from monai_dpe import __version__
+
+__all__ = ["SliceInferer", "SliceWiseInferer"]
 
 _NATIVE_MAX_NUMEL = 20480  # PyTorch's size up to which one image may take its native convolution kernel
 _CONV_ARGS = {
@@ -104,11 +107,11 @@ def _rows_for(rows: dict[str, torch.Tensor], start: int, stop: int) -> dict[str,
     return {arg: r if r.shape[0] == 1 else r[start:stop] for arg, r in rows.items()}
 
 
-class SliceInferer(Inferer):
+class SliceWiseInferer(Inferer):
     """Run a 2D network on (B, C, H, W) batches directly and on (B, C, X, Y, Z) volumes slice by slice.
 
     MONAI's own ``SliceInferer`` refuses 2D input; this one takes both, so one bundle serves
-    X-rays and CT volumes. Only ``sw_batch_size`` slices are on the compute device at a time,
+    X-rays and CT volumes (and is named apart from MONAI's). Only ``sw_batch_size`` slices are on the compute device at a time,
     so memory is bounded by the slice batch, not the volume. With ``context=k`` each slice is
     given its k neighbours on each side as extra channels (2.5D; edges repeat the border
     slice), and the network must take ``C * (2k + 1)`` channels.
@@ -147,7 +150,7 @@ class SliceInferer(Inferer):
 
     Example::
 
-        inferer = SliceInferer(spatial_dim=2, sw_batch_size=8)
+        inferer = SliceWiseInferer(spatial_dim=2, sw_batch_size=8)
         enhanced = inferer(volume, net)  # volume: (1, 3, 256, 256, 150)
     """
 
@@ -194,7 +197,7 @@ class SliceInferer(Inferer):
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
         if inputs.dim() not in (4, 5):
             raise ValueError(
-                f"SliceInferer takes (B, C, H, W) images or (B, C, X, Y, Z) volumes, got shape {list(inputs.shape)}."
+                f"SliceWiseInferer takes (B, C, H, W) images or (B, C, X, Y, Z) volumes, got shape {list(inputs.shape)}."
             )
         if self.network_wrapper is not None:
             network = self.network_wrapper(network)
@@ -212,7 +215,7 @@ class SliceInferer(Inferer):
         for arg, key in self.meta_kwargs.items():
             meta = inputs.meta if isinstance(inputs, MetaTensor) else {}
             if key not in meta:
-                raise ValueError(f"SliceInferer: the input's meta has no {key!r} for the network's {arg!r}.")
+                raise ValueError(f"SliceWiseInferer: the input's meta has no {key!r} for the network's {arg!r}.")
             value = torch.as_tensor(meta[key], dtype=torch.float32)
             rows[arg] = value.reshape(inputs.shape[0] if value.dim() > 1 else 1, -1)
         return rows
@@ -310,3 +313,9 @@ class SliceInferer(Inferer):
                 out = torch.empty((1, pred.shape[1], *image.shape[2:]), dtype=pred.dtype, device=pred.device)
             out[..., keep_r0:keep_r1, keep_c0:keep_c1] = pred[..., keep_r0 - r0 : keep_r1 - r0, keep_c0 - c0 : keep_c1 - c0]
         return out
+
+
+@deprecated(since="0.6.0", removed="0.7.0", msg_suffix="use SliceWiseInferer (the name collided with MONAI's).",
+            version_val=__version__)
+class SliceInferer(SliceWiseInferer):
+    """The former name of :class:`SliceWiseInferer`."""

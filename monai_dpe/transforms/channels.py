@@ -17,8 +17,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from monai_dpe.data.datalist import PHOTO_SUFFIXES
-from monai_dpe.data.discovery import image_suffix
+from monai_dpe.formats import PHOTO_SUFFIXES, image_suffix
 
 __all__ = ["SplitAlphad", "MergeAlphad", "carries_alpha"]
 

@@ -18,6 +18,8 @@ from monai.data.meta_obj import get_track_meta
 from monai.transforms import InvertibleTransform
 from monai.utils import TransformBackends, convert_to_dst_type
 
+from monai_dpe.formats import is_display_format
+
 __all__ = ["IntensityPolicy", "LEVEL_META_KEY", "POLICY_MODES", "input_level", "robust_range"]
 
 POLICY_MODES = ("quantitative", "display", "auto")
@@ -104,14 +106,6 @@ def _dtype_name(img: NdarrayOrTensor) -> str:
     return str(img.dtype).replace("torch.", "")
 
 
-def _is_display_format(source: str) -> bool:
-    """8-bit pixels of this file are display values: a photo or slide format, or DICOM as viewers show it."""
-    from monai_dpe.data.datalist import DICOM_SUFFIXES, PHOTO_SUFFIXES
-    from monai_dpe.data.discovery import image_suffix
-
-    return image_suffix(source) in (*PHOTO_SUFFIXES, *DICOM_SUFFIXES, "")
-
-
 class IntensityPolicy(InvertibleTransform):
     """Stretch an image to [0, 1] by its robust range, invertibly.
 
@@ -166,7 +160,7 @@ class IntensityPolicy(InvertibleTransform):
             return self.mode
         if dtype != "uint8":
             return "quantitative"
-        return "display" if source is None or _is_display_format(str(source)) else "quantitative"
+        return "display" if source is None or is_display_format(str(source)) else "quantitative"
 
     def compute_range(self, img: NdarrayOrTensor) -> tuple[float, float]:
         """The (low, high) that maps to (0, 1) for this image."""

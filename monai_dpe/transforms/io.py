@@ -20,17 +20,20 @@ from monai.data import MetaTensor
 from monai.data.image_writer import ITKWriter, NibabelWriter, PILWriter
 from monai.transforms import MapTransform
 
-from monai_dpe.data.datalist import DICOM_SUFFIXES, PHOTO_SUFFIXES
-from monai_dpe.data.discovery import image_suffix
+from monai_dpe.formats import (
+    DICOM_OUTPUT_SUFFIX,
+    ITK_SUFFIXES,
+    NIFTI_SUFFIXES,
+    PHOTO_SUFFIXES,
+    image_suffix,
+    is_dicom_name,
+)
 from monai_dpe.files import partial_prefix
 from monai_dpe.transforms.load import photo_header
 
 __all__ = ["SaveEnhancedd", "StorageTyped", "output_path", "is_dicom_name", "UnsafeOutputPath", "RESUME_REPLACE",
            "DICOM_OUTPUT_SUFFIX"]
 
-_ITK_SUFFIXES = (".nrrd", ".mha", ".mhd")
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
-DICOM_OUTPUT_SUFFIX = ".nii.gz"  # DICOM (files and series) is written as NIfTI: no DICOM writer in MONAI
 #: item key: a resumed run redoes an item it had half written and may replace those files
 RESUME_REPLACE = "resume_replace"
 
@@ -57,12 +60,6 @@ def output_path(output_dir: str | os.PathLike, relpath: str) -> Path:
     if not dest.parent.resolve().is_relative_to(root) or (dest.is_symlink() and not dest.resolve().is_relative_to(root)):
         raise UnsafeOutputPath(f"{relpath}: output path {dest} leads outside {root}.")
     return dest
-
-
-def is_dicom_name(path: str) -> bool:
-    """A DICOM file (any of ``DICOM_SUFFIXES``), an extensionless DICOM file or a series folder: what
-    discovery yields as DICOM."""
-    return image_suffix(path) in (*DICOM_SUFFIXES, "")
 
 
 class NiftiWriter(NibabelWriter):
@@ -95,7 +92,7 @@ def _writer(suffix: str, array: torch.Tensor, source=None):
         return ITKWriter  # 32-bit integer TIFF: PIL would store 16 bits and clip, ITK keeps the type
     if suffix in PHOTO_SUFFIXES:
         return PILWriter
-    if suffix in _ITK_SUFFIXES:
+    if suffix in ITK_SUFFIXES:
         return ITKWriter
     return NiftiWriter
 
@@ -237,7 +234,7 @@ def _itk_component_dtype(source) -> type | None:
 
 def _source_nifti_header(source) -> nib.Nifti1Header | None:
     """The header of a NIfTI-1 source file; None for other sources or an unreadable header."""
-    if not source or image_suffix(str(source)) not in _NIFTI_SUFFIXES:  # DICOM included: its own suffixes
+    if not source or image_suffix(str(source)) not in NIFTI_SUFFIXES:  # DICOM included: its own suffixes
         return None
     try:
         header = nib.load(source).header

@@ -294,7 +294,7 @@ def test_colour_nifti_and_rgb_dicom_come_back_as_colour_nifti(tmp_path, tiny_bun
     which monai-dpe reads back as colour (an RGB DICOM's output is itself a valid input)."""
     import nibabel as nib
 
-    from monai_dpe.engines.enhancer import CheckHeaderd
+    from monai_dpe.transforms import CheckHeaderd
     from monai_dpe.transforms import LoadDisplayImage
 
     rgb = _rgb(np.random.default_rng(5)).transpose(1, 0, 2)[:, :, None]  # (X, Y, 1, 3)

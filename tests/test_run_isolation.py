@@ -87,7 +87,7 @@ def test_second_resume_run_leaves_the_first_runs_file_being_written(tiny_bundle,
 
 @pytest.mark.parametrize("name", ["empty.dcm", "empty.mha", "empty.png", "empty.nii.gz"])
 def test_an_empty_file_is_refused_with_its_reason(tiny_bundle, tmp_path, name):  # noqa: F811
-    from monai_dpe.engines.checks import CheckHeaderd, ImageRefused
+    from monai_dpe.transforms.checks import CheckHeaderd, ImageRefused
 
     (tmp_path / name).write_bytes(b"")
     with pytest.raises(ImageRefused, match=r"^empty file \(0 bytes\)"):

@@ -16,8 +16,8 @@ from ignite.engine import Events
 
 from monai_dpe.data.discovery import display_path, non_image_dicom_class
 from monai_dpe.formats import DICOM_OUTPUT_SUFFIX, image_suffix, is_dicom_name
-# the header and pixel checks live in checks.py; the bundle's configs name them here
-from monai_dpe.engines.checks import (  # noqa: F401
+# the header and pixel checks are transforms (transforms/checks.py); re-exported for configs that name them here
+from monai_dpe.transforms.checks import (  # noqa: F401
     MAX_SLICE_PIXELS, MAX_VOXELS, CheckHeaderd, CheckImaged, ImageRefused, check_size,
 )
 from monai_dpe.errors import one_line

@@ -35,6 +35,7 @@ class WeightsError(RuntimeError):
     """A weights file is missing, corrupt, tampered with, or does not fit the network."""
 
 
+# monai.apps.utils.check_hash only answers yes or no (and logs every check): recording a digest needs the value
 def sha256_of(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()

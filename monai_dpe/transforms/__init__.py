@@ -40,9 +40,13 @@ from monai_dpe.transforms.storage import (
     RoundToBitDepthd,
     storage_bits,
 )
+from monai_dpe.transforms.checks import CheckHeaderd, CheckImaged, ImageRefused
 from monai_dpe.transforms.intensity_policy import LEVEL_META_KEY, POLICY_MODES, IntensityPolicy, input_level, robust_range
 
 __all__ = [
+    "CheckHeaderd",
+    "CheckImaged",
+    "ImageRefused",
     "RandColourJitter",
     "RandColourJitterd",
     "RandStainJitter",

@@ -52,8 +52,8 @@ from monai.transforms import AsDiscreted, Compose, MapTransform, ScaleIntensityR
 from monai.utils import convert_to_dst_type, convert_to_numpy, convert_to_tensor, set_determinism
 from tqdm.auto import tqdm
 
-from monai_dpe.engines.evaluation import clahe, write_json
-from monai_dpe.files import atomic_path
+from monai_dpe.engines.baselines import clahe
+from monai_dpe.files import atomic_path, write_json
 from monai_dpe.inferers import SliceWiseInferer
 from monai_dpe.networks import ChannelAdapter, load_weights, sha256_of
 from monai_dpe.networks.weights import recorded_sha256

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import logging
 import os
 import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_path", "partial_prefix", "remove_partials", "partial_owner_alive"]
+import numpy as np
+import torch
+
+__all__ = ["atomic_path", "partial_prefix", "remove_partials", "partial_owner_alive", "write_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,3 +104,16 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", durable: bool = False
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(data: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Write ``data`` as indented JSON via a temporary file and a rename, so readers never see half a file."""
+    with atomic_path(path, suffix=".partial") as partial, open(partial, "w") as handle:
+        json.dump(data, handle, indent=2, allow_nan=False, default=_jsonable)
+        handle.write("\n")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.generic, torch.Tensor)):
+        return value.item()
+    return str(value)

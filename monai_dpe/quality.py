@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from monai_dpe.locations import default_bundle
-from monai_dpe.engines.evaluation import CLASSICAL, CLEAN_PRESET, apply_baseline
+from monai_dpe.engines.baselines import CLASSICAL, apply_baseline
+from monai_dpe.engines.evaluation import CLEAN_PRESET
 from monai_dpe.extras import require
 
 __all__ = ["METHODS", "method_scores", "write_markdown", "psnr_chart", "crop_figure", "main"]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_dpe.errors import UsageError, one_line, require_extra
+from monai_dpe.files import write_json
 from monai_dpe.locations import default_bundle
 
 __all__ = ["register", "train_command", "parse_overrides", "FOLDER_DATALIST"]
@@ -159,7 +160,6 @@ def _rescue_own_options(args: argparse.Namespace) -> list[str]:
 
 def _folder_datalist(folder: Path, bundle: Path, validation_fraction: float) -> dict[str, str]:
     from monai_dpe.data import datalist_from_folder
-    from monai_dpe.engines.evaluation import write_json
 
     if not folder.is_dir():
         raise UsageError(f"--folder {folder}: no such folder")

@@ -30,7 +30,7 @@ def test_onnx_network_without_onnxruntime_names_the_onnx_extra(monkeypatch):
 
 
 def test_bm3d_baseline_without_bm3d_names_the_baselines_extra(monkeypatch):
-    from monai_dpe.engines.evaluation import bm3d_clahe
+    from monai_dpe.engines.baselines import bm3d_clahe
 
     monkeypatch.setitem(sys.modules, "bm3d", None)
     with pytest.raises(ImportError, match=r"bm3d_clahe baseline needs .*bm3d.*pip install 'monai-dpe\[baselines\]'"):

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from monai_dpe.engines.evaluation import BASELINES, apply_baseline, auto_gamma, bm3d_clahe, summarise
+from monai_dpe.engines.baselines import BASELINES, apply_baseline, auto_gamma, bm3d_clahe
+from monai_dpe.engines.evaluation import summarise
 from monai_dpe.quality import METHODS, crop_figure, method_scores, psnr_chart, write_markdown
 
 

@@ -27,7 +27,8 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from skimage import color, data as skdata, exposure, metrics, transform
 
-from monai_dpe.engines.evaluation import EnhancementReport, clahe, summarise
+from monai_dpe.engines.baselines import clahe
+from monai_dpe.engines.evaluation import EnhancementReport, summarise
 from monai_dpe.networks import DPENet, record_large_files, recorded_sha256, sha256_of
 from monai_dpe.train_cli import parse_overrides
 from bundle_copies import copy_configs

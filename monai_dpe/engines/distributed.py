@@ -20,7 +20,7 @@ import torch.distributed as dist
 from monai.data import partition_dataset
 
 from monai_dpe.engines.enhancer import raise_on_failures
-from monai_dpe.engines.evaluation import write_json
+from monai_dpe.files import write_json
 
 __all__ = ["shard", "merge_records", "raise_on_any_failures", "leave_process_group"]
 

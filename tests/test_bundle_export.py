@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from monai_dpe.networks import DPENet
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -46,10 +45,13 @@ def test_verify_net_in_out_catches_a_wrong_metadata_channel_count(configs):
 
 
 def test_ckpt_export_torchscript_matches_eager(configs, tmp_path):
+    from monai.bundle import ConfigParser
+
     meta = json.loads((configs / "metadata.json").read_text())
-    config = json.loads((configs / "inference.json").read_text())
+    parser = ConfigParser()
+    parser.read_config(str(configs / "inference.json"))
     torch.manual_seed(0)
-    net = DPENet(channels=config["channels"], output_act=config["output_act"])
+    net = parser.get_parsed_content("network_def")  # the bundle's own network, level inputs and all
     with torch.no_grad():  # weights away from the initialisation, so the comparison sees every layer
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))

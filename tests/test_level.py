@@ -125,3 +125,13 @@ def test_onnx_export_takes_the_level(tmp_path):
     with torch.no_grad():
         np.testing.assert_allclose(onnx(x, level).numpy(), net(x, level).numpy(), atol=1e-5)
         np.testing.assert_allclose(onnx(x, level[:1]).numpy(), net(x, level[:1]).numpy(), atol=1e-5)
+
+
+def test_a_default_level_serves_tools_that_pass_one_tensor():
+    net = DPENet(channels=SMALL, output_act=None, level_channels=3, level_tone=True, default_level=(0.0, 0.0, 1.0)).eval()
+    torch.nn.init.normal_(net.level_tone[-1].weight, std=0.5)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(net(x), net(x, level=torch.tensor([0.0, 0.0, 1.0])))
+    assert "default_level" not in net.state_dict(), "not part of the weights"
+    with pytest.raises(ValueError, match="default_level needs 3"):
+        DPENet(channels=SMALL, level_channels=3, default_level=(0.0, 1.0))

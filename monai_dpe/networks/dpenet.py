@@ -82,6 +82,9 @@ class DPENet(nn.Module):
             global level exactly where convolutions would have to learn a uniform gain, and it
             depends on no pixel, so patches, tiles and whole images of one image get the same
             tone. Needs ``level_channels``. Not in the paper.
+        default_level: the level used when ``forward`` gets none (tools that call a network with
+            one image tensor, such as ``monai.bundle verify_net_in_out``); ``None`` makes the level
+            required. The bundle sets a quantitative image's ``(0, 0, 1)``: keep the stretched frame.
 
     Example::
 
@@ -106,6 +109,7 @@ class DPENet(nn.Module):
         global_tone: bool = False,
         level_channels: int = 0,
         level_tone: bool = False,
+        default_level: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -124,6 +128,8 @@ class DPENet(nn.Module):
             raise ValueError(f"level_channels must be >= 0, got {level_channels}.")
         if level_tone and not level_channels:
             raise ValueError("level_tone needs level_channels > 0.")
+        if default_level is not None and len(default_level) != level_channels:
+            raise ValueError(f"default_level needs {level_channels} values, got {len(default_level)}.")
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.level_channels = int(level_channels)
@@ -155,6 +161,10 @@ class DPENet(nn.Module):
             self.tone = nn.Sequential(nn.Linear(channels[-1], 32), nn.ReLU(), nn.Linear(32, 2 * out_channels))
             nn.init.zeros_(self.tone[-1].weight)
             nn.init.zeros_(self.tone[-1].bias)
+        self.register_buffer(
+            "default_level", None if default_level is None else torch.tensor([float(v) for v in default_level]),
+            persistent=False,
+        )
         self.level_tone = None
         if level_tone:
             self.level_tone = nn.Sequential(nn.Linear(level_channels, 32), nn.ReLU(), nn.Linear(32, 2 * out_channels))
@@ -189,6 +199,8 @@ class DPENet(nn.Module):
         """The level as (1 or B, level_channels) rows in ``x``'s dtype; ``None`` for a network without level inputs."""
         if not self.level_channels:  # a network without level inputs has no use for one
             return None
+        if level is None:
+            level = self.default_level
         if level is None:
             raise ValueError(
                 f"this DPENet takes each image's level ({self.level_channels} values, "

@@ -15,3 +15,29 @@ def _seed_everything():
     torch.manual_seed(0)
     np.random.seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    """The shipped bundle's configs with a tiny network and its random-init weights in models/model.pt."""
+    import json
+
+    from bundle_copies import copy_configs
+    from helpers import BUNDLE, TINY_CHANNELS, tiny_weights
+
+    bundle = tmp_path_factory.mktemp("tiny") / "bundle"
+    copy_configs(bundle / "configs", BUNDLE / "configs")
+    config = json.loads((bundle / "configs" / "inference.json").read_text())
+    config["channels"] = list(TINY_CHANNELS)
+    (bundle / "configs" / "inference.json").write_text(json.dumps(config, indent=2))
+    (bundle / "models").mkdir()
+    tiny_weights(bundle / "models" / "model.pt")
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """Two training and two validation images and their datalist (helpers.write_tiny_data)."""
+    from helpers import write_tiny_data
+
+    return write_tiny_data(tmp_path_factory.mktemp("data"))

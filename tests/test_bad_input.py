@@ -22,9 +22,7 @@ import torch
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from monai_dpe.networks import DPENet
-from test_cli import SUMMARY, run_cli, tiny_bundle  # noqa: F401  (tiny_bundle is a fixture)
-from test_inference_bundle import TINY_CHANNELS, bundle_command, file_hashes, smooth, tiny_weights
+from helpers import SUMMARY, TINY_CHANNELS, bundle_command, file_hashes, run_cli, shipped_network, smooth, tiny_weights
 from bundle_copies import copy_configs
 
 HUGE_SIDE = 20000
@@ -146,7 +144,7 @@ def test_bad_weights_give_one_line_naming_the_file(tmp_path, kind):
     Image.fromarray((smooth((32, 32), np.random.default_rng(6)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
     weights = tmp_path / f"{kind}.pt"
     if kind == "wrong_shape":
-        torch.save(DPENet(channels=(16, 24)).state_dict(), weights)  # same keys as the bundle's tiny net, other widths
+        torch.save(shipped_network(channels=(16, 24)).state_dict(), weights)  # the tiny net's keys, other widths
     bundle = tmp_path / "bundle"
     copy_configs(bundle / "configs", Path(__file__).resolve().parent.parent / "bundle" / "configs")
     config = (bundle / "configs" / "inference.json").read_text().replace('"channels": [32, 48, 64, 80, 96]',

@@ -18,8 +18,7 @@ import pytest
 from PIL import Image
 
 from monai_dpe.files import PARTIAL_MARK
-from test_cli import MONAI_DPE, tiny_bundle  # noqa: F401  (fixture)
-from test_inference_bundle import AFFINE, file_hashes, smooth
+from helpers import AFFINE, MONAI_DPE, file_hashes, smooth
 
 pytestmark = pytest.mark.slow
 

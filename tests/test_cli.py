@@ -5,12 +5,8 @@ weights) keeps each run to seconds; one test uses the shipped bundle itself with
 """
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -20,30 +16,7 @@ import torch
 from PIL import Image
 
 from monai_dpe.visualize import comparison_path, save_comparison
-from test_inference_bundle import AFFINE, BUNDLE, TINY_CHANNELS, file_hashes, smooth, tiny_weights, write_dicom_series
-from bundle_copies import copy_configs
-
-MONAI_DPE = str(Path(sys.executable).parent / "monai-dpe")
-SUMMARY = re.compile(r"^enhanced (\d+) file\(s\), (\d+) failed in [\d.]+ s -> (.+)$", re.MULTILINE)
-
-
-def run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([MONAI_DPE, "enhance", *args], capture_output=True, text=True, timeout=600, cwd=cwd,
-                          env={**os.environ, **(env or {})})
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory) -> Path:
-    """The shipped bundle's configs with a tiny network and its random-init weights in models/model.pt."""
-    bundle = tmp_path_factory.mktemp("tiny") / "bundle"
-    copy_configs(bundle / "configs", BUNDLE / "configs")
-    config = json.loads((bundle / "configs" / "inference.json").read_text())
-    config["channels"] = list(TINY_CHANNELS)
-    (bundle / "configs" / "inference.json").write_text(json.dumps(config, indent=2))
-    (bundle / "models").mkdir()
-    tiny_weights(bundle / "models" / "model.pt")
-    return bundle
-
+from helpers import AFFINE, BUNDLE, MONAI_DPE, SUMMARY, file_hashes, run_cli, smooth, shipped_network, write_dicom_series
 
 def write_study(root: Path) -> Path:
     """A folder of a grey PNG, a sub-folder with an RGB PNG and a NIfTI volume, and a DICOM series."""
@@ -184,9 +157,8 @@ def test_series_folder_given_as_dot_is_named_after_the_folder(tmp_path, tiny_bun
 def test_shipped_bundle_with_weights_option_and_run_options(tmp_path):
     """The default bundle (found next to the package) with full-width random weights and every run option."""
     torch.manual_seed(0)
-    from monai_dpe.networks import DPENet
 
-    torch.save(DPENet(channels=(32, 48, 64, 80, 96)).state_dict(), tmp_path / "full.pt")
+    torch.save(shipped_network().state_dict(), tmp_path / "full.pt")
     nib.save(nib.Nifti1Image((smooth((12, 16, 8), np.random.default_rng(4)) * 100).astype(np.float32), AFFINE),
              tmp_path / "v.nii.gz")
     proc = run_cli("v.nii.gz", "-o", "out", "--weights", "full.pt", "--axis", "0", "--batch", "3", "--device", "cpu",

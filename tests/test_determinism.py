@@ -17,10 +17,10 @@ import torch.nn.functional as F
 
 from monai_dpe.inferers import SliceWiseInferer
 from monai_dpe.inferers.slice_inferer import _BatchInvariantConvolutions
-from monai_dpe.networks import ChannelAdapter, DPENet, load_weights
+from monai_dpe.networks import ChannelAdapter, load_weights
+from helpers import shipped_network
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "bundle" / "models" / "model.pt"
-SHIPPED_CHANNELS = (32, 48, 64, 80, 96)
 SW_BATCH_SIZES = (1, 2, 7, 8)
 
 
@@ -43,8 +43,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def shipped_net() -> torch.nn.Module:
-    net = DPENet(spatial_dims=2, in_channels=3, out_channels=3, channels=SHIPPED_CHANNELS, output_act=None)
-    return load_weights(net, WEIGHTS).eval()
+    return load_weights(shipped_network(), WEIGHTS).eval()
 
 
 def inputs() -> dict[str, torch.Tensor]:

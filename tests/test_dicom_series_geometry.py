@@ -19,7 +19,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from test_cli import run_cli, tiny_bundle  # noqa: F401  (tiny_bundle is a fixture)
+from helpers import run_cli
 
 
 def write_series(folder: Path, positions, series_uid: str | None = None) -> list[Path]:

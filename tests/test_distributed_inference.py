@@ -18,8 +18,7 @@ import tifffile
 from PIL import Image
 
 from monai_dpe.engines.distributed import shard
-from test_inference_bundle import AFFINE, BUNDLE, bundle_command, file_hashes, smooth, tiny_weights
-from test_multi_gpu import TORCHRUN, run_in_own_group
+from helpers import AFFINE, BUNDLE, TORCHRUN, bundle_command, file_hashes, run_in_own_group, smooth, tiny_weights
 
 CONFIGS = BUNDLE / "configs"
 TIMEOUT = 420

@@ -6,10 +6,8 @@ serves; each test then checks one property of its outputs. Results do not depend
 from __future__ import annotations
 
 import copy
-import hashlib
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -21,45 +19,9 @@ import tifffile
 import torch
 from PIL import Image
 from pydicom.data import get_testdata_file
-from pydicom.uid import generate_uid
 
-from monai_dpe.networks import DPENet
+from helpers import AFFINE, BUNDLE, TINY_CHANNELS, bundle_command, file_hashes, smooth, tiny_weights, write_dicom_series
 
-REPO = Path(__file__).resolve().parent.parent
-BUNDLE = REPO / "bundle"
-TINY_CHANNELS = (8, 16)
-AFFINE = np.array([[0.8, 0.0, 0.0, -10.0], [0.0, 0.9, 0.0, 5.0], [0.0, 0.0, 2.5, 3.0], [0.0, 0.0, 0.0, 1.0]])
-
-
-def tiny_weights(path: Path, channels=TINY_CHANNELS) -> Path:
-    """A random-init DPENet state dict: results must not depend on training."""
-    torch.manual_seed(0)
-    torch.save(DPENet(channels=channels).state_dict(), path)
-    return path
-
-
-def smooth(shape, rng: np.random.Generator) -> np.ndarray:
-    """A ramp plus noise in [0, 1]: structure for the network, never constant."""
-    ramp = np.indices(shape).sum(0).astype(np.float64)
-    return (ramp / ramp.max() * 0.8 + 0.2 * rng.random(shape)).clip(0, 1)
-
-
-def write_dicom_series(folder: Path, n_slices: int = 4) -> Path:
-    """A CT series of ``n_slices`` slices made from pydicom's CT_small, 2.5 mm apart, one SeriesInstanceUID."""
-    folder.mkdir(parents=True)
-    template = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    series_uid, base = generate_uid(), template.pixel_array.astype(np.int16)
-    x0, y0, z0 = (float(v) for v in template.ImagePositionPatient)
-    for i in range(n_slices):
-        ds = copy.deepcopy(template)
-        ds.SeriesInstanceUID, ds.SOPInstanceUID = series_uid, generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.InstanceNumber, ds.SliceThickness = i + 1, 2.5
-        ds.ImagePositionPatient = [x0, y0, z0 + 2.5 * i]
-        ds.SliceLocation = z0 + 2.5 * i
-        ds.PixelData = np.roll(base, 3 * i, axis=1).tobytes()
-        ds.save_as(folder / f"slice_{i:03d}.dcm", enforce_file_format=True)
-    return folder
 
 
 def write_inputs(root: Path) -> dict[str, str]:
@@ -99,24 +61,6 @@ def write_inputs(root: Path) -> dict[str, str]:
             expected[rel] = rel[: -len(".dcm")] + ".nii.gz" if rel.endswith(".dcm") else rel
     expected["volumes/ct_series"] = "volumes/ct_series.nii.gz"  # a series folder is one volume
     return expected
-
-
-def file_hashes(root: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``root``, by relative path."""
-    files = (p for p in sorted(root.rglob("*")) if p.is_file())
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
-
-
-def bundle_command(dataset_dir: Path, output_dir: Path, weights: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable, "-m", "monai.bundle", "run",
-        "--config_file", str(BUNDLE / "configs" / "inference.json"),
-        "--meta_file", str(BUNDLE / "configs" / "metadata.json"),
-        "--logging_file", str(BUNDLE / "configs" / "logging.conf"),
-        "--bundle_root", str(BUNDLE),
-        "--dataset_dir", str(dataset_dir), "--output_dir", str(output_dir),
-        "--weights_path", str(weights), "--channels", str(list(TINY_CHANNELS)), "--progress", "False", *extra,
-    ]
 
 
 @pytest.fixture(scope="module")

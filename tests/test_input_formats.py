@@ -19,8 +19,7 @@ from pydicom.data import get_testdata_file
 from monai_dpe.data.discovery import find_images
 from monai_dpe.engines.enhancer import plan_outputs
 from monai_dpe.transforms.io import output_path
-from test_cli import SUMMARY, run_cli, tiny_bundle  # noqa: F401  (tiny_bundle is a fixture)
-from test_inference_bundle import smooth
+from helpers import SUMMARY, run_cli, smooth
 
 EXIF_ORIENTATION = 0x0112
 

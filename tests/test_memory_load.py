@@ -12,7 +12,7 @@ from ignite.engine import Events
 from monai.bundle import ConfigParser
 from PIL import Image
 
-from test_inference_bundle import AFFINE, BUNDLE, TINY_CHANNELS, smooth, tiny_weights
+from helpers import AFFINE, BUNDLE, TINY_CHANNELS, smooth, tiny_weights
 
 pytestmark = pytest.mark.slow
 

@@ -2,36 +2,17 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from monai_dpe.networks import DPEDiscriminator, DPENet
-from test_training import REPO, TINY, write_tiny_data
+from monai_dpe.networks import DPEDiscriminator
+from helpers import REPO, TINY, TORCHRUN, run_in_own_group, shipped_network, write_tiny_data
 from bundle_copies import copy_configs
 
-TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 ITERATIONS = 3
 RANK_LOSS = re.compile(r"Iter: (\d+)/\d+ -- train_loss_rank(\d+): ([-+0-9.eE]+)")
-
-
-def run_in_own_group(cmd: list[str], timeout: int) -> subprocess.CompletedProcess:
-    """Run cmd in a new process group so a hung run's workers can be killed with it."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"torchrun did not finish in {timeout} s:\n{out[-3000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 
 
 @pytest.mark.slow
@@ -60,9 +41,9 @@ def test_torchrun_gloo_two_ranks_train_and_only_rank0_saves(tmp_path):
     state = torch.load(bundle / "models" / "training_state.pt", weights_only=True)
     assert state["trainer"]["iteration"] == ITERATIONS
     # plain module state dicts: a multi-GPU state resumes on one device and vice versa
-    DPENet(channels=TINY["channels"]).load_state_dict(state["network"])
+    shipped_network(channels=TINY["channels"]).load_state_dict(state["network"])
     DPEDiscriminator(channels=TINY["disc_channels"]).load_state_dict(state["disc_network"])
-    DPENet(channels=TINY["channels"]).load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
+    shipped_network(channels=TINY["channels"]).load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
     assert sorted(p.name for p in (bundle / "models").iterdir()) == ["model.pt", "training_state.pt"]
 
     writers = {p.name.split(".")[-2] for p in (bundle / "runs").iterdir() if p.name.startswith("events.out")}

@@ -16,8 +16,7 @@ from PIL import Image
 
 from monai_dpe.engines.enhancer import plan_outputs
 from monai_dpe.transforms import UnsafeOutputPath, output_path
-from test_cli import run_cli, tiny_bundle  # noqa: F401  (fixture)
-from test_inference_bundle import BUNDLE, TINY_CHANNELS, smooth, tiny_weights
+from helpers import BUNDLE, TINY_CHANNELS, run_cli, smooth, tiny_weights
 
 
 def write_png(path: Path, seed: int = 0) -> Path:

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from monai_dpe.files import HOST_TAG, PARTIAL_MARK, atomic_path, partial_owner_alive, remove_partials
-from test_cli import MONAI_DPE, tiny_bundle  # noqa: F401  (fixture)
-from test_inference_bundle import AFFINE, smooth
+from helpers import AFFINE, MONAI_DPE, smooth
 
 HOLD = "import sys, time; from monai_dpe.files import atomic_path\n" \
        "with atomic_path(sys.argv[1]) as tmp:\n    tmp.write_text('half'); print(tmp, flush=True); time.sleep(600)\n"

@@ -12,69 +12,27 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
 import torch
 from ignite.engine import Events
 from monai.bundle import ConfigParser, ConfigWorkflow
 from PIL import Image
-from pydicom.data import get_testdata_file
-from skimage import color, data as skdata, exposure, metrics, transform
+from skimage import color, data as skdata, exposure, metrics
 
 from monai_dpe.engines.baselines import clahe
 from monai_dpe.engines.evaluation import EnhancementReport, summarise
-from monai_dpe.networks import DPENet, record_large_files, recorded_sha256, sha256_of
+from monai_dpe.networks import record_large_files, recorded_sha256, sha256_of
 from monai_dpe.train_cli import parse_overrides
 from bundle_copies import copy_configs
-
-REPO = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-MONAI_DPE = str(Path(sys.executable).with_name("monai-dpe"))
-TINY = {
-    "channels": [8, 16],
-    "disc_channels": [8, 8, 16, 16],
-    "patch_size": [32, 32],
-    "epoch_length": 2,
-    "max_epochs": 1,
-    "val_interval": 1,
-    "state_interval": 1,
-    "num_workers": 0,
-    "images_per_batch": 1,
-    "patches_per_image": 2,
-}
-TRAIN_ITEMS = [("ct_small.nii.gz", "ct", 1), ("cell.png", "microscopy", 1)]
-VAL_ITEMS = [("mr_small.nii.gz", "mr", 1), ("astronaut.png", "histology", 3)]
-
-
-def _item(name: str, modality: str, channels: int) -> dict:
-    return {"image": name, "modality": modality, "source": name.split(".")[0], "channels": channels, "spatial_dims": 2}
-
-
-def write_tiny_data(folder: Path) -> Path:
-    """Two training and two validation images (CT, microscopy; MR, RGB photo) and their datalist."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ("CT_small", "MR_small"):
-        arr = pydicom.dcmread(get_testdata_file(f"{name}.dcm")).pixel_array.astype(np.int16).T
-        nib.save(nib.Nifti1Image(arr, np.eye(4)), str(folder / f"{name.lower()}.nii.gz"))
-    cell = transform.resize(skdata.cell(), (60, 72), anti_aliasing=True)
-    Image.fromarray((cell * 255).astype(np.uint8)).save(folder / "cell.png")
-    astronaut = transform.resize(skdata.astronaut(), (64, 64), anti_aliasing=True)
-    Image.fromarray((astronaut * 255).astype(np.uint8)).save(folder / "astronaut.png")
-    datalist = {"training": [_item(*i) for i in TRAIN_ITEMS], "validation": [_item(*i) for i in VAL_ITEMS]}
-    (folder / "datalist.json").write_text(json.dumps(datalist))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    return write_tiny_data(tmp_path_factory.mktemp("data"))
-
+from helpers import (
+    MONAI_DPE, PYTHON, REPO, TINY, TRAIN_ITEMS, VAL_ITEMS, bundle_run, datalist_item as _item, shipped_network, state_path,
+    write_tiny_data,
+)
 
 @pytest.fixture
 def bundle(tmp_path) -> Path:
@@ -106,27 +64,12 @@ def workflow(bundle: Path, data: Path, **overrides) -> ConfigWorkflow:
     return wf
 
 
-def bundle_run(bundle: Path, data: Path, *extra: str) -> list[str]:
-    """The documented training command line, with tiny settings."""
-    configs = bundle / "configs"
-    cmd = [PYTHON, "-m", "monai.bundle", "run", "--config_file", str(configs / "train.json"),
-           "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf"),
-           "--bundle_root", str(bundle), "--dataset_dir", str(data), "--datalist", str(data / "datalist.json")]
-    for key, value in TINY.items():
-        cmd += [f"--{key}", json.dumps(value)]
-    return cmd + list(extra)
-
-
 def chain(err: BaseException) -> list[BaseException]:
     out = []
     while err is not None:
         out.append(err)
         err = err.__cause__ or err.__context__
     return out
-
-
-def state_path(bundle: Path) -> Path:
-    return bundle / "models" / "training_state.pt"
 
 
 # ---------------------------------------------------------------------------------------------- determinism
@@ -409,7 +352,7 @@ def test_cli_trains_on_a_folder(bundle, tiny_data, tmp_path):
     assert names == ["astronaut.png", "cell.png", "ct_small.nii.gz", "mr_small.nii.gz"]
     assert len(datalist["validation"]) == 1
     assert torch.load(state_path(bundle), weights_only=True)["trainer"]["iteration"] == 2
-    DPENet(channels=TINY["channels"]).load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
+    shipped_network(channels=TINY["channels"]).load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
 
 
 @pytest.mark.slow
@@ -497,8 +440,7 @@ def test_report_scores_the_signed_brightness_error(tmp_path):
 @pytest.mark.slow
 def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, tiny_data, tmp_path):
     torch.manual_seed(3)
-    output_act = json.loads((bundle / "configs" / "train.json").read_text())["output_act"]
-    net = DPENet(channels=TINY["channels"], output_act=output_act)  # the bundle's network_def
+    net = shipped_network(channels=TINY["channels"])  # the bundle's network_def
     weights = tmp_path / "weights.pt"
     torch.save(net.state_dict(), weights)
     out_dir = tmp_path / "eval"
@@ -530,7 +472,8 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
     for item in dataset:
         record = by_key[(item["source"], item["preset"])]
         with torch.no_grad():
-            pred = net(item["image"][None])[0].clamp(0, 1)
+            level = {"level": item["level"][None]} if "level" in item else {}  # a level-aware network's input
+            pred = net(item["image"][None], **level)[0].clamp(0, 1)
         target = item["target"].permute(1, 2, 0).numpy().astype(np.float64)
         pred_np = pred.permute(1, 2, 0).numpy().astype(np.float64)
         assert record["psnr"] == pytest.approx(metrics.peak_signal_noise_ratio(target, pred_np, data_range=1.0), abs=1e-3)
@@ -586,7 +529,7 @@ def test_weights_trained_into_the_bundle_serve_and_retire_the_old_exports(bundle
     """`make train` then `make demo`: the new models/model.pt loads through inference.json's digest check."""
     models = bundle / "models"
     models.mkdir()
-    old = DPENet(channels=TINY["channels"], output_act=None)
+    old = shipped_network(channels=TINY["channels"])
     torch.save(old.state_dict(), models / "model.pt")
     torch.jit.script(old.eval()).save(str(models / "model.ts"))
     (models / "model.onnx").write_bytes(b"an export of the old weights")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_training import REPO, bundle_run, state_path, tiny_data  # noqa: F401  (fixture)
+from helpers import REPO, bundle_run, state_path
 from bundle_copies import copy_configs
 
 pytestmark = pytest.mark.slow

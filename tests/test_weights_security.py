@@ -20,10 +20,10 @@ from monai_dpe.networks import (
     recorded_sha256,
     sha256_of,
 )
+from helpers import shipped_network
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLE = REPO / "bundle"
-SHIPPED = (32, 48, 64, 80, 96)
 
 
 class _Payload:
@@ -80,7 +80,7 @@ def test_digest_mismatch_is_refused_for_every_backend(tmp_path, backend):
     name = {"eager": "model.pt", "torchscript": "model.ts", "onnx": "model.onnx"}[backend]
     path = bundle / "models" / name
     recorded = recorded_sha256(bundle, path)
-    load_backend(DPENet(channels=SHIPPED, output_act=None), bundle / "models" / "model.pt", backend, recorded,
+    load_backend(shipped_network(), bundle / "models" / "model.pt", backend, recorded,
                  bundle / "models" / "model.ts", bundle / "models" / "model.onnx")  # intact: loads
     with open(path, "r+b") as handle:  # flip one byte near the end (inside the tensor data)
         handle.seek(-64, 2)
@@ -88,7 +88,7 @@ def test_digest_mismatch_is_refused_for_every_backend(tmp_path, backend):
         handle.seek(-64, 2)
         handle.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(WeightsError, match="SHA-256 does not match"):
-        load_backend(DPENet(channels=SHIPPED, output_act=None), bundle / "models" / "model.pt", backend, recorded,
+        load_backend(shipped_network(), bundle / "models" / "model.pt", backend, recorded,
                      bundle / "models" / "model.ts", bundle / "models" / "model.onnx")
 
 

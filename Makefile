@@ -99,7 +99,7 @@ export: $(STAMP)
 		p = ConfigParser(); p.read_config('bundle/configs/inference.json'); p['bundle_root'] = 'bundle'; \
 		export_onnx(load_weights(p.get_parsed_content('network_def'), 'bundle/models/model.pt'), 'bundle/models/model.onnx')"
 	$(PY) -c "from monai_dpe.networks import record_large_files; \
-		record_large_files('bundle', ['models/model.pt', 'models/model.ts', 'models/model.onnx', 'models/model_histology.pt'])"
+		record_large_files('bundle', ['models/model.pt', 'models/model.ts', 'models/model.onnx'])"
 
 # Speed and memory (docs/benchmarks/speed.md), then quality against classical methods and the
 # BasicUNet baseline (docs/benchmarks/quality.md; BasicUNet needs `make baseline` first)

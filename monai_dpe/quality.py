@@ -246,8 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dpe-metrics", type=Path, default=Path("docs/benchmarks/eval/metrics.json"))
     parser.add_argument("--basicunet-metrics", type=Path, default=Path("docs/benchmarks/eval_basicunet/metrics.json"))
     parser.add_argument("--dpe-weights", default="bundle/models/model.pt")
-    parser.add_argument("--dpe-histology-weights", default="bundle/models/model_histology.pt",
-                        help="the histology specialist that evaluate.json routes histology images to ('' for none)")
+    parser.add_argument("--dpe-histology-weights", default="",
+                        help="a histology specialist that histology images go to, as evaluate.json's "
+                             "--expert_weights sends them (default: none; `make train-histology` trains one)")
     parser.add_argument("--basicunet-weights", default="bundle/baselines/basicunet/model.pt")
     parser.add_argument("--dataset-dir", default="corpus")
     parser.add_argument("--bundle-root", default=str(default_bundle()),

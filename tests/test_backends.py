@@ -25,6 +25,7 @@ from monai_dpe.networks import (
     sha256_of,
 )
 from monai_dpe.processor import has_fast_bf16
+from helpers import shipped_network
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = [8, 16, 24]
@@ -39,7 +40,7 @@ def bundle(tmp_path):
     copy_configs(root / "configs", ROOT / "bundle" / "configs")
     (root / "models").mkdir()
     torch.manual_seed(0)
-    net = DPENet(channels=CHANNELS, output_act=None)
+    net = shipped_network(channels=CHANNELS)  # the bundle's network at small widths
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -121,7 +122,7 @@ def test_training_into_the_bundle_retires_the_exports_of_the_old_weights(bundle,
     torch.save({k: v * 0.5 for k, v in state.items()}, own)  # what CheckpointSaver does to a recorded model.pt
     assert record_retrained_weights(bundle, own) == ["models/model.ts", "models/model.onnx"]
     assert recorded_sha256(bundle, own) == sha256_of(own)
-    assert load_backend(DPENet(channels=CHANNELS), own, "eager", recorded_sha256(bundle, own)) is not None
+    assert load_backend(shipped_network(channels=CHANNELS), own, "eager", recorded_sha256(bundle, own)) is not None
     assert resolve_backend("auto", "cpu", own, onnx, bundle_root=bundle, features=NO_BF16) == "eager", "the old ONNX must not run"
     with pytest.raises(WeightsError, match="not made from these weights.*make export"):
         resolve_backend(backend, "cpu", own, onnx, bundle_root=bundle)

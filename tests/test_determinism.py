@@ -134,7 +134,7 @@ def test_onnx_backend_bit_identical_across_runs_and_sw_batch_size(name):
     pytest.importorskip("onnxruntime")
     from monai_dpe.networks import OnnxNetwork
 
-    net = OnnxNetwork(WEIGHTS.with_suffix(".onnx"), threads=1)
+    net = OnnxNetwork(WEIGHTS.with_suffix(".onnx"), threads=1, default_level=shipped_network().default_level)
     x = inputs()[name]
     outputs = {sw: enhance(x, net, sw_batch_size=sw) for sw in SW_BATCH_SIZES}
     assert torch.equal(enhance(x.clone(), net, sw_batch_size=1), outputs[1])

@@ -140,6 +140,8 @@ def test_histology_overlay_trains_a_specialist_beside_the_general_model():
     evaluate = ConfigParser()
     evaluate.read_config([str(configs / "train.json"), str(configs / "evaluate.json")])
     evaluate["bundle_root"] = "/b"
+    assert evaluate.get_parsed_content("expert_weights") == {}, "no specialist ships (0.6.0 beat it on the test split)"
+    evaluate["shipped_experts"] = {"histology": "/b/models/model_histology.pt"}
     assert evaluate.get_parsed_content("expert_weights") == {"histology": "/b/models/model_histology.pt"}
     evaluate["weights_path"] = "/elsewhere/mine.pt"
     assert evaluate.get_parsed_content("expert_weights") == {}, "a user's own weights are scored alone"

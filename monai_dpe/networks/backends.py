@@ -105,8 +105,11 @@ def _check_export_matches(backend: str, weights_path: str | os.PathLike, bundle_
 class OnnxNetwork(nn.Module):
     """An ONNX Runtime session that behaves like a network: torch tensor in, torch tensor out."""
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None, multiple: int = 16) -> None:
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, multiple: int = 16,
+                 default_level: torch.Tensor | list[float] | None = None) -> None:
         super().__init__()
+        # the level used when a call gives none, as DPENet's default_level (an ONNX input cannot be optional)
+        self.default_level = None if default_level is None else torch.as_tensor(default_level, dtype=torch.float32)
         self.multiple = int(multiple)  # DPENet's input multiple: 2 ** number of downsamplings
         ort = require("onnxruntime", "--backend onnx (ONNX Runtime)")
         options = ort.SessionOptions()
@@ -127,6 +130,7 @@ class OnnxNetwork(nn.Module):
         padded = np.ascontiguousarray(np.pad(array, pad, mode="edge"))
         feed = {self.input_names[0]: padded}
         if len(self.input_names) > 1:
+            level = self.default_level if level is None else level
             if level is None:
                 raise ValueError("this ONNX network takes each image's level as `level`; none was given.")
             rows = torch.as_tensor(level, dtype=torch.float32).reshape(-1, level.shape[-1]).cpu().numpy()
@@ -176,4 +180,5 @@ def load_backend(
     verify_sha256(path, sha256)
     if backend == "torchscript":
         return torch.jit.load(str(path), map_location="cpu").eval()
-    return OnnxNetwork(path, multiple=getattr(network_def, "multiple", 16))
+    return OnnxNetwork(path, multiple=getattr(network_def, "multiple", 16),
+                       default_level=getattr(network_def, "default_level", None))

@@ -85,6 +85,7 @@ class DPENet(nn.Module):
         default_level: the level used when ``forward`` gets none (tools that call a network with
             one image tensor, such as ``monai.bundle verify_net_in_out``); ``None`` makes the level
             required. The bundle sets a quantitative image's ``(0, 0, 1)``: keep the stretched frame.
+            Without ``level_channels`` it is not used.
 
     Example::
 
@@ -128,6 +129,8 @@ class DPENet(nn.Module):
             raise ValueError(f"level_channels must be >= 0, got {level_channels}.")
         if level_tone and not level_channels:
             raise ValueError("level_tone needs level_channels > 0.")
+        if not level_channels:  # a network without level inputs has no use for a default one either
+            default_level = None
         if default_level is not None and len(default_level) != level_channels:
             raise ValueError(f"default_level needs {level_channels} values, got {len(default_level)}.")
         self.spatial_dims = spatial_dims

@@ -101,8 +101,9 @@ def test_slice_inferer_gives_each_image_and_volume_its_own_level():
     assert torch.allclose(out[0], torch.full_like(out[0], 0.4)) and torch.allclose(out[1], torch.full_like(out[1], 0.7))
     unbatched = MetaTensor(torch.zeros(1, 3, 8, 8), meta={LEVEL_META_KEY: torch.tensor([1, 0.5, 1])})  # as MONAI Label passes it
     assert inferer(unbatched, LevelProbe())[0, 0, 0, 0] == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="no 'input_level'"):
-        inferer(torch.zeros(1, 3, 8, 8), LevelProbe())
+    net = DPENet(channels=SMALL, output_act=None, level_channels=3).eval()  # no default level
+    with pytest.raises(ValueError, match="none was given"):  # a plain tensor carries no level
+        inferer(torch.zeros(1, 3, 16, 16), net)
 
 
 def test_router_splits_levels_with_the_batch():

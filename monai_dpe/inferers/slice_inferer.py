@@ -135,7 +135,9 @@ class SliceWiseInferer(Inferer):
             otherwise switches kernels with the batch size); eager networks, not under ``amp_dtype``.
         meta_kwargs: network keyword argument -> key of the input's meta holding a per-image vector
             (e.g. ``{"level": LEVEL_META_KEY}``, the level the intensity policy records); each network
-            call gets the rows of its images (a volume's row for each of its slices).
+            call gets the rows of its images (a volume's row for each of its slices). An input whose
+            meta lacks the key (a plain tensor) calls the network without it: ``DPENet`` then uses
+            its ``default_level``, or refuses if it has none.
         tile_size: a slice with a side longer than this goes through the network in overlapping
             tiles of at most ``tile_size`` a side (:func:`tile_spans`), so memory is bounded by the
             tile, not the slice; ``None`` never tiles. Smaller slices run whole.
@@ -214,8 +216,8 @@ class SliceWiseInferer(Inferer):
         rows = {}
         for arg, key in self.meta_kwargs.items():
             meta = inputs.meta if isinstance(inputs, MetaTensor) else {}
-            if key not in meta:
-                raise ValueError(f"SliceWiseInferer: the input's meta has no {key!r} for the network's {arg!r}.")
+            if key not in meta:  # a plain tensor, or one no policy saw: the network's own default
+                continue
             value = torch.as_tensor(meta[key], dtype=torch.float32)
             rows[arg] = value.reshape(inputs.shape[0] if value.dim() > 1 else 1, -1)
         return rows

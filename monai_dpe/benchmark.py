@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import json
 import logging
 import math
@@ -90,12 +89,6 @@ def shipped_network(channels: tuple[int, ...]) -> nn.Module:
     return parser.get_parsed_content("network_def")
 
 
-def with_level(network):
-    """``network`` called as the pipeline calls it: with a quantitative image's level where it takes one."""
-    channels = int(getattr(network, "level_channels", 0))
-    return functools.partial(network, level=torch.tensor([[0.0, 0.0, 1.0]])) if channels else network
-
-
 def benchmark(weights: str | None, channels: tuple[int, ...], repeats: int) -> dict:
     """Time slices and a volume for each backend; return a results dictionary."""
     net = shipped_network(channels).eval()
@@ -103,16 +96,17 @@ def benchmark(weights: str | None, channels: tuple[int, ...], repeats: int) -> d
         load_weights(net, weights)
     results = {"machine": _machine(), "auto_backend": "bf16" if has_fast_bf16() else "onnx", "weights": weights, "channels": list(channels), "repeats": repeats,
                "matmul_gflops_fp32": matmul_gflops(torch.float32), "matmul_gflops_bf16": matmul_gflops(torch.bfloat16)}
-    eager, scripted = with_level(net), with_level(torch.jit.script(net))
+    eager, scripted = net, torch.jit.script(net)  # a level-aware network falls back on its default_level
     with tempfile.TemporaryDirectory() as tmp:
-        onnx = OnnxNetwork(export_onnx(net, os.path.join(tmp, "model.onnx")), multiple=net.multiple)
-        last = with_level(copy.deepcopy(net).to(memory_format=torch.channels_last))
+        onnx = OnnxNetwork(export_onnx(net, os.path.join(tmp, "model.onnx")), multiple=net.multiple,
+                           default_level=getattr(net, "default_level", None))
+        last = copy.deepcopy(net).to(memory_format=torch.channels_last)
 
         def bf16(x):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return last(x.contiguous(memory_format=torch.channels_last)).float()
 
-        backends = {"eager": eager, "bf16": bf16, "torchscript": scripted, "onnxruntime": with_level(onnx)}
+        backends = {"eager": eager, "bf16": bf16, "torchscript": scripted, "onnxruntime": onnx}
         rows = []
         for size in (256, 512):
             flops = conv_flops(eager, (1, 3, size, size))
@@ -143,8 +137,7 @@ def bf16_fidelity(net: nn.Module, repeats: int, size: int = 256) -> dict:
     plane = source[..., source.shape[-1] // 2][None, None]
     plane = F.interpolate(plane, size=(size, size), mode="bilinear", align_corners=False)
     x = IntensityPolicy()(plane).repeat(1, 3, 1, 1)
-    fp32 = with_level(net)
-    last = with_level(net.to(memory_format=torch.channels_last))
+    last = net.to(memory_format=torch.channels_last)
     x_last = x.contiguous(memory_format=torch.channels_last)
 
     def bf16():
@@ -152,8 +145,8 @@ def bf16_fidelity(net: nn.Module, repeats: int, size: int = 256) -> dict:
             return last(x_last).float()
 
     with torch.inference_mode():
-        fp32_out, bf16_out = fp32(x), bf16()
-        fp32_s, bf16_s = time_call(lambda: fp32(x), repeats=repeats), time_call(bf16, repeats=repeats)
+        fp32_out, bf16_out = net(x), bf16()
+        fp32_s, bf16_s = time_call(lambda: net(x), repeats=repeats), time_call(bf16, repeats=repeats)
     net.to(memory_format=torch.contiguous_format)
     mse = float(((fp32_out.clamp(0, 1) - bf16_out.clamp(0, 1)) ** 2).mean())
     return {"size": size, "fp32_ms": 1e3 * fp32_s, "bf16_ms": 1e3 * bf16_s,

@@ -102,9 +102,11 @@ def tile_spans(size: int, tile: int, overlap: float, align: int = 32) -> list[tu
     return [(start, stop, cuts[i], cuts[i + 1]) for i, (start, stop) in enumerate(zip(starts, stops))]
 
 
-def _rows_for(rows: dict[str, torch.Tensor], start: int, stop: int) -> dict[str, torch.Tensor]:
-    """Rows start..stop-1 of each per-image vector (a single shared row as it is)."""
-    return {arg: r if r.shape[0] == 1 else r[start:stop] for arg, r in rows.items()}
+def _per_image(kwargs: dict, start: int, stop: int, batch: int) -> dict:
+    """Images start..stop-1's share of keyword arguments: tensors with a row per image of the
+    ``batch`` are sliced, anything else (a single shared row) is passed as it is."""
+    return {k: v[start:stop] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == batch else v
+            for k, v in kwargs.items()}
 
 
 class SliceWiseInferer(Inferer):
@@ -230,7 +232,7 @@ class SliceWiseInferer(Inferer):
             # a lone slice is its own context, laid out as _gather does: [slice - k, ..., slice + k], C channels each
             images = images.repeat(1, 2 * self.context + 1, 1, 1)
         chunks = [
-            self._forward(images[i : i + self.sw_batch_size], network, *args, **kwargs, **_rows_for(rows, i, i + self.sw_batch_size))
+            self._forward(images[i : i + self.sw_batch_size], network, *args, **kwargs, **_per_image(rows, i, i + self.sw_batch_size, images.shape[0]))
             for i in range(0, images.shape[0], self.sw_batch_size)
         ]
         return torch.cat([c.to(self._out_device(images)) for c in chunks], dim=0)
@@ -295,8 +297,7 @@ class SliceWiseInferer(Inferer):
             return pred[0] if isinstance(pred, (tuple, list)) else pred
         outputs = []
         for i in range(batch.shape[0]):  # one image at a time: each has its own per-image arguments
-            own = {k: v[i : i + 1] if isinstance(v, torch.Tensor) and v.shape[0] == batch.shape[0] else v for k, v in kwargs.items()}
-            outputs.append(self._tiled(batch[i : i + 1], network, *args, **own))
+            outputs.append(self._tiled(batch[i : i + 1], network, *args, **_per_image(kwargs, i, i + 1, batch.shape[0])))
         return torch.cat(outputs, dim=0)
 
     def _tiled(self, image: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:

@@ -15,7 +15,6 @@ import torch
 import torch.nn as nn
 
 from monai_dpe.extras import require
-from monai_dpe.processor import has_fast_bf16
 from monai_dpe.networks.weights import (
     WeightsError,
     export_path,
@@ -24,6 +23,7 @@ from monai_dpe.networks.weights import (
     sha256_of,
     verify_sha256,
 )
+from monai_dpe.processor import has_fast_bf16
 
 __all__ = ["BACKENDS", "OnnxNetwork", "backend_autocast", "export_onnx", "load_backend", "resolve_backend"]
 
@@ -44,8 +44,8 @@ def resolve_backend(
 
     On a CPU that computes bf16 natively (AVX512-BF16 or AMX, from ``features``, default
     ``/proc/cpuinfo``) that is ``"bf16"``: eager bf16 autocast, channels-last (its output stays
-    above 50 dB PSNR from fp32 on the shipped samples; tests/test_backends.py). On other CPUs it is ONNX Runtime (measured fastest at every slice size, outputs within 1e-4 of
-    eager, docs/benchmarks/speed.md), but only when onnxruntime is installed, no autocast is asked
+    above 50 dB PSNR from fp32 on the shipped samples; tests/test_backends.py). On other CPUs it is
+    ONNX Runtime (measured fastest at every slice size, outputs within 1e-4 of eager, docs/benchmarks/speed.md), but only when onnxruntime is installed, no autocast is asked
     for, and the export provably belongs to the weights: both are recorded in ``bundle_root``'s
     ``large_files.json`` and ``weights_path`` has the digest recorded for ``models/model.pt``, the
     file every export is made from (after a fine-tune overwrote ``model.pt`` without ``make
@@ -115,9 +115,7 @@ class OnnxNetwork(nn.Module):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        inputs = self.session.get_inputs()
-        self.input_names = [i.name for i in inputs]  # "image", then "level" if it takes one
-        self.level_channels = int(inputs[1].shape[1]) if len(inputs) > 1 else 0  # as DPENet.level_channels
+        self.input_names = [i.name for i in self.session.get_inputs()]  # "image", then "level" if it takes one
 
     def forward(self, x: torch.Tensor, level: torch.Tensor | None = None) -> torch.Tensor:
         array = x.detach().float().cpu().numpy()

@@ -254,6 +254,21 @@ def test_mixed_preset_draws_both_families():
     assert families == {"paper", "radiology"}
 
 
+@parameterized.expand([("display", 8, {"paper"}), ("quantitative", 16, {"paper", "radiology"})])
+def test_display_preset_applies_to_8_bit_sources_only(_, bits, expected):
+    t = RandPerceptualDegradationd(preset="mixed", bits_key="bits", display_preset="paper", params_key="params")
+    families = set()
+    for seed in range(50):
+        t.set_random_state(seed)
+        families.add(t({"image": image((1, 8, 8)), "bits": bits})["params"]["family"])
+    assert families == expected
+
+
+def test_display_preset_needs_bits_key():
+    with pytest.raises(ValueError, match="display_preset"):
+        RandPerceptualDegradationd(preset="mixed", display_preset="paper")
+
+
 @parameterized.expand(cases(["paper", "radiology", "mixed"], CONTAINERS))
 def test_clean_prob_one_returns_input(_, preset, container):
     img = image((3, 12, 10, 4) if container == "meta" else (1, 16, 16), container)

@@ -104,19 +104,23 @@ class RandPerceptualDegradation(RandomizableTransform):
             child.set_random_state(state=self.R)  # one stream: a seed reproduces the whole chain
         return self
 
-    def randomize(self, data=None) -> None:
-        """Choose the family of this draw (clean, paper or radiology)."""
+    def randomize(self, data=None, preset: str | None = None) -> None:
+        """Choose the family of this draw (clean, paper or radiology); ``preset`` overrides this transform's."""
         super().randomize(None)
+        preset = self.preset if preset is None else preset
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}.")
         if not self._do_transform or self.R.uniform() < self.clean_prob:
             self.family = "clean"
-        elif self.preset == "mixed":
+        elif preset == "mixed":
             self.family = "paper" if self.R.uniform() < self.paper_weight else "radiology"
         else:
-            self.family = self.preset
+            self.family = preset
 
-    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
+    def __call__(self, img: NdarrayOrTensor, randomize: bool = True, preset: str | None = None) -> NdarrayOrTensor:
+        """Degrade ``img``; ``preset`` (with ``randomize``) draws from that preset instead of this transform's."""
         if randomize:
-            self.randomize()
+            self.randomize(preset=preset)
             self._draw_children(img)
         t = _float_tensor(img)
         params: dict = {"family": self.family}

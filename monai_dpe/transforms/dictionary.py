@@ -14,7 +14,7 @@ from monai.transforms import InvertibleTransform, MapTransform, RandomizableTran
 from monai.utils import ensure_tuple, ensure_tuple_rep
 
 from monai_dpe.transforms.array import RandAcquisitionNoise, RandLowBrightness, RandLowContrast
-from monai_dpe.transforms.composite import RandPerceptualDegradation
+from monai_dpe.transforms.composite import PRESETS, RandPerceptualDegradation
 from monai_dpe.transforms.intensity_policy import LEVEL_META_KEY, IntensityPolicy, input_level
 
 __all__ = [
@@ -94,6 +94,12 @@ class RandPerceptualDegradationd(RandomizableTransform, MapTransform):
         keys: keys of the clean images to degrade (default ``"image"``).
         target_keys: where to keep each clean copy (default ``"target"``); ``None`` keeps none.
         allow_missing_keys: skip absent keys.
+        params_key: also store the draw's parameters in the item under this key (for reports).
+        bits_key: item key of the source's storage depth (:class:`RecordStorageBitsd`); with
+            ``display_preset``, an 8-bit source draws from that preset instead.
+        display_preset: preset for display (8-bit) sources, e.g. ``"paper"``: a photo or slide
+            keeps its full range under gamma, bias and scanner noise, so those pairs look like
+            clean images to the network and teach it to alter good ones.
         kwargs: :class:`RandPerceptualDegradation` arguments (``preset``, ranges, ``clean_prob``, ...).
 
     The draw's parameters are in ``last_params`` and, when ``params_key`` is set, stored in the
@@ -106,12 +112,16 @@ class RandPerceptualDegradationd(RandomizableTransform, MapTransform):
         target_keys: KeysCollection | None = "target",
         allow_missing_keys: bool = False,
         params_key: str | None = None,
+        bits_key: str | None = None,
+        display_preset: str | None = None,
         **kwargs,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, 1.0)
+        if display_preset is not None and (bits_key is None or display_preset not in PRESETS):
+            raise ValueError(f"display_preset needs bits_key and one of {PRESETS}, got {display_preset!r}.")
         self.target_keys = None if target_keys is None else ensure_tuple_rep(target_keys, len(self.keys))
-        self.params_key = params_key
+        self.params_key, self.bits_key, self.display_preset = params_key, bits_key, display_preset
         self.degrade = RandPerceptualDegradation(**kwargs)
 
     @property
@@ -126,11 +136,13 @@ class RandPerceptualDegradationd(RandomizableTransform, MapTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         targets = self.target_keys or (None,) * len(self.keys)
+        display = self.display_preset is not None and int(d[self.bits_key]) == 8
+        preset = self.display_preset if display else None
         first = True
         for key, target_key in self.key_iterator(d, targets):
             if target_key is not None:
                 d[target_key] = d[key].clone() if isinstance(d[key], torch.Tensor) else d[key].copy()
-            d[key] = self.degrade(d[key], randomize=first)  # later keys reuse the first key's draw
+            d[key] = self.degrade(d[key], randomize=first, preset=preset)  # later keys reuse the first draw
             first = False
         if self.params_key is not None:
             d[self.params_key] = dict(self.degrade.last_params)

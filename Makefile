@@ -108,7 +108,7 @@ BUNDLE_RUN := $(PY) -m monai.bundle run --meta_file bundle/configs/metadata.json
 benchmark: benchmark-speed benchmark-quality
 
 benchmark-speed: $(STAMP)
-	$(PY) -m monai_dpe.benchmark --output docs/benchmarks
+	$(PY) -m monai_dpe.reports.benchmark --output docs/benchmarks
 
 benchmark-quality: $(STAMP) corpus
 	$(BUNDLE_RUN) --config_file "['bundle/configs/train.json','bundle/configs/evaluate.json']" \
@@ -116,7 +116,7 @@ benchmark-quality: $(STAMP) corpus
 	test ! -f bundle/baselines/basicunet/model.pt || $(BUNDLE_RUN) --config_file \
 		"['bundle/configs/train.json','bundle/configs/basicunet_baseline.json','bundle/configs/evaluate.json']" \
 		--ckpt_dir bundle/baselines/basicunet --output_dir docs/benchmarks/eval_basicunet --baselines "[]"
-	$(PY) -m monai_dpe.quality --output docs/benchmarks
+	$(PY) -m monai_dpe.reports.quality --output docs/benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

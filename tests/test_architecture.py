@@ -15,7 +15,7 @@ FLOORS = {
     "transforms": 1, "networks": 1, "losses": 1, "metrics": 1, "inferers": 1, "visualize": 1,
     "data": 2,
     "engines": 3,
-    "cli": 4, "train_cli": 4, "quality": 4, "benchmark": 4, "curves": 4,
+    "cli": 4, "train_cli": 4, "reports": 4,
 }
 
 

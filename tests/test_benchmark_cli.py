@@ -1,9 +1,9 @@
-"""`python -m monai_dpe.benchmark` refuses bad arguments before minutes of timing, with one line each."""
+"""`python -m monai_dpe.reports.benchmark` refuses bad arguments before minutes of timing, with one line each."""
 from __future__ import annotations
 
 import pytest
 
-from monai_dpe import benchmark
+from monai_dpe.reports import benchmark
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""monai_dpe.curves: validation curves read from bundle training logs."""
+"""monai_dpe.reports.curves: validation curves read from bundle training logs."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import json
 import pytest
 from PIL import Image
 
-from monai_dpe.curves import main, read_validation_log
+from monai_dpe.reports.curves import main, read_validation_log
 
 LOG = """\
 2026-11-26 06:14:41,001 - INFO - Epoch[1] Complete. Time taken: 00:00:15.0

@@ -11,7 +11,7 @@ from PIL import Image
 
 from monai_dpe.engines.baselines import BASELINES, apply_baseline, auto_gamma, bm3d_clahe
 from monai_dpe.engines.evaluation import summarise
-from monai_dpe.quality import METHODS, crop_figure, method_scores, psnr_chart, write_markdown
+from monai_dpe.reports.quality import METHODS, crop_figure, method_scores, psnr_chart, write_markdown
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ def test_chart_and_crops_are_written(reports, tmp_path):
 
 @pytest.mark.parametrize("content", [None, "{not json"], ids=["missing", "corrupt"])
 def test_cli_refuses_an_unusable_metrics_file_with_one_line(tmp_path, capsys, content):
-    from monai_dpe.quality import main
+    from monai_dpe.reports.quality import main
 
     metrics = tmp_path / "metrics.json"
     if content is not None:

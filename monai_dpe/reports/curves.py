@@ -12,7 +12,7 @@ numbers quoted without the raw logs.
 
 Usage::
 
-    python -m monai_dpe.curves --run "paper width, H200=train.log:250" \\
+    python -m monai_dpe.reports.curves --run "paper width, H200=train.log:250" \\
         --reference "shipped 0.2.0=25.31" --output docs/benchmarks/gpu_training.png
 """
 from __future__ import annotations
@@ -89,7 +89,7 @@ def _pair(text: str, sep: str) -> tuple[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m monai_dpe.curves", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m monai_dpe.reports.curves", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", action="append", required=True, metavar="NAME=LOG:EPOCH_LENGTH",
                         help="a run's label, its training log and its epoch length (repeatable)")
     parser.add_argument("--reference", action="append", default=[], metavar="NAME=PSNR",

@@ -8,7 +8,7 @@ BasicUNet, DPE and the truth for each validation image under the paper preset).
 
 Usage::
 
-    python -m monai_dpe.quality --dpe-metrics docs/benchmarks/eval/metrics.json \\
+    python -m monai_dpe.reports.quality --dpe-metrics docs/benchmarks/eval/metrics.json \\
         --basicunet-metrics docs/benchmarks/eval_basicunet/metrics.json --output docs/benchmarks
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Speed and memory benchmark of the shipped enhancer: eager, TorchScript and ONNX Runtime side by side.
 
-Run with ``python -m monai_dpe.benchmark --output docs/benchmarks`` (``make benchmark``). It reports
+Run with ``python -m monai_dpe.reports.benchmark --output docs/benchmarks`` (``make benchmark``). It reports
 medians of repeated runs, the machine (cores, CPU flags), the achieved GFLOP/s next to this machine's
 matmul GFLOP/s measured in the same run, and the peak RSS of a volume run, and writes
 ``speed.md`` and ``speed.json``.
@@ -237,7 +237,7 @@ def write_report(results: dict, output: Path) -> None:
             lines += ["", f"Slices 150 -> 600 (defaults): {ratio:.2f}x the time (linear would be 4x)."]
         lines += [""]
     lines += [
-              "Reproduce: `make benchmark` (or `python -m monai_dpe.benchmark --output docs/benchmarks`)."]
+              "Reproduce: `make benchmark` (or `python -m monai_dpe.reports.benchmark --output docs/benchmarks`)."]
     (output / "speed.md").write_text("\n".join(lines) + "\n")
 
 

@@ -1,4 +1,4 @@
-"""DPE transforms: perceptual degradations (array and dictionary) and the invertible intensity policy.
+"""DPE transforms, one module per family, each with its array and dictionary forms.
 
 Gamma curves and bias fields come from MONAI (``RandAdjustContrast``, ``RandBiasField`` and
 their dictionary twins); :class:`RandPerceptualDegradation` composes them with the paper's
@@ -6,15 +6,20 @@ brightness, contrast and noise degradations.
 """
 from __future__ import annotations
 
-from monai_dpe.transforms.array import NOISE_TYPES, RandAcquisitionNoise, RandLowBrightness, RandLowContrast
+from monai_dpe.transforms.degradation import (
+    NOISE_TYPES,
+    RandAcquisitionNoise,
+    RandAcquisitionNoised,
+    RandLowBrightness,
+    RandLowBrightnessd,
+    RandLowContrast,
+    RandLowContrastd,
+)
 from monai_dpe.transforms.colour import RandColourJitter, RandColourJitterd
 from monai_dpe.transforms.stain import RandStainJitter, RandStainJitterd
-from monai_dpe.transforms.composite import PRESETS, RandPerceptualDegradation
-from monai_dpe.transforms.dictionary import (
-    IntensityPolicyd,
-    RandAcquisitionNoised,
-    RandLowBrightnessd,
-    RandLowContrastd,
+from monai_dpe.transforms.perceptual import (
+    PRESETS,
+    RandPerceptualDegradation,
     RandPerceptualDegradationd,
     SeededPerceptualDegradationd,
 )
@@ -22,7 +27,7 @@ from monai_dpe.transforms.channels import MergeAlphad, SplitAlphad
 from monai_dpe.transforms.io import SaveEnhancedd, StorageTyped, UnsafeOutputPath, output_path
 from monai_dpe.transforms.fill import MaskFillValuesd, RestoreFillValuesd
 from monai_dpe.transforms.load import LoadDisplayImage, LoadDisplayImaged, photo_header, pil_display_converter
-from monai_dpe.transforms.sampling import (
+from monai_dpe.transforms.preparation import (
     CenterSliced,
     GreyToRGB,
     GreyToRGBd,
@@ -41,7 +46,14 @@ from monai_dpe.transforms.storage import (
     storage_bits,
 )
 from monai_dpe.transforms.checks import CheckHeaderd, CheckImaged, ImageRefused
-from monai_dpe.transforms.intensity_policy import LEVEL_META_KEY, POLICY_MODES, IntensityPolicy, input_level, robust_range
+from monai_dpe.transforms.intensity_policy import (
+    LEVEL_META_KEY,
+    POLICY_MODES,
+    IntensityPolicy,
+    IntensityPolicyd,
+    input_level,
+    robust_range,
+)
 
 __all__ = [
     "CheckHeaderd",

@@ -9,15 +9,16 @@ clean image before degradation, so target and degraded input share the colours.
 """
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
 
 import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.data.meta_obj import get_track_meta
-from monai.transforms import MapTransform, RandomizableTransform
+from monai.transforms import RandomizableTransform
 from monai.utils import convert_to_tensor
+
+from monai_dpe.transforms.wrappers import RandArrayMapd
 
 __all__ = ["RandColourJitter", "RandColourJitterd"]
 
@@ -57,6 +58,14 @@ class RandColourJitter(RandomizableTransform):
         self._gammas = np.exp(self.R.uniform(-np.log(self.max_gamma), np.log(self.max_gamma), size=3))
         self._order = self.R.permutation(3) if self.R.rand() < self.permute_prob else np.arange(3)
 
+    @property
+    def last_params(self) -> dict:
+        """The last draw (for reports): per-channel gains and gammas, and the channel order."""
+        if not self._do_transform:
+            return {}
+        return {"colour_gains": self._gains.tolist(), "colour_gammas": self._gammas.tolist(),
+                "colour_order": self._order.tolist()}
+
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
         if randomize:
             self.randomize()
@@ -76,7 +85,7 @@ class RandColourJitter(RandomizableTransform):
         return MetaTensor(out, meta=t.meta) if isinstance(t, MetaTensor) else out
 
 
-class RandColourJitterd(RandomizableTransform, MapTransform):
+class RandColourJitterd(RandArrayMapd):
     """Dictionary version of :class:`RandColourJitter`: the same recolouring for every key."""
 
     backend = RandColourJitter.backend
@@ -90,21 +99,4 @@ class RandColourJitterd(RandomizableTransform, MapTransform):
         permute_prob: float = 0.5,
         allow_missing_keys: bool = False,
     ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
-        self.jitter = RandColourJitter(1.0, min_gain, max_gamma, permute_prob)
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandColourJitterd:
-        super().set_random_state(seed, state)
-        self.jitter.set_random_state(seed, state)
-        return self
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        self.randomize(None)
-        if not self._do_transform:
-            return d
-        self.jitter.randomize()
-        for key in self.key_iterator(d):
-            d[key] = self.jitter(d[key], randomize=False)
-        return d
+        super().__init__(keys, RandColourJitter(1.0, min_gain, max_gamma, permute_prob), prob, allow_missing_keys)

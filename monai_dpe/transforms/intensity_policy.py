@@ -8,19 +8,19 @@ restored, as the paper) and are written back in their dtype's full range.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
-from monai.config import NdarrayOrTensor
+from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.data.meta_obj import get_track_meta
-from monai.transforms import InvertibleTransform
+from monai.transforms import InvertibleTransform, MapTransform
 from monai.utils import TransformBackends, convert_to_dst_type
 
 from monai_dpe.formats import is_display_format
 
-__all__ = ["IntensityPolicy", "LEVEL_META_KEY", "POLICY_MODES", "input_level", "robust_range"]
+__all__ = ["IntensityPolicy", "IntensityPolicyd", "LEVEL_META_KEY", "POLICY_MODES", "input_level", "robust_range"]
 
 POLICY_MODES = ("quantitative", "display", "auto")
 _WIDE_DTYPES = ("float64", "int32", "uint32", "int64", "uint64")  # stretched in float64, not float32
@@ -146,8 +146,12 @@ class IntensityPolicy(InvertibleTransform):
             raise ValueError(f"window must be (low, high) with low < high, got {tuple(window)}.")
         self.lower, self.upper, self.mode, self.clip_output = lower, upper, mode, clip_output
         self.window = None if window is None else (float(window[0]), float(window[1]))
-        self.last_range: tuple[float, float] | None = None
         self.last_info: dict | None = None
+
+    @property
+    def last_range(self) -> tuple[float, float] | None:
+        """The (low, high) of the last call (from :attr:`last_info`, the one record of it)."""
+        return None if self.last_info is None else (self.last_info["low"], self.last_info["high"])
 
     def resolve_mode(self, dtype: str, source: str | None = None) -> str:
         """The concrete mode for an input dtype and file (``auto``: display for 8-bit photo formats and DICOM).
@@ -170,7 +174,6 @@ class IntensityPolicy(InvertibleTransform):
         """Stretch ``img``; with ``reference``, use that image's range (training patches use their source's)."""
         dtype = _dtype_name(img)
         low, high = self.compute_range(img if reference is None else reference)
-        self.last_range = (low, high)
         scale = 1.0 / (high - low) if high > low else 1.0  # a constant image maps to 0, invertibly
         # float64 and 32/64-bit integer inputs keep their precision: float32 holds integers exactly only
         # to 2**24, so an int32 image stretched in float32 came back off by up to hundreds of units
@@ -220,3 +223,60 @@ class IntensityPolicy(InvertibleTransform):
             return restored
         out, *_ = convert_to_dst_type(restored, data, dtype=target)
         return out
+
+
+class IntensityPolicyd(MapTransform, InvertibleTransform):
+    """Dictionary :class:`IntensityPolicy`, invertible with MONAI's ``Invertd``.
+
+    Args:
+        keys: images to stretch.
+        reference_key: take the range from this key's image instead (e.g. a whole source image
+            whose patches are stretched alike); ``None`` uses each image's own range.
+        level_key: also write the first key's level (:func:`input_level`) to this item key, for
+            networks that take it (``None``: don't). Traced images always carry it in their meta
+            under ``LEVEL_META_KEY``, where the inferer finds it.
+        bits_key: item key of the source's storage depth: 8 bits marks a display image for the
+            level (training stretches every source in ``"quantitative"`` mode); ``None`` takes the mode.
+        allow_missing_keys: skip absent keys.
+        kwargs: :class:`IntensityPolicy` arguments (``lower``, ``upper``, ``window``, ``mode``).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        reference_key: str | None = None,
+        level_key: str | None = None,
+        bits_key: str | None = None,
+        allow_missing_keys: bool = False,
+        **kwargs,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.reference_key, self.level_key, self.bits_key = reference_key, level_key, bits_key
+        self.policy = IntensityPolicy(**kwargs)
+        self._infos: dict[Hashable, dict] = {}  # each key's last stretch, to invert outputs that carry no trace
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        reference = d[self.reference_key] if self.reference_key is not None else None
+        display = None if self.bits_key is None else int(d[self.bits_key]) == 8
+        first = True
+        for key in self.key_iterator(d):
+            d[key] = self.policy(d[key], reference=reference)
+            self._infos[key] = self.policy.last_info
+            level = input_level(self.policy.last_info, display)
+            if isinstance(d[key], MetaTensor):
+                d[key].meta[LEVEL_META_KEY] = level
+            if self.level_key is not None and first:
+                d[self.level_key] = level
+            first = False
+        return d
+
+    def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            traced = isinstance(d[key], MetaTensor) and bool(d[key].applied_operations)
+            if traced or key not in self._infos:
+                d[key] = self.policy.inverse(d[key])
+            else:  # a numpy array: its own key's range, not the last key's
+                d[key] = self.policy.invert_with(d[key], self._infos[key])
+        return d

@@ -26,7 +26,7 @@ from monai.transforms import RandomizableTransform
 from monai.utils import convert_to_tensor
 from skimage.color import hed_from_rgb, rgb_from_hed
 
-from monai_dpe.transforms.dictionary import _RandMapd
+from monai_dpe.transforms.wrappers import RandArrayMapd
 
 __all__ = ["RandStainJitter", "RandStainJitterd"]
 
@@ -101,7 +101,7 @@ class RandStainJitter(RandomizableTransform):
         return restained.clamp(0.0, 1.0).to(rgb.dtype)
 
 
-class RandStainJitterd(_RandMapd):
+class RandStainJitterd(RandArrayMapd):
     """Dictionary version of :class:`RandStainJitter`: the same re-staining for every key.
 
     Only items whose ``modality_key`` value is in ``modalities`` are re-stained (by default
@@ -120,7 +120,7 @@ class RandStainJitterd(_RandMapd):
         modalities: Sequence[str] | None = ("histology",),
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, RandStainJitter(prob, max_gain, max_shift, swap_prob), allow_missing_keys)
+        super().__init__(keys, RandStainJitter(1.0, max_gain, max_shift, swap_prob), prob, allow_missing_keys)
         self.modality_key = modality_key
         self.modalities = None if modalities is None else frozenset(modalities)
 

@@ -16,7 +16,7 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, RandomizableTransform, Transform
 from monai.utils import TransformBackends
 
-from monai_dpe.transforms.array import _float_tensor, _output_like, as_range
+from monai_dpe.transforms.utils import as_range, float_tensor, output_like
 
 __all__ = ["storage_bits", "RecordStorageBitsd", "RoundToBitDepth", "RoundToBitDepthd", "RandJPEG", "RandJPEGd"]
 
@@ -69,8 +69,8 @@ class RoundToBitDepth(Transform):
         if bits == 0:
             return img
         top = float(2**bits - 1)
-        t = _float_tensor(img)
-        return _output_like(torch.round(t.clamp(0.0, 1.0) * top) / top, img)
+        t = float_tensor(img)
+        return output_like(torch.round(t.clamp(0.0, 1.0) * top) / top, img)
 
 
 class RoundToBitDepthd(MapTransform):
@@ -121,7 +121,7 @@ class RandJPEG(RandomizableTransform):
         if randomize:
             self.randomize()
         self.last_params = {"jpeg_quality": self.quality}
-        t = _float_tensor(img)
+        t = float_tensor(img)
         if self.quality is None or t.dim() != 3 or t.shape[0] not in (1, 3):
             return img
         pixels = torch.round(t.clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
@@ -129,7 +129,7 @@ class RandJPEG(RandomizableTransform):
         Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buffer, "JPEG", quality=self.quality)
         decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())), dtype=np.float32) / 255.0
         out = torch.as_tensor(decoded.reshape(pixels.shape)).permute(2, 0, 1).to(t.device)
-        return _output_like(out, img)
+        return output_like(out, img)
 
 
 class RandJPEGd(RandomizableTransform, MapTransform):

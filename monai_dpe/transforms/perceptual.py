@@ -1,23 +1,22 @@
-"""RandPerceptualDegradation: the paper's degradation model and a radiology family, as one transform."""
+"""The paper's degradation model and a radiology family as one transform, array and dictionary.
+
+:class:`SeededPerceptualDegradationd` draws it from the item's id, so validation and evaluation
+degrade every image the same way on every run.
+"""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import zlib
+from collections.abc import Hashable, Mapping, Sequence
 
 import torch
-from monai.config import NdarrayOrTensor
-from monai.transforms import RandAdjustContrast, RandBiasField, RandomizableTransform
-from monai.utils import TransformBackends
+from monai.config import KeysCollection, NdarrayOrTensor
+from monai.transforms import MapTransform, RandAdjustContrast, RandBiasField, RandomizableTransform
+from monai.utils import TransformBackends, ensure_tuple_rep
 
-from monai_dpe.transforms.array import (
-    RandAcquisitionNoise,
-    RandLowBrightness,
-    RandLowContrast,
-    _float_tensor,
-    _output_like,
-    as_range,
-)
+from monai_dpe.transforms.degradation import RandAcquisitionNoise, RandLowBrightness, RandLowContrast
+from monai_dpe.transforms.utils import as_range, float_tensor, output_like
 
-__all__ = ["RandPerceptualDegradation", "PRESETS"]
+__all__ = ["PRESETS", "RandPerceptualDegradation", "RandPerceptualDegradationd", "SeededPerceptualDegradationd"]
 
 PRESETS = ("paper", "radiology", "mixed")
 
@@ -122,7 +121,7 @@ class RandPerceptualDegradation(RandomizableTransform):
         if randomize:
             self.randomize(preset=preset)
             self._draw_children(img)
-        t = _float_tensor(img)
+        t = float_tensor(img)
         params: dict = {"family": self.family}
         if self.family == "paper":
             t = self.paper_noise(self.contrast(self.brightness(t, False), False), False)
@@ -136,7 +135,7 @@ class RandPerceptualDegradation(RandomizableTransform):
         self.last_params = params
         if self.clip:
             t = torch.clamp(t, 0.0, 1.0)
-        return _output_like(t, img)
+        return output_like(t, img)
 
     def _draw_children(self, img: NdarrayOrTensor) -> None:
         """Draw the chosen family's parameters and noise now, so dictionary keys can share them."""
@@ -148,3 +147,113 @@ class RandPerceptualDegradation(RandomizableTransform):
             self.gamma.randomize()
             self.bias.randomize(img_size=tuple(img.shape[1:]))
             self.radiology_noise.randomize(img)
+
+
+class RandPerceptualDegradationd(RandomizableTransform, MapTransform):
+    """Degrade ``image`` in place and keep the clean copy under ``target`` (a supervised pair).
+
+    Args:
+        keys: keys of the clean images to degrade (default ``"image"``).
+        target_keys: where to keep each clean copy (default ``"target"``); ``None`` keeps none.
+        allow_missing_keys: skip absent keys.
+        params_key: also store the draw's parameters in the item under this key (for reports).
+        bits_key: item key of the source's storage depth (:class:`RecordStorageBitsd`); with
+            ``display_preset``, an 8-bit source draws from that preset instead.
+        display_preset: preset for display (8-bit) sources, e.g. ``"paper"``: a photo or slide
+            keeps its full range under gamma, bias and scanner noise, so those pairs look like
+            clean images to the network and teach it to alter good ones.
+        kwargs: :class:`RandPerceptualDegradation` arguments (``preset``, ranges, ``clean_prob``, ...).
+
+    The draw's parameters are in ``last_params`` and, when ``params_key`` is set, stored in the
+    dictionary too (for per-preset reports).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        target_keys: KeysCollection | None = "target",
+        allow_missing_keys: bool = False,
+        params_key: str | None = None,
+        bits_key: str | None = None,
+        display_preset: str | None = None,
+        **kwargs,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, 1.0)
+        if display_preset is not None and (bits_key is None or display_preset not in PRESETS):
+            raise ValueError(f"display_preset needs bits_key and one of {PRESETS}, got {display_preset!r}.")
+        self.target_keys = None if target_keys is None else ensure_tuple_rep(target_keys, len(self.keys))
+        self.params_key, self.bits_key, self.display_preset = params_key, bits_key, display_preset
+        self.degrade = RandPerceptualDegradation(**kwargs)
+
+    @property
+    def last_params(self) -> dict:
+        return self.degrade.last_params
+
+    def set_random_state(self, seed=None, state=None):
+        super().set_random_state(seed, state)
+        self.degrade.set_random_state(state=self.R)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        targets = self.target_keys or (None,) * len(self.keys)
+        display = self.display_preset is not None and int(d[self.bits_key]) == 8
+        preset = self.display_preset if display else None
+        first = True
+        for key, target_key in self.key_iterator(d, targets):
+            if target_key is not None:
+                d[target_key] = d[key].clone() if isinstance(d[key], torch.Tensor) else d[key].copy()
+            d[key] = self.degrade(d[key], randomize=first, preset=preset)  # later keys reuse the first draw
+            first = False
+        if self.params_key is not None:
+            d[self.params_key] = dict(self.degrade.last_params)
+        return d
+
+
+class SeededPerceptualDegradationd(MapTransform):
+    """Deterministic degradation for validation: the draw depends only on the seed and the item's id.
+
+    Not a ``Randomizable`` (so ``CacheDataset`` caches its result): each item is degraded with a
+    random state seeded from ``seed`` and a CRC of ``data[id_key]`` plus its preset, so a
+    validation set is the same on every run and machine.
+
+    Args:
+        keys: image keys to degrade; the clean copy goes to ``target_keys``.
+        seed: base seed.
+        id_key: key whose value identifies the item (e.g. the file name).
+        preset_key: key holding the preset name for this item; missing -> ``default_preset``.
+        params_key: where to store the draw's parameters.
+        kwargs: other :class:`RandPerceptualDegradation` arguments.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        target_keys: KeysCollection | None = "target",
+        seed: int = 0,
+        id_key: str = "image_id",
+        preset_key: str = "preset",
+        default_preset: str = "paper",
+        params_key: str | None = "degradation",
+        allow_missing_keys: bool = False,
+        **kwargs,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.target_keys, self.seed, self.id_key = target_keys, int(seed), id_key
+        self.preset_key, self.default_preset, self.params_key = preset_key, default_preset, params_key
+        self.kwargs = kwargs
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        preset = str(data.get(self.preset_key, self.default_preset))
+        item_seed = (self.seed + zlib.crc32(f"{data.get(self.id_key, '')}|{preset}".encode())) % (2**32)
+        inner = RandPerceptualDegradationd(
+            keys=self.keys,
+            target_keys=self.target_keys,
+            allow_missing_keys=self.allow_missing_keys,
+            params_key=self.params_key,
+            preset=preset,
+            **self.kwargs,
+        )
+        inner.set_random_state(item_seed)
+        return inner(data)

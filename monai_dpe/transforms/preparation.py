@@ -17,6 +17,7 @@ from monai.transforms import MapTransform, RandomizableTransform, Transform
 from monai.utils import convert_to_tensor
 
 from monai_dpe.transforms.intensity_policy import robust_range
+from monai_dpe.transforms.wrappers import ArrayMapd
 
 __all__ = [
     "UnitRange",
@@ -112,6 +113,7 @@ class RandSliced(RandomizableTransform, MapTransform):
         self.axes = tuple(axes)
         self.min_size = int(min_size)
         self.unit_range = UnitRange(lower, upper) if restretch else None
+        self.last_params: dict = {}
 
     def _usable_axes(self, spatial: Sequence[int]) -> list[int]:
         def side(axis: int) -> int:
@@ -123,11 +125,13 @@ class RandSliced(RandomizableTransform, MapTransform):
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
         keys = [k for k in self.key_iterator(d) if len(d[k].shape) == 4]
+        self.last_params = {}
         if not keys:
             return d
         axes = self._usable_axes(d[keys[0]].shape[1:])
         axis = axes[int(self.R.randint(len(axes)))]
         index = int(self.R.randint(d[keys[0]].shape[1 + axis]))
+        self.last_params = {"slice_axis": axis, "slice_index": index}
         for key in keys:
             d[key] = _slice(convert_to_tensor(d[key], track_meta=get_track_meta()), axis, index)
             if self.unit_range is not None:
@@ -162,37 +166,22 @@ class GreyToRGB(Transform):
         return img.repeat(3, *([1] * (img.dim() - 1)))
 
 
-class _Mapd(MapTransform):
-    """Apply an array transform to each key."""
-
-    transform: Transform
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.transform(d[key])
-        return d
-
-
-class UnitRanged(_Mapd):
+class UnitRanged(ArrayMapd):
     """Dictionary :class:`UnitRange`."""
 
     def __init__(self, keys: KeysCollection, lower: float = 0.5, upper: float = 99.5, allow_missing_keys: bool = False):
-        super().__init__(keys, allow_missing_keys)
-        self.transform = UnitRange(lower, upper)
+        super().__init__(keys, UnitRange(lower, upper), allow_missing_keys)
 
 
-class LimitSized(_Mapd):
+class LimitSized(ArrayMapd):
     """Dictionary :class:`LimitSize`."""
 
     def __init__(self, keys: KeysCollection, max_size: int = 512, allow_missing_keys: bool = False):
-        super().__init__(keys, allow_missing_keys)
-        self.transform = LimitSize(max_size)
+        super().__init__(keys, LimitSize(max_size), allow_missing_keys)
 
 
-class GreyToRGBd(_Mapd):
+class GreyToRGBd(ArrayMapd):
     """Dictionary :class:`GreyToRGB`."""
 
     def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False):
-        super().__init__(keys, allow_missing_keys)
-        self.transform = GreyToRGB()
+        super().__init__(keys, GreyToRGB(), allow_missing_keys)

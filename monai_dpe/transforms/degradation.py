@@ -1,9 +1,10 @@
-"""Perceptual degradations as MONAI array transforms: low brightness, low contrast, acquisition noise.
+"""The paper's elementary degradations, array and dictionary: low brightness, low contrast, acquisition noise.
 
-Each is a ``RandomizableTransform``: ``randomize`` draws every parameter from ``self.R`` (so
-``set_random_state(seed)`` reproduces a draw), ``__call__`` applies them, the drawn values are
-kept in ``last_params``, and the output has the input's type (numpy, torch or MetaTensor).
-Inputs are channel-first images in [0, 1].
+Each array transform is a ``RandomizableTransform``: ``randomize`` draws every parameter from
+``self.R`` (so ``set_random_state(seed)`` reproduces a draw), ``__call__`` applies them, the
+drawn values are kept in ``last_params``, and the output has the input's type (numpy, torch or
+MetaTensor). Inputs are channel-first images in [0, 1]. The dictionary twins apply one draw to
+every key (an image and its mask, or several contrasts of one subject, are degraded alike).
 """
 from __future__ import annotations
 
@@ -11,42 +12,27 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from monai.config import NdarrayOrTensor
-from monai.data.meta_obj import get_track_meta
+from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import RandGaussianNoise, RandomizableTransform, RandRicianNoise
-from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
+from monai.utils import TransformBackends
 
-__all__ = ["RandLowBrightness", "RandLowContrast", "RandAcquisitionNoise", "as_range", "NOISE_TYPES"]
+from monai_dpe.transforms.utils import as_range, float_tensor, output_like
+from monai_dpe.transforms.wrappers import RandArrayMapd
+
+__all__ = [
+    "NOISE_TYPES",
+    "RandLowBrightness",
+    "RandLowContrast",
+    "RandAcquisitionNoise",
+    "RandLowBrightnessd",
+    "RandLowContrastd",
+    "RandAcquisitionNoised",
+]
 
 NOISE_TYPES = ("gaussian", "uniform", "poisson", "rician")
 _MAX_POISSON_MEAN = 1e12  # photon counts above this are drawn from the normal limit of the Poisson law
 # ITU-R BT.601 luma weights: the grey a colour image is blended towards
 _LUMA = (0.299, 0.587, 0.114)
-
-
-def as_range(value: float | Sequence[float], name: str) -> tuple[float, float]:
-    """A (low, high) range from a pair, or a fixed value from a single number (TorchIO's convention)."""
-    if isinstance(value, (int, float)):
-        return float(value), float(value)
-    low, high = (float(v) for v in value)
-    if low > high:
-        raise ValueError(f"{name} range must be (low, high) with low <= high, got {(low, high)}.")
-    return low, high
-
-
-def _float_tensor(img: NdarrayOrTensor) -> torch.Tensor:
-    """The image as a floating tensor (MetaTensor when tracking), integer inputs promoted to float32."""
-    t = convert_to_tensor(img, track_meta=get_track_meta())
-    return t if t.is_floating_point() else t.float()
-
-
-def _output_like(out: torch.Tensor, img: NdarrayOrTensor) -> NdarrayOrTensor:
-    """Return ``out`` in the input's container type, floating dtype kept (integers become float32)."""
-    dtype = img.dtype if (isinstance(img, torch.Tensor) and img.is_floating_point()) else None
-    if isinstance(img, np.ndarray):
-        dtype = img.dtype if np.issubdtype(img.dtype, np.floating) else np.float32
-    result, *_ = convert_to_dst_type(out, img, dtype=dtype)
-    return result
 
 
 class RandLowBrightness(RandomizableTransform):
@@ -78,7 +64,7 @@ class RandLowBrightness(RandomizableTransform):
             self.randomize()
         if not self._do_transform:
             return img
-        return _output_like(_float_tensor(img) * self.last_params["brightness"], img)
+        return output_like(float_tensor(img) * self.last_params["brightness"], img)
 
 
 class RandLowContrast(RandomizableTransform):
@@ -108,14 +94,14 @@ class RandLowContrast(RandomizableTransform):
             self.randomize()
         if not self._do_transform:
             return img
-        t = _float_tensor(img)
+        t = float_tensor(img)
         if t.shape[0] == 3:
             weights = torch.tensor(_LUMA, dtype=t.dtype, device=t.device).view(3, *([1] * (t.dim() - 1)))
             mean = (t * weights).sum(0).mean()
         else:
             mean = t.mean()
         f = self.last_params["contrast"]
-        return _output_like(mean + f * (t - mean), img)
+        return output_like(mean + f * (t - mean), img)
 
 
 class RandAcquisitionNoise(RandomizableTransform):
@@ -169,7 +155,7 @@ class RandAcquisitionNoise(RandomizableTransform):
         kind = self.noise_types[int(self.R.randint(len(self.noise_types)))]
         std = float(self.R.uniform(*self.std))
         self.last_params = {"noise": kind, "noise_std": std}
-        t = _float_tensor(img)
+        t = float_tensor(img)
         if kind == "uniform":
             self.noise = torch.as_tensor(self.R.uniform(0.0, std, size=t.shape), dtype=t.dtype)
         elif kind == "poisson":
@@ -205,7 +191,35 @@ class RandAcquisitionNoise(RandomizableTransform):
             return img
         if self.noise is None:
             raise RuntimeError("call randomize(img) before applying with randomize=False.")
-        t = _float_tensor(img)
+        t = float_tensor(img)
         if tuple(self.noise.shape) != tuple(t.shape):
             raise ValueError(f"drawn noise has shape {tuple(self.noise.shape)}, image has {tuple(t.shape)}.")
-        return _output_like(t + self.noise.to(device=t.device, dtype=t.dtype), img)
+        return output_like(t + self.noise.to(device=t.device, dtype=t.dtype), img)
+
+
+class RandLowBrightnessd(RandArrayMapd):
+    """Dictionary :class:`RandLowBrightness`: one factor for every key."""
+
+    def __init__(self, keys: KeysCollection, prob: float = 1.0, factor=(0.1, 0.8), allow_missing_keys: bool = False):
+        super().__init__(keys, RandLowBrightness(1.0, factor), prob, allow_missing_keys)
+
+
+class RandLowContrastd(RandArrayMapd):
+    """Dictionary :class:`RandLowContrast`: one factor for every key."""
+
+    def __init__(self, keys: KeysCollection, prob: float = 1.0, factor=(0.1, 0.8), allow_missing_keys: bool = False):
+        super().__init__(keys, RandLowContrast(1.0, factor), prob, allow_missing_keys)
+
+
+class RandAcquisitionNoised(RandArrayMapd):
+    """Dictionary :class:`RandAcquisitionNoise`: one noise field for every key (keys must share a shape)."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        prob: float = 1.0,
+        noise_types=("gaussian", "poisson", "rician"),
+        std=(0.0, 0.05),
+        allow_missing_keys: bool = False,
+    ):
+        super().__init__(keys, RandAcquisitionNoise(1.0, noise_types, std), prob, allow_missing_keys)

@@ -35,7 +35,23 @@ _MAX_POISSON_MEAN = 1e12  # photon counts above this are drawn from the normal l
 _LUMA = (0.299, 0.587, 0.114)
 
 
-class RandLowBrightness(RandomizableTransform):
+class _RandFactor(RandomizableTransform):
+    """A degradation by one factor drawn from a range, reported in ``last_params[name]``."""
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+    name = "factor"
+
+    def __init__(self, prob: float = 1.0, factor: float | Sequence[float] = (0.1, 0.8)) -> None:
+        RandomizableTransform.__init__(self, prob)
+        self.factor = as_range(factor, "factor")
+        self.last_params: dict = {}
+
+    def randomize(self, data=None) -> None:
+        super().randomize(None)
+        self.last_params = {self.name: float(self.R.uniform(*self.factor))} if self._do_transform else {}
+
+
+class RandLowBrightness(_RandFactor):
     """Darken an image by a random factor: ``img * f``, f ~ U(factor) (paper: U(0.1, 0.8)).
 
     Args:
@@ -48,26 +64,17 @@ class RandLowBrightness(RandomizableTransform):
         dark = t(image)  # t.last_params["brightness"] holds the factor drawn
     """
 
-    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
-
-    def __init__(self, prob: float = 1.0, factor: float | Sequence[float] = (0.1, 0.8)) -> None:
-        RandomizableTransform.__init__(self, prob)
-        self.factor = as_range(factor, "factor")
-        self.last_params: dict = {}
-
-    def randomize(self, data=None) -> None:
-        super().randomize(None)
-        self.last_params = {"brightness": float(self.R.uniform(*self.factor))} if self._do_transform else {}
+    name = "brightness"
 
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
         if randomize:
             self.randomize()
         if not self._do_transform:
             return img
-        return output_like(float_tensor(img) * self.last_params["brightness"], img)
+        return output_like(float_tensor(img) * self.last_params[self.name], img)
 
 
-class RandLowContrast(RandomizableTransform):
+class RandLowContrast(_RandFactor):
     """Reduce contrast by blending with the image's mean grey: ``mean + f * (img - mean)``.
 
     The mean grey is the image's mean luma (BT.601 weights) for 3-channel images and its mean
@@ -78,16 +85,7 @@ class RandLowContrast(RandomizableTransform):
         factor: (low, high) range of the blend factor (paper: U(0.1, 0.8)), or a fixed factor.
     """
 
-    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
-
-    def __init__(self, prob: float = 1.0, factor: float | Sequence[float] = (0.1, 0.8)) -> None:
-        RandomizableTransform.__init__(self, prob)
-        self.factor = as_range(factor, "factor")
-        self.last_params: dict = {}
-
-    def randomize(self, data=None) -> None:
-        super().randomize(None)
-        self.last_params = {"contrast": float(self.R.uniform(*self.factor))} if self._do_transform else {}
+    name = "contrast"
 
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
         if randomize:
@@ -100,7 +98,7 @@ class RandLowContrast(RandomizableTransform):
             mean = (t * weights).sum(0).mean()
         else:
             mean = t.mean()
-        f = self.last_params["contrast"]
+        f = self.last_params[self.name]
         return output_like(mean + f * (t - mean), img)
 
 

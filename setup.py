@@ -54,7 +54,7 @@ setup(
         "tifffile",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "hypothesis", "parameterized"],
+        "test": ["pytest", "pytest-timeout", "hypothesis"],
         "onnx": ["onnx", "onnxruntime"],
         "data": ["pydicom-data", "nilearn>=0.10,<1", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg"],  # nilearn: MNI152 template; pylibjpeg: JPEG and JPEG 2000 DICOM test images
         "baselines": ["bm3d>=4,<5"],  # BM3D + CLAHE, the strongest classical baseline in evaluate.json

@@ -1,9 +1,11 @@
-"""The evaluation report's structure margin: the model's structure PSNR against the untouched input's."""
+"""The evaluation report (monai_dpe.engines.evaluation): means and margins per preset and modality, the
+structure margin (the model's structure PSNR against the untouched input's), and baselines reused."""
 from __future__ import annotations
 
 import pytest
+import torch
 
-from monai_dpe.engines.evaluation import summarise
+from monai_dpe.engines.evaluation import EnhancementReport, summarise
 
 
 def _record(name: str, model: float, untouched: float) -> dict:
@@ -30,10 +32,7 @@ def test_baselines_are_reused_from_an_earlier_report_of_the_same_split(tmp_path,
     import json
     from types import SimpleNamespace
 
-    import torch
-
     from monai_dpe.engines import evaluation
-    from monai_dpe.engines.evaluation import EnhancementReport
 
     target = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
     batch = {"image": target * 0.5, "image_id": ["ct_a"], "source": ["ct_a"], "modality": ["ct"], "preset": ["paper"],
@@ -52,3 +51,52 @@ def test_baselines_are_reused_from_an_earlier_report_of_the_same_split(tmp_path,
         EnhancementReport(tmp_path / "third.json", baselines=["clahe"], info={"seed": 1},
                           reuse_baselines=tmp_path / "first.json")
     assert json.loads((tmp_path / "first.json").read_text())["images"][0]["name"] == "ct_a"
+
+
+def test_report_means_and_margin():
+    def rec(preset, modality, psnr, rgb=False, base=None):
+        out = {"source": modality, "modality": modality, "preset": preset, "channels": 3 if rgb else 1, "rgb": rgb,
+               "psnr": psnr, "ssim": 0.5, "delta_e": 2.0 if rgb else 9.0}
+        if base is not None:
+            out["baselines"] = {"clahe": {"psnr": base, "ssim": 0.4, "delta_e": 5.0},
+                                "stretch": {"psnr": 40.0, "ssim": 0.9, "delta_e": 1.0}}
+        return out
+
+    records = [rec("paper", "ct", 30.0, base=20.0), rec("paper", "fundus", 34.0, rgb=True, base=26.0),
+               rec("radiology", "ct", 28.0, base=27.0), rec("clean", "ct", 40.0)]
+    summary = summarise(records)
+    assert summary["per_preset"]["paper"]["model"]["psnr"] == pytest.approx(32.0)
+    assert summary["per_preset"]["paper"]["margin_db"] == pytest.approx(32.0 - 23.0)  # stretch is not classical
+    assert summary["per_preset"]["paper"]["model"]["delta_e_rgb"] == pytest.approx(2.0)
+    assert summary["overall"]["model"]["count"] == 3, "overall averages the degraded presets only"
+    assert summary["per_modality"]["ct"]["model"]["psnr"] == pytest.approx(29.0)
+    assert summary["per_preset"]["clean"]["model"]["psnr"] == pytest.approx(40.0)
+    assert "margin_db" not in summary["per_preset"]["clean"]
+    with pytest.raises(ValueError):
+        EnhancementReport("x.json", baselines=["gamma_magic"])
+
+
+def test_report_says_how_many_images_its_psnr_mean_covers(tmp_path, caplog):
+    """An output identical to its target has infinite PSNR: left out of that mean, and said so."""
+    report = EnhancementReport(tmp_path / "m.json", baselines=[])
+    target = torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(0))
+    exact, poor = report._scores(target, target), report._scores(target * 0.5, target)
+    assert exact["psnr"] is None and poor["psnr"] is not None
+    report.records = [{"source": s, "modality": "mr", "preset": "clean", "channels": 3, "rgb": True, **sc}
+                      for s, sc in (("a", exact), ("b", poor))]
+    with caplog.at_level("INFO", logger="monai_dpe.engines.evaluation"):
+        written = report.write()
+    means = written["per_preset"]["clean"]["model"]
+    assert (means["count"], means["psnr_count"]) == (2, 1) and means["psnr"] == pytest.approx(poor["psnr"])
+    assert any("1 identical to their targets, infinite PSNR, left out of its mean" in m for m in caplog.messages)
+
+
+def test_report_scores_the_signed_brightness_error(tmp_path):
+    """mean_error says which way an image is off: a uniformly darker prediction gives minus the offset."""
+    report = EnhancementReport(tmp_path / "m.json", baselines=[])
+    target = torch.rand(3, 32, 32) * 0.5 + 0.25
+    scores = report._scores(target - 0.1, target)
+    assert scores["mean_error"] == pytest.approx(-0.1, abs=1e-6)
+    records = [{"preset": "paper", "modality": "ct", "rgb": False, "psnr": 20.0, "ssim": 0.5, "delta_e": 1.0,
+                "mean_error": e} for e in (-0.1, 0.3)]
+    assert summarise(records)["per_preset"]["paper"]["model"]["mean_error"] == pytest.approx(0.1)

@@ -5,7 +5,6 @@ import pytest
 import torch
 import torch.nn as nn
 from monai.data import MetaTensor
-from parameterized import parameterized
 
 from monai_dpe.inferers import SliceWiseInferer
 from monai_dpe.networks import DPENet
@@ -44,10 +43,12 @@ def by_hand(volume: torch.Tensor, net: nn.Module, spatial_dim: int) -> torch.Ten
     return torch.stack(outputs, dim=0)
 
 
-@parameterized.expand(
-    [(f"dim{d}_sw{sw}", d, sw) for d in (0, 1, 2) for sw in (1, 3, 8)] + [("dim_minus1_sw4", -1, 4)]
+@pytest.mark.parametrize(
+    "spatial_dim, sw_batch_size",
+    [pytest.param(d, sw, id=f"dim{d}_sw{sw}") for d in (0, 1, 2) for sw in (1, 3, 8)]
+    + [pytest.param(-1, 4, id="dim_minus1_sw4")],
 )
-def test_volume_output_equals_slice_by_slice(_, spatial_dim, sw_batch_size):
+def test_volume_output_equals_slice_by_slice(spatial_dim, sw_batch_size):
     net = CountingNet(slice_net())
     volume = torch.rand(2, 3, 7, 10, 12)
     with torch.no_grad():
@@ -87,8 +88,15 @@ def hand_25d(item: torch.Tensor, index: int, axis: int, context: int) -> torch.T
     return torch.cat(neighbours, dim=0)[None]
 
 
-@parameterized.expand([("grey_dim2", 1, 2), ("rgb_dim0", 3, 0), ("rgb_dim1", 3, 1)])
-def test_context_feeds_neighbours_as_channels(_, channels, spatial_dim):
+@pytest.mark.parametrize(
+    "channels, spatial_dim",
+    [
+        pytest.param(1, 2, id="grey_dim2"),
+        pytest.param(3, 0, id="rgb_dim0"),
+        pytest.param(3, 1, id="rgb_dim1"),
+    ],
+)
+def test_context_feeds_neighbours_as_channels(channels, spatial_dim):
     net = CountingNet(slice_net(in_channels=3 * channels, out_channels=channels))
     volume = torch.rand(1, channels, 6, 8, 10)
     inferer = SliceWiseInferer(spatial_dim=spatial_dim, sw_batch_size=4, context=1)
@@ -130,9 +138,16 @@ def test_meta_tensor_metadata_kept(ndim):
     torch.testing.assert_close(out.as_tensor(), expected)
 
 
-@parameterized.expand([("spatial_dim_3", {"spatial_dim": 3}), ("spatial_dim_minus2", {"spatial_dim": -2}),
-                       ("sw_batch_0", {"sw_batch_size": 0}), ("negative_context", {"context": -1})])
-def test_invalid_arguments_raise(_, kwargs):
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"spatial_dim": 3}, id="spatial_dim_3"),
+        pytest.param({"spatial_dim": -2}, id="spatial_dim_minus2"),
+        pytest.param({"sw_batch_size": 0}, id="sw_batch_0"),
+        pytest.param({"context": -1}, id="negative_context"),
+    ],
+)
+def test_invalid_arguments_raise(kwargs):
     with pytest.raises(ValueError):
         SliceWiseInferer(**kwargs)
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn as nn
 from monai.networks.nets import PatchDiscriminator
-from parameterized import parameterized
 from skimage.color import deltaE_ciede2000, rgb2lab
 
 from monai_dpe.losses import (
@@ -48,15 +47,16 @@ def feature_distance(extractor: nn.Module, pred: torch.Tensor, target: torch.Ten
 
 # ---------------------------------------------------------------- GradientDifferenceLoss
 
-@parameterized.expand(
+@pytest.mark.parametrize(
+    "shape",
     [
-        ("2d_rgb", (2, 3, 17, 23)),
-        ("2d_grey", (3, 1, 16, 16)),
-        ("3d_grey", (2, 1, 6, 9, 11)),
-        ("3d_rgb", (1, 3, 5, 7, 8)),
-    ]
+        pytest.param((2, 3, 17, 23), id="2d_rgb"),
+        pytest.param((3, 1, 16, 16), id="2d_grey"),
+        pytest.param((2, 1, 6, 9, 11), id="3d_grey"),
+        pytest.param((1, 3, 5, 7, 8), id="3d_rgb"),
+    ],
 )
-def test_gdl_matches_numpy_reference(_, shape):
+def test_gdl_matches_numpy_reference(shape):
     rng = np.random.default_rng(1)
     pred, target = rng.random(shape), rng.random(shape)
     expected = gdl_reference(pred, target)
@@ -66,8 +66,8 @@ def test_gdl_matches_numpy_reference(_, shape):
     np.testing.assert_allclose(GradientDifferenceLoss(reduction="sum")(pt, tt).item(), expected.sum(), rtol=1e-10)
 
 
-@parameterized.expand([("2d", (2, 3, 16, 16)), ("3d", (2, 1, 8, 8, 8))])
-def test_gdl_zero_for_identical_and_constant_offset(_, shape):
+@pytest.mark.parametrize("shape", [pytest.param((2, 3, 16, 16), id="2d"), pytest.param((2, 1, 8, 8, 8), id="3d")])
+def test_gdl_zero_for_identical_and_constant_offset(shape):
     x = torch.rand(shape)
     loss = GradientDifferenceLoss()
     assert loss(x, x.clone()).item() == 0.0
@@ -75,20 +75,21 @@ def test_gdl_zero_for_identical_and_constant_offset(_, shape):
     assert loss(x * 2.0, x).item() > 0.01  # a contrast change is not an offset
 
 
-@parameterized.expand([("2d", (4, 3, 16, 16)), ("3d", (3, 1, 8, 8, 8))])
-def test_gdl_reduction_none_gives_one_value_per_sample(_, shape):
+@pytest.mark.parametrize("shape", [pytest.param((4, 3, 16, 16), id="2d"), pytest.param((3, 1, 8, 8, 8), id="3d")])
+def test_gdl_reduction_none_gives_one_value_per_sample(shape):
     value = GradientDifferenceLoss(reduction="none")(torch.rand(shape), torch.rand(shape))
     assert value.shape == (shape[0],)
 
 
-@parameterized.expand(
+@pytest.mark.parametrize(
+    "make_loss",
     [
-        ("gdl", lambda: GradientDifferenceLoss()),
-        ("delta_e", lambda: DeltaELoss()),
-        ("dpe", lambda: DPELoss(feature_weight=0, adversarial_weight=0)),
-    ]
+        pytest.param(lambda: GradientDifferenceLoss(), id="gdl"),
+        pytest.param(lambda: DeltaELoss(), id="delta_e"),
+        pytest.param(lambda: DPELoss(feature_weight=0, adversarial_weight=0), id="dpe"),
+    ],
 )
-def test_shape_mismatch_raises_value_error(_, make_loss):
+def test_shape_mismatch_raises_value_error(make_loss):
     with pytest.raises(ValueError, match="shape"):
         make_loss()(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 18))
 
@@ -199,16 +200,17 @@ def test_delta_e_loss_small_difference_matches_skimage():
     np.testing.assert_allclose(DeltaELoss(reduction="none")(pred, target).numpy(), skimage_delta_e(pred, target), atol=1e-3)
 
 
-@parameterized.expand(
+@pytest.mark.parametrize(
+    "channels, grey_rgb, identical",
     [
-        ("rgb_identical", 3, False, True),
-        ("grey_1_channel", 1, False, False),
-        ("grey_1_channel_identical", 1, False, True),
-        ("grey_rgb", 3, True, False),
-        ("grey_rgb_identical", 3, True, True),
-    ]
+        pytest.param(3, False, True, id="rgb_identical"),
+        pytest.param(1, False, False, id="grey_1_channel"),
+        pytest.param(1, False, True, id="grey_1_channel_identical"),
+        pytest.param(3, True, False, id="grey_rgb"),
+        pytest.param(3, True, True, id="grey_rgb_identical"),
+    ],
 )
-def test_delta_e_loss_gradients_finite(_, channels, grey_rgb, identical):
+def test_delta_e_loss_gradients_finite(channels, grey_rgb, identical):
     def image() -> torch.Tensor:
         x = torch.rand(2, channels, 12, 12)
         return x[:, :1].expand(-1, 3, -1, -1).contiguous() if grey_rgb else x  # zero chroma everywhere
@@ -248,15 +250,20 @@ def test_dpe_loss_default_weights_total(vgg_random):
     torch.testing.assert_close(total, l1 + feature + 1e-3 * adversarial, rtol=1e-5, atol=1e-7)
 
 
-@parameterized.expand(
+@pytest.mark.parametrize(
+    "kwargs, expected_terms",
     [
-        ("paper", {"feature_network": "vgg19_random"}, {"l1", "feature", "adversarial"}),
-        ("no_adversarial", {"feature_network": "vgg19_random", "adversarial_weight": 0}, {"l1", "feature"}),
-        ("l1_only", {"feature_weight": 0, "adversarial_weight": 0}, {"l1"}),
-        ("ssim_delta_e", {"feature_weight": 0, "ssim_weight": 0.5, "delta_e_weight": 0.1}, {"l1", "adversarial", "ssim", "delta_e"}),
-    ]
+        pytest.param({"feature_network": "vgg19_random"}, {"l1", "feature", "adversarial"}, id="paper"),
+        pytest.param({"feature_network": "vgg19_random", "adversarial_weight": 0}, {"l1", "feature"}, id="no_adversarial"),
+        pytest.param({"feature_weight": 0, "adversarial_weight": 0}, {"l1"}, id="l1_only"),
+        pytest.param(
+            {"feature_weight": 0, "ssim_weight": 0.5, "delta_e_weight": 0.1},
+            {"l1", "adversarial", "ssim", "delta_e"},
+            id="ssim_delta_e",
+        ),
+    ],
 )
-def test_dpe_loss_terms_are_exactly_the_active_ones(_, kwargs, expected_terms):
+def test_dpe_loss_terms_are_exactly_the_active_ones(kwargs, expected_terms):
     loss = DPELoss(**kwargs)
     pred, target = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
     with torch.no_grad():

@@ -8,7 +8,6 @@ from ignite.engine import Engine
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator
 from monai.handlers import from_engine
-from parameterized import parameterized
 from skimage import data as skdata
 from skimage.color import deltaE_ciede2000, gray2rgb, rgb2lab
 from skimage.transform import downscale_local_mean
@@ -38,8 +37,14 @@ def astronaut_pair() -> tuple[np.ndarray, np.ndarray]:
     return as_batch(degraded), as_batch(clean)
 
 
-@parameterized.expand([("rgb_random", (3, 3, 20, 24)), ("rgb_single", (1, 3, 32, 32))])
-def test_delta_e_metric_matches_skimage_on_random_rgb(_, shape):
+@pytest.mark.parametrize(
+    "shape",
+    [
+        pytest.param((3, 3, 20, 24), id="rgb_random"),
+        pytest.param((1, 3, 32, 32), id="rgb_single"),
+    ],
+)
+def test_delta_e_metric_matches_skimage_on_random_rgb(shape):
     pred, target = torch.rand(shape), torch.rand(shape)
     values = DeltaEMetric()(y_pred=pred, y=target)
     assert values.shape == (shape[0], 1)
@@ -83,8 +88,8 @@ def test_delta_e_metric_data_range_255():
     np.testing.assert_allclose(byte[:, 0].numpy(), skimage_per_image(pred.numpy(), target.numpy()), atol=1e-3)
 
 
-@parameterized.expand([("mean", "mean"), ("sum", "sum"), ("none", "none")])
-def test_delta_e_metric_aggregate_with_reduction(_, reduction):
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_delta_e_metric_aggregate_with_reduction(reduction):
     metric = DeltaEMetric(reduction=reduction)
     batches = [(torch.rand(2, 3, 12, 12), torch.rand(2, 3, 12, 12)) for _ in range(3)]
     for pred, target in batches:

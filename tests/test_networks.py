@@ -6,7 +6,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from parameterized import parameterized
 
 from monai_dpe.networks import DPEDiscriminator, DPENet, GatedConv, ResidualBlock
 
@@ -23,16 +22,17 @@ def test_default_parameter_count_matches_reference():
     assert sum(p.numel() for p in net.parameters()) == 4_486_987
 
 
-@parameterized.expand(
+@pytest.mark.parametrize(
+    "spatial_dims, spatial",
     [
-        ("2d_odd", 2, (37, 50)),
-        ("2d_one_pixel", 2, (1, 1)),
-        ("2d_multiple", 2, (16, 32)),
-        ("3d_odd", 3, (5, 9, 17)),
-        ("3d_one_voxel", 3, (1, 1, 1)),
-    ]
+        pytest.param(2, (37, 50), id="2d_odd"),
+        pytest.param(2, (1, 1), id="2d_one_pixel"),
+        pytest.param(2, (16, 32), id="2d_multiple"),
+        pytest.param(3, (5, 9, 17), id="3d_odd"),
+        pytest.param(3, (1, 1, 1), id="3d_one_voxel"),
+    ],
 )
-def test_output_shape_equals_input_shape(_, spatial_dims, spatial):
+def test_output_shape_equals_input_shape(spatial_dims, spatial):
     net = tiny_net(spatial_dims=spatial_dims)
     with torch.no_grad():
         y = net(torch.rand(1, 3, *spatial))
@@ -52,8 +52,16 @@ def test_any_batch_size_and_items_independent(batch):
     torch.testing.assert_close(y[:1], first, atol=1e-5, rtol=1e-5)
 
 
-@parameterized.expand([("1_to_3", 2, 1, 3), ("3_to_1", 2, 3, 1), ("3d_1_to_3", 3, 1, 3), ("3d_3_to_1", 3, 3, 1)])
-def test_in_channels_differ_from_out_channels(_, spatial_dims, cin, cout):
+@pytest.mark.parametrize(
+    "spatial_dims, cin, cout",
+    [
+        pytest.param(2, 1, 3, id="1_to_3"),
+        pytest.param(2, 3, 1, id="3_to_1"),
+        pytest.param(3, 1, 3, id="3d_1_to_3"),
+        pytest.param(3, 3, 1, id="3d_3_to_1"),
+    ],
+)
+def test_in_channels_differ_from_out_channels(spatial_dims, cin, cout):
     net = tiny_net(spatial_dims=spatial_dims, in_channels=cin, out_channels=cout)
     spatial = (13, 22) if spatial_dims == 2 else (6, 7, 9)
     with torch.no_grad():
@@ -61,8 +69,14 @@ def test_in_channels_differ_from_out_channels(_, spatial_dims, cin, cout):
     assert y.shape == (2, cout, *spatial)
 
 
-@parameterized.expand([("depth_2", (8, 12)), ("depth_5", (4, 6, 8, 10, 12))])
-def test_channels_of_other_lengths(_, channels):
+@pytest.mark.parametrize(
+    "channels",
+    [
+        pytest.param((8, 12), id="depth_2"),
+        pytest.param((4, 6, 8, 10, 12), id="depth_5"),
+    ],
+)
+def test_channels_of_other_lengths(channels):
     net = DPENet(channels=channels).eval()
     assert net.multiple == 2 ** (len(channels) - 1)
     assert len(net.encoder) == len(channels) - 1 and len(net.decoder) == len(channels) - 1
@@ -71,8 +85,15 @@ def test_channels_of_other_lengths(_, channels):
     assert y.shape == (1, 3, 37, 50)
 
 
-@parameterized.expand([("unit", (0.0, 1.0)), ("byte", (0.0, 255.0)), ("hu", (-1000.0, 1000.0))])
-def test_tanh_output_stays_within_value_range(_, value_range):
+@pytest.mark.parametrize(
+    "value_range",
+    [
+        pytest.param((0.0, 1.0), id="unit"),
+        pytest.param((0.0, 255.0), id="byte"),
+        pytest.param((-1000.0, 1000.0), id="hu"),
+    ],
+)
+def test_tanh_output_stays_within_value_range(value_range):
     low, high = value_range
     net = tiny_net(value_range=value_range)
     with torch.no_grad():
@@ -85,29 +106,31 @@ def test_tanh_output_stays_within_value_range(_, value_range):
     assert (y - low).abs().min() < 1e-3 * (high - low) or (high - y).abs().min() < 1e-3 * (high - low)
 
 
-@parameterized.expand(
+@pytest.mark.parametrize(
+    "kwargs",
     [
-        ("spatial_dims_1", {"spatial_dims": 1}),
-        ("spatial_dims_4", {"spatial_dims": 4}),
-        ("one_width", {"channels": (8,)}),
-        ("residual_3_to_2", {"in_channels": 3, "out_channels": 2}),
-        ("empty_value_range", {"value_range": (1.0, 1.0)}),
-    ]
+        pytest.param({"spatial_dims": 1}, id="spatial_dims_1"),
+        pytest.param({"spatial_dims": 4}, id="spatial_dims_4"),
+        pytest.param({"channels": (8,)}, id="one_width"),
+        pytest.param({"in_channels": 3, "out_channels": 2}, id="residual_3_to_2"),
+        pytest.param({"value_range": (1.0, 1.0)}, id="empty_value_range"),
+    ],
 )
-def test_invalid_constructor_arguments_raise(_, kwargs):
+def test_invalid_constructor_arguments_raise(kwargs):
     kwargs.setdefault("channels", TINY)
     with pytest.raises(ValueError):
         DPENet(**kwargs)
 
 
-@parameterized.expand(
+@pytest.mark.parametrize(
+    "spatial_dims, shape",
     [
-        ("3d_input_to_2d_net", 2, (1, 3, 8, 8, 8)),
-        ("2d_input_to_3d_net", 3, (1, 3, 8, 8)),
-        ("wrong_channels", 2, (1, 1, 8, 8)),
-    ]
+        pytest.param(2, (1, 3, 8, 8, 8), id="3d_input_to_2d_net"),
+        pytest.param(3, (1, 3, 8, 8), id="2d_input_to_3d_net"),
+        pytest.param(2, (1, 1, 8, 8), id="wrong_channels"),
+    ],
 )
-def test_forward_rejects_wrong_input(_, spatial_dims, shape):
+def test_forward_rejects_wrong_input(spatial_dims, shape):
     net = tiny_net(spatial_dims=spatial_dims)
     with pytest.raises(ValueError):
         net(torch.rand(*shape))
@@ -119,8 +142,14 @@ def test_residual_3_to_2_allowed_without_global_residual():
         assert net(torch.rand(1, 3, 12, 12)).shape == (1, 2, 12, 12)
 
 
-@parameterized.expand([("2d", 2, (1, 3, 37, 50)), ("3d", 3, (1, 3, 5, 9, 17))])
-def test_torchscript_matches_eager(_, spatial_dims, shape):
+@pytest.mark.parametrize(
+    "spatial_dims, shape",
+    [
+        pytest.param(2, (1, 3, 37, 50), id="2d"),
+        pytest.param(3, (1, 3, 5, 9, 17), id="3d"),
+    ],
+)
+def test_torchscript_matches_eager(spatial_dims, shape):
     net = tiny_net(spatial_dims=spatial_dims)
     scripted = torch.jit.script(net)
     x = torch.rand(*shape)
@@ -132,15 +161,18 @@ def _tanh_identity(x: torch.Tensor) -> torch.Tensor:
     return (torch.tanh(2.0 * x - 1.0) + 1.0) / 2.0
 
 
-@parameterized.expand(
+@pytest.mark.parametrize(
+    "spatial_dims, cin, cout, expected_fn",
     [
-        ("2d_3_to_3", 2, 3, 3, lambda x: _tanh_identity(x)),
-        ("3d_3_to_3", 3, 3, 3, lambda x: _tanh_identity(x)),
-        ("2d_1_to_3", 2, 1, 3, lambda x: _tanh_identity(x).repeat(1, 3, 1, 1)),
-        ("2d_3_to_1", 2, 3, 1, lambda x: (torch.tanh((2.0 * x - 1.0).mean(1, keepdim=True)) + 1.0) / 2.0),
-    ]
+        pytest.param(2, 3, 3, lambda x: _tanh_identity(x), id="2d_3_to_3"),
+        pytest.param(3, 3, 3, lambda x: _tanh_identity(x), id="3d_3_to_3"),
+        pytest.param(2, 1, 3, lambda x: _tanh_identity(x).repeat(1, 3, 1, 1), id="2d_1_to_3"),
+        pytest.param(
+            2, 3, 1, lambda x: (torch.tanh((2.0 * x - 1.0).mean(1, keepdim=True)) + 1.0) / 2.0, id="2d_3_to_1"
+        ),
+    ],
 )
-def test_global_residual_only_path_when_conv_out_zeroed(_, spatial_dims, cin, cout, expected_fn):
+def test_global_residual_only_path_when_conv_out_zeroed(spatial_dims, cin, cout, expected_fn):
     net = tiny_net(spatial_dims=spatial_dims, in_channels=cin, out_channels=cout)
     with torch.no_grad():
         net.conv_out.weight.zero_()
@@ -162,8 +194,15 @@ def test_without_global_residual_zeroed_conv_out_gives_mid_grey():
 DISC_CHANNELS = (8, 8, 16, 16)
 
 
-@parameterized.expand([("2d", 2, (32, 32), 3), ("3d", 3, (16, 16, 16), 1), ("2d_grey_odd", 2, (33, 20), 1)])
-def test_discriminator_outputs_one_probability_per_image(_, spatial_dims, spatial, channels):
+@pytest.mark.parametrize(
+    "spatial_dims, spatial, channels",
+    [
+        pytest.param(2, (32, 32), 3, id="2d"),
+        pytest.param(3, (16, 16, 16), 1, id="3d"),
+        pytest.param(2, (33, 20), 1, id="2d_grey_odd"),
+    ],
+)
+def test_discriminator_outputs_one_probability_per_image(spatial_dims, spatial, channels):
     disc = DPEDiscriminator(spatial_dims=spatial_dims, in_channels=channels, channels=DISC_CHANNELS).eval()
     with torch.no_grad():
         p = disc(torch.rand(3, channels, *spatial))
@@ -193,8 +232,16 @@ def test_discriminator_strides_length_mismatch_raises():
         DPEDiscriminator(2, 3, channels=(8, 8), strides=(1, 2, 1))
 
 
-@parameterized.expand([("2d", 2, (17, 10)), ("3d", 3, (5, 6, 7)), ("2d_one_pixel", 2, (1, 1)), ("3d_one_voxel", 3, (1, 1, 1))])
-def test_residual_block_keeps_shape_and_is_identity_plus_branch(_, spatial_dims, spatial):
+@pytest.mark.parametrize(
+    "spatial_dims, spatial",
+    [
+        pytest.param(2, (17, 10), id="2d"),
+        pytest.param(3, (5, 6, 7), id="3d"),
+        pytest.param(2, (1, 1), id="2d_one_pixel"),
+        pytest.param(3, (1, 1, 1), id="3d_one_voxel"),
+    ],
+)
+def test_residual_block_keeps_shape_and_is_identity_plus_branch(spatial_dims, spatial):
     block = ResidualBlock(spatial_dims, 6)
     x = torch.rand(2, 6, *spatial)
     with torch.no_grad():
@@ -204,16 +251,17 @@ def test_residual_block_keeps_shape_and_is_identity_plus_branch(_, spatial_dims,
         torch.testing.assert_close(block(x), x)
 
 
-@parameterized.expand(
+@pytest.mark.parametrize(
+    "spatial_dims, kernel, spatial",
     [
-        ("2d_k3", 2, 3, (17, 10)),
-        ("2d_k5", 2, 5, (9, 12)),
-        ("3d_k3", 3, 3, (5, 6, 7)),
-        ("2d_one_pixel", 2, 3, (1, 1)),
-        ("3d_one_voxel", 3, 3, (1, 1, 1)),
-    ]
+        pytest.param(2, 3, (17, 10), id="2d_k3"),
+        pytest.param(2, 5, (9, 12), id="2d_k5"),
+        pytest.param(3, 3, (5, 6, 7), id="3d_k3"),
+        pytest.param(2, 3, (1, 1), id="2d_one_pixel"),
+        pytest.param(3, 3, (1, 1, 1), id="3d_one_voxel"),
+    ],
 )
-def test_gated_conv_keeps_spatial_shape(_, spatial_dims, kernel, spatial):
+def test_gated_conv_keeps_spatial_shape(spatial_dims, kernel, spatial):
     gate = GatedConv(spatial_dims, 4, 7, kernel_size=kernel)
     with torch.no_grad():
         y = gate(torch.rand(2, 4, *spatial))

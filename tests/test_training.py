@@ -1,4 +1,4 @@
-"""Tests for training with the bundle: determinism, resume, refusals, bad datalists, `monai-dpe train`, evaluate.json.
+"""Training runs of the bundle: determinism, resume, refusals, bad datalists, `monai-dpe train`, evaluate.json.
 
 Every run uses a copy of ``bundle/configs`` in a temporary folder as ``bundle_root`` (the
 shipped bundle's ``models/`` and ``runs/`` are never touched), tiny widths and 2-4 real images
@@ -25,9 +25,7 @@ from PIL import Image
 from skimage import color, data as skdata, exposure, metrics
 
 from monai_dpe.engines.baselines import clahe
-from monai_dpe.engines.evaluation import EnhancementReport, summarise
 from monai_dpe.networks import record_large_files, recorded_sha256, sha256_of
-from monai_dpe.train_cli import parse_overrides
 from bundle_copies import copy_configs
 from helpers import (
     MONAI_DPE, PYTHON, REPO, TINY, TRAIN_ITEMS, VAL_ITEMS, bundle_run, datalist_item as _item, shipped_network, state_path,
@@ -315,15 +313,6 @@ def test_resume_after_kill_continues_from_saved_iteration_with_optimiser_state(b
 # ----------------------------------------------------------------------------------------- monai-dpe train
 
 
-def test_parse_overrides_reads_both_forms_as_the_bundle_runner_does():
-    assert parse_overrides(["max_epochs=3", "channels=[8,16]", "--device", "cpu", "--resume=true", "x=null"]) == {
-        "max_epochs": 3, "channels": [8, 16], "device": "cpu", "resume": True, "x": None}
-    assert parse_overrides(["--", "--lr", "1e-3"]) == {"lr": 0.001}
-    for bad in (["max_epochs"], ["--max_epochs"], ["=3"]):
-        with pytest.raises(ValueError):
-            parse_overrides(bad)
-
-
 def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     tiny = [f"{k}={json.dumps(v)}" for k, v in TINY.items()]
     return subprocess.run([MONAI_DPE, "train", *args, *tiny], capture_output=True, text=True, timeout=timeout)
@@ -386,55 +375,6 @@ def test_cli_corrupt_state_on_resume_one_line_and_kept(bundle, tiny_data):
 
 
 # ------------------------------------------------------------------------------------------- evaluate.json
-
-
-def test_report_means_and_margin():
-    def rec(preset, modality, psnr, rgb=False, base=None):
-        out = {"source": modality, "modality": modality, "preset": preset, "channels": 3 if rgb else 1, "rgb": rgb,
-               "psnr": psnr, "ssim": 0.5, "delta_e": 2.0 if rgb else 9.0}
-        if base is not None:
-            out["baselines"] = {"clahe": {"psnr": base, "ssim": 0.4, "delta_e": 5.0},
-                                "stretch": {"psnr": 40.0, "ssim": 0.9, "delta_e": 1.0}}
-        return out
-
-    records = [rec("paper", "ct", 30.0, base=20.0), rec("paper", "fundus", 34.0, rgb=True, base=26.0),
-               rec("radiology", "ct", 28.0, base=27.0), rec("clean", "ct", 40.0)]
-    summary = summarise(records)
-    assert summary["per_preset"]["paper"]["model"]["psnr"] == pytest.approx(32.0)
-    assert summary["per_preset"]["paper"]["margin_db"] == pytest.approx(32.0 - 23.0)  # stretch is not classical
-    assert summary["per_preset"]["paper"]["model"]["delta_e_rgb"] == pytest.approx(2.0)
-    assert summary["overall"]["model"]["count"] == 3, "overall averages the degraded presets only"
-    assert summary["per_modality"]["ct"]["model"]["psnr"] == pytest.approx(29.0)
-    assert summary["per_preset"]["clean"]["model"]["psnr"] == pytest.approx(40.0)
-    assert "margin_db" not in summary["per_preset"]["clean"]
-    with pytest.raises(ValueError):
-        EnhancementReport("x.json", baselines=["gamma_magic"])
-
-
-def test_report_says_how_many_images_its_psnr_mean_covers(tmp_path, caplog):
-    """An output identical to its target has infinite PSNR: left out of that mean, and said so."""
-    report = EnhancementReport(tmp_path / "m.json", baselines=[])
-    target = torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(0))
-    exact, poor = report._scores(target, target), report._scores(target * 0.5, target)
-    assert exact["psnr"] is None and poor["psnr"] is not None
-    report.records = [{"source": s, "modality": "mr", "preset": "clean", "channels": 3, "rgb": True, **sc}
-                      for s, sc in (("a", exact), ("b", poor))]
-    with caplog.at_level("INFO", logger="monai_dpe.engines.evaluation"):
-        written = report.write()
-    means = written["per_preset"]["clean"]["model"]
-    assert (means["count"], means["psnr_count"]) == (2, 1) and means["psnr"] == pytest.approx(poor["psnr"])
-    assert any("1 identical to their targets, infinite PSNR, left out of its mean" in m for m in caplog.messages)
-
-
-def test_report_scores_the_signed_brightness_error(tmp_path):
-    """mean_error says which way an image is off: a uniformly darker prediction gives minus the offset."""
-    report = EnhancementReport(tmp_path / "m.json", baselines=[])
-    target = torch.rand(3, 32, 32) * 0.5 + 0.25
-    scores = report._scores(target - 0.1, target)
-    assert scores["mean_error"] == pytest.approx(-0.1, abs=1e-6)
-    records = [{"preset": "paper", "modality": "ct", "rgb": False, "psnr": 20.0, "ssim": 0.5, "delta_e": 1.0,
-                "mean_error": e} for e in (-0.1, 0.3)]
-    assert summarise(records)["per_preset"]["paper"]["model"]["mean_error"] == pytest.approx(0.1)
 
 
 @pytest.mark.slow
@@ -601,73 +541,6 @@ def test_paper_width_overlay_builds_the_paper_networks_and_stops_on_its_time_lim
     assert trainer.state.epoch < 1000, "the time limit must end the run long before max_epochs"
     assert time.monotonic() - started < 120
     assert state_path(bundle).exists(), "the resumable state is written when the time limit stops the run"
-
-
-@pytest.mark.parametrize("overlay", [None, "multi_gpu_train.json", "train_paper_width.json"])
-def test_every_training_config_honours_a_time_limit(overlay):
-    """``--time_limit`` belongs to train.json, so CPU, multi-GPU and paper-width runs all stop on it
-    (it was read by the paper-width overlay alone, and silently ignored by plain train.json)."""
-    from monai_dpe.engines import TimeLimit
-
-    configs = REPO / "bundle" / "configs"
-    parser = ConfigParser()
-    parser.read_config([str(configs / "train.json")] + ([str(configs / overlay)] if overlay else []))
-    assert parser["time_limit"] is None and parser.get_parsed_content("train#time_limit_handlers") == []
-    assert "time_limit_handlers" in parser["train#trainer#train_handlers"]
-    parser["time_limit"] = 330
-    handlers = parser.get_parsed_content("train#time_limit_handlers", lazy=False)
-    assert len(handlers) == 1 and isinstance(handlers[0], TimeLimit) and handlers[0].limit_sec == 330
-
-
-@pytest.mark.parametrize("own_clock_expired, any_rank_expired, stops", [
-    (False, False, False), (False, True, True), (True, True, True)])
-def test_time_limit_stops_every_rank_when_any_clock_expires(monkeypatch, own_clock_expired, any_rank_expired, stops):
-    """Under DDP a rank that stopped alone would leave the others waiting in the gradient all-reduce."""
-    import ignite.distributed as idist
-    from ignite.engine import Engine
-
-    from monai_dpe.engines import TimeLimit
-
-    reduced = []
-    monkeypatch.setattr(idist, "get_world_size", lambda: 2)
-    monkeypatch.setattr(idist, "all_reduce", lambda value, op: reduced.append((value, op)) or int(any_rank_expired))
-    engine = Engine(lambda e, b: None)
-    limit = TimeLimit(3600)
-    limit.attach(engine)
-    if own_clock_expired:
-        engine.add_event_handler(Events.STARTED, lambda _: setattr(limit, "started", limit.started - 7200))
-    engine.run([0, 1, 2], max_epochs=1)
-    assert reduced and reduced[0] == (int(own_clock_expired), "MAX")
-    assert engine.state.iteration == (1 if stops else 3)
-
-
-def test_train_options_after_overrides_are_the_commands_own():
-    """argparse hands every token after the first KEY=VALUE to the overrides: the command's own options
-    there must still be honoured (a --bundle there used to train the default bundle), and ``--`` keeps
-    the bundle's own flags (``-- --resume true``) as overrides."""
-    from monai_dpe.cli import build_parser
-    from monai_dpe.train_cli import _rescue_own_options
-
-    args = build_parser().parse_args(["train", "max_epochs=1", "--bundle", "b", "--folder", "f",
-                                      "--validation-fraction", "0.5", "--skip-bad", "channels=[8,8]"])
-    assert _rescue_own_options(args) == ["max_epochs=1", "channels=[8,8]"]
-    assert (args.bundle, args.folder, args.validation_fraction, args.skip_bad, args.resume) == ("b", "f", 0.5, True, False)
-    args = build_parser().parse_args(["train", "max_epochs=1", "--", "--resume", "true", "--bundle_root", "x"])
-    assert parse_overrides(_rescue_own_options(args)) == {"max_epochs": 1, "resume": True, "bundle_root": "x"}
-    assert args.bundle is None and not args.resume
-
-
-def test_train_datalist_entries_are_relative_to_the_datalist_unless_dataset_dir_says(tmp_path):
-    """As MONAI's load_decathlon_datalist has it; they resolved against BUNDLE/../corpus."""
-    from monai_dpe.cli import build_parser
-    from monai_dpe.train_cli import _settings
-
-    datalist = tmp_path / "study" / "datalist.json"
-    args = build_parser().parse_args(["train", "--datalist", str(datalist)])
-    assert _settings(args, tmp_path / "bundle")["dataset_dir"] == str(datalist.parent.resolve())
-    args = build_parser().parse_args(["train", "--datalist", str(datalist), "--dataset-dir", str(tmp_path / "images")])
-    assert _settings(args, tmp_path / "bundle")["dataset_dir"] == str((tmp_path / "images").resolve())
-    assert "dataset_dir" not in _settings(build_parser().parse_args(["train"]), tmp_path / "bundle"), "corpus default"
 
 
 def test_stain_prob_restains_histology_training_images_only(tmp_path):

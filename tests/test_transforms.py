@@ -7,7 +7,6 @@ import pytest
 import torch
 from monai.data import MetaTensor
 from monai.transforms import AdjustContrast, Compose, Invertd
-from parameterized import parameterized
 from pydicom.data import get_testdata_file
 from skimage import data as skdata
 
@@ -26,13 +25,18 @@ AFFINE = torch.diag(torch.tensor([0.5, 0.75, 2.0, 1.0], dtype=torch.float64))
 LUMA = np.array([0.299, 0.587, 0.114])
 
 RANDOM_TRANSFORMS = [
-    ("brightness", lambda: RandLowBrightness()),
-    ("contrast", lambda: RandLowContrast()),
-    ("noise", lambda: RandAcquisitionNoise(noise_types=("gaussian", "uniform", "poisson", "rician"))),
-    ("paper", lambda: RandPerceptualDegradation(preset="paper")),
-    ("radiology", lambda: RandPerceptualDegradation(preset="radiology")),
+    pytest.param(lambda: RandLowBrightness(), id="brightness"),
+    pytest.param(lambda: RandLowContrast(), id="contrast"),
+    pytest.param(lambda: RandAcquisitionNoise(noise_types=("gaussian", "uniform", "poisson", "rician")), id="noise"),
+    pytest.param(lambda: RandPerceptualDegradation(preset="paper"), id="paper"),
+    pytest.param(lambda: RandPerceptualDegradation(preset="radiology"), id="radiology"),
 ]
-SHAPES = [("2d_grey", (1, 24, 20)), ("2d_rgb", (3, 24, 20)), ("3d_grey", (1, 12, 10, 8)), ("3d_rgb", (3, 8, 10, 6))]
+SHAPES = [
+    pytest.param((1, 24, 20), id="2d_grey"),
+    pytest.param((3, 24, 20), id="2d_rgb"),
+    pytest.param((1, 12, 10, 8), id="3d_grey"),
+    pytest.param((3, 8, 10, 6), id="3d_rgb"),
+]
 CONTAINERS = ["numpy", "torch", "meta"]
 
 
@@ -51,18 +55,11 @@ def as_numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def cases(*lists):
-    """Cartesian product of parameterized case lists, names joined with '_'."""
-    out = [()]
-    for items in lists:
-        out = [a + (b if isinstance(b, tuple) else (b,)) for a in out for b in items]
-    return [(("_".join(str(p[i]) for i in range(len(p)) if isinstance(p[i], str))),) + p for p in out]
-
-
 # ---------------------------------------------------------------- common behaviour of random transforms
 
-@parameterized.expand(cases(RANDOM_TRANSFORMS, SHAPES))
-def test_same_seed_same_output(_, name, make, shape_name, shape):
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("make", RANDOM_TRANSFORMS)
+def test_same_seed_same_output(make, shape):
     img = image(shape)
     first, second = make(), make()
     first.set_random_state(7)
@@ -73,8 +70,9 @@ def test_same_seed_same_output(_, name, make, shape_name, shape):
     assert not np.allclose(as_numpy(a), as_numpy(img))  # the transform did something
 
 
-@parameterized.expand(cases(RANDOM_TRANSFORMS, SHAPES[:2]))
-def test_different_seeds_differ(_, name, make, shape_name, shape):
+@pytest.mark.parametrize("shape", SHAPES[:2])
+@pytest.mark.parametrize("make", RANDOM_TRANSFORMS)
+def test_different_seeds_differ(make, shape):
     img = image(shape)
     first, second = make(), make()
     first.set_random_state(7)
@@ -82,8 +80,9 @@ def test_different_seeds_differ(_, name, make, shape_name, shape):
     assert not np.allclose(as_numpy(first(img)), as_numpy(second(img)))
 
 
-@parameterized.expand(cases(RANDOM_TRANSFORMS, CONTAINERS))
-def test_output_type_follows_input(_, name, make, container):
+@pytest.mark.parametrize("container", CONTAINERS)
+@pytest.mark.parametrize("make", RANDOM_TRANSFORMS)
+def test_output_type_follows_input(make, container):
     img = image((3, 16, 12, 6) if container == "meta" else (1, 16, 12), container)
     t = make()
     t.set_random_state(3)
@@ -98,8 +97,8 @@ def test_output_type_follows_input(_, name, make, container):
     assert out.shape == img.shape
 
 
-@parameterized.expand(cases(RANDOM_TRANSFORMS))
-def test_float64_numpy_keeps_dtype(_, name, make):
+@pytest.mark.parametrize("make", RANDOM_TRANSFORMS)
+def test_float64_numpy_keeps_dtype(make):
     img = image((1, 16, 16), "numpy").astype(np.float64)
     t = make()
     t.set_random_state(1)
@@ -108,8 +107,9 @@ def test_float64_numpy_keeps_dtype(_, name, make):
 
 # ---------------------------------------------------------------- RandLowBrightness / RandLowContrast
 
-@parameterized.expand(cases(SHAPES, CONTAINERS))
-def test_low_brightness_is_input_times_factor(_, shape_name, shape, container):
+@pytest.mark.parametrize("container", CONTAINERS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_low_brightness_is_input_times_factor(shape, container):
     img = image(shape, container)
     t = RandLowBrightness(factor=(0.1, 0.8))
     t.set_random_state(11)
@@ -126,8 +126,9 @@ def test_low_brightness_prob_zero_returns_input():
     assert torch.equal(out, img) and t.last_params == {}
 
 
-@parameterized.expand(cases(SHAPES, CONTAINERS))
-def test_low_contrast_keeps_mean_grey_and_scales_deviation(_, shape_name, shape, container):
+@pytest.mark.parametrize("container", CONTAINERS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_low_contrast_keeps_mean_grey_and_scales_deviation(shape, container):
     img = image(shape, container)
     t = RandLowContrast(factor=(0.1, 0.8))
     t.set_random_state(5)
@@ -155,8 +156,8 @@ def test_low_contrast_fixed_factor_and_invalid_range():
 
 # ---------------------------------------------------------------- RandAcquisitionNoise
 
-@parameterized.expand([("2d", (1, 32, 32)), ("3d_rgb", (3, 8, 8, 8))])
-def test_uniform_noise_non_negative_below_std(_, shape):
+@pytest.mark.parametrize("shape", [pytest.param((1, 32, 32), id="2d"), pytest.param((3, 8, 8, 8), id="3d_rgb")])
+def test_uniform_noise_non_negative_below_std(shape):
     img = image(shape)
     t = RandAcquisitionNoise(noise_types="uniform", std=0.05)
     t.set_random_state(2)
@@ -204,8 +205,8 @@ def test_noise_invalid_arguments_raise():
 
 # ---------------------------------------------------------------- RandPerceptualDegradation
 
-@parameterized.expand(cases(SHAPES))
-def test_paper_preset_is_clipped_brightness_contrast_noise(_, shape_name, shape):
+@pytest.mark.parametrize("shape", SHAPES)
+def test_paper_preset_is_clipped_brightness_contrast_noise(shape):
     img = image(shape)
     t = RandPerceptualDegradation(preset="paper", paper_noise_std=(0.0, 0.05))
     t.set_random_state(13)
@@ -221,8 +222,8 @@ def test_paper_preset_is_clipped_brightness_contrast_noise(_, shape_name, shape)
     np.testing.assert_allclose(out, np.clip(x + noise, 0, 1), atol=1e-6)
 
 
-@parameterized.expand(cases(SHAPES))
-def test_radiology_preset_records_gamma_bias_noise(_, shape_name, shape):
+@pytest.mark.parametrize("shape", SHAPES)
+def test_radiology_preset_records_gamma_bias_noise(shape):
     t = RandPerceptualDegradation(preset="radiology")
     t.set_random_state(21)
     t(image(shape))
@@ -233,8 +234,8 @@ def test_radiology_preset_records_gamma_bias_noise(_, shape_name, shape):
     assert p["noise"] in ("gaussian", "rician", "poisson") and 0.005 <= p["noise_std"] <= 0.05
 
 
-@parameterized.expand(cases(SHAPES[:3]))
-def test_radiology_gamma_only_matches_monai_adjust_contrast(_, shape_name, shape):
+@pytest.mark.parametrize("shape", SHAPES[:3])
+def test_radiology_gamma_only_matches_monai_adjust_contrast(shape):
     img = image(shape)
     t = RandPerceptualDegradation(preset="radiology", bias_coeff=0.0, radiology_noise_std=0.0)
     t.set_random_state(17)
@@ -254,8 +255,14 @@ def test_mixed_preset_draws_both_families():
     assert families == {"paper", "radiology"}
 
 
-@parameterized.expand([("display", 8, {"paper"}), ("quantitative", 16, {"paper", "radiology"})])
-def test_display_preset_applies_to_8_bit_sources_only(_, bits, expected):
+@pytest.mark.parametrize(
+    "bits, expected",
+    [
+        pytest.param(8, {"paper"}, id="display"),
+        pytest.param(16, {"paper", "radiology"}, id="quantitative"),
+    ],
+)
+def test_display_preset_applies_to_8_bit_sources_only(bits, expected):
     t = RandPerceptualDegradationd(preset="mixed", bits_key="bits", display_preset="paper", params_key="params")
     families = set()
     for seed in range(50):
@@ -269,8 +276,9 @@ def test_display_preset_needs_bits_key():
         RandPerceptualDegradationd(preset="mixed", display_preset="paper")
 
 
-@parameterized.expand(cases(["paper", "radiology", "mixed"], CONTAINERS))
-def test_clean_prob_one_returns_input(_, preset, container):
+@pytest.mark.parametrize("container", CONTAINERS)
+@pytest.mark.parametrize("preset", ["paper", "radiology", "mixed"])
+def test_clean_prob_one_returns_input(preset, container):
     img = image((3, 12, 10, 4) if container == "meta" else (1, 16, 16), container)
     t = RandPerceptualDegradation(preset=preset, clean_prob=1.0)
     t.set_random_state(0)
@@ -280,8 +288,8 @@ def test_clean_prob_one_returns_input(_, preset, container):
     assert type(out) is type(img)
 
 
-@parameterized.expand(cases(["paper", "radiology"]))
-def test_output_clipped_to_unit_range(_, preset):
+@pytest.mark.parametrize("preset", ["paper", "radiology"])
+def test_output_clipped_to_unit_range(preset):
     # a bright image with strong noise would leave [0, 1] without the clip
     img = torch.cat([torch.full((1, 32, 16), 0.99), torch.full((1, 32, 16), 0.01)], dim=2)
     kwargs = {"brightness": 1.0, "contrast": 1.0, "paper_noise_std": 0.2} if preset == "paper" else {
@@ -296,17 +304,23 @@ def test_output_clipped_to_unit_range(_, preset):
     np.testing.assert_allclose(out, np.clip(raw, 0, 1))
 
 
-@parameterized.expand([("preset", {"preset": "ultrasound"}), ("clean_prob", {"clean_prob": 1.5}),
-                       ("paper_weight", {"paper_weight": -0.1})])
-def test_invalid_degradation_arguments_raise(_, kwargs):
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"preset": "ultrasound"}, id="preset"),
+        pytest.param({"clean_prob": 1.5}, id="clean_prob"),
+        pytest.param({"paper_weight": -0.1}, id="paper_weight"),
+    ],
+)
+def test_invalid_degradation_arguments_raise(kwargs):
     with pytest.raises(ValueError):
         RandPerceptualDegradation(**kwargs)
 
 
 # ---------------------------------------------------------------- dictionary twins
 
-@parameterized.expand(cases(CONTAINERS))
-def test_degradation_dict_writes_image_and_target(_, container):
+@pytest.mark.parametrize("container", CONTAINERS)
+def test_degradation_dict_writes_image_and_target(container):
     img = image((1, 16, 16, 4) if container == "meta" else (3, 16, 16), container)
     t = RandPerceptualDegradationd(preset="paper")
     t.set_random_state(3)
@@ -333,8 +347,8 @@ def test_degradation_dict_configurable_keys_and_params_key():
     assert d["degradation"] == t.last_params and d["degradation"]["family"] == "radiology"
 
 
-@parameterized.expand(cases(["paper", "radiology"]))
-def test_degradation_dict_same_draw_for_two_keys(_, preset):
+@pytest.mark.parametrize("preset", ["paper", "radiology"])
+def test_degradation_dict_same_draw_for_two_keys(preset):
     img = image((1, 16, 16))
     t = RandPerceptualDegradationd(keys=("a", "b"), target_keys=("ta", "tb"), preset=preset)
     t.set_random_state(5)

@@ -19,6 +19,7 @@ from monai.transforms import MapTransform
 
 from monai_dpe.extras import require
 from monai_dpe.files import atomic_path
+from monai_dpe.keys import ItemKeys
 from monai_dpe.transforms.io import RESUME_REPLACE
 from monai_dpe.transforms.load import LoadDisplayImage
 
@@ -171,8 +172,8 @@ class SaveComparisond(MapTransform):
     def __init__(
         self,
         keys: KeysCollection = "pred",
-        source_key: str = "image",
-        output_key: str = "output_path",
+        source_key: str = ItemKeys.IMAGE,
+        output_key: str = ItemKeys.OUTPUT_PATH,
         enabled: bool = True,
         overwrite: bool = False,
         allow_missing_keys: bool = False,
@@ -189,7 +190,7 @@ class SaveComparisond(MapTransform):
             return d
         for key in self.key_iterator(d):
             source = d[self.source_key].meta["filename_or_obj"]
-            panel = comparison_path(d[self.output_key])
+            panel = Path(d[ItemKeys.PANEL_PATH]) if d.get(ItemKeys.PANEL_PATH) else comparison_path(d[self.output_key])
             if panel.exists() and not (self.overwrite or d.get(RESUME_REPLACE, False)):
                 raise FileExistsError(f"{panel}: comparison exists (pass --overwrite to replace it).")
             save_comparison(self.loader(source), d[key], panel, title=os.path.basename(str(source)))

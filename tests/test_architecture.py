@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "monai_dpe"
 
 #: floor of each top-level module or subpackage of monai_dpe
 FLOORS = {
-    "formats": 0, "files": 0, "errors": 0, "extras": 0, "processor": 0, "native_output": 0, "locations": 0,
+    "formats": 0, "files": 0, "errors": 0, "keys": 0, "extras": 0, "processor": 0, "native_output": 0, "locations": 0,
     "transforms": 1, "networks": 1, "losses": 1, "metrics": 1, "inferers": 1, "visualize": 1,
     "data": 2,
     "engines": 3,

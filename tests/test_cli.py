@@ -145,8 +145,6 @@ def test_summary_that_would_overwrite_an_input_is_refused(tmp_path, summary):
 
 
 def test_series_folder_given_as_dot_is_named_after_the_folder(tmp_path, tiny_bundle):
-    from test_inference_bundle import write_dicom_series
-
     series = write_dicom_series(tmp_path / "ct_series")
     proc = run_cli(".", "--output-dir", str(tmp_path / "out"), "--bundle", str(tiny_bundle), "--no-progress", cwd=series)
     assert proc.returncode == 0, proc.stderr

@@ -15,7 +15,7 @@ from monai.bundle import ConfigParser
 from PIL import Image
 
 from monai_dpe.engines.enhancer import plan_outputs
-from monai_dpe.transforms import UnsafeOutputPath, output_path
+from monai_dpe.transforms import LoadDisplayImaged, SaveEnhancedd, UnsafeOutputPath, output_path
 from helpers import BUNDLE, TINY_CHANNELS, run_cli, smooth, tiny_weights
 
 
@@ -97,3 +97,22 @@ def test_inputs_are_opened_read_only(tmp_path):
     assert seen == watched  # the hook saw every input being opened (so it would have seen a write)
     assert writes == []
     watched.clear()
+
+
+def test_the_plan_records_each_items_output_and_panel_and_the_writers_use_them(tmp_path):
+    from monai_dpe.keys import ItemKeys
+    from monai_dpe.visualize import SaveComparisond
+
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(tmp_path / "a.png")
+    [item] = plan_outputs([{"image": str(tmp_path / "a.png"), "relpath": "a.png"}], tmp_path / "out", comparison=True)
+    assert item[ItemKeys.OUTPUT_PATH] == str(output_path(tmp_path / "out", "a.png"))
+    assert item[ItemKeys.PANEL_PATH] == str(tmp_path / "out" / "a.png_comparison.png")
+    # the writers follow the plan, not a path of their own
+    elsewhere = tmp_path / "planned" / "b.png"
+    planned = {**item, ItemKeys.OUTPUT_PATH: str(elsewhere), ItemKeys.PANEL_PATH: str(tmp_path / "planned" / "b_panel.png")}
+    loaded = LoadDisplayImaged("image", image_only=True, ensure_channel_first=True, dtype=None)(planned)
+    loaded["pred"] = loaded["image"].clone()
+    saved = SaveEnhancedd("pred", output_dir=tmp_path / "unused")(loaded)
+    assert saved[ItemKeys.OUTPUT_PATH] == str(elsewhere) and elsewhere.exists() and not (tmp_path / "unused").exists()
+    SaveComparisond("pred")(saved)
+    assert (tmp_path / "planned" / "b_panel.png").exists()

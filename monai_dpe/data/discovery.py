@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from monai_dpe.formats import DICOM_SUFFIXES, image_suffix
+from monai_dpe.keys import ItemKeys
 
 __all__ = ["find_images", "image_suffix", "is_dicom_file", "is_dicom_series_dir", "non_image_dicom_class",
            "unreadable_reason", "display_path"]
@@ -165,25 +166,25 @@ def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
         groups.append((root, found))
     seen: set[Path] = set()
     for index, (root, found) in enumerate(groups):
-        unique = [item for item in found if _resolved(Path(item["image"])) not in seen]
-        seen.update(_resolved(Path(item["image"])) for item in unique)
+        unique = [item for item in found if _resolved(Path(item[ItemKeys.IMAGE])) not in seen]
+        seen.update(_resolved(Path(item[ItemKeys.IMAGE])) for item in unique)
         groups[index] = (root, unique)
     owners: dict[str, set[int]] = {}
     for index, (_, found) in enumerate(groups):
         for item in found:
-            owners.setdefault(item["relpath"], set()).add(index)
+            owners.setdefault(item[ItemKeys.RELPATH], set()).add(index)
     items: list[dict] = []
     for index, (root, found) in enumerate(groups):
-        if any(len(owners[item["relpath"]]) > 1 for item in found):
-            found = [{**item, "relpath": str(Path(_input_label(root, item)) / item["relpath"])} for item in found]
+        if any(len(owners[item[ItemKeys.RELPATH]]) > 1 for item in found):
+            found = [{**item, ItemKeys.RELPATH: str(Path(_input_label(root, item)) / item[ItemKeys.RELPATH])} for item in found]
         items += found
     return items
 
 
 def _item(path: Path, relpath: str | os.PathLike, reason: str | None = None) -> dict:
     """A found image; one that cannot be read (``reason``) carries it as ``error``, so it is reported, never opened."""
-    item = {"image": str(path), "relpath": str(relpath)}
-    return {**item, "error": reason} if reason else item
+    item = {ItemKeys.IMAGE: str(path), ItemKeys.RELPATH: str(relpath)}
+    return {**item, ItemKeys.ERROR: reason} if reason else item
 
 
 def _resolved(path: Path) -> Path:
@@ -198,7 +199,7 @@ def _input_label(root: Path, item: dict) -> str:
     """The folder name that keeps an input's outputs apart from another input's: the input folder's
     own name, or, for an input that is itself the item (a file or a series folder), its parent's."""
     resolved = _resolved(root)
-    return resolved.parent.name if Path(item["image"]) == root else resolved.name
+    return resolved.parent.name if Path(item[ItemKeys.IMAGE]) == root else resolved.name
 
 
 def _walk(root: Path) -> list[dict]:

@@ -21,6 +21,7 @@ from monai.data import partition_dataset
 
 from monai_dpe.engines.enhancer import raise_on_failures
 from monai_dpe.files import write_json
+from monai_dpe.keys import ItemKeys
 
 __all__ = ["shard", "merge_records", "raise_on_any_failures", "leave_process_group"]
 
@@ -53,7 +54,7 @@ def shard(datalist: Sequence[dict], rank: int | None = None, world_size: int | N
     if world_size > 1 and dist.is_available() and dist.is_initialized():
         shared = [plan if rank == 0 else None]
         dist.broadcast_object_list(shared, src=0)
-        if [item["image"] for item in shared[0]] != [item["image"] for item in plan]:
+        if [item[ItemKeys.IMAGE] for item in shared[0]] != [item[ItemKeys.IMAGE] for item in plan]:
             logger.warning("rank %d finds other inputs (%d) than rank 0 (%d): using rank 0's list; are the inputs "
                            "on a filesystem shared by every node?", rank, len(plan), len(shared[0]))
         plan = shared[0]

@@ -22,6 +22,7 @@ from monai_dpe.transforms.checks import (  # noqa: F401
 )
 from monai_dpe.errors import one_line
 from monai_dpe.files import atomic_path
+from monai_dpe.keys import ItemKeys
 from monai_dpe.native_output import native_output_logged
 from monai_dpe.transforms.io import RESUME_REPLACE, UnsafeOutputPath, output_path
 
@@ -43,7 +44,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: item key: the reason an input is skipped as no image (a DICOM object of a non-image SOP class)
-NOT_IMAGE = "not_image"
+NOT_IMAGE = ItemKeys.NOT_IMAGE
 
 
 class SafeDataset(Dataset):
@@ -55,16 +56,16 @@ class SafeDataset(Dataset):
 
     def _transform(self, index: int) -> dict:
         item = self.data[index]
-        if "error" in item or "skipped" in item or NOT_IMAGE in item:  # decided before any work (plan_outputs)
+        if ItemKeys.ERROR in item or ItemKeys.SKIPPED in item or NOT_IMAGE in item:  # decided before any work (plan_outputs)
             return dict(item)
-        path = item.get("image", "")
+        path = item.get(ItemKeys.IMAGE, "")
         if not os.path.isdir(path) and not image_suffix(path):
-            return {**item, "error": f"unsupported file type '{os.path.splitext(path)[1] or path}'"}
+            return {**item, ItemKeys.ERROR: f"unsupported file type '{os.path.splitext(path)[1] or path}'"}
         try:
-            with native_output_logged(item.get("source_path", display_path(path))):  # ITK/GDCM chatter: --verbose
+            with native_output_logged(item.get(ItemKeys.SOURCE_PATH, display_path(path))):  # ITK/GDCM chatter: --verbose
                 return super()._transform(index)
         except Exception as err:  # any reader or transform failure is one file's problem, not the run's
-            return {**item, "error": one_line(err)}
+            return {**item, ItemKeys.ERROR: one_line(err)}
 
 
 def plan_outputs(
@@ -76,7 +77,8 @@ def plan_outputs(
 ) -> list[dict]:
     """Decide every item's output before any work, and mark the items that must not be written.
 
-    Each item gains ``source_path`` (the input as given, for messages). An item whose output
+    Each item gains ``source_path`` (the input as given, for messages), ``output_path`` and, with
+    ``comparison``, ``panel_path`` (:class:`~monai_dpe.keys.ItemKeys`); the writers use them. An item whose output
     would replace an input, collide with an earlier item's output, escape ``output_dir``, or
     replace an existing file without ``overwrite`` (its comparison panel too, with
     ``comparison``) gets an ``error`` instead, which :class:`SafeDataset` passes on unread.
@@ -90,40 +92,43 @@ def plan_outputs(
     """
     from monai_dpe.visualize import comparison_path
 
-    inputs = {Path(item["image"]).resolve() for item in items if "error" not in item}
+    inputs = {Path(item[ItemKeys.IMAGE]).resolve() for item in items if ItemKeys.ERROR not in item}
     series = [p for p in inputs if p.is_dir()]
     items = _name_dicom_apart(items, output_dir)
     claimed: dict[Path, str] = {}
     planned = []
     for item in items:
-        item = {**item, "source_path": display_path(item["image"])}
-        if "error" in item:  # found unreadable (a link loop, a FIFO, a name ITK cannot take): never opened
+        item = {**item, ItemKeys.SOURCE_PATH: display_path(item[ItemKeys.IMAGE])}
+        if ItemKeys.ERROR in item:  # found unreadable (a link loop, a FIFO, a name ITK cannot take): never opened
             planned.append(item)
             continue
-        sop_class = non_image_dicom_class(item["image"])
+        sop_class = non_image_dicom_class(item[ItemKeys.IMAGE])
         if sop_class is not None:
             reason = f"skipped: SOP class {sop_class[0]} ({sop_class[1]}) is not image storage"
             planned.append({**item, NOT_IMAGE: reason})
             continue
         try:
-            dest = output_path(output_dir, str(item["relpath"]))
+            dest = output_path(output_dir, str(item[ItemKeys.RELPATH]))
         except UnsafeOutputPath as err:
-            planned.append({**item, "error": str(err)})
+            planned.append({**item, ItemKeys.ERROR: str(err)})
             continue
         target = dest.resolve()
+        item[ItemKeys.OUTPUT_PATH] = str(dest)
+        if comparison:
+            item[ItemKeys.PANEL_PATH] = str(comparison_path(dest))
         written = [dest, comparison_path(dest)] if comparison else [dest]
         if target in inputs or any(target.is_relative_to(p) for p in series):
-            item["error"] = f"output {dest} would replace an input"
+            item[ItemKeys.ERROR] = f"output {dest} would replace an input"
         elif target in claimed:
-            item["error"] = f"output {dest} is also the output of {claimed[target]} (same name)"
+            item[ItemKeys.ERROR] = f"output {dest} is also the output of {claimed[target]} (same name)"
         elif resume and not overwrite and all(p.exists() for p in written):
-            item["skipped"] = str(dest)
+            item[ItemKeys.SKIPPED] = str(dest)
         elif resume and not overwrite and any(p.exists() for p in written):
             item[RESUME_REPLACE] = True  # stopped between its files: redo it, replacing what it wrote
         elif not overwrite and any(p.exists() for p in written):
             existing = next(p for p in written if p.exists())
-            item["error"] = f"output {existing} already exists (pass --overwrite to replace it)"
-        claimed.setdefault(target, item["source_path"])
+            item[ItemKeys.ERROR] = f"output {existing} already exists (pass --overwrite to replace it)"
+        claimed.setdefault(target, item[ItemKeys.SOURCE_PATH])
         planned.append(item)
     return planned
 
@@ -140,10 +145,10 @@ def _name_dicom_apart(items: Sequence[Mapping], output_dir: str | os.PathLike) -
     """
     targets: dict[Path, list[int]] = {}
     for index, item in enumerate(items):
-        if "error" in item:
+        if ItemKeys.ERROR in item:
             continue
         try:
-            targets.setdefault(output_path(output_dir, str(item["relpath"])), []).append(index)
+            targets.setdefault(output_path(output_dir, str(item[ItemKeys.RELPATH])), []).append(index)
         except UnsafeOutputPath:  # reported by plan_outputs
             continue
     renamed = [dict(item) for item in items]
@@ -151,10 +156,10 @@ def _name_dicom_apart(items: Sequence[Mapping], output_dir: str | os.PathLike) -
         if len(indices) < 2:
             continue
         for index in indices:
-            rel = Path(str(items[index]["relpath"]))
+            rel = Path(str(items[index][ItemKeys.RELPATH]))
             if is_dicom_name(rel.name):
                 name = rel.name if image_suffix(rel.name) else f"{rel.name}.dcm"
-                renamed[index]["relpath"] = str(rel.with_name(f"{name}{DICOM_OUTPUT_SUFFIX}"))
+                renamed[index][ItemKeys.RELPATH] = str(rel.with_name(f"{name}{DICOM_OUTPUT_SUFFIX}"))
     return renamed
 
 
@@ -203,21 +208,21 @@ class EnhancementEvaluator(SupervisedEvaluator):
         logger.error("%s: %s", path, reason)
 
     def _iteration(self, engine, batchdata: dict) -> dict:
-        path = _first(batchdata.get("image_path", batchdata.get("relpath", "")))
-        if "skipped" in batchdata:
-            engine.state.skipped.append(_first(batchdata["skipped"]))
+        path = _first(batchdata.get("image_path", batchdata.get(ItemKeys.RELPATH, "")))
+        if ItemKeys.SKIPPED in batchdata:
+            engine.state.skipped.append(_first(batchdata[ItemKeys.SKIPPED]))
             return {}
         if NOT_IMAGE in batchdata:
-            source, reason = _first(batchdata.get("source_path", path)), _first(batchdata[NOT_IMAGE])
+            source, reason = _first(batchdata.get(ItemKeys.SOURCE_PATH, path)), _first(batchdata[NOT_IMAGE])
             engine.state.not_images.append((source, reason))
             logger.warning("%s: %s", source, reason)
             return {}
-        if "error" in batchdata:
-            self._fail(_first(batchdata.get("source_path", path)), _first(batchdata["error"]))
+        if ItemKeys.ERROR in batchdata:
+            self._fail(_first(batchdata.get(ItemKeys.SOURCE_PATH, path)), _first(batchdata[ItemKeys.ERROR]))
             return {}
-        source = _first(batchdata.get("source_path", path))
+        source = _first(batchdata.get(ItemKeys.SOURCE_PATH, path))
         try:
-            inputs = batchdata["image"].to(engine.state.device)
+            inputs = batchdata[ItemKeys.IMAGE].to(engine.state.device)
             engine.network.eval()
             with torch.inference_mode():
                 pred = engine.inferer(inputs, engine.network)
@@ -226,7 +231,7 @@ class EnhancementEvaluator(SupervisedEvaluator):
             while items:
                 with native_output_logged(source):
                     out = self._postprocess(items.pop(0))
-                engine.state.enhanced.append(out.get("output_path", source) if isinstance(out, dict) else source)
+                engine.state.enhanced.append(out.get(ItemKeys.OUTPUT_PATH, source) if isinstance(out, dict) else source)
         except Exception as err:  # a failure while enhancing or writing one file must not stop the run
             self._fail(source, one_line(err))
         return {}

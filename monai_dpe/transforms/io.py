@@ -6,6 +6,7 @@ renames on completion, so a crash never leaves a partial file under the final na
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -29,13 +30,14 @@ from monai_dpe.formats import (
     is_dicom_name,
 )
 from monai_dpe.files import partial_prefix
+from monai_dpe.keys import ItemKeys
 from monai_dpe.transforms.load import photo_header
 
 __all__ = ["SaveEnhancedd", "StorageTyped", "output_path", "is_dicom_name", "UnsafeOutputPath", "RESUME_REPLACE",
            "DICOM_OUTPUT_SUFFIX"]
 
 #: item key: a resumed run redoes an item it had half written and may replace those files
-RESUME_REPLACE = "resume_replace"
+RESUME_REPLACE = ItemKeys.RESUME_REPLACE
 
 
 class UnsafeOutputPath(ValueError):
@@ -105,16 +107,17 @@ class SaveEnhancedd(MapTransform):
         output_dir: the output folder (created if needed).
         relpath_key: key holding the input's path relative to its input root.
         overwrite: replace existing outputs; otherwise an existing output is an error.
-        output_key: where to record the written path in the dictionary.
+        output_key: the item's planned output path (``plan_outputs``), used when present; else
+            the path is made from ``relpath_key`` under ``output_dir``, and recorded here.
     """
 
     def __init__(
         self,
         keys: KeysCollection = "pred",
         output_dir: str | os.PathLike = "./output",
-        relpath_key: str = "relpath",
+        relpath_key: str = ItemKeys.RELPATH,
         overwrite: bool = False,
-        output_key: str = "output_path",
+        output_key: str = ItemKeys.OUTPUT_PATH,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -123,7 +126,8 @@ class SaveEnhancedd(MapTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         for key in self.key_iterator(d):
-            dest = output_path(self.output_dir, str(d[self.relpath_key]))
+            planned = d.get(self.output_key)
+            dest = Path(planned) if planned else output_path(self.output_dir, str(d[self.relpath_key]))
             if dest.exists() and not (self.overwrite or d.get(RESUME_REPLACE, False)):
                 raise FileExistsError(f"{dest}: output exists (use overwrite to replace it).")
             source = d[key].meta.get("filename_or_obj") if isinstance(d[key], MetaTensor) else None
@@ -233,11 +237,20 @@ def _itk_component_dtype(source) -> type | None:
 
 
 def _source_nifti_header(source) -> nib.Nifti1Header | None:
-    """The header of a NIfTI-1 source file; None for other sources or an unreadable header."""
+    """The header of a NIfTI-1 source file (read once per file version; not to be modified); None otherwise."""
     if not source or image_suffix(str(source)) not in NIFTI_SUFFIXES:  # DICOM included: its own suffixes
         return None
     try:
-        header = nib.load(source).header
+        stat = os.stat(source)
+    except OSError:
+        return None
+    return _read_nifti_header(str(source), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)  # a write asks for its source's dtype, shape, forms and header: one read serves all
+def _read_nifti_header(path: str, mtime_ns: int, size: int) -> nib.Nifti1Header | None:
+    try:
+        header = nib.load(path).header
     except Exception:  # a header that cannot be read again: the writer's defaults apply
         return None
     return header if isinstance(header, nib.Nifti1Header) else None

@@ -91,6 +91,8 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
 
 
 def _value(text: str) -> Any:
+    # not python-fire's DefaultParseValue, which `monai.bundle run` uses: it keeps `null` and `true` as
+    # text, so `time_limit=null` would reach the config as the string "null"; JSON first, then Python
     for read in (json.loads, ast.literal_eval):
         try:
             return read(text)

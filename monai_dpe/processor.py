@@ -11,7 +11,7 @@ import os
 
 import torch
 
-__all__ = ["CPU_FEATURES", "cpu_features", "has_fast_bf16", "training_autocast_dtype"]
+__all__ = ["CPU_FEATURES", "cpu_features", "has_fast_bf16", "share_cpu_threads", "training_autocast_dtype"]
 
 #: The features that decide speed defaults.
 CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
@@ -44,3 +44,16 @@ def training_autocast_dtype(device: str | torch.device = "cpu", features: frozen
     if device.type == "cuda":
         return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else None
     return "bfloat16" if has_fast_bf16(features) else None
+
+
+def share_cpu_threads() -> int | None:
+    """Give this process its share of the CPU cores when it computes on CPU; the thread count set (``None`` with CUDA).
+
+    torch starts a thread per core in every process, so ``torchrun``'s ``LOCAL_WORLD_SIZE`` processes on one
+    CPU machine would each start ``os.cpu_count()`` threads and fight over the cores.
+    """
+    if torch.cuda.is_available():
+        return None
+    threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    torch.set_num_threads(threads)
+    return threads

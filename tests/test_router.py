@@ -135,7 +135,7 @@ def test_histology_overlay_trains_a_specialist_beside_the_general_model():
     assert parser["modalities"] == ["histology"] and parser["colour_prob"] == 0.0 and parser["stain_prob"] > 0
     names = {parser.get_parsed_content(k) for k in ("model_file", "state_file")}
     assert names == {"model_histology.pt", "training_state_histology.pt"}
-    saver = parser["validate#handlers"][2]
+    saver = parser["validate#checkpoint_saver"]
     assert saver["key_metric_filename"] == "@model_file"
     evaluate = ConfigParser()
     evaluate.read_config([str(configs / "train.json"), str(configs / "evaluate.json")])

@@ -452,7 +452,7 @@ def test_resume_keeps_the_best_checkpoint_record(bundle, tiny_data):
     assert len(saved) == 1 and saved[0][0] > 0  # (best validation PSNR, name) of the model saved as model.pt
 
     wf = workflow(bundle, tiny_data, resume=True, max_epochs=3, val_interval=1000, state_interval=1000)
-    saver = wf.parser.get_parsed_content("validate#handlers#2")
+    saver = wf.parser.get_parsed_content("validate#checkpoint_saver")
     trainer = wf.parser.get_parsed_content("train#trainer")
     evaluator = wf.parser.get_parsed_content("validate#evaluator")
     restored = {}

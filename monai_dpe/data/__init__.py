@@ -6,12 +6,14 @@ from monai_dpe.data.discovery import find_images, image_suffix, is_dicom_series_
 from monai_dpe.data.datalist import (
     datalist_from_folder,
     describe_image,
+    load_scored_split,
     load_split,
     sampling_weights,
     validate_datalist,
     with_presets,
     write_datalist,
 )
+from monai_dpe.data.ranks import training_share, validation_share
 from monai_dpe.data.sources import MODALITIES, SOURCES, SPLITS, ImageSource, SourceUnavailable, get_source
 
 __all__ = [
@@ -29,9 +31,12 @@ __all__ = [
     "is_dicom_series_dir",
     "describe_image",
     "get_source",
+    "load_scored_split",
     "load_split",
     "sampling_weights",
+    "training_share",
     "validate_datalist",
+    "validation_share",
     "with_presets",
     "write_datalist",
 ]

@@ -39,6 +39,7 @@ __all__ = [
     "datalist_from_folder",
     "validate_datalist",
     "load_split",
+    "load_scored_split",
     "with_presets",
     "sampling_weights",
 ]
@@ -342,6 +343,26 @@ def with_presets(items: Iterable[Mapping[str, Any]], presets: Iterable[str] = ("
             image_id = item.get("name", item.get("source", item["image"]))
             out.append({**dict(item), "preset": preset, "image_id": str(image_id)})
     return out
+
+
+def load_scored_split(
+    datalist: str | os.PathLike,
+    key: str,
+    base_dir: str | os.PathLike | None = None,
+    skip_bad: bool | str = False,
+    presets: Iterable[str] = ("paper", "radiology"),
+    modalities: Iterable[str] | None = None,
+) -> list[dict]:
+    """The items validation and evaluation score: ``key``'s images (:func:`load_split`), one copy per preset.
+
+    Each image must be at least 11 pixels on a side (SSIM's window; both report SSIM) and is repeated
+    under every degradation preset (:func:`with_presets`). ``skip_bad`` may be a command-line string
+    (``"true"``), read as MONAI's ``str2bool`` reads it.
+    """
+    from monai.utils import str2bool
+
+    items = load_split(datalist, key, base_dir, str2bool(skip_bad), min_size=11, modalities=modalities)
+    return with_presets(items, presets)
 
 
 def sampling_weights(items: Iterable[Mapping[str, Any]], colour_weight: float = 1.0,

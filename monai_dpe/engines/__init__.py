@@ -2,8 +2,17 @@
 from __future__ import annotations
 
 from monai_dpe.engines.enhancer import CheckImaged, EnhancementEvaluator, SafeDataset, one_line, raise_on_failures
-from monai_dpe.engines.handlers import BestMetricRecord, EpochSeeder, TimeLimit, TrainingProgressBar, TrainingState, WeightsRecord
-from monai_dpe.engines.trainer import PrepareImageTarget, SupervisedAdversarialTrainer
+from monai_dpe.engines.handlers import (
+    BestMetricRecord,
+    EpochSeeder,
+    TimeLimit,
+    TrainingProgressBar,
+    TrainingState,
+    WeightsRecord,
+    best_model_records,
+    enabled_handlers,
+)
+from monai_dpe.engines.trainer import PrepareImageTarget, SupervisedAdversarialTrainer, prepare_with_level
 
 __all__ = [
     "BestMetricRecord",
@@ -14,9 +23,12 @@ __all__ = [
     "raise_on_failures",
     "SupervisedAdversarialTrainer",
     "PrepareImageTarget",
+    "prepare_with_level",
     "TrainingState",
     "EpochSeeder",
     "TrainingProgressBar",
     "TimeLimit",
     "WeightsRecord",
+    "best_model_records",
+    "enabled_handlers",
 ]

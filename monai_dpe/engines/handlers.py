@@ -5,7 +5,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import ignite.distributed as idist
 import numpy as np
@@ -16,7 +16,10 @@ from ignite.engine import Engine, Events
 from monai_dpe.files import atomic_path, remove_partials
 from monai_dpe.networks.weights import record_retrained_weights
 
-__all__ = ["TrainingState", "BestMetricRecord", "WeightsRecord", "EpochSeeder", "TrainingProgressBar"]
+__all__ = [
+    "TrainingState", "BestMetricRecord", "WeightsRecord", "EpochSeeder", "TrainingProgressBar", "best_model_records",
+    "enabled_handlers",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +170,29 @@ class BestMetricRecord:
     def load_state_dict(self, record: Mapping[str, float | int]) -> None:
         self.workflow.state.best_metric = float(record["best_metric"])
         self.workflow.state.best_metric_epoch = int(record["best_metric_epoch"])
+
+
+def best_model_records(saver: object | None, evaluator: Engine) -> dict[str, object]:
+    """What :class:`TrainingState` keeps of the best model so far (its ``optional_dict``).
+
+    The key-metric checkpoint record of MONAI's ``CheckpointSaver`` ``saver`` (which file is the best,
+    at what score) and ``evaluator``'s :class:`BestMetricRecord`, so a resumed run neither replaces a
+    better ``model.pt`` nor logs a session-local best. Nothing where no saver runs (``None``: every
+    rank but 0 of a multi-GPU run).
+    """
+    if saver is None:
+        return {}
+    return {"best_checkpoint": saver._key_metric_checkpoint, "best_metric": BestMetricRecord(evaluator)}
+
+
+def enabled_handlers(handlers: Iterable[object | None] | None) -> list[object]:
+    """The handlers of a config list that are switched on, in their order.
+
+    A named handler whose ``_disabled_`` is true (the logging and saving ones on every rank but 0 of
+    a multi-GPU run, the progress bar without ``progress``) resolves to ``None`` where a list refers
+    to it, and ignite cannot attach ``None``.
+    """
+    return [handler for handler in handlers or () if handler is not None]
 
 
 class WeightsRecord:

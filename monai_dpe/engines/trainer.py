@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -12,7 +12,7 @@ from monai.utils import CommonKeys
 
 from monai_dpe.losses.adversarial import DiscriminatorLoss
 
-__all__ = ["SupervisedAdversarialTrainer", "PrepareImageTarget"]
+__all__ = ["SupervisedAdversarialTrainer", "PrepareImageTarget", "prepare_with_level"]
 
 
 class PrepareImageTarget(PrepareBatch):
@@ -35,6 +35,16 @@ class PrepareImageTarget(PrepareBatch):
         if not self.extra_keys:
             return image, target
         return image, target, (), {arg: batchdata.get(key) for arg, key in self.extra_keys.items()}
+
+
+def prepare_with_level(level_channels: int, extra_keys: Mapping[str, str] | None = None) -> PrepareImageTarget:
+    """A :class:`PrepareImageTarget` that also hands each image's ``level`` to a network that takes one.
+
+    Only a network with ``level_channels`` (0 before 0.6.0) has level inputs, so the bundle's configs
+    pass theirs here instead of spelling out the condition. ``extra_keys`` come first, as given.
+    """
+    keys = {**(extra_keys or {}), **({"level": "level"} if level_channels else {})}
+    return PrepareImageTarget(extra_keys=keys or None)
 
 
 class SupervisedAdversarialTrainer(SupervisedTrainer):

@@ -25,7 +25,9 @@ from monai_dpe.networks.weights import (
 )
 from monai_dpe.processor import has_fast_bf16
 
-__all__ = ["BACKENDS", "OnnxNetwork", "backend_autocast", "export_onnx", "load_backend", "resolve_backend"]
+__all__ = [
+    "BACKENDS", "OnnxNetwork", "backend_autocast", "backend_file", "export_onnx", "load_backend", "resolve_backend",
+]
 
 BACKENDS = ("eager", "bf16", "torchscript", "onnx")
 AUTO = "auto"
@@ -155,6 +157,20 @@ def export_onnx(network: nn.Module, path: str | os.PathLike, in_channels: int = 
     return str(path)
 
 
+def backend_file(
+    backend: str,
+    weights_path: str | os.PathLike,
+    torchscript_path: str | os.PathLike | None = None,
+    onnx_path: str | os.PathLike | None = None,
+) -> str | os.PathLike | None:
+    """The file ``backend`` loads, whose recorded digest is checked: the weights for eager and bf16, else the export."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    if backend in ("eager", "bf16"):
+        return weights_path
+    return torchscript_path if backend == "torchscript" else onnx_path
+
+
 def load_backend(
     network_def: nn.Module,
     weights_path: str | os.PathLike,
@@ -168,11 +184,9 @@ def load_backend(
     ``sha256`` is checked against whichever file is loaded. A missing export fails with one line
     that says how to make it (``make export``).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    path = backend_file(backend, weights_path, torchscript_path, onnx_path)
     if backend in ("eager", "bf16"):
-        return load_weights(network_def, weights_path, sha256)
-    path = torchscript_path if backend == "torchscript" else onnx_path
+        return load_weights(network_def, path, sha256)
     if path is None or not os.path.isfile(path):
         raise WeightsError(f"{path}: {backend} export not found (create it with `make export`)")
     verify_sha256(path, sha256)

@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from monai_dpe.networks.weights import load_weights, recorded_sha256
 
-__all__ = ["ModalityRouter", "load_router"]
+__all__ = ["ModalityRouter", "experts_for", "load_router"]
 
 
 class ModalityRouter(nn.Module):
@@ -79,3 +79,14 @@ def load_router(
 
     experts = {name: load_weights(copy.deepcopy(network), path, digest(path)) for name, path in (expert_weights or {}).items()}
     return ModalityRouter(load_weights(network, weights_path, digest(weights_path)), experts)
+
+
+def experts_for(
+    weights_path: str | os.PathLike,
+    shipped_experts: Mapping[str, str | os.PathLike],
+    bundle_root: str | os.PathLike,
+) -> Mapping[str, str | os.PathLike]:
+    """The expert weights that go with ``weights_path``: the shipped experts with the bundle's own
+    ``models/model.pt``, none with any other weights (a user's own model is scored alone)."""
+    shipped = os.path.abspath(os.path.join(bundle_root, "models", "model.pt"))
+    return shipped_experts if os.path.abspath(weights_path) == shipped else {}

@@ -16,6 +16,7 @@ from monai_dpe.files import atomic_path
 
 __all__ = [
     "load_weights",
+    "load_initial_weights",
     "sha256_of",
     "verify_sha256",
     "recorded_sha256",
@@ -242,3 +243,16 @@ def load_weights(network: nn.Module, path: str | os.PathLike, sha256: str | None
         first = [line.strip() for line in str(err).splitlines() if line.strip()][1:2] or ["shapes differ"]
         raise WeightsError(f"{path}: weights do not fit {type(network).__name__} ({first[0]})") from err
     return network
+
+
+def load_initial_weights(
+    network: nn.Module, path: str | os.PathLike | None, warm: bool = False, key: str | None = "network"
+) -> nn.Module | None:
+    """Start training ``network`` from ``path``: loaded as it is (:func:`load_weights`), or grown into a
+    network with more inputs (:func:`warm_start`) with ``warm``; without a path, nothing (from scratch).
+
+    ``key``: where a training state keeps the network (a plain state dict is taken as it is).
+    """
+    if not path:
+        return None
+    return (warm_start if warm else load_weights)(network, path, key=key)

@@ -175,23 +175,23 @@ def _network(config_files: Sequence[str], weights: str, bundle_root: str,
 
 
 def _validation_pairs(dataset_dir: str, bundle_root: str, preset: str) -> list[dict]:
-    """Each validation image under ``preset``: the raw degraded image, the network input and the truth."""
+    """Each validation image under ``preset``: the raw degraded image, the network input and the truth.
+
+    The raw degraded image is the copy validation keeps before the intensity policy (``degraded``).
+    """
     from monai.bundle import ConfigParser
-    from monai.transforms import Compose
 
     configs = Path(bundle_root) / "configs"
     parser = ConfigParser()
     parser.read_config([str(configs / "train.json"), str(configs / "evaluate.json")])
     parser.update({"bundle_root": bundle_root, "dataset_dir": dataset_dir, "validate#presets": [preset]})
-    transforms = parser.get_parsed_content("validate#preprocessing#transforms")
-    degrade, to_network = Compose(transforms[:6]), Compose(transforms[6:])
+    preprocessing = parser.get_parsed_content("validate#preprocessing")
     pairs = []
     for item in parser.get_parsed_content("validate#datalist"):
-        raw = degrade(dict(item))
-        net_in = to_network(dict(raw))
+        net_in = preprocessing(dict(item))
         pairs.append({"name": _modality(item.get("modality", "")), "modality": item.get("modality"),
                       "rgb": int(item.get("channels", 1)) == 3,
-                      "degraded": raw["image"], "image": net_in["image"], "target": net_in["target"]})
+                      "degraded": net_in["degraded"], "image": net_in["image"], "target": net_in["target"]})
     return pairs
 
 

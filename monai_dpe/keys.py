@@ -13,6 +13,7 @@ class ItemKeys:
 
     IMAGE = "image"  # discovery: the input path (a file or a DICOM series folder); the loader: the image
     RELPATH = "relpath"  # discovery: the path below its input root, which the output mirrors
+    SERIES_FILES = "series_files"  # discovery: the files of one evenly spaced part of a series split at its gaps
     SOURCE_PATH = "source_path"  # planning: the input as given, for messages
     OUTPUT_PATH = "output_path"  # planning: where the enhanced image is written
     PANEL_PATH = "panel_path"  # planning, with comparison panels: where the item's panel is written

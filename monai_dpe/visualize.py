@@ -190,8 +190,11 @@ class SaveComparisond(MapTransform):
             return d
         for key in self.key_iterator(d):
             source = d[self.source_key].meta["filename_or_obj"]
+            part = d.get(ItemKeys.SERIES_FILES)  # a part of a series split at its gaps: its own files
+            title = os.path.basename(str(d[ItemKeys.RELPATH])) if part else os.path.basename(str(source))
+            source = (list(part) if len(part) > 1 else part[0]) if part else source
             panel = Path(d[ItemKeys.PANEL_PATH]) if d.get(ItemKeys.PANEL_PATH) else comparison_path(d[self.output_key])
             if panel.exists() and not (self.overwrite or d.get(RESUME_REPLACE, False)):
                 raise FileExistsError(f"{panel}: comparison exists (pass --overwrite to replace it).")
-            save_comparison(self.loader(source), d[key], panel, title=os.path.basename(str(source)))
+            save_comparison(self.loader(source), d[key], panel, title=title)
         return d

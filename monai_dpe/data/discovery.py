@@ -8,6 +8,7 @@ from pathlib import Path
 
 from monai_dpe.formats import DICOM_SUFFIXES, image_suffix
 from monai_dpe.keys import ItemKeys
+from monai_dpe.transforms.checks import series_parts
 
 __all__ = ["find_images", "image_suffix", "is_dicom_file", "is_dicom_series_dir", "non_image_dicom_class",
            "unreadable_reason", "display_path"]
@@ -157,7 +158,8 @@ def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     such input's items are placed under the input's own name, as ``cp -r a b out/`` would. A file
     that an earlier input already reached (named twice, named and inside a named folder, or named
     through a link) is not an item again; within one folder, a link and its target are two names
-    and two items, as the folder holds them.
+    and two items, as the folder holds them. A series with gaps (a missing slice, uneven positions)
+    is split at them, one item per evenly spaced part, so each keeps its true positions.
     """
     roots: Iterable = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
     groups = []
@@ -178,7 +180,18 @@ def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
         if any(len(owners[item[ItemKeys.RELPATH]]) > 1 for item in found):
             found = [{**item, ItemKeys.RELPATH: str(Path(_input_label(root, item)) / item[ItemKeys.RELPATH])} for item in found]
         items += found
-    return items
+    return [part for item in items for part in _split_at_gaps(item)]
+
+
+def _split_at_gaps(item: dict) -> list[dict]:
+    """A series folder that is regular apart from its gaps becomes one item per evenly spaced part,
+    named ``<series>_part<k>of<n>`` in order along the normal; any other item stays as it is."""
+    if ItemKeys.ERROR in item or not os.path.isdir(item[ItemKeys.IMAGE]):
+        return [item]
+    parts = series_parts(Path(item[ItemKeys.IMAGE]))
+    relpath = item[ItemKeys.RELPATH]
+    return [{**item, ItemKeys.RELPATH: f"{relpath}_part{k}of{len(parts)}", ItemKeys.SERIES_FILES: [str(f) for f in files]}
+            for k, files in enumerate(parts, start=1)] or [item]
 
 
 def _item(path: Path, relpath: str | os.PathLike, reason: str | None = None) -> dict:

@@ -16,8 +16,10 @@ import torch
 from monai.transforms import MapTransform
 
 from monai_dpe.formats import DICOM_SUFFIXES, PHOTO_SUFFIXES, image_suffix
+from monai_dpe.keys import ItemKeys
 
-__all__ = ["CheckHeaderd", "CheckImaged", "ImageRefused", "check_size", "MAX_VOXELS", "MAX_SLICE_PIXELS"]
+__all__ = ["CheckHeaderd", "CheckImaged", "ImageRefused", "check_series_geometry", "check_size", "series_parts", "MAX_VOXELS",
+           "MAX_SLICE_PIXELS"]
 
 MAX_VOXELS = 400_000_000
 # DPENet at half width needs about 1 GB per megapixel of slice on CPU: 4096 x 4096 is ~16 GB
@@ -40,27 +42,31 @@ class CheckHeaderd(MapTransform):
         keys: keys holding image paths (files or DICOM series folders).
         max_voxels: refuse images declaring more voxels than this (all channels).
         max_slice_pixels: refuse images whose two largest spatial sides span more pixels than this.
+        series_files_key: item key listing the files of one part of a series folder (:func:`series_parts`);
+            only those are checked.
     """
 
     def __init__(self, keys="image", max_voxels: int = MAX_VOXELS, max_slice_pixels: int = MAX_SLICE_PIXELS,
-                 allow_missing_keys: bool = False):
+                 allow_missing_keys: bool = False, series_files_key: str = ItemKeys.SERIES_FILES):
         super().__init__(keys, allow_missing_keys)
         self.max_voxels, self.max_slice_pixels = int(max_voxels), int(max_slice_pixels)
+        self.series_files_key = series_files_key
 
     def __call__(self, data: Mapping) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
             if isinstance(d[key], (str, os.PathLike)):
-                self.check(d[key])
+                self.check(d[key], d.get(self.series_files_key))
         return d
 
-    def check(self, path: str | os.PathLike) -> None:
-        """Raise :class:`ImageRefused` with the reason if the header of ``path`` declares an unusable image."""
+    def check(self, path: str | os.PathLike, files: Sequence[str | os.PathLike] | None = None) -> None:
+        """Raise :class:`ImageRefused` with the reason if the header of ``path`` (or of its ``files``) declares an unusable image."""
+        files = None if files is None else [Path(f) for f in files]
         if Path(path).is_dir():
-            check_series_geometry(Path(path))
+            check_series_geometry(Path(path), files)
         elif Path(path).is_file() and os.path.getsize(path) == 0:  # readers answer "Could not create IO object"
             raise ImageRefused("empty file (0 bytes): there is no image to read")
-        shape = _header_shape(Path(path))
+        shape = _dicom_shape(Path(path), files) if files else _header_shape(Path(path))
         if shape is None:
             return
         spatial, channels = shape
@@ -200,11 +206,11 @@ def _refuse_turned_tiff(im) -> None:
                            "reader does not apply; save the image upright (orientation 1) or as PNG/JPEG")
 
 
-def _dicom_shape(path: Path) -> tuple[tuple[int, ...], int] | None:
+def _dicom_shape(path: Path, files: Sequence[Path] | None = None) -> tuple[tuple[int, ...], int] | None:
     import pydicom
     from pydicom.uid import UID
 
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")) if path.is_dir() else [path]
+    files = files or (_series_files(path) if path.is_dir() else [path])
     rows = cols = frames = 0
     channels = 1
     for file in files:
@@ -234,19 +240,12 @@ def _names(files: Sequence[Path], limit: int = 3) -> str:
     return shown + (f" and {len(files) - limit} more" if len(files) > limit else "")
 
 
-def check_series_geometry(folder: Path) -> None:
-    """Raise :class:`ImageRefused` if the DICOM slices in ``folder`` do not stack into one regular volume.
-
-    A series reader sorts slices along their normal and writes one uniform spacing, whatever the
-    positions say: a missing slice, uneven or duplicate positions, a localizer (another
-    orientation) or a slice of another size would be written with made-up geometry, stacked in or
-    dropped. Checked from the headers: one orientation and one size (the odd files named), no two
-    slices at one position, positions along the normal (no shear), evenly spaced.
-    """
+def _placed_slices(files: Sequence[Path]) -> list[tuple]:
+    """(file, position, orientation, (rows, columns)) of each file that is a DICOM slice placed in space."""
     import pydicom
 
     slices = []
-    for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+    for file in files:
         try:
             ds = pydicom.dcmread(file, stop_before_pixels=True, specific_tags=[
                 "ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns"])
@@ -255,8 +254,16 @@ def check_series_geometry(folder: Path) -> None:
         except Exception:  # not a placed DICOM slice: the reader decides about it
             continue
         slices.append((file, position, orientation, (int(ds.get("Rows", 0)), int(ds.get("Columns", 0)))))
-    if len(slices) < 2:
-        return
+    return slices
+
+
+def _series_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _stack(slices: list[tuple]) -> tuple[list[tuple], np.ndarray]:
+    """The slices sorted along their normal and their positions there; :class:`ImageRefused` if they
+    are no single stack: another orientation or size among them, two at one position, or sideways steps."""
     groups: dict[tuple, list] = {}
     for s in slices:
         groups.setdefault((tuple(np.round(s[2], 3)), s[3]), []).append(s)
@@ -283,15 +290,67 @@ def check_series_geometry(folder: Path) -> None:
                            "the series is refused")
     steps = np.diff(np.stack([s[1] for s in order]), axis=0)
     sideways = np.linalg.norm(steps - np.outer(steps @ normal, normal), axis=1)
-    spacing = float(np.median(gaps))
-    tolerance = _SPACING_TOLERANCE * spacing + 1e-3
-    if float(sideways.max()) > tolerance:
+    if float(sideways.max()) > _SPACING_TOLERANCE * float(np.median(gaps)) + 1e-3:
         raise ImageRefused(f"not one volume: slice positions move {float(sideways.max()):.3f} mm sideways between "
                            "slices (a tilted or sheared stack), which a volume's grid cannot hold; refused")
-    if float(np.abs(gaps - spacing).max()) > tolerance:
+    return order, along
+
+
+def _even(gap: float, spacing: float) -> bool:
+    return abs(gap - spacing) <= _SPACING_TOLERANCE * spacing + 1e-3
+
+
+def check_series_geometry(folder: Path, files: Sequence[Path] | None = None) -> None:
+    """Raise :class:`ImageRefused` if the DICOM slices in ``folder`` (or just ``files``) do not stack into one regular volume.
+
+    A series reader sorts slices along their normal and writes one uniform spacing, whatever the
+    positions say: a missing slice, uneven or duplicate positions, a localizer (another
+    orientation) or a slice of another size would be written with made-up geometry, stacked in or
+    dropped. Checked from the headers: one orientation and one size (the odd files named), no two
+    slices at one position, positions along the normal (no shear), evenly spaced. A series that
+    is regular apart from its gaps is split at them before this check (:func:`series_parts`).
+    """
+    slices = _placed_slices(_series_files(folder) if files is None else files)
+    if len(slices) < 2:
+        return
+    _, along = _stack(slices)
+    gaps = np.diff(along)
+    spacing = float(np.median(gaps))
+    if not all(_even(float(g), spacing) for g in gaps):
         raise ImageRefused(f"not one volume: slices are not evenly spaced (gaps of {gaps.min():.3g} to "
                            f"{gaps.max():.3g} mm along the normal, a missing slice?); a volume would get a made-up "
                            "uniform spacing, so the series is refused")
+
+
+def series_parts(folder: Path) -> list[list[Path]]:
+    """The evenly spaced runs of a DICOM series that is one stack apart from gaps, sorted along the normal.
+
+    A missing slice or uneven positions (0, 1, 2, 3, 5, 6, 7, 10 mm) would make a volume with a
+    made-up uniform spacing; split where the gap changes, each run keeps its true positions
+    (0-3, 5-7 and 10 mm here). Runs are taken in order, each as long as its first gap repeats; a
+    slice whose next two gaps differ is a part of its own (0, 2, 3, 4 mm: 0, then 2-4). Empty when the series is one regular volume, or no stack at
+    all (another orientation, size or a duplicate position: :func:`check_series_geometry` refuses it).
+    """
+    slices = _placed_slices(_series_files(folder))
+    if len(slices) < 3:
+        return []
+    try:
+        order, along = _stack(slices)
+    except ImageRefused:
+        return []
+    parts, start, count = [], 0, len(order)
+    while start < count:
+        end = start + 1  # exclusive
+        if end < count:
+            spacing = float(along[end] - along[start])
+            # a slice whose next gap is not the one after it stands alone: its neighbour starts a longer run
+            if end + 1 >= count or _even(float(along[end + 1] - along[end]), spacing):
+                end += 1
+                while end < count and _even(float(along[end] - along[end - 1]), spacing):
+                    end += 1
+        parts.append([s[0] for s in order[start:end]])
+        start = end
+    return parts if len(parts) > 1 else []
 
 
 class CheckImaged(MapTransform):

@@ -12,12 +12,14 @@ import os
 
 import numpy as np
 from monai.config import KeysCollection
-from monai.data import NibabelReader, PILReader
+from monai.data import ITKReader, NibabelReader, PILReader
 from monai.transforms import LoadImage, LoadImaged
 from PIL import Image as PILImage
 from PIL import ImageOps
 
-__all__ = ["ColourNiftiReader", "LoadDisplayImage", "LoadDisplayImaged", "pil_display_converter", "photo_header"]
+from monai_dpe.keys import ItemKeys
+
+__all__ = ["ColourNiftiReader", "DicomSeriesPartReader", "LoadDisplayImage", "LoadDisplayImaged", "pil_display_converter", "photo_header"]
 
 # PIL modes whose pixel values are not intensities: palette indices, and ink amounts or other colour
 # spaces (whose ICC profile, if any, does not describe the RGB copy)
@@ -73,10 +75,28 @@ class ColourNiftiReader(NibabelReader):
         return data
 
 
+class DicomSeriesPartReader(ITKReader):
+    """MONAI's ``ITKReader`` for a list of DICOM slices that are one volume (a part of a series split at its gaps).
+
+    ``ITKReader`` reads a list as separate images stacked into channels, and a folder as its whole
+    series; this reads the files given, in their order, with ITK's series reader, which takes the
+    spacing and origin from their positions. It serves lists of two or more files only.
+    """
+
+    def verify_suffix(self, filename) -> bool:
+        return isinstance(filename, (list, tuple)) and len(filename) > 1 and super().verify_suffix(filename)
+
+    def read(self, data, **kwargs):
+        import itk
+
+        return itk.imread([str(f) for f in data], **{**self.kwargs, **kwargs})
+
+
 def _register_display_readers(loader) -> None:
     """Register the readers monai-dpe adds; later ones are tried first for the suffixes they serve."""
     loader.register(ColourNiftiReader())
     loader.register(PILReader(converter=pil_display_converter))
+    loader.register(DicomSeriesPartReader())
 
 
 class LoadDisplayImage(LoadImage):
@@ -96,11 +116,23 @@ class LoadDisplayImaged(LoadImaged):
     BMP; NIfTI) while MONAI keeps choosing readers by suffix for everything else: a multi-page TIFF
     stays with ITK (a volume), which a reader passed as ``reader=`` would not guarantee, since MONAI
     then tries that reader on every file and PIL opens the first page of any TIFF.
+
+    An item with ``series_files`` (:class:`~monai_dpe.keys.ItemKeys`) is one part of a DICOM series
+    split at its gaps: those files are read as its image, with :class:`DicomSeriesPartReader`.
     """
 
     def __init__(self, keys: KeysCollection, *args, **kwargs) -> None:
         super().__init__(keys, *args, **kwargs)
         _register_display_readers(self._loader)
+
+    def __call__(self, data, reader=None):
+        files = data.get(ItemKeys.SERIES_FILES)
+        if not files:
+            return super().__call__(data, reader)
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = list(files) if len(files) > 1 else files[0]
+        return super().__call__(d, reader)
 
 
 def photo_header(path: str | os.PathLike) -> dict:

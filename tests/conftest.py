@@ -9,6 +9,15 @@ import torch
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _backend_timing_cache(tmp_path_factory):
+    """The auto backend's timing cache (monai_dpe.networks.timing) lives in the test run, not the user's home."""
+    import os
+
+    os.environ["MONAI_DPE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     """Every test starts from the same torch and numpy global random state."""

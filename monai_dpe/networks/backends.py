@@ -6,6 +6,7 @@ tensors, so the slice inferer, the channel adapter and the rest of the pipeline 
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 from pathlib import Path
@@ -23,7 +24,8 @@ from monai_dpe.networks.weights import (
     sha256_of,
     verify_sha256,
 )
-from monai_dpe.processor import has_fast_bf16
+from monai_dpe.networks.timing import cpu_model, fastest_backend
+from monai_dpe.processor import cpu_features, has_fast_bf16
 
 __all__ = [
     "BACKENDS", "OnnxNetwork", "backend_autocast", "backend_file", "export_onnx", "load_backend", "resolve_backend",
@@ -41,14 +43,19 @@ def resolve_backend(
     amp_dtype: object = None,
     bundle_root: str | os.PathLike | None = None,
     features: frozenset[str] | None = None,
+    network_def: nn.Module | None = None,
+    timing_cache: str | os.PathLike | None = None,
 ) -> str:
     """The concrete backend for ``backend``; ``"auto"`` picks the fastest one this processor has.
 
     On a CPU that computes bf16 natively (AVX512-BF16 or AMX, from ``features``, default
     ``/proc/cpuinfo``) that is ``"bf16"``: eager bf16 autocast, channels-last (its output stays
-    above 50 dB PSNR from fp32 on the shipped samples; tests/test_backends.py). On other CPUs it is
-    ONNX Runtime (measured fastest at every slice size, outputs within 1e-4 of eager, docs/benchmarks/speed.md), but only when onnxruntime is installed, no autocast is asked
-    for, and the export provably belongs to the weights: both are recorded in ``bundle_root``'s
+    above 50 dB PSNR from fp32 on the shipped samples; tests/test_backends.py). On other CPUs ONNX
+    Runtime (outputs within 1e-4 of eager) and eager PyTorch are timed once on a 256x256 slice with
+    ``network_def`` and the faster is cached (:func:`~monai_dpe.networks.timing.fastest_backend`,
+    in ``timing_cache``); without ``network_def`` ONNX Runtime is taken, as measured fastest on an
+    AVX2 processor (docs/benchmarks/speed.md). ONNX Runtime is a candidate only when onnxruntime is
+    installed, no autocast is asked for, and the export provably belongs to the weights: both are recorded in ``bundle_root``'s
     ``large_files.json`` and ``weights_path`` has the digest recorded for ``models/model.pt``, the
     file every export is made from (after a fine-tune overwrote ``model.pt`` without ``make
     export``, a stale export would silently run the old model; another recorded weights file, such
@@ -69,9 +76,19 @@ def resolve_backend(
     weights_digest = recorded_sha256(bundle_root, weights_path)
     exported_digest = recorded_sha256(bundle_root, Path(bundle_root) / "models" / "model.pt")  # exports come from it
     if weights_digest is None or weights_digest != exported_digest or recorded_sha256(bundle_root, onnx_path) is None \
-            or not os.path.isfile(weights_path):
+            or not os.path.isfile(weights_path) or sha256_of(weights_path) != weights_digest:
         return "eager"
-    return "onnx" if sha256_of(weights_path) == weights_digest else "eager"
+    if network_def is None:
+        return "onnx"
+    candidates = {
+        "onnx": lambda: OnnxNetwork(onnx_path, multiple=getattr(network_def, "multiple", 16),
+                                    default_level=getattr(network_def, "default_level", None)),
+        "eager": lambda: load_weights(network_def, weights_path).eval(),
+    }
+    key = {"cpu": cpu_model(), "features": sorted(cpu_features() if features is None else features),
+           "threads": torch.get_num_threads(), "torch": torch.__version__, "weights": weights_digest,
+           "onnxruntime": importlib.metadata.version("onnxruntime")}
+    return fastest_backend(candidates, key, timing_cache)
 
 
 def backend_autocast(backend: str) -> str | None:

@@ -17,7 +17,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from monai_dpe.data.discovery import find_images
-from monai_dpe.engines.enhancer import plan_outputs
+from monai_dpe.engines.planning import plan_outputs
 from monai_dpe.transforms.io import output_path
 from helpers import SUMMARY, run_cli, smooth
 

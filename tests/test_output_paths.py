@@ -14,7 +14,7 @@ import pytest
 from monai.bundle import ConfigParser
 from PIL import Image
 
-from monai_dpe.engines.enhancer import plan_outputs
+from monai_dpe.engines.planning import plan_outputs
 from monai_dpe.transforms import LoadDisplayImaged, SaveEnhancedd, UnsafeOutputPath, output_path
 from helpers import BUNDLE, TINY_CHANNELS, run_cli, smooth, tiny_weights
 

@@ -12,6 +12,7 @@ from monai_dpe.engines.handlers import (
     best_model_records,
     enabled_handlers,
 )
+from monai_dpe.engines.planning import plan_outputs
 from monai_dpe.engines.trainer import PrepareImageTarget, SupervisedAdversarialTrainer, prepare_with_level
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "SafeDataset",
     "CheckImaged",
     "one_line",
+    "plan_outputs",
     "raise_on_failures",
     "SupervisedAdversarialTrainer",
     "PrepareImageTarget",

@@ -2,7 +2,7 @@
 
 ``bundle/configs/multi_gpu_inference.json`` uses these functions over ``inference.json``:
 
-* :func:`shard` gives each rank its part of rank 0's plan (:func:`~monai_dpe.engines.enhancer.plan_outputs`),
+* :func:`shard` gives each rank its part of rank 0's plan (:func:`~monai_dpe.engines.planning.plan_outputs`),
   so that every rank agrees on which inputs are refused and no output is written twice;
 * :func:`merge_records` gathers every rank's results, and rank 0 logs the totals and writes one summary;
 * :func:`raise_on_any_failures` ends every rank with an error if any file failed on any rank.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 
 import numpy as np
@@ -142,3 +143,23 @@ def test_cli_refuses_an_unusable_metrics_file_with_one_line(tmp_path, capsys, co
     err = capsys.readouterr().err
     assert stop.value.code == 2 and f"--dpe-metrics {metrics}: " in err and "Traceback" not in err
     assert not (tmp_path / "out").exists(), "nothing written"
+
+
+def test_the_report_says_what_it_scored_and_leaves_out_a_baseline_of_another_split(reports, tmp_path, monkeypatch):
+    from monai_dpe.reports import quality
+
+    dpe, unet = reports
+    records = [_record("paper", "corpus/ct", 31.0), _record("paper", "fundus", 33.0, True), _record("clean", "corpus/ct", 38.0)]
+    dpe = {**dpe, "split": "test", "presets": ["paper", "radiology", "clean"], "images": records}
+    text = quality.about(dpe)
+    assert text.startswith("The test split (2 images from 2 sources: ct, fundus;") and "Structure PSNR" in text
+    metrics, other = tmp_path / "dpe.json", tmp_path / "unet.json"
+    metrics.write_text(json.dumps(dpe))
+    other.write_text(json.dumps({**unet, "split": "validation"}))
+    monkeypatch.setattr(quality, "crop_figure", lambda *a, **k: None)  # no networks or corpus here
+    monkeypatch.setattr(quality, "_network", lambda *a, **k: torch.nn.Identity())
+    monkeypatch.setattr(quality, "_validation_pairs", lambda *a, **k: [])
+    assert quality.main(["--dpe-metrics", str(metrics), "--basicunet-metrics", str(other), "--output", str(tmp_path)]) == 0
+    report = (tmp_path / "quality.md").read_text()
+    assert "MONAI BasicUNet" not in report.split("## paper")[1], "a validation-split BasicUNet is not compared with test"
+    assert "BasicUNet: not evaluated on the test split" in report and "means over the test images" in report

@@ -4,7 +4,7 @@ Reads the metrics JSON that ``bundle/configs/evaluate.json`` writes for DPE (wit
 baseline) and for the BasicUNet baseline (the same evaluation with ``basicunet_baseline.json``
 merged in), and writes ``quality.md``, ``quality_psnr.png`` (PSNR per modality and method, one
 panel per degradation preset) and ``quality_crops.png`` (degraded input, best classical method,
-BasicUNet, DPE and the truth for each validation image under the paper preset).
+BasicUNet, DPE and the truth for each evaluated image under the paper preset).
 
 Usage::
 
@@ -29,7 +29,7 @@ from monai_dpe.engines.baselines import CLASSICAL, apply_baseline
 from monai_dpe.engines.evaluation import CLEAN_PRESET
 from monai_dpe.extras import require
 
-__all__ = ["METHODS", "method_scores", "write_markdown", "psnr_chart", "crop_figure", "main"]
+__all__ = ["METHODS", "about", "method_scores", "write_markdown", "psnr_chart", "crop_figure", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,19 +44,27 @@ METHODS = {
     "basicunet": "MONAI BasicUNet",
     "dpe": "DPE",
 }
-ABOUT = """\
-Validation split (7 images, one per source, every modality; volumes on their middle slice), each
-degraded with fixed seeds by the paper preset and by the radiology preset; scores against the
-clean image (`bundle/configs/evaluate.json`). Every method gets the same input: the degraded
-image after the intensity policy's percentile stretch, which is DPE's own input and is listed
-first. Classical methods (scikit-image; BM3D from the `bm3d` package) work on the HSV value of
-colour images. MONAI's `BasicUNet` (1,114,323 parameters against DPE's 1,123,243) is trained by
-the same `train.json` with `basicunet_baseline.json` swapping `network_def`: same data,
-degradations, loss (L1 + 1e-3 adversarial), batch and 2,500 iterations, the number behind DPE's
-0.2.0 weights (the shipped 0.3.0 adds a 3,400-step fine-tune on a GPU; `make baseline`). DPE scores
-the histology image with its histology specialist (`models/model_histology.pt`, since 0.4.0) and
-every other image with `models/model.pt`, as `evaluate.json` routes them. Reproduce everything
-with `make benchmark-quality`."""
+def about(report: Mapping[str, Any]) -> str:
+    """What the tables are computed on, read from DPE's evaluation report (its split, images and presets)."""
+    split = report.get("split") or "validation"
+    degraded = [p for p in report.get("presets", ["paper", "radiology"]) if p != CLEAN_PRESET]
+    images = [i for i in report["images"] if i["preset"] == degraded[0]] if degraded else report["images"]
+    sources = sorted({i["source"] for i in images})
+    modalities = sorted({_modality(i["modality"]) for i in images})
+    return (
+        f"The {split} split ({len(images)} images from {len(sources)} sources: {', '.join(modalities)}; volumes on "
+        f"their middle slice), each degraded with fixed seeds by the {' and the '.join(degraded)} presets and saved "
+        "as its storage depth holds it (8 or 16 bits); scores against the clean image (`bundle/configs/evaluate.json`)."
+        + (" The clean preset feeds each clean image as it is: fidelity, the output against the input."
+           if CLEAN_PRESET in report.get("presets", []) else "")
+        + " Every method gets the same input, the degraded image after the intensity policy's percentile stretch "
+        "(DPE's own input, listed first). Classical methods (scikit-image; BM3D from the `bm3d` package) work on the "
+        "HSV value of colour images. Structure PSNR is the PSNR after the least-squares map `a * output + b` onto the "
+        "truth: it leaves out the global level and measures noise, banding and detail. MONAI's `BasicUNet` is trained "
+        "by the same `train.json` with `basicunet_baseline.json` swapping `network_def` (`make baseline`) and is "
+        "listed only when its report scores the same split. Reproduce with `make benchmark-quality`."
+    )
+
 
 def _modality(name: str) -> str:
     return os.path.basename(str(name).rstrip("/"))  # MONAI's datalist loader prefixes existing folders
@@ -92,20 +100,22 @@ def _best_classical(cell: Mapping[str, Any]) -> tuple[str | None, float | None]:
 
 def write_markdown(table: Mapping[str, dict], path: Path, info: Mapping[str, str]) -> None:
     """The comparison as markdown: means per preset, PSNR per modality, and the targets' verdicts."""
-    lines = ["# Quality: DPE against classical methods and MONAI BasicUNet", "", ABOUT, ""]
-    lines += [f"{k}: {v}" for k, v in info.items()] + [""]
+    lines = ["# Quality: DPE against classical methods and MONAI BasicUNet", "", info.get("about", ""), ""]
+    lines += [f"{k}: {v}" for k, v in info.items() if k not in ("about", "split")] + [""]
+    split = info.get("split", "validation")
     for preset in ("paper", "radiology"):
         if preset not in table:
             continue
-        lines += [f"## {preset} preset: means over the validation images", "",
-                  "| method | PSNR (dB) | SSIM | DeltaE (all) | DeltaE (RGB images) |", "|---|---|---|---|---|"]
+        lines += [f"## {preset} preset: means over the {split} images", "",
+                  "| method | PSNR (dB) | structure PSNR (dB) | SSIM | DeltaE (all) | DeltaE (RGB images) |",
+                  "|---|---|---|---|---|---|"]
         mean = table[preset]["mean"]
         for method, label in METHODS.items():
             if method in mean:
                 s = mean[method]
                 name = f"**{label}**" if method == "dpe" else label
-                lines.append(f"| {name} | {_num(s['psnr'])} | {_num(s['ssim'], 3)} | {_num(s['delta_e'])} | "
-                             f"{_num(s.get('delta_e_rgb'))} |")
+                lines.append(f"| {name} | {_num(s['psnr'])} | {_num(s.get('structure_psnr'))} | {_num(s['ssim'], 3)} | "
+                             f"{_num(s['delta_e'])} | {_num(s.get('delta_e_rgb'))} |")
         best, best_psnr = _best_classical(mean)
         dpe = mean["dpe"]["psnr"]
         verdicts = [f"DPE {dpe:.2f} dB; best classical {METHODS[best]} {best_psnr:.2f} dB: margin {dpe - best_psnr:+.2f} dB "
@@ -126,17 +136,18 @@ def write_markdown(table: Mapping[str, dict], path: Path, info: Mapping[str, str
         lines.append("")
     if CLEAN_PRESET in table:
         lines += ["## Fidelity on clean inputs (PSNR of the output against the input)", "",
-                  "| method | PSNR (dB) | SSIM | DeltaE (RGB images) |", "|---|---|---|---|"]
+                  "| method | PSNR (dB) | structure PSNR (dB) | SSIM | DeltaE (RGB images) |", "|---|---|---|---|---|"]
         for method in ("basicunet", "dpe"):
             if method in table[CLEAN_PRESET]["mean"]:
                 s = table[CLEAN_PRESET]["mean"][method]
-                lines.append(f"| {METHODS[method]} | {_num(s['psnr'])} | {_num(s['ssim'], 3)} | {_num(s.get('delta_e_rgb'))} |")
+                lines.append(f"| {METHODS[method]} | {_num(s['psnr'])} | {_num(s.get('structure_psnr'))} | "
+                             f"{_num(s['ssim'], 3)} | {_num(s.get('delta_e_rgb'))} |")
         lines.append("")
     lines += ["![PSNR per modality and method](quality_psnr.png)", "", "![crops](quality_crops.png)", ""]
     path.write_text("\n".join(lines))
 
 
-def psnr_chart(table: Mapping[str, dict], path: Path) -> None:
+def psnr_chart(table: Mapping[str, dict], path: Path, split: str = "validation") -> None:
     """Grouped bars: PSNR per modality (and the mean) for every method, one panel per degraded preset."""
     require("matplotlib", "the quality report's charts")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -155,7 +166,7 @@ def psnr_chart(table: Mapping[str, dict], path: Path) -> None:
             ax.bar(np.arange(len(groups)) + (i - (len(methods) - 1) / 2) * width, values, width, label=METHODS[method])
         ax.set_xticks(np.arange(len(groups)), groups)
         ax.set_ylabel("PSNR (dB)")
-        ax.set_title(f"{preset} preset (validation images)")
+        ax.set_title(f"{preset} preset ({split} images)")
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(ncol=4, fontsize=8)
     fig.savefig(path)
@@ -175,7 +186,7 @@ def _network(config_files: Sequence[str], weights: str, bundle_root: str,
 
 
 def _validation_pairs(dataset_dir: str, bundle_root: str, preset: str) -> list[dict]:
-    """Each validation image under ``preset``: the raw degraded image, the network input and the truth.
+    """The first evaluated image of each source under ``preset``: the raw degraded image, the network input and the truth.
 
     The raw degraded image is the copy validation keeps before the intensity policy (``degraded``).
     """
@@ -186,11 +197,14 @@ def _validation_pairs(dataset_dir: str, bundle_root: str, preset: str) -> list[d
     parser.read_config([str(configs / "train.json"), str(configs / "evaluate.json")])
     parser.update({"bundle_root": bundle_root, "dataset_dir": dataset_dir, "validate#presets": [preset]})
     preprocessing = parser.get_parsed_content("validate#preprocessing")
-    pairs = []
+    pairs, sources = [], set()
     for item in parser.get_parsed_content("validate#datalist"):
+        if item.get("source") in sources:  # one row per source keeps the figure readable
+            continue
+        sources.add(item.get("source"))
         net_in = preprocessing(dict(item))
         pairs.append({"name": _modality(item.get("modality", "")), "modality": item.get("modality"),
-                      "rgb": int(item.get("channels", 1)) == 3,
+                      "rgb": int(item.get("channels", 1)) == 3, "level": net_in.get("level"),
                       "degraded": net_in["degraded"], "image": net_in["image"], "target": net_in["target"]})
     return pairs
 
@@ -212,9 +226,15 @@ def _route(network: torch.nn.Module) -> torch.nn.Module:
     return network if isinstance(network, ModalityRouter) else ModalityRouter(network)
 
 
+def _level(network: torch.nn.Module, pair: Mapping[str, Any]) -> dict:
+    """The image's level for a network that takes one (the stretch hid it), as validation passes it."""
+    takes = int(getattr(_route(network).network_for(pair.get("modality")), "level_channels", 0))
+    return {"level": torch.as_tensor(pair["level"], dtype=torch.float32)[None]} if takes and pair.get("level") is not None else {}
+
+
 def crop_figure(pairs: Sequence[dict], networks: Mapping[str, torch.nn.Module], classical: str, path: Path,
                 crop: int = 160) -> None:
-    """One row per validation image: degraded input, ``classical``, each network, truth; PSNR in the titles."""
+    """One row per image: degraded input, ``classical``, each network, truth; PSNR in the titles."""
     require("matplotlib", "the quality report's crops")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -228,7 +248,8 @@ def crop_figure(pairs: Sequence[dict], networks: Mapping[str, torch.nn.Module], 
     for row, pair in enumerate(pairs):
         outputs = [pair["degraded"], apply_baseline(classical, pair["image"], pair["rgb"])]
         with torch.inference_mode():
-            outputs += [_route(net)(pair["image"][None], pair.get("modality"))[0].clamp(0, 1) for net in networks.values()]
+            outputs += [_route(net)(pair["image"][None], pair.get("modality"), **_level(net, pair))[0].clamp(0, 1)
+                        for net in networks.values()]
         outputs.append(pair["target"])
         for col, (out, label) in enumerate(zip(outputs, columns)):
             shown = torch.as_tensor(out, dtype=torch.float32)
@@ -262,11 +283,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--dpe-metrics {args.dpe_metrics}: {getattr(err, 'strerror', None) or err} "
                      "(write it with evaluate.json: make benchmark-quality)")
     basicunet = json.loads(args.basicunet_metrics.read_text()) if args.basicunet_metrics.is_file() else None
+    split = dpe.get("split") or "validation"
+    if basicunet and (basicunet.get("split") or "validation") != split:
+        logger.info("%s scores another split than DPE's %s split: BasicUNet is left out", args.basicunet_metrics, split)
+        basicunet = None
     table = method_scores(dpe, basicunet)
     args.output.mkdir(parents=True, exist_ok=True)
-    info = {"DPE": f"`{args.dpe_metrics}`", "BasicUNet": f"`{args.basicunet_metrics}`" if basicunet else "not evaluated"}
+    info = {"about": about(dpe), "split": split, "DPE": f"`{args.dpe_metrics}`",
+            "BasicUNet": f"`{args.basicunet_metrics}`" if basicunet else f"not evaluated on the {split} split"}
     write_markdown(table, args.output / "quality.md", info)
-    psnr_chart(table, args.output / "quality_psnr.png")
+    psnr_chart(table, args.output / "quality_psnr.png", split)
     experts = {"histology": args.dpe_histology_weights} if args.dpe_histology_weights else None
     configs = Path(args.bundle_root) / "configs"
     networks = {"dpe": _network([str(configs / "train.json")], args.dpe_weights, args.bundle_root, experts)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Hashable, Mapping, Sequence
 
+import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, RandAdjustContrast, RandBiasField, RandomizableTransform
@@ -46,6 +47,9 @@ class RandPerceptualDegradation(RandomizableTransform):
         paper_noise_types: paper noise types.
         paper_noise_std: paper noise strength range (on a [0, 1] scale).
         gamma: radiology gamma range.
+        gamma_log_uniform: draw the gamma uniformly in log space, so gamma and 1 / gamma are equally
+            likely (MONAI draws it uniformly: over (0.5, 2) a darkening curve is twice as likely
+            as a brightening one, which teaches a network to brighten images that need nothing).
         bias_coeff: radiology bias field coefficient range (MONAI ``RandBiasField``).
         bias_degree: degree of the bias field polynomial.
         radiology_noise_types: radiology noise types.
@@ -72,6 +76,7 @@ class RandPerceptualDegradation(RandomizableTransform):
         paper_noise_types: str | Sequence[str] = "uniform",
         paper_noise_std: float | Sequence[float] = (0.0, 0.016),
         gamma: float | Sequence[float] = (0.5, 2.0),
+        gamma_log_uniform: bool = False,
         bias_coeff: float | Sequence[float] = (-0.25, 0.25),
         bias_degree: int = 3,
         radiology_noise_types: str | Sequence[str] = ("gaussian", "rician", "poisson"),
@@ -88,6 +93,7 @@ class RandPerceptualDegradation(RandomizableTransform):
         self.contrast = RandLowContrast(1.0, contrast)
         self.paper_noise = RandAcquisitionNoise(1.0, paper_noise_types, paper_noise_std)
         self.gamma = RandAdjustContrast(prob=1.0, gamma=as_range(gamma, "gamma"))
+        self.gamma_log_uniform = bool(gamma_log_uniform)
         self.bias = RandBiasField(degree=bias_degree, coeff_range=as_range(bias_coeff, "bias_coeff"), prob=1.0)
         self.radiology_noise = RandAcquisitionNoise(1.0, radiology_noise_types, radiology_noise_std)
         self.family = "clean"
@@ -145,6 +151,9 @@ class RandPerceptualDegradation(RandomizableTransform):
             self.paper_noise.randomize(img)
         elif self.family == "radiology":
             self.gamma.randomize()
+            if self.gamma_log_uniform:
+                low, high = self.gamma.gamma
+                self.gamma.gamma_value = float(np.exp(self.R.uniform(np.log(low), np.log(high))))
             self.bias.randomize(img_size=tuple(img.shape[1:]))
             self.radiology_noise.randomize(img)
 

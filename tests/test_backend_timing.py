@@ -96,3 +96,13 @@ def test_auto_times_onnx_and_eager_without_native_bf16_and_keeps_the_choice(tmp_
     assert not (tmp_path / "none.json").exists()
     assert resolve_backend("eager", "cpu", own, onnx, features=NO_BF16, network_def=net, timing_cache=cache) == "eager"
     shutil.rmtree(bundle)
+
+
+def test_a_cache_of_the_wrong_shape_or_with_nan_is_timed_again_not_fatal(tmp_path):
+    clock = [0.0]
+    candidates = {"onnx": lambda: _Takes(clock, 0.1), "eager": lambda: _Takes(clock, 0.2)}
+    cache = tmp_path / "timings.json"
+    entry = __import__("hashlib").sha256(json.dumps({"cpu": "x", "candidates": ["eager", "onnx"]}, sort_keys=True).encode())
+    cache.write_text(json.dumps({entry.hexdigest(): "eager", "other": {"backend": "onnx", "seconds": {"onnx": float("nan")}}}))
+    assert fastest_backend(candidates, {"cpu": "x"}, cache, clock=_fake(clock)) == "onnx"
+    assert json.loads(cache.read_text())[entry.hexdigest()]["backend"] == "onnx", "rewritten, the bad entries dropped"

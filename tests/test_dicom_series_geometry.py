@@ -50,6 +50,12 @@ def _localizer(files: list[Path]) -> None:
     files[-1].unlink()
 
 
+def _bad_orientation(files: list[Path]) -> None:
+    ds = pydicom.dcmread(files[2])
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1]  # five values: a writer's bug
+    ds.save_as(files[2], enforce_file_format=True)
+
+
 def _odd_size(files: list[Path]) -> None:
     ds = pydicom.dcmread(files[3])
     corner = ds.pixel_array[:32, :32].copy()
@@ -62,10 +68,12 @@ def _odd_size(files: list[Path]) -> None:
 SPLIT = {  # folder -> (slice positions, the parts it is split into: their first positions and slice counts)
     "missing_slice": ([0, 1, 2, 3, 5, 6, 7, 8, 9], [(0, 4), (5, 5)]),
     "uneven": ([0, 1, 2, 3, 5, 6, 7, 10, 11, 12], [(0, 4), (5, 3), (10, 3)]),
-    "lone_first": ([0, 2, 3, 4], [(0, 1), (2, 3)]),
+    "pairs": ([0, 1, 3, 4, 6, 7, 9, 10], [(0, 2), (3, 2), (6, 2), (9, 2)]),
 }
 
 BROKEN = {  # folder -> (slice positions, change, what its one line must say)
+    "lone_slice": ([0, 1, 2, 4], None, "not evenly spaced (gaps of 1 to 2 mm"),  # a last part of one slice has no spacing
+    "bad_orientation": (list(range(5)), "_bad_orientation", "slice_02.dcm has a malformed position or orientation (3 and 5 values"),
     "duplicate": ([0, 1, 2, 3, 4, 4, 5, 6], None, "lie at the same position (4.000 mm along the normal)"),
     "localizer": (list(range(11)), _localizer, "scout.dcm in another orientation (a localizer?)"),
     "odd_size": (list(range(8)), _odd_size, "small.dcm of another size than the 128x128 slices"),
@@ -79,10 +87,11 @@ def series_run(tiny_bundle, tmp_path_factory):
     for name, (positions, change, _) in BROKEN.items():
         files = write_series(root / "in" / name, positions)
         if change:
-            change(files)
+            (globals()[change] if isinstance(change, str) else change)(files)
     for name, (positions, _) in SPLIT.items():
         write_series(root / "in" / name, positions)
     write_series(root / "in" / "regular", range(6))
+    write_series(root / "in" / "rounded", [round(0.625 * i, 2) for i in range(12)])  # 0.62 and 0.63 mm gaps
     views = root / "in" / "views"  # 2D images of mixed sizes in one series, as pydicom's two below
     views.mkdir()
     uid = generate_uid()
@@ -110,6 +119,8 @@ def test_a_regular_series_is_still_one_volume_with_its_spacing(series_run):
     root, _, _ = series_run
     image = nib.load(root / "out" / "regular.nii.gz")
     assert image.shape == (128, 128, 6) and np.allclose(image.header.get_zooms()[2], 1.0)
+    rounded = nib.load(root / "out" / "rounded.nii.gz")  # positions written to two decimals are not gaps
+    assert rounded.shape == (128, 128, 12) and np.isclose(rounded.header.get_zooms()[2], 0.625, atol=0.01)
 
 
 def test_2d_images_sharing_a_series_are_each_their_own_output(series_run):
@@ -118,7 +129,7 @@ def test_2d_images_sharing_a_series_are_each_their_own_output(series_run):
     # before: one image came out (mixed sizes), or three views became one 3-slice volume with 1 mm spacing
     assert names == ["MR_small.nii.gz", "OBXXXX1A.nii.gz", "examples_palette.nii.gz"], proc.stderr
     parts = sum(len(p) for _, p in SPLIT.values())
-    assert summary["done"] == 4 + parts and summary["failed"] == len(BROKEN), proc.stderr
+    assert summary["done"] == 5 + parts and summary["failed"] == len(BROKEN), proc.stderr
 
 
 @pytest.mark.parametrize("name", sorted(SPLIT))
@@ -134,4 +145,5 @@ def test_a_series_with_gaps_is_split_into_evenly_spaced_parts_at_their_true_posi
         assert np.isclose(image.affine[2, 3], first), (path.name, image.affine)  # z keeps its sign from LPS to RAS
         if count > 1:
             assert np.isclose(image.header.get_zooms()[2], 1.0), (path.name, image.header.get_zooms())
-    assert not any(f"in/{name}" in line for line in proc.stderr.splitlines()), proc.stderr
+    said = [line for line in proc.stderr.splitlines() if f"in/{name}" in line]
+    assert len(said) == 1 and f"split at the gaps into {len(expected)} evenly spaced parts" in said[0], proc.stderr

@@ -108,11 +108,43 @@ def test_the_plan_records_each_items_output_and_panel_and_the_writers_use_them(t
     assert item[ItemKeys.OUTPUT_PATH] == str(output_path(tmp_path / "out", "a.png"))
     assert item[ItemKeys.PANEL_PATH] == str(tmp_path / "out" / "a.png_comparison.png")
     # the writers follow the plan, not a path of their own
-    elsewhere = tmp_path / "planned" / "b.png"
-    planned = {**item, ItemKeys.OUTPUT_PATH: str(elsewhere), ItemKeys.PANEL_PATH: str(tmp_path / "planned" / "b_panel.png")}
+    elsewhere = tmp_path / "out" / "planned" / "b.png"
+    panel = tmp_path / "out" / "planned" / "b_panel.png"
+    planned = {**item, ItemKeys.OUTPUT_PATH: str(elsewhere), ItemKeys.PANEL_PATH: str(panel)}
     loaded = LoadDisplayImaged("image", image_only=True, ensure_channel_first=True, dtype=None)(planned)
     loaded["pred"] = loaded["image"].clone()
-    saved = SaveEnhancedd("pred", output_dir=tmp_path / "unused")(loaded)
-    assert saved[ItemKeys.OUTPUT_PATH] == str(elsewhere) and elsewhere.exists() and not (tmp_path / "unused").exists()
+    saved = SaveEnhancedd("pred", output_dir=tmp_path / "out")(loaded)
+    assert saved[ItemKeys.OUTPUT_PATH] == str(elsewhere) and elsewhere.exists()
+    assert not (tmp_path / "out" / "a.png").exists(), "not the path the writer would have made itself"
     SaveComparisond("pred")(saved)
-    assert (tmp_path / "planned" / "b_panel.png").exists()
+    assert panel.exists()
+
+
+def test_a_planned_output_outside_the_output_folder_is_refused(tmp_path):
+    """A datalist may carry output_path; the writer keeps to its output folder as plan_outputs does."""
+    from monai_dpe.keys import ItemKeys
+
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(tmp_path / "a.png")
+    item = {"image": str(tmp_path / "a.png"), "relpath": "a.png", ItemKeys.OUTPUT_PATH: str(tmp_path / "elsewhere" / "a.png")}
+    loaded = LoadDisplayImaged("image", image_only=True, ensure_channel_first=True, dtype=None)(item)
+    loaded["pred"] = loaded["image"].clone()
+    with pytest.raises(UnsafeOutputPath, match="outside the output folder"):
+        SaveEnhancedd("pred", output_dir=tmp_path / "out")(loaded)
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_source_replaced_in_place_with_its_mtime_kept_is_read_again(tmp_path):
+    import nibabel as nib
+
+    from monai_dpe.transforms.io import _source_nifti_header
+
+    path = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.eye(4)), path)
+    first = _source_nifti_header(path).get_qform()
+    stamp = path.stat()
+    moved = np.diag([2.0, 2.0, 2.0, 1.0])
+    replacement = tmp_path / "other.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), moved), replacement)
+    os.replace(replacement, path)  # a new file (inode) under the old name
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # as cp -p or rsync -t keep it
+    assert np.allclose(first, np.eye(4)) and np.allclose(_source_nifti_header(path).get_qform(), moved)

@@ -91,3 +91,16 @@ def test_every_random_transform_reports_last_params(name):
     img = torch.rand((3, 8, 8, 8) if volume else (3, 16, 16), generator=torch.Generator().manual_seed(1))
     t({"a": img, "bits": 8} if name.endswith("d") else img)
     assert isinstance(t.last_params, dict) and t.last_params, f"{name} reports no draw"
+
+
+def test_last_params_describe_the_last_item_even_when_it_was_left_alone():
+    t = T.RandStainJitterd("a", prob=1.0)  # histology only
+    t.set_random_state(0)
+    t({"a": _item()["a"], "modality": "histology"})
+    assert t.last_params
+    t({"a": _item()["a"], "modality": "ct"})
+    assert t.last_params == {}, "not the previous item's draw"
+    brightness = T.RandLowBrightnessd(["a"], prob=1.0, allow_missing_keys=True)
+    brightness({"a": torch.ones(1, 4, 4)})
+    brightness({"b": torch.ones(1, 4, 4)})
+    assert brightness.last_params == {}

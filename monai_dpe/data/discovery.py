@@ -1,6 +1,7 @@
 """Find the images an enhancement run should process: files of supported formats and DICOM series folders."""
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from collections.abc import Iterable, Sequence
@@ -9,6 +10,8 @@ from pathlib import Path
 from monai_dpe.formats import DICOM_SUFFIXES, image_suffix
 from monai_dpe.keys import ItemKeys
 from monai_dpe.transforms.checks import series_parts
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["find_images", "image_suffix", "is_dicom_file", "is_dicom_series_dir", "non_image_dicom_class",
            "unreadable_reason", "display_path"]
@@ -189,9 +192,13 @@ def _split_at_gaps(item: dict) -> list[dict]:
     if ItemKeys.ERROR in item or not os.path.isdir(item[ItemKeys.IMAGE]):
         return [item]
     parts = series_parts(Path(item[ItemKeys.IMAGE]))
-    relpath = item[ItemKeys.RELPATH]
-    return [{**item, ItemKeys.RELPATH: f"{relpath}_part{k}of{len(parts)}", ItemKeys.SERIES_FILES: [str(f) for f in files]}
-            for k, files in enumerate(parts, start=1)] or [item]
+    if not parts:
+        return [item]
+    relpath, width = item[ItemKeys.RELPATH], len(str(len(parts)))
+    logger.warning("%s: slices not evenly spaced; split at the gaps into %d evenly spaced parts (%s)",
+                   display_path(item[ItemKeys.IMAGE]), len(parts), ", ".join(str(len(p)) + " slices" for p in parts))
+    return [{**item, ItemKeys.RELPATH: f"{relpath}_part{k:0{width}d}of{len(parts)}",
+             ItemKeys.SERIES_FILES: [str(f) for f in files]} for k, files in enumerate(parts, start=1)]
 
 
 def _item(path: Path, relpath: str | os.PathLike, reason: str | None = None) -> dict:

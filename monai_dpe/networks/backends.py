@@ -6,7 +6,7 @@ tensors, so the slice inferer, the channel adapter and the rest of the pipeline 
 """
 from __future__ import annotations
 
-import importlib.metadata
+import importlib
 import importlib.util
 import os
 from pathlib import Path
@@ -87,7 +87,7 @@ def resolve_backend(
     }
     key = {"cpu": cpu_model(), "features": sorted(cpu_features() if features is None else features),
            "threads": torch.get_num_threads(), "torch": torch.__version__, "weights": weights_digest,
-           "onnxruntime": importlib.metadata.version("onnxruntime")}
+           "onnxruntime": importlib.import_module("onnxruntime").__version__}  # any distribution (-gpu, -openvino)
     return fastest_backend(candidates, key, timing_cache)
 
 

@@ -70,7 +70,7 @@ def fastest_backend(
     cache_file = Path(cache_file) if cache_file is not None else backend_cache_file()
     entry = sha256(json.dumps({**key, "candidates": sorted(candidates)}, sort_keys=True, default=str).encode()).hexdigest()
     cache = _read(cache_file)
-    if entry in cache and cache[entry].get("backend") in candidates:
+    if cache.get(entry, {}).get("backend") in candidates:
         return cache[entry]["backend"]
     timings = {name: _time(build(), repeats, clock) for name, build in candidates.items()}
     choice = min(timings, key=timings.get)
@@ -79,7 +79,7 @@ def fastest_backend(
     cache[entry] = {"backend": choice, "seconds": timings, "key": {k: str(v) for k, v in key.items()}}
     try:
         write_json(cache, cache_file)
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: values JSON cannot hold, written by someone else
         logger.debug("backend timing not cached (%s): it is measured again next run", err)
     return choice
 
@@ -101,4 +101,13 @@ def _read(path: Path) -> dict:
         data = json.loads(path.read_text())
     except (OSError, ValueError):  # absent or damaged: time again and rewrite it
         return {}
-    return data if isinstance(data, dict) else {}
+    # entries of another shape (or with values JSON cannot write back) are dropped, not trusted
+    return {k: v for k, v in data.items() if isinstance(v, dict) and _finite(v)} if isinstance(data, dict) else {}
+
+
+def _finite(entry: dict) -> bool:
+    try:
+        json.dumps(entry, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True

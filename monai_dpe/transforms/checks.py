@@ -230,9 +230,10 @@ def _dicom_shape(path: Path, files: Sequence[Path] | None = None) -> tuple[tuple
     return ((cols, rows, frames) if frames > 1 else (cols, rows)), channels
 
 
-# a slice gap may differ from the median gap by this share of it (plus 1 micrometre) before the
-# series counts as unevenly spaced: scanners round positions, a missing slice doubles a gap
+# a slice gap may differ from the median gap by this share of it, plus _POSITION_ROUNDING, before
+# the series counts as unevenly spaced: scanners round positions, a missing slice doubles a gap
 _SPACING_TOLERANCE = 0.01
+_POSITION_ROUNDING = 0.02  # mm: positions written to two decimals (0.625 mm spacing as 0.62 and 0.63 gaps)
 
 
 def _names(files: Sequence[Path], limit: int = 3) -> str:
@@ -253,6 +254,9 @@ def _placed_slices(files: Sequence[Path]) -> list[tuple]:
             orientation = np.array([float(v) for v in ds.ImageOrientationPatient])
         except Exception:  # not a placed DICOM slice: the reader decides about it
             continue
+        if position.shape != (3,) or orientation.shape != (6,) or not np.isfinite([*position, *orientation]).all():
+            raise ImageRefused(f"not one volume: {file.name} has a malformed position or orientation ({position.size} and "
+                               f"{orientation.size} values, not 3 and 6), so the slices cannot be placed; refused")
         slices.append((file, position, orientation, (int(ds.get("Rows", 0)), int(ds.get("Columns", 0)))))
     return slices
 
@@ -290,14 +294,14 @@ def _stack(slices: list[tuple]) -> tuple[list[tuple], np.ndarray]:
                            "the series is refused")
     steps = np.diff(np.stack([s[1] for s in order]), axis=0)
     sideways = np.linalg.norm(steps - np.outer(steps @ normal, normal), axis=1)
-    if float(sideways.max()) > _SPACING_TOLERANCE * float(np.median(gaps)) + 1e-3:
+    if float(sideways.max()) > _SPACING_TOLERANCE * float(np.median(gaps)) + _POSITION_ROUNDING:
         raise ImageRefused(f"not one volume: slice positions move {float(sideways.max()):.3f} mm sideways between "
                            "slices (a tilted or sheared stack), which a volume's grid cannot hold; refused")
     return order, along
 
 
 def _even(gap: float, spacing: float) -> bool:
-    return abs(gap - spacing) <= _SPACING_TOLERANCE * spacing + 1e-3
+    return abs(gap - spacing) <= _SPACING_TOLERANCE * spacing + _POSITION_ROUNDING
 
 
 def check_series_geometry(folder: Path, files: Sequence[Path] | None = None) -> None:
@@ -323,31 +327,30 @@ def check_series_geometry(folder: Path, files: Sequence[Path] | None = None) -> 
 
 
 def series_parts(folder: Path) -> list[list[Path]]:
-    """The evenly spaced runs of a DICOM series that is one stack apart from gaps, sorted along the normal.
+    """The evenly spaced runs of a DICOM series that is one stack apart from its gaps, sorted along the normal.
 
-    A missing slice or uneven positions (0, 1, 2, 3, 5, 6, 7, 10 mm) would make a volume with a
+    A missing slice or uneven positions (0, 1, 2, 3, 5, 6, 7, 10, 11 mm) would make a volume with a
     made-up uniform spacing; split where the gap changes, each run keeps its true positions
-    (0-3, 5-7 and 10 mm here). Runs are taken in order, each as long as its first gap repeats; a
-    slice whose next two gaps differ is a part of its own (0, 2, 3, 4 mm: 0, then 2-4). Empty when the series is one regular volume, or no stack at
-    all (another orientation, size or a duplicate position: :func:`check_series_geometry` refuses it).
+    (0-3, 5-7 and 10-11 mm here). Runs are taken in order, each as long as its first gap repeats.
+    Empty (no split) when the series is one regular volume, when a run would hold a single slice
+    (no spacing to keep: :func:`check_series_geometry` refuses the series in one line), or when the
+    slices are no stack at all (another orientation or size, a duplicate position).
     """
-    slices = _placed_slices(_series_files(folder))
-    if len(slices) < 3:
-        return []
     try:
+        slices = _placed_slices(_series_files(folder))
+        if len(slices) < 4:
+            return []
         order, along = _stack(slices)
     except ImageRefused:
         return []
     parts, start, count = [], 0, len(order)
     while start < count:
-        end = start + 1  # exclusive
-        if end < count:
-            spacing = float(along[end] - along[start])
-            # a slice whose next gap is not the one after it stands alone: its neighbour starts a longer run
-            if end + 1 >= count or _even(float(along[end + 1] - along[end]), spacing):
-                end += 1
-                while end < count and _even(float(along[end] - along[end - 1]), spacing):
-                    end += 1
+        end = start + 2  # exclusive: a run has two slices at least, and the gap between them is its spacing
+        if end > count:
+            return []
+        spacing = float(along[start + 1] - along[start])
+        while end < count and _even(float(along[end] - along[end - 1]), spacing):
+            end += 1
         parts.append([s[0] for s in order[start:end]])
         start = end
     return parts if len(parts) > 1 else []

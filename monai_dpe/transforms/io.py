@@ -126,8 +126,7 @@ class SaveEnhancedd(MapTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         for key in self.key_iterator(d):
-            planned = d.get(self.output_key)
-            dest = Path(planned) if planned else output_path(self.output_dir, str(d[self.relpath_key]))
+            dest = self.destination(d)
             if dest.exists() and not (self.overwrite or d.get(RESUME_REPLACE, False)):
                 raise FileExistsError(f"{dest}: output exists (use overwrite to replace it).")
             source = d[key].meta.get("filename_or_obj") if isinstance(d[key], MetaTensor) else None
@@ -136,6 +135,15 @@ class SaveEnhancedd(MapTransform):
             self.write(d[key], dest)
             d[self.output_key] = str(dest)
         return d
+
+    def destination(self, d: Mapping) -> Path:
+        """The item's planned output (inside ``output_dir``: a plan never writes elsewhere), else one made from its relpath."""
+        planned = d.get(self.output_key)
+        if not planned:
+            return output_path(self.output_dir, str(d[self.relpath_key]))
+        if not Path(planned).resolve().is_relative_to(Path(self.output_dir).resolve()):
+            raise UnsafeOutputPath(f"planned output {planned} lies outside the output folder {self.output_dir}; refused")
+        return Path(planned)
 
     @staticmethod
     def write(image: torch.Tensor, dest: Path) -> None:
@@ -244,11 +252,12 @@ def _source_nifti_header(source) -> nib.Nifti1Header | None:
         stat = os.stat(source)
     except OSError:
         return None
-    return _read_nifti_header(str(source), stat.st_mtime_ns, stat.st_size)
+    # the inode and change time too: a file replaced in place with its mtime kept (cp -p, rsync -t) is another file
+    return _read_nifti_header(str(source), stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=4)  # a write asks for its source's dtype, shape, forms and header: one read serves all
-def _read_nifti_header(path: str, mtime_ns: int, size: int) -> nib.Nifti1Header | None:
+def _read_nifti_header(path: str, inode: int, mtime_ns: int, ctime_ns: int, size: int) -> nib.Nifti1Header | None:
     try:
         header = nib.load(path).header
     except Exception:  # a header that cannot be read again: the writer's defaults apply

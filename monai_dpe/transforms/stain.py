@@ -124,7 +124,5 @@ class RandStainJitterd(RandArrayMapd):
         self.modality_key = modality_key
         self.modalities = None if modalities is None else frozenset(modalities)
 
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        if self.modalities is not None and data.get(self.modality_key) not in self.modalities:
-            return dict(data)
-        return super().__call__(data)
+    def applies_to(self, data: Mapping[Hashable, NdarrayOrTensor]) -> bool:
+        return self.modalities is None or data.get(self.modality_key) in self.modalities

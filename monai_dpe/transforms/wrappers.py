@@ -48,11 +48,16 @@ class RandArrayMapd(RandomizableTransform, MapTransform):
         if transform.prob != 1.0:
             raise ValueError(f"the wrapped transform must have prob 1.0 (the wrapper owns prob), got {transform.prob}.")
         self.transform = transform
+        self._applied = False
 
     @property
     def last_params(self) -> dict:
-        """Parameters of the last draw (for reports); empty when the item was left alone."""
-        return dict(self.transform.last_params) if self._do_transform else {}
+        """Parameters of the last item's draw (for reports); empty when that item was left alone."""
+        return dict(self.transform.last_params) if self._applied else {}
+
+    def applies_to(self, data: Mapping[Hashable, NdarrayOrTensor]) -> bool:
+        """Whether this item is one the transform serves at all (subclasses narrow it, e.g. by modality)."""
+        return True
 
     def set_random_state(self, seed=None, state=None):
         super().set_random_state(seed, state)
@@ -61,6 +66,9 @@ class RandArrayMapd(RandomizableTransform, MapTransform):
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
+        self._applied = False
+        if not self.applies_to(d):
+            return d
         keys = list(self.key_iterator(d))
         self.randomize(None)
         if not keys or not self._do_transform:
@@ -68,4 +76,5 @@ class RandArrayMapd(RandomizableTransform, MapTransform):
         self.transform.randomize(d[keys[0]])
         for key in keys:
             d[key] = self.transform(d[key], randomize=False)
+        self._applied = True
         return d

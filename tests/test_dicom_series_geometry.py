@@ -147,3 +147,15 @@ def test_a_series_with_gaps_is_split_into_evenly_spaced_parts_at_their_true_posi
             assert np.isclose(image.header.get_zooms()[2], 1.0), (path.name, image.header.get_zooms())
     said = [line for line in proc.stderr.splitlines() if f"in/{name}" in line]
     assert len(said) == 1 and f"split at the gaps into {len(expected)} evenly spaced parts" in said[0], proc.stderr
+
+
+def test_a_slice_the_reader_cannot_decode_refuses_the_series(tmp_path, tiny_bundle):
+    """ITK dropped a truncated slice and wrote 3 slices at 1.5 mm for 4 slices at 1 mm, exit 0."""
+    files = write_series(tmp_path / "in" / "truncated", [0, 1, 2, 3])
+    data = files[2].read_bytes()
+    files[2].write_bytes(data[: len(data) // 2])
+    proc = run_cli("in", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", cwd=tmp_path)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("monai-dpe: in/truncated: ")]
+    assert proc.returncode != 0 and len(lines) == 1, proc.stderr
+    assert "4 slice files but 3 slices could be read" in lines[0], lines[0]
+    assert not (tmp_path / "out" / "truncated.nii.gz").exists()

@@ -18,7 +18,7 @@ from monai.transforms import MapTransform
 from monai_dpe.formats import DICOM_SUFFIXES, PHOTO_SUFFIXES, image_suffix
 from monai_dpe.keys import ItemKeys
 
-__all__ = ["CheckHeaderd", "CheckImaged", "ImageRefused", "check_series_geometry", "check_size", "series_parts", "MAX_VOXELS",
+__all__ = ["CheckHeaderd", "CheckImaged", "ImageRefused", "check_series_geometry", "check_size", "placed_slices", "series_parts", "MAX_VOXELS",
            "MAX_SLICE_PIXELS"]
 
 MAX_VOXELS = 400_000_000
@@ -259,6 +259,14 @@ def _placed_slices(files: Sequence[Path]) -> list[tuple]:
                                f"{orientation.size} values, not 3 and 6), so the slices cannot be placed; refused")
         slices.append((file, position, orientation, (int(ds.get("Rows", 0)), int(ds.get("Columns", 0)))))
     return slices
+
+
+def placed_slices(folder: str | os.PathLike) -> list[Path]:
+    """The files of a series folder that are DICOM slices placed in space (what a series reader stacks)."""
+    try:
+        return [s[0] for s in _placed_slices(_series_files(Path(folder)))]
+    except ImageRefused:  # a malformed slice: CheckHeaderd has refused the series already
+        return []
 
 
 def _series_files(folder: Path) -> list[Path]:

@@ -18,6 +18,7 @@ from PIL import Image as PILImage
 from PIL import ImageOps
 
 from monai_dpe.keys import ItemKeys
+from monai_dpe.transforms.checks import ImageRefused, placed_slices
 
 __all__ = ["ColourNiftiReader", "DicomSeriesPartReader", "LoadDisplayImage", "LoadDisplayImaged", "pil_display_converter", "photo_header"]
 
@@ -127,12 +128,27 @@ class LoadDisplayImaged(LoadImaged):
 
     def __call__(self, data, reader=None):
         files = data.get(ItemKeys.SERIES_FILES)
-        if not files:
-            return super().__call__(data, reader)
         d = dict(data)
         for key in self.key_iterator(d):
-            d[key] = list(files) if len(files) > 1 else files[0]
-        return super().__call__(d, reader)
+            if files:
+                d[key] = list(files) if len(files) > 1 else files[0]
+            elif isinstance(d[key], (str, os.PathLike)) and os.path.isdir(d[key]):
+                files = placed_slices(d[key])  # sidecars and notes in the folder are not slices
+        loaded = super().__call__(d, reader)
+        if files and len(files) > 1:
+            _check_all_slices_read(loaded, self.keys, len(files))
+        return loaded
+
+
+def _check_all_slices_read(data, keys, expected: int) -> None:
+    """ITK's series reader drops a slice it cannot decode (a truncated file) and spreads the rest over
+    the span: the volume would be written with a made-up spacing. Refuse it instead."""
+    for key in keys:
+        image = data.get(key)
+        depth = int(image.shape[-1]) if image is not None and image.ndim == 4 else 1
+        if depth != expected:
+            raise ImageRefused(f"not one volume: {expected} slice files but {depth} slices could be read (a truncated or "
+                               "unreadable slice?); a volume would get a made-up spacing, so the series is refused")
 
 
 def photo_header(path: str | os.PathLike) -> dict:

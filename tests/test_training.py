@@ -85,15 +85,31 @@ def first_losses(bundle: Path, data: Path, seed: int, n: int = 3) -> list[tuple[
     return losses
 
 
-def test_each_epoch_logs_its_mean_training_loss(bundle, tiny_data, capfd):
+def test_each_epoch_logs_its_mean_training_loss(bundle, tiny_data):
     """The text log (not only the progress bar and TensorBoard) shows how training goes."""
+    import logging
+
+    from monai.handlers import StatsHandler
+
     wf = workflow(bundle, tiny_data, max_epochs=2, epoch_length=3, val_interval=100, state_interval=100)
     trainer = wf.parser.get_parsed_content("train#trainer")
     losses: list[float] = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"])))
-    capfd.readouterr()
-    wf.run()  # MONAI's StatsHandler logs to its own stdout handler, past pytest's log capture
-    text = capfd.readouterr().out
+    # MONAI's StatsHandler logs through its own stdout handler, which keeps the stream that was sys.stdout when
+    # another test first made that logger: read its records instead of the captured output
+    records: list[str] = []
+    collector = logging.Handler()
+    collector.emit = lambda record: records.append(record.getMessage())
+    loggers = {h.logger for h in wf.parser.get_parsed_content("train#handlers")
+               if isinstance(h, StatsHandler) and h.tag_name == "train_loss"}
+    for logger in loggers:
+        logger.addHandler(collector)
+    try:
+        wf.run()
+    finally:
+        for logger in loggers:
+            logger.removeHandler(collector)
+    text = "\n".join(records)
     logged = [float(line.split("train_loss: ")[1].split()[0]) for line in text.split("Epoch[")[1:] if "train_loss: " in line]
     assert logged == pytest.approx([np.mean(losses[:3]), np.mean(losses[3:])], abs=1e-4)
     assert trainer.state.metrics["train_loss"] == pytest.approx(np.mean(losses[3:]))

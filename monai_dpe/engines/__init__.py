@@ -1,7 +1,7 @@
 """Engines: the supervised adversarial trainer for enhancement and the fault-isolating enhancement runner."""
 from __future__ import annotations
 
-from monai_dpe.engines.enhancer import CheckImaged, EnhancementEvaluator, SafeDataset, one_line, raise_on_failures
+from monai_dpe.engines.enhancer import EnhancementEvaluator, SafeDataset, one_line, raise_on_failures
 from monai_dpe.engines.handlers import (
     BestMetricRecord,
     EpochSeeder,
@@ -19,7 +19,6 @@ __all__ = [
     "BestMetricRecord",
     "EnhancementEvaluator",
     "SafeDataset",
-    "CheckImaged",
     "one_line",
     "plan_outputs",
     "raise_on_failures",

@@ -18,26 +18,17 @@ from ignite.engine import Events
 
 from monai_dpe.data.discovery import display_path
 from monai_dpe.formats import image_suffix
-# the header and pixel checks are transforms (transforms/checks.py); re-exported for configs that name them here
-from monai_dpe.transforms.checks import (  # noqa: F401
-    MAX_SLICE_PIXELS, MAX_VOXELS, CheckHeaderd, CheckImaged, ImageRefused, check_size,
-)
 from monai_dpe.errors import one_line
 from monai_dpe.files import atomic_path
 from monai_dpe.keys import ItemKeys
 from monai_dpe.native_output import native_output_logged
-from monai_dpe.engines.planning import NOT_IMAGE, plan_outputs  # noqa: F401  (re-exported: configs name them here)
+from monai_dpe.engines.planning import NOT_IMAGE
 
 __all__ = [
     "SafeDataset",
     "EnhancementEvaluator",
-    "CheckHeaderd",
-    "ImageRefused",
-    "CheckImaged",
-    "plan_outputs",
     "run_summary",
     "write_summary",
-    "NOT_IMAGE",
     "one_line",
     "raise_on_failures",
     "require_images",

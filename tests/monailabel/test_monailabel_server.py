@@ -1,8 +1,8 @@
 """A real MONAI Label server serves the bundle, unchanged, through MONAI Label's BundleInferTask.
 
 Runs in MONAI Label's own environment (``make test-monailabel``). The test lays out what a user
-would: an app folder (``examples/monailabel_app``, a minimal ``monaibundle``-style app) with the
-bundle under ``model/monai_dpe``, and a studies folder holding one real MR volume (nibabel's
+would: MONAI Label's own sample ``monaibundle`` app (the ``monailabel`` wheel installs it under
+``<prefix>/monailabel/sample-apps``), copied, with the bundle under ``model/monai_dpe``, and a studies folder holding one real MR volume (nibabel's
 ``anatomical.nii``). It starts ``monailabel start_server`` on 127.0.0.1, asks for an inference
 over HTTP, and checks the returned volume against the bundle's own inference
 (``python -m monai.bundle run``) on the same file with the same weights.
@@ -27,7 +27,9 @@ from monai.bundle import ConfigParser
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundle"
-APP = Path(__file__).resolve().parents[2] / "examples" / "monailabel_app"  # the example app users copy
+APP = Path(sys.prefix) / "monailabel" / "sample-apps" / "monaibundle"  # MONAI Label's own app, as its wheel installs it
+# local bundles only (no model-zoo listing: this machine is offline) and no SAM2 models (they download weights)
+CONF = {"zoo_source": "github", "sam2": "false"}
 MODEL = "monai_dpe"  # the bundle's folder name under <app>/model, and the model name in /infer/<model>
 IMAGE_ID = "anatomical"  # MONAI Label's local datastore names an image by its file name without extension
 STARTUP_S = 300  # the server imports torch and MONAI on a shared 2-core machine
@@ -165,7 +167,7 @@ def test_monailabel_serves_the_bundle(layout):
     reference_path = _bundle_inference(bundle, layout["reference_in"], tmp / "reference_out")
     shipped = _files(bundle)
 
-    server = Server(layout["app"], layout["studies"], tmp / "server.log", {"models": MODEL})
+    server = Server(layout["app"], layout["studies"], tmp / "server.log", {"models": MODEL, **CONF})
     try:
         info = server.wait_ready(STARTUP_S)
         served = info["models"].get(MODEL)

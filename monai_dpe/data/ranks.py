@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from monai.data import partition_dataset
+
 __all__ = ["training_share", "validation_share"]
 
 
@@ -12,8 +14,6 @@ def training_share(items: Sequence[dict], rank: int, world_size: int, seed: int 
     DistributedDataParallel steps every rank together, so every share has the same length: where the
     list does not divide evenly, the first items of the shuffled list are used twice.
     """
-    from monai.data import partition_dataset
-
     return partition_dataset(data=items, num_partitions=world_size, shuffle=True, seed=seed, even_divisible=True)[rank]
 
 
@@ -23,6 +23,4 @@ def validation_share(items: Sequence[dict], rank: int, world_size: int) -> list[
     Shares may differ by one item: nothing is repeated, so every image counts once in the metrics
     gathered over the ranks.
     """
-    from monai.data import partition_dataset
-
     return partition_dataset(data=items, num_partitions=world_size, shuffle=False, even_divisible=False)[rank]

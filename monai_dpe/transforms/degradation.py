@@ -50,6 +50,17 @@ class _RandFactor(RandomizableTransform):
         super().randomize(None)
         self.last_params = {self.name: float(self.R.uniform(*self.factor))} if self._do_transform else {}
 
+    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
+        if randomize:
+            self.randomize()
+        if not self._do_transform:
+            return img
+        return output_like(self.apply(float_tensor(img), self.last_params[self.name]), img)
+
+    def apply(self, t: torch.Tensor, factor: float) -> torch.Tensor:
+        """The degradation of float image ``t`` by the drawn ``factor``."""
+        raise NotImplementedError
+
 
 class RandLowBrightness(_RandFactor):
     """Darken an image by a random factor: ``img * f``, f ~ U(factor) (paper: U(0.1, 0.8)).
@@ -66,12 +77,8 @@ class RandLowBrightness(_RandFactor):
 
     name = "brightness"
 
-    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
-        if randomize:
-            self.randomize()
-        if not self._do_transform:
-            return img
-        return output_like(float_tensor(img) * self.last_params[self.name], img)
+    def apply(self, t: torch.Tensor, factor: float) -> torch.Tensor:
+        return t * factor
 
 
 class RandLowContrast(_RandFactor):
@@ -87,19 +94,13 @@ class RandLowContrast(_RandFactor):
 
     name = "contrast"
 
-    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
-        if randomize:
-            self.randomize()
-        if not self._do_transform:
-            return img
-        t = float_tensor(img)
+    def apply(self, t: torch.Tensor, factor: float) -> torch.Tensor:
         if t.shape[0] == 3:
             weights = torch.tensor(_LUMA, dtype=t.dtype, device=t.device).view(3, *([1] * (t.dim() - 1)))
             mean = (t * weights).sum(0).mean()
         else:
             mean = t.mean()
-        f = self.last_params[self.name]
-        return output_like(mean + f * (t - mean), img)
+        return mean + factor * (t - mean)
 
 
 class RandAcquisitionNoise(RandomizableTransform):

@@ -18,6 +18,9 @@ __all__ = ["ArrayMapd", "RandArrayMapd"]
 class ArrayMapd(MapTransform):
     """Apply a deterministic array transform to each key."""
 
+    # not MONAI's Lambdad: it records a "Lambda" in each MetaTensor's applied operations, which Invertd
+    # would then meet beside the intensity policy's own entry
+
     def __init__(self, keys: KeysCollection, transform: Transform, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.transform = transform

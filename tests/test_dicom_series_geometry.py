@@ -159,3 +159,21 @@ def test_a_slice_the_reader_cannot_decode_refuses_the_series(tmp_path, tiny_bund
     assert proc.returncode != 0 and len(lines) == 1, proc.stderr
     assert "4 slice files but 3 slices could be read" in lines[0], lines[0]
     assert not (tmp_path / "out" / "truncated.nii.gz").exists()
+
+
+def test_the_part_reader_takes_lists_of_dicom_files_only(tmp_path):
+    """A list of PNGs stays MONAI's: separate images stacked as channels, not an ITK series."""
+    from PIL import Image
+
+    from monai_dpe.transforms import LoadDisplayImage
+    from monai_dpe.transforms.load import DicomSeriesPartReader
+
+    files = write_series(tmp_path / "s", [0, 1, 2])
+    assert DicomSeriesPartReader().verify_suffix([str(f) for f in files])
+    pngs = []
+    for i in range(2):
+        pngs.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(np.full((6, 5), 40 * i, np.uint8)).save(pngs[-1])
+    assert not DicomSeriesPartReader().verify_suffix(pngs)
+    stacked = LoadDisplayImage(image_only=True, ensure_channel_first=True)(pngs)
+    assert tuple(stacked.shape) == (2, 5, 6)

@@ -17,6 +17,7 @@ from monai.transforms import LoadImage, LoadImaged
 from PIL import Image as PILImage
 from PIL import ImageOps
 
+from monai_dpe.formats import is_dicom_name
 from monai_dpe.keys import ItemKeys
 from monai_dpe.transforms.checks import ImageRefused, placed_slices
 
@@ -81,11 +82,13 @@ class DicomSeriesPartReader(ITKReader):
 
     ``ITKReader`` reads a list as separate images stacked into channels, and a folder as its whole
     series; this reads the files given, in their order, with ITK's series reader, which takes the
-    spacing and origin from their positions. It serves lists of two or more files only.
+    spacing and origin from their positions. It serves lists of two or more DICOM files only; other
+    lists are MONAI's (images stacked as channels).
     """
 
     def verify_suffix(self, filename) -> bool:
-        return isinstance(filename, (list, tuple)) and len(filename) > 1 and super().verify_suffix(filename)
+        return (isinstance(filename, (list, tuple)) and len(filename) > 1 and all(map(is_dicom_name, filename))
+                and super().verify_suffix(filename))
 
     def read(self, data, **kwargs):
         import itk

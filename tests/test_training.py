@@ -583,3 +583,33 @@ def test_stain_prob_restains_histology_training_images_only(tmp_path):
             targets[item["modality"], stain_prob] = torch.stack([p["target"] for p in pipeline(dict(item))])
     assert not torch.allclose(targets["histology", 0.0], targets["histology", 1.0], atol=1e-3)
     torch.testing.assert_close(targets["ct", 0.0], targets["ct", 1.0], atol=0, rtol=0)
+
+
+def test_ema_momentum_validates_and_saves_the_averaged_generator_and_resumes_it(bundle, tiny_data):
+    """With ``ema_momentum`` the evaluator scores, and model.pt holds, ignite's exponential moving average."""
+    wf = workflow(bundle, tiny_data, ema_momentum=0.5, val_interval=1, state_interval=TINY["epoch_length"])
+    wf.run()
+    network, ema = wf.parser.get_parsed_content("network"), wf.parser.get_parsed_content("ema")
+    assert wf.parser.get_parsed_content("validate#evaluator").network is ema.ema_model
+    saved = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    averaged = ema.ema_model.state_dict()
+    assert all(torch.equal(saved[k], averaged[k].cpu()) for k in saved)
+    assert any(not torch.equal(saved[k], v.detach().cpu()) for k, v in network.state_dict().items())
+    state = torch.load(state_path(bundle), weights_only=True)
+    assert all(torch.equal(state["ema_network"][k], averaged[k].cpu()) for k in averaged)
+
+    wf = workflow(bundle, tiny_data, ema_momentum=0.5, resume=True, max_epochs=2, val_interval=1000)
+    resumed = wf.parser.get_parsed_content("ema")
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    restored = {}
+    trainer.add_event_handler(Events.STARTED, lambda e: restored.update(
+        {k: v.clone() for k, v in resumed.ema_model.state_dict().items()}))
+    wf.run()
+    assert all(torch.equal(restored[k].cpu(), averaged[k].cpu()) for k in averaged)
+
+
+def test_without_ema_momentum_the_trained_generator_is_validated():
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundle" / "configs" / "train.json"))
+    assert parser["ema_momentum"] is None and parser.get_parsed_content("train#ema_handlers") == []
+    assert parser.get_parsed_content("validated_network") is parser.get_parsed_content("network")

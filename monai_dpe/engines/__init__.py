@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from monai_dpe.engines.enhancer import EnhancementEvaluator, SafeDataset, one_line, raise_on_failures
 from monai_dpe.engines.handlers import (
+    averaged_model_records,
     BestMetricRecord,
     EpochSeeder,
     TimeLimit,
@@ -30,6 +31,7 @@ __all__ = [
     "TrainingProgressBar",
     "TimeLimit",
     "WeightsRecord",
+    "averaged_model_records",
     "best_model_records",
     "enabled_handlers",
 ]

@@ -185,6 +185,15 @@ def best_model_records(saver: object | None, evaluator: Engine) -> dict[str, obj
     return {"best_checkpoint": saver._key_metric_checkpoint, "best_metric": BestMetricRecord(evaluator)}
 
 
+def averaged_model_records(ema: object | None) -> dict[str, object]:
+    """The generator's moving average that ignite's ``EMAHandler`` ``ema`` keeps, for :class:`TrainingState`.
+
+    Kept as an optional record: a state saved without one resumes with the average starting afresh
+    from the resumed generator. Nothing without ``ema`` (``ema_momentum`` unset).
+    """
+    return {"ema_network": ema.ema_model} if ema is not None else {}
+
+
 def enabled_handlers(handlers: Iterable[object | None] | None) -> list[object]:
     """The handlers of a config list that are switched on, in their order.
 

@@ -51,7 +51,8 @@ def test_own_temporary_names_carry_pid_and_host(tmp_path):
 
 @pytest.mark.slow
 def test_second_resume_run_leaves_the_first_runs_file_being_written(tiny_bundle, tmp_path):  # noqa: F811
-    """A real first run is frozen (SIGSTOP) while its output is a temporary file; a second ``--resume``
+    """A real first run is frozen (SIGSTOP to its process group: the run and the child writing its file)
+    while its output is a temporary file; a second ``--resume``
     run on the same output folder completes; the first then resumes and finishes its file intact."""
     rng = np.random.default_rng(0)
     (tmp_path / "big").mkdir()
@@ -60,7 +61,8 @@ def test_second_resume_run_leaves_the_first_runs_file_being_written(tiny_bundle,
     nib.save(nib.Nifti1Image(volume, AFFINE), tmp_path / "big" / "vol.nii.gz")
     nib.save(nib.Nifti1Image(volume[:32, :32, :3], AFFINE), tmp_path / "small" / "other.nii.gz")
     command = [MONAI_DPE, "enhance", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", "--backend", "eager"]
-    first = subprocess.Popen([*command, "big/vol.nii.gz"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen([*command, "big/vol.nii.gz"], cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
     out = tmp_path / "out"
     deadline, partials = time.monotonic() + 600, []
     try:
@@ -68,7 +70,7 @@ def test_second_resume_run_leaves_the_first_runs_file_being_written(tiny_bundle,
             partials = [p for p in out.glob(f".*{PARTIAL_MARK}*")] if out.is_dir() else []
             time.sleep(0.002)
         assert partials, "the first run never showed a temporary file"
-        first.send_signal(signal.SIGSTOP)
+        os.killpg(first.pid, signal.SIGSTOP)
         partials = list(out.glob(f".*{PARTIAL_MARK}*"))  # still there: it was stopped while writing
         assert partials
         second = subprocess.run([*command, "--resume", "small/other.nii.gz"], cwd=tmp_path, capture_output=True,
@@ -76,7 +78,7 @@ def test_second_resume_run_leaves_the_first_runs_file_being_written(tiny_bundle,
         assert second.returncode == 0, second.stderr[-2000:]
         assert all(p.exists() for p in partials), "the second run removed the first run's temporary file"
     finally:
-        first.send_signal(signal.SIGCONT)
+        os.killpg(first.pid, signal.SIGCONT)
     _, errors = first.communicate(timeout=600)
     assert first.returncode == 0, errors[-2000:]
     assert nib.load(out / "vol.nii.gz").shape == volume.shape

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -14,6 +17,7 @@ import torch
 from monai.data import Dataset, decollate_batch
 from monai.engines import SupervisedEvaluator
 from monai.transforms import Compose, apply_transform
+from monai.utils import str2bool
 from ignite.engine import Events
 
 from monai_dpe.data.discovery import display_path
@@ -27,6 +31,7 @@ from monai_dpe.engines.planning import NOT_IMAGE
 __all__ = [
     "SafeDataset",
     "EnhancementEvaluator",
+    "can_fork",
     "run_summary",
     "write_summary",
     "one_line",
@@ -60,15 +65,21 @@ class SafeDataset(Dataset):
 class EnhancementEvaluator(SupervisedEvaluator):
     """Enhance every item of a data loader (batch size 1), post-process and save each one in isolation.
 
-    Postprocessing (inversion of the intensity policy, writing) runs inside the iteration, so an
-    error while writing one file is reported for that file only. ``state.enhanced`` lists the
-    outputs written and ``state.failed`` the ``(input, reason)`` pairs; each failure is logged
-    once as ``"<input>: <reason>"``.
+    Postprocessing (inversion of the intensity policy, writing) is isolated per file, so an error
+    while writing one file is reported for that file only. ``state.enhanced`` lists the outputs
+    written and ``state.failed`` the ``(input, reason)`` pairs; each failure is logged once as
+    ``"<input>: <reason>"``.
+
+    With ``write_behind`` a forked child process post-processes and writes each file while the
+    network works on the next one; at most one such child exists, so at most one finished volume
+    waits in memory. A process, not a thread: the native-output capture points file descriptor 2
+    elsewhere for the whole process, which would swallow the main thread's log lines.
 
     Args:
         item_postprocessing: transform applied to each decollated item (e.g. ``Invertd`` then ``SaveEnhancedd``).
         summary_path: if given, a JSON summary (done, skipped, failed, reasons) is written there
             (atomically) at the end.
+        write_behind: write in a child process (``None``: where the platform can fork; text as MONAI's ``str2bool``).
         others: as MONAI's ``SupervisedEvaluator``.
     """
 
@@ -81,6 +92,7 @@ class EnhancementEvaluator(SupervisedEvaluator):
         item_postprocessing: Callable | None = None,
         summary_path: str | None = None,
         val_handlers: Sequence | None = None,
+        write_behind: bool | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -89,8 +101,12 @@ class EnhancementEvaluator(SupervisedEvaluator):
         )
         self.item_postprocessing = item_postprocessing
         self.summary_path = summary_path
+        self.write_behind = can_fork() if write_behind is None else str2bool(write_behind)  # "false" from a CLI
+        self._writing: tuple[str, Any, Any] | None = None  # (input, child process, its result pipe)
         self.add_event_handler(Events.STARTED, self._reset_records)
+        self.add_event_handler(Events.COMPLETED, self._collect_writing)
         self.add_event_handler(Events.COMPLETED, self._summarise)
+        self.add_event_handler(Events.EXCEPTION_RAISED, self._collect_writing)
         self.add_event_handler(Events.EXCEPTION_RAISED, self._summarise_stopped)
 
     def _reset_records(self, engine) -> None:
@@ -122,13 +138,67 @@ class EnhancementEvaluator(SupervisedEvaluator):
                 pred = engine.inferer(inputs, engine.network)
             items = decollate_batch({**batchdata, "pred": pred.cpu()})
             del pred, inputs
-            while items:
-                with native_output_logged(source):
-                    out = self._postprocess(items.pop(0))
-                engine.state.enhanced.append(out.get(ItemKeys.OUTPUT_PATH, source) if isinstance(out, dict) else source)
-        except Exception as err:  # a failure while enhancing or writing one file must not stop the run
+        except Exception as err:  # a failure while enhancing one file must not stop the run
+            self._fail(source, one_line(err))
+            return {}
+        self._collect_writing()
+        if self.write_behind:
+            self._writing = self._start_writing(source, items)
+            return {}
+        try:
+            engine.state.enhanced.extend(self._write(source, items))
+        except Exception as err:  # nor must a failure while writing it
             self._fail(source, one_line(err))
         return {}
+
+    def _write(self, source: str, items: list) -> list[str]:
+        """Post-process and save the decollated ``items`` of one input; the output paths written."""
+        written = []
+        while items:
+            with native_output_logged(source):
+                out = self._postprocess(items.pop(0))
+            written.append(out.get(ItemKeys.OUTPUT_PATH, source) if isinstance(out, dict) else source)
+        return written
+
+    def _start_writing(self, source: str, items: list) -> tuple[str, Any, Any]:
+        """Fork a child that writes ``items`` (inherited, not copied) and sends back its outputs or its error."""
+        context = multiprocessing.get_context("fork")
+        receiver, sender = context.Pipe(duplex=False)
+        for stream in (sys.stdout, sys.stderr):  # else the child flushes a copy of what is buffered, printing it twice
+            if stream is not None:
+                stream.flush()
+        child = context.Process(target=self._write_in_child, args=(source, items, sender), daemon=True)
+        child.start()
+        sender.close()
+        return source, child, receiver
+
+    def _write_in_child(self, source: str, items: list, sender) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent; the file being written is finished
+        torch.set_num_threads(1)  # the parent's threads keep the network; forked OpenMP pools must not be reused
+        try:
+            sender.send(("written", self._write(source, items)))
+        except Exception as err:
+            sender.send(("failed", one_line(err)))
+        finally:
+            sender.close()
+
+    def _collect_writing(self, engine=None, *_) -> None:
+        """Wait for the child writing the previous file and record its outputs or its failure."""
+        if self._writing is None:
+            return
+        source, child, receiver = self._writing
+        self._writing = None
+        try:
+            status, value = receiver.recv()
+        except EOFError:  # the child died before it could answer (killed, out of memory)
+            status, value = "failed", "the process writing it ended before it finished"
+        finally:
+            receiver.close()
+            child.join()
+        if status == "written":
+            self.state.enhanced.extend(value)
+        else:
+            self._fail(source, value)
 
     def _postprocess(self, item: dict) -> Any:
         """Apply ``item_postprocessing`` transform by transform, holding no reference to earlier stages.
@@ -183,6 +253,11 @@ def write_summary(path: str | os.PathLike, summary: Mapping) -> None:
     """Write a run summary as JSON, atomically: a reader sees the previous file or this one, never half."""
     with atomic_path(path) as tmp, open(tmp, "w") as handle:
         json.dump(summary, handle, indent=2)
+
+
+def can_fork() -> bool:
+    """Whether this platform forks processes (Linux): the write-behind child needs to inherit the volume."""
+    return "fork" in multiprocessing.get_all_start_methods()
 
 
 def _first(value):

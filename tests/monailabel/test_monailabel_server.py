@@ -2,10 +2,11 @@
 
 Runs in MONAI Label's own environment (``make test-monailabel``). The test lays out what a user
 would: MONAI Label's own sample ``monaibundle`` app (the ``monailabel`` wheel installs it under
-``<prefix>/monailabel/sample-apps``), copied, with the bundle under ``model/monai_dpe``, and a studies folder holding one real MR volume (nibabel's
-``anatomical.nii``). It starts ``monailabel start_server`` on 127.0.0.1, asks for an inference
-over HTTP, and checks the returned volume against the bundle's own inference
-(``python -m monai.bundle run``) on the same file with the same weights.
+``<prefix>/monailabel/sample-apps``), copied, with the bundle under ``model/monai_dpe``, and a studies
+folder holding one real MR volume (nibabel's ``anatomical.nii``) and one grey radiograph (the
+shipped X-ray sample, cropped to a non-square PNG). It starts ``monailabel start_server`` on
+127.0.0.1, asks for an inference of each over HTTP, and checks each result against the bundle's own
+inference (``python -m monai.bundle run``) on the same file with the same weights.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import numpy as np
 import pytest
 import requests
 import torch
+from PIL import Image
 from monai.bundle import ConfigParser
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,6 +34,7 @@ APP = Path(sys.prefix) / "monailabel" / "sample-apps" / "monaibundle"  # MONAI L
 CONF = {"zoo_source": "github", "sam2": "false"}
 MODEL = "monai_dpe"  # the bundle's folder name under <app>/model, and the model name in /infer/<model>
 IMAGE_ID = "anatomical"  # MONAI Label's local datastore names an image by its file name without extension
+PICTURE_ID = "xray_limb"
 STARTUP_S = 300  # the server imports torch and MONAI on a shared 2-core machine
 INFER_S = 300
 
@@ -85,11 +88,15 @@ def layout(tmp_path):
     reference_in = tmp_path / "reference_in"
     reference_in.mkdir()
     nib.save(volume, reference_in / f"{IMAGE_ID}.nii.gz")
+    # a grey 8-bit radiograph, cropped so that a transposed result cannot pass for the input
+    picture = Image.open(REPO / "examples" / "data" / f"{PICTURE_ID}.png").crop((0, 0, 448, 320))
+    for folder in (studies, reference_in):
+        picture.save(folder / f"{PICTURE_ID}.png")
     return {"tmp": tmp_path, "app": app, "bundle": bundle, "studies": studies, "reference_in": reference_in}
 
 
-def _bundle_inference(bundle: Path, dataset_dir: Path, output_dir: Path) -> Path:
-    """The bundle's own inference on the same file, as a user runs it."""
+def _bundle_inference(bundle: Path, dataset_dir: Path, output_dir: Path) -> dict[str, Path]:
+    """The bundle's own inference on the same files, as a user runs it: output path by input name."""
     configs = bundle / "configs"
     cmd = [
         sys.executable, "-m", "monai.bundle", "run",
@@ -103,9 +110,9 @@ def _bundle_inference(bundle: Path, dataset_dir: Path, output_dir: Path) -> Path
     ]  # fmt: skip
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=INFER_S)
     assert run.returncode == 0, f"bundle inference failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
-    outputs = sorted(output_dir.rglob("*.nii*"))
-    assert len(outputs) == 1, f"bundle inference wrote {outputs}"
-    return outputs[0]
+    outputs = {p.name.split(".")[0]: p for p in output_dir.rglob("*") if p.is_file()}
+    assert sorted(outputs) == [IMAGE_ID, PICTURE_ID], f"bundle inference wrote {outputs}"
+    return outputs
 
 
 class Server:
@@ -164,7 +171,8 @@ class Server:
 @pytest.mark.slow
 def test_monailabel_serves_the_bundle(layout):
     tmp, bundle = layout["tmp"], layout["bundle"]
-    reference_path = _bundle_inference(bundle, layout["reference_in"], tmp / "reference_out")
+    references = _bundle_inference(bundle, layout["reference_in"], tmp / "reference_out")
+    reference_path = references[IMAGE_ID]
     shipped = _files(bundle)
 
     server = Server(layout["app"], layout["studies"], tmp / "server.log", {"models": MODEL, **CONF})
@@ -172,11 +180,14 @@ def test_monailabel_serves_the_bundle(layout):
         info = server.wait_ready(STARTUP_S)
         served = info["models"].get(MODEL)
         r = requests.post(f"{server.url}/infer/{MODEL}", params={"image": IMAGE_ID, "output": "image"}, timeout=INFER_S)
+        r2d = requests.post(f"{server.url}/infer/{MODEL}", params={"image": PICTURE_ID, "output": "image"},
+                            timeout=INFER_S)
     finally:
         server.stop()  # before reading its log, so the log is complete
 
     assert served is not None, f"{MODEL} not served; /info/ lists {list(info['models'])}:\n{server.tail()}"
     assert served["version"] == ConfigParser.load_config_file(bundle / "configs" / "metadata.json")["version"]
+    assert not served["labels"], "an enhancement announces no labels (the output channel_def is empty)"
     assert r.status_code == 200, f"infer returned {r.status_code}: {r.text[:300]}\nserver log:\n{server.tail()}"
     result_path = tmp / "monailabel_result.nii.gz"
     result_path.write_bytes(r.content)
@@ -200,3 +211,11 @@ def test_monailabel_serves_the_bundle(layout):
     np.testing.assert_allclose(y, ref, rtol=0, atol=1.0)
     # serving wrote nothing into the bundle (the bundle's file writer is for its own batch runs)
     assert _files(bundle) == shipped
+
+    # the grey PNG comes back as the PNG it was: same width and height, 8-bit grey, the bundle's own result
+    assert r2d.status_code == 200, f"infer returned {r2d.status_code}: {r2d.text[:300]}\nserver log:\n{server.tail()}"
+    (tmp / "monailabel_result.png").write_bytes(r2d.content)
+    picture, returned = Image.open(layout["studies"] / f"{PICTURE_ID}.png"), Image.open(tmp / "monailabel_result.png")
+    assert (returned.size, returned.mode) == (picture.size, picture.mode) == ((448, 320), "L")
+    expected = np.asarray(Image.open(references[PICTURE_ID]), dtype=np.float64)
+    np.testing.assert_allclose(np.asarray(returned, dtype=np.float64), expected, rtol=0, atol=1.0)

@@ -79,7 +79,8 @@ class EnhancementEvaluator(SupervisedEvaluator):
         item_postprocessing: transform applied to each decollated item (e.g. ``Invertd`` then ``SaveEnhancedd``).
         summary_path: if given, a JSON summary (done, skipped, failed, reasons) is written there
             (atomically) at the end.
-        write_behind: write in a child process (``None``: where the platform can fork; text as MONAI's ``str2bool``).
+        write_behind: write in a child process (``None``: on the CPU where the platform can fork; text as
+            MONAI's ``str2bool``).
         others: as MONAI's ``SupervisedEvaluator``.
     """
 
@@ -101,7 +102,9 @@ class EnhancementEvaluator(SupervisedEvaluator):
         )
         self.item_postprocessing = item_postprocessing
         self.summary_path = summary_path
-        self.write_behind = can_fork() if write_behind is None else str2bool(write_behind)  # "false" from a CLI
+        if write_behind is None:  # a forked child of a CUDA process must not touch CUDA: untried there, so off
+            write_behind = can_fork() and torch.device(device).type == "cpu"
+        self.write_behind = str2bool(write_behind)  # also "false" from a command line
         self._writing: tuple[str, Any, Any] | None = None  # (input, child process, its result pipe)
         self.add_event_handler(Events.STARTED, self._reset_records)
         self.add_event_handler(Events.COMPLETED, self._collect_writing)

@@ -272,7 +272,7 @@ def write_report(results: dict, output: Path) -> None:
         lines += [""]
     if results.get("folders"):
         lines += ["A folder of volumes through `python -m monai.bundle run` (inference.json), writing each file in a "
-                  "forked child while the next is enhanced (`write_behind`, the default where the platform forks) "
+                  "forked child while the next is enhanced (`write_behind`, the default on a CPU that can fork) "
                   "or in turn:", "", "| files | volume | write_behind | wall s |", "|---|---|---|---|"]
         lines += [f"| {r['files']} | {'x'.join(map(str, r['shape']))} | {str(r['write_behind']).lower()} | "
                   f"{r['seconds']:.1f} |" for r in results["folders"]]

@@ -75,3 +75,13 @@ def test_a_writer_that_dies_fails_its_file_only(tmp_path, monkeypatch):
     evaluator = run(tmp_path, True, names=("a", "c", "d"))
     assert [Path(p).name for p in evaluator.state.enhanced] == ["a.npy", "d.npy"]
     assert evaluator.state.failed == [("in/c.png", "the process writing it ended before it finished")]
+
+
+def test_when_no_child_can_be_forked_each_file_is_written_in_turn(tmp_path, monkeypatch):
+    def refuse(self, source, items):
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(EnhancementEvaluator, "_start_writing", refuse)
+    evaluator = run(tmp_path, True, names=("a", "c"))
+    assert [Path(p).name for p in evaluator.state.enhanced] == ["a.npy", "c.npy"] and not evaluator.state.failed
+    assert int((tmp_path / "behind" / "a.pid").read_text()) == os.getpid()

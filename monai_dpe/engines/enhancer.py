@@ -146,8 +146,11 @@ class EnhancementEvaluator(SupervisedEvaluator):
             return {}
         self._collect_writing()
         if self.write_behind:
-            self._writing = self._start_writing(source, items)
-            return {}
+            try:
+                self._writing = self._start_writing(source, items)
+                return {}
+            except OSError as err:  # no process to spare (memory, process limits): this file is written in turn
+                logger.debug("%s: writing in turn, no child process (%s)", source, err)
         try:
             engine.state.enhanced.extend(self._write(source, items))
         except Exception as err:  # nor must a failure while writing it
@@ -190,14 +193,13 @@ class EnhancementEvaluator(SupervisedEvaluator):
         if self._writing is None:
             return
         source, child, receiver = self._writing
-        self._writing = None
-        try:
+        try:  # a Ctrl-C while waiting leaves the record, and the stopped run's handler waits again
             status, value = receiver.recv()
         except EOFError:  # the child died before it could answer (killed, out of memory)
             status, value = "failed", "the process writing it ended before it finished"
-        finally:
-            receiver.close()
-            child.join()
+        self._writing = None
+        receiver.close()
+        child.join()
         if status == "written":
             self.state.enhanced.extend(value)
         else:

@@ -190,12 +190,3 @@ def test_single_slice_volume_is_enhanced_as_its_2d_image(thin_axis, spatial_dim)
         expected = net(image)
         got = SliceWiseInferer(spatial_dim=spatial_dim, sw_batch_size=4)(volume, net)
     torch.testing.assert_close(got.squeeze(2 + thin_axis), expected, atol=1e-5, rtol=1e-5)
-
-
-
-def test_the_former_name_still_works_and_says_it_is_deprecated():
-    from monai_dpe.inferers import SliceInferer
-
-    with pytest.warns(FutureWarning, match="SliceWiseInferer"):
-        inferer = SliceInferer(spatial_dim=2)
-    assert isinstance(inferer, SliceWiseInferer)

@@ -1,6 +1,6 @@
 """Inferers: slice-wise inference so 2D enhancement networks serve 3D volumes."""
 from __future__ import annotations
 
-from monai_dpe.inferers.slice_inferer import SliceInferer, SliceWiseInferer
+from monai_dpe.inferers.slice_inferer import SliceWiseInferer
 
-__all__ = ["SliceWiseInferer", "SliceInferer"]
+__all__ = ["SliceWiseInferer"]

@@ -9,13 +9,11 @@ import torch
 import torch.nn as nn
 from monai.data import MetaTensor
 from monai.inferers import Inferer
-from monai.utils import deprecated
 from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
-from monai_dpe import __version__
 
-__all__ = ["SliceInferer", "SliceWiseInferer"]
+__all__ = ["SliceWiseInferer"]
 
 _NATIVE_MAX_NUMEL = 20480  # PyTorch's size up to which one image may take its native convolution kernel
 _CONV_ARGS = {
@@ -316,9 +314,3 @@ class SliceWiseInferer(Inferer):
                 out = torch.empty((1, pred.shape[1], *image.shape[2:]), dtype=pred.dtype, device=pred.device)
             out[..., keep_r0:keep_r1, keep_c0:keep_c1] = pred[..., keep_r0 - r0 : keep_r1 - r0, keep_c0 - c0 : keep_c1 - c0]
         return out
-
-
-@deprecated(since="0.6.0", removed="0.7.0", msg_suffix="use SliceWiseInferer (the name collided with MONAI's).",
-            version_val=__version__)
-class SliceInferer(SliceWiseInferer):
-    """The former name of :class:`SliceWiseInferer`."""

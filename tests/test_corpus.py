@@ -31,7 +31,7 @@ from monai_dpe.data import (
 from monai_dpe.data import describe_image
 from monai_dpe.data.__main__ import main
 from monai_dpe.data.corpus import _invesalius, _percentile_stretch, _tiff_rgb
-from monai_dpe.data.sources import locate_source
+from monai_dpe.data.sources import COLLECTIONS, locate_source
 
 SMALL = ["ct_small", "mr_small", "microscopy_cell", "fundus_retina"]
 SMALL_SHAPES = {"ct_small": (1, 128, 128), "mr_small": (1, 64, 64), "microscopy_cell": (1, 550, 660),
@@ -71,6 +71,23 @@ def test_committed_datalist_meets_the_corpus_and_split_requirements():
     splits = {split: {i["source"] for i in datalist[split]} for split in ("training", "validation", "test")}
     assert not (splits["training"] & splits["validation"] or splits["training"] & splits["test"]
                 or splits["validation"] & splits["test"])
+
+
+def test_committed_validation_split_has_unseen_sources_of_every_kind():
+    """Validation chooses checkpoints and recipes, so it holds sources training never saw: >= 10 sources,
+    >= 3 of them colour, >= 25 images, and a volume."""
+    validation = json.loads((Path(__file__).parent.parent / "bundle" / "configs" / "datalist.json").read_text())[
+        "validation"]
+    assert len(validation) >= 25 and len({i["source"] for i in validation}) >= 10
+    assert len({i["source"] for i in validation if i["channels"] == 3}) >= 3
+    assert any(i["spatial_dims"] == 3 for i in validation)
+
+
+def test_sources_with_unstated_licences_are_never_trained_on():
+    """The licence rule: a source enters training only if its licence allows sharing the trained weights."""
+    for source in (*SOURCES, *COLLECTIONS):
+        if "not stated" in source.licence or "unknown" in source.licence.lower():
+            assert source.split != "training", source.name
 
 
 def test_percentile_stretch_source_asks_clean_inputs_for_no_change(tmp_path):
@@ -192,7 +209,7 @@ def test_enhanced_multiframe_dicom_becomes_3d_matching_itk(tmp_path):
     report = build_corpus(tmp_path, ["mr_head_emri"], progress=False)
     assert report.failed == {}
     ours = load(tmp_path / report.built[0].relpath)
-    from monai_dpe.data.sources import locate_source
+    from monai_dpe.data.sources import COLLECTIONS, locate_source
 
     itk = np.asarray(LoadImage(reader="ITKReader", image_only=True, ensure_channel_first=True)(
         str(locate_source(get_source("mr_head_emri")))))

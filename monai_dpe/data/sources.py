@@ -39,7 +39,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODALITIES = ("xray", "ct", "mr", "nm", "ultrasound", "oct", "microscopy", "cytology", "histology", "fundus", "dermoscopy",
-              "endoscopy")
+              "endoscopy", "photography")
 SPLITS = ("training", "validation", "test")
 PACKAGE_KINDS = ("pypi", "debian")
 # how a source file is found once its package is present
@@ -232,8 +232,9 @@ SOURCES: tuple[ImageSource, ...] = (
 
 
 #: Public datasets held in Git repositories, read at pinned commits (``monai_dpe.data.repositories``).
-#: Every licence allows sharing weights trained on the images (CC0, CC BY, public domain or a
-#: permissive licence covering the files); ``bundle/docs/data_license.txt`` credits each.
+#: Every training licence allows sharing weights trained on the images (CC0, CC BY, public domain or
+#: a permissive licence covering the files); a validation or test collection whose licence is not
+#: stated is only scored, never trained on. ``bundle/docs/data_license.txt`` credits each.
 COLLECTIONS: tuple[RepositoryCollection, ...] = (
     RepositoryCollection(
         "ultrasound_fetal_hc18", "ultrasound", "medical-images-process/VCLab_HC18",
@@ -281,7 +282,38 @@ COLLECTIONS: tuple[RepositoryCollection, ...] = (
         "not stated (BUSI); test only, never trained on",
         "Al-Dhabyani et al., Dataset of breast ultrasound images, Data in Brief 28:104863 (2020)", "test", limit=12,
         description="breast ultrasound, 256x256"),
+    RepositoryCollection(
+        "cytology_blood_chula", "cytology", "Chula-PIC-Lab/Chula-RBC-12-Dataset",
+        "fa130f48135d79bbd69f8e540b533511017d6896", ("Dataset/*.jpg",), "MIT",
+        "Naruenatthanaset et al., Red Blood Cell Segmentation with Overlapping Cell Separation and Classification "
+        "on Imbalanced Dataset, arXiv:2012.01321 (2021), Chula-RBC-12 (github.com/Chula-PIC-Lab/Chula-RBC-12-Dataset)",
+        "validation", limit=6,
+        description="peripheral blood smears, red cells, 640x480 RGB JPEG"),
+    RepositoryCollection(
+        "xray_chest_paediatric", "xray", "waliatushar/ai-pneumonia-detection",
+        "362d6d1be840461d0f26253972ec86bbc8533772", ("dataset/test/*/*.jpeg",),
+        "CC-BY-4.0 (Kermany et al. chest X-ray data)",
+        "Kermany et al., Cell 172(5):1122 (2018), doi:10.17632/rscbjbr9sj.2 (224 px copy in "
+        "waliatushar/ai-pneumonia-detection)", "validation", limit=6,
+        description="paediatric chest radiographs, normal and pneumonia, 224x224 grey JPEG"),
+    RepositoryCollection(
+        "mr_brain_antspy", "mr", "ANTsX/ANTsPy", "0cf1e566019d92a5e878129fa4cf1af839ccb826",
+        ("data/r*slice.jpg",), "Apache-2.0", "ANTsPy example data, ANTsX (github.com/ANTsX/ANTsPy)", "validation",
+        limit=3, description="brain MR slices of different subjects, 256x256 grey JPEG"),
+    RepositoryCollection(
+        "ultrasound_femur_neck_monai", "ultrasound", "Project-MONAI/MONAI", "d388d1c6fec8cb3a0eebee5b5a0b9776ca59ca83",
+        ("tests/testing_data/ultrasound_confidence_map/*_input.png",), "Apache-2.0",
+        "MONAI test data (github.com/Project-MONAI/MONAI)", "validation",
+        description="femur and neck B-mode ultrasound, grey PNG"),
+    RepositoryCollection(
+        "photography_wound_fuseg", "photography", "uwm-bigdata/wound-segmentation",
+        "42a272dfe0679f20675e826385925cb7562934b6", ("data/Foot Ulcer Segmentation Challenge/validation/images/*.png",),
+        "not stated (shared with the AZH Wound and Vascular Center's permission); validation only, never trained on",
+        "Wang et al., Fully Automatic Wound Segmentation with Deep Convolutional Neural Networks, Sci Rep "
+        "10:21897 (2020); AZH Wound and Vascular Center", "validation", limit=6,
+        description="foot ulcer photographs, 512x512 RGB"),
 )
+
 
 def get_source(name: str) -> ImageSource | RepositoryCollection:
     """Return the packaged image or repository collection called ``name``; raise ``KeyError`` naming the known ids

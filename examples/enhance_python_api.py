@@ -1,7 +1,8 @@
 """Enhance one file and a whole folder from Python with the shipped bundle's weights.
 
 The pipeline is the bundle's own: load with MONAI, stretch with the invertible intensity
-policy, enhance slice by slice, invert back to the input's units and dtype, save.
+policy, enhance slice by slice, blend with the input's affine fit (``network_share``), invert back
+to the input's units and dtype, save.
 
     python examples/enhance_python_api.py INPUT_FILE_OR_FOLDER OUTPUT_DIR
 """
@@ -17,7 +18,7 @@ from monai.transforms import Compose, Invertd
 from monai_dpe.data import find_images
 from monai_dpe.inferers import SliceWiseInferer
 from monai_dpe.networks import ChannelAdapter, load_weights
-from monai_dpe.transforms import LEVEL_META_KEY, IntensityPolicyd, LoadDisplayImaged, SaveEnhancedd
+from monai_dpe.transforms import LEVEL_META_KEY, BlendInputFitd, IntensityPolicyd, LoadDisplayImaged, SaveEnhancedd
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
 
@@ -29,6 +30,13 @@ def build_enhancer(weights: Path = BUNDLE / "models" / "model.pt") -> torch.nn.M
     return ChannelAdapter(load_weights(parser.get_parsed_content("network_def"), weights)).eval()
 
 
+def bundle_value(key: str):
+    """``key`` as the bundle's ``inference.json`` sets it (``network_share``: how much of the network's output stays)."""
+    parser = ConfigParser()
+    parser.read_config(BUNDLE / "configs" / "inference.json")
+    return parser.get_parsed_content(key)
+
+
 def enhance(inputs: str, output_dir: str) -> list[str]:
     """Enhance every image under ``inputs`` into ``output_dir``; returns the written paths."""
     preprocessing = Compose(
@@ -38,12 +46,13 @@ def enhance(inputs: str, output_dir: str) -> list[str]:
     invert = Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False)
     save = SaveEnhancedd("pred", output_dir=output_dir, overwrite=True)
     enhancer, inferer = build_enhancer(), SliceWiseInferer(spatial_dim=-1, sw_batch_size=8, meta_kwargs={"level": LEVEL_META_KEY})
+    blend = BlendInputFitd("pred", image_key="image", network_weight=bundle_value("network_share"), slice_axis=-1)
     written = []
     for item in find_images(inputs):
         data = preprocessing(item)
         with torch.inference_mode():
             data["pred"] = inferer(data["image"][None], enhancer)[0]
-        written.append(save(invert(data))["output_path"])
+        written.append(save(invert(blend(data)))["output_path"])
     return written
 
 

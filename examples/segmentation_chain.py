@@ -8,7 +8,7 @@ shipped DPE weights, and degraded then enhanced by CLAHE (the project's classica
 Enhancement and segmentation run as one MONAI ``Compose``::
 
     IntensityPolicyd                                    (the bundle's invertible robust stretch)
-    -> DPENet through SliceWiseInferer(network_wrapper=ChannelAdapter) | CLAHE | nothing
+    -> DPENet through SliceWiseInferer(network_wrapper=ChannelAdapter), BlendInputFitd | CLAHE | nothing
     -> ScaleIntensityRangePercentilesd                  (the segmenter's own input normalisation)
     -> UNet through SliceWiseInferer -> AsDiscreted(argmax)
 
@@ -48,7 +48,7 @@ from monai.losses import DiceCELoss
 from monai.metrics import DiceMetric
 from monai.networks.nets import UNet
 from monai.networks.utils import one_hot
-from monai.transforms import AsDiscreted, Compose, MapTransform, ScaleIntensityRangePercentilesd
+from monai.transforms import AsDiscreted, Compose, CopyItemsd, DeleteItemsd, MapTransform, ScaleIntensityRangePercentilesd
 from monai.utils import convert_to_dst_type, convert_to_numpy, convert_to_tensor, set_determinism
 from tqdm.auto import tqdm
 
@@ -57,7 +57,7 @@ from monai_dpe.files import atomic_path, write_json
 from monai_dpe.inferers import SliceWiseInferer
 from monai_dpe.networks import ChannelAdapter, load_weights, sha256_of
 from monai_dpe.networks.weights import recorded_sha256
-from monai_dpe.transforms import LEVEL_META_KEY, IntensityPolicyd, SeededPerceptualDegradationd
+from monai_dpe.transforms import LEVEL_META_KEY, BlendInputFitd, IntensityPolicyd, SeededPerceptualDegradationd
 
 logger = logging.getLogger("segmentation_chain")
 
@@ -171,7 +171,9 @@ def build_chain(method: str, segmenter: torch.nn.Module, enhancer: torch.nn.Modu
     if method == "dpe":
         # the bundle's inference pieces: plain DPENet, ChannelAdapter applied by the inferer (grey in, grey out)
         enhance = [Inferd("image", enhancer, SliceWiseInferer(spatial_dim=-1, sw_batch_size=1, network_wrapper=ChannelAdapter,
-                                                      meta_kwargs={"level": LEVEL_META_KEY}))]
+                                                      meta_kwargs={"level": LEVEL_META_KEY}), output_key="enhanced"),
+                   BlendInputFitd("enhanced", image_key="image", network_weight=bundle_value("network_share")),
+                   DeleteItemsd("image"), CopyItemsd("enhanced", names="image")]
     elif method == "clahe":
         enhance = [Classicald("image", clahe)]
     elif method == "none":
@@ -185,6 +187,13 @@ def build_chain(method: str, segmenter: torch.nn.Module, enhancer: torch.nn.Modu
         Inferd("image", segmenter, SliceWiseInferer(spatial_dim=-1, sw_batch_size=1), output_key="pred"),
         AsDiscreted("pred", argmax=True),
     ])
+
+
+def bundle_value(key: str):
+    """``key`` as the bundle's ``inference.json`` sets it."""
+    parser = ConfigParser()
+    parser.read_config(BUNDLE / "configs" / "inference.json")
+    return parser.get_parsed_content(key)
 
 
 def load_enhancer(weights: Path) -> torch.nn.Module:

@@ -28,6 +28,7 @@ from monai_dpe.locations import default_bundle
 from monai_dpe.engines.baselines import CLASSICAL, apply_baseline
 from monai_dpe.engines.evaluation import CLEAN_PRESET
 from monai_dpe.extras import require
+from monai_dpe.transforms import BlendInputFit
 
 __all__ = ["METHODS", "about", "method_scores", "write_markdown", "psnr_chart", "crop_figure", "main"]
 
@@ -185,6 +186,15 @@ def _network(config_files: Sequence[str], weights: str, bundle_root: str,
     return load_router(parser.get_parsed_content("network_def"), weights, experts).eval()
 
 
+def _config_value(config_files: Sequence[str], key: str) -> Any:
+    """``key`` as the configs set it."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(list(config_files))
+    return parser.get_parsed_content(key)
+
+
 def _validation_pairs(dataset_dir: str, bundle_root: str, preset: str) -> list[dict]:
     """The first evaluated image of each source under ``preset``: the raw degraded image, the network input and the truth.
 
@@ -233,8 +243,11 @@ def _level(network: torch.nn.Module, pair: Mapping[str, Any]) -> dict:
 
 
 def crop_figure(pairs: Sequence[dict], networks: Mapping[str, torch.nn.Module], classical: str, path: Path,
-                crop: int = 160) -> None:
-    """One row per image: degraded input, ``classical``, each network, truth; PSNR in the titles."""
+                crop: int = 160, network_share: float = 1.0) -> None:
+    """One row per image: degraded input, ``classical``, each network, truth; PSNR in the titles.
+
+    Each network's output is blended with its input's affine fit as the bundle does (``network_share``).
+    """
     require("matplotlib", "the quality report's crops")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -248,8 +261,9 @@ def crop_figure(pairs: Sequence[dict], networks: Mapping[str, torch.nn.Module], 
     for row, pair in enumerate(pairs):
         outputs = [pair["degraded"], apply_baseline(classical, pair["image"], pair["rgb"])]
         with torch.inference_mode():
-            outputs += [_route(net)(pair["image"][None], pair.get("modality"), **_level(net, pair))[0].clamp(0, 1)
-                        for net in networks.values()]
+            blend = BlendInputFit(network_share)
+            outputs += [blend(_route(net)(pair["image"][None], pair.get("modality"), **_level(net, pair))[0], pair["image"])
+                        .clamp(0, 1) for net in networks.values()]
         outputs.append(pair["target"])
         for col, (out, label) in enumerate(zip(outputs, columns)):
             shown = torch.as_tensor(out, dtype=torch.float32)
@@ -303,7 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         networks = {"basicunet": _network(files, args.basicunet_weights, args.bundle_root), **networks}
     best, _ = _best_classical(table["paper"]["mean"])
     pairs = _validation_pairs(args.dataset_dir, args.bundle_root, "paper")
-    crop_figure(pairs, networks, best or "clahe", args.output / "quality_crops.png")
+    crop_figure(pairs, networks, best or "clahe", args.output / "quality_crops.png",
+                network_share=_config_value([str(configs / "train.json")], "network_share"))
     logger.info("wrote %s", args.output / "quality.md")
     return 0
 

@@ -26,6 +26,7 @@ from monai_dpe.transforms.perceptual import (
 from monai_dpe.transforms.channels import MergeAlphad, SplitAlphad
 from monai_dpe.transforms.io import SaveEnhancedd, StorageTyped, UnsafeOutputPath, output_path
 from monai_dpe.transforms.fill import MaskFillValuesd, RestoreFillValuesd
+from monai_dpe.transforms.input_fit import BlendInputFit, BlendInputFitd, input_fit
 from monai_dpe.transforms.load import LoadDisplayImage, LoadDisplayImaged, photo_header, pil_display_converter
 from monai_dpe.transforms.preparation import (
     CenterSliced,
@@ -56,6 +57,8 @@ from monai_dpe.transforms.intensity_policy import (
 )
 
 __all__ = [
+    "BlendInputFit",
+    "BlendInputFitd",
     "CheckHeaderd",
     "CheckImaged",
     "ImageRefused",
@@ -69,6 +72,7 @@ __all__ = [
     "RandPerceptualDegradation",
     "IntensityPolicy",
     "LEVEL_META_KEY",
+    "input_fit",
     "input_level",
     "RandLowBrightnessd",
     "RandLowContrastd",

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "Runtime for the shipped weights when installed, else eager")
     enhance.add_argument("--batch", type=_positive, default=None,
                          help="slices per network call (default: the bundle's)")
+    enhance.add_argument("--network-share", type=_share, default=None, metavar="S",
+                         help="share of the network's own output, 0 to 1; the rest is the input's global affine "
+                              "map that matches it best, which keeps the input's detail (default: the bundle's)")
     enhance.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     enhance.add_argument("--resume", action="store_true",
                          help="skip inputs whose outputs already exist (a rerun of an interrupted batch)")
@@ -85,6 +88,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
     return value
 
 
@@ -283,6 +293,7 @@ def _inference_config(bundle: Path, config_file: Path, inputs: list[Path], outpu
         "progress": not args.no_progress,
     }
     optional = {"slice_axis": args.axis, "sw_batch_size": args.batch, "device": device, "backend": args.backend,
+                "network_share": args.network_share,
                 "weights_path": str(Path(args.weights).resolve()) if args.weights else None,
                 "summary_path": str(Path(args.summary).resolve()) if args.summary else None}
     overrides.update({k: v for k, v in optional.items() if v is not None})

@@ -151,6 +151,22 @@ def test_series_folder_given_as_dot_is_named_after_the_folder(tmp_path, tiny_bun
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["ct_series.nii.gz"]
 
 
+def test_network_share_zero_writes_an_affine_map_of_the_input_and_out_of_range_is_refused(tmp_path, tiny_bundle):
+    """``--network-share 0``: the output is the input's global affine fit to the network's output, so it keeps
+    every detail of the input; a share outside [0, 1] is a usage error before anything runs."""
+    volume = (smooth((20, 22, 3), np.random.default_rng(6)) * 1000).astype(np.float32)
+    nib.save(nib.Nifti1Image(volume, AFFINE), tmp_path / "mr.nii.gz")
+    proc = run_cli("mr.nii.gz", "-o", "out", "--bundle", str(tiny_bundle), "--network-share", "0", "--no-progress",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = np.asarray(nib.load(tmp_path / "out" / "mr.nii.gz").dataobj, dtype=np.float64)
+    for z in range(volume.shape[-1]):
+        assert np.corrcoef(out[..., z].ravel(), volume[..., z].ravel())[0, 1] > 0.99999
+    refused = run_cli("mr.nii.gz", "-o", "out2", "--bundle", str(tiny_bundle), "--network-share", "1.5", cwd=tmp_path)
+    assert refused.returncode == 2 and "must lie in [0, 1]" in refused.stderr
+    assert not (tmp_path / "out2").exists()
+
+
 @pytest.mark.slow  # a full-width network: the one test that runs the shipped bundle's configs unchanged
 def test_shipped_bundle_with_weights_option_and_run_options(tmp_path):
     """The default bundle (found next to the package) with full-width random weights and every run option."""

@@ -84,7 +84,7 @@ def test_inference_bundle_blends_before_inverting_the_intensity_policy(tmp_path)
         parser.update({"bundle_root": str(BUNDLE), "weights_path": str(tiny_weights(tmp_path / "tiny.pt")),
                        "channels": list(TINY_CHANNELS), "device": "cpu", "progress": False, "network_share": share})
         item = parser.get_parsed_content("preprocessing")({"image": str(path)})
-        with torch.no_grad():
+        with torch.inference_mode():  # as the engine makes it: postprocessing then runs outside inference mode
             item["pred"] = parser.get_parsed_content("inferer")(item["image"][None], parser.get_parsed_content("network"))[0]
         outputs[share] = np.asarray(parser.get_parsed_content("postprocessing")(item)["pred"], dtype=np.float64)[0]
     def worst_correlation(out):
@@ -92,3 +92,15 @@ def test_inference_bundle_blends_before_inverting_the_intensity_policy(tmp_path)
 
     assert worst_correlation(outputs[0.0]) > 0.9999
     assert worst_correlation(outputs[1.0]) < 0.999, "the network alone is no affine map of its input"
+
+
+def test_validation_evaluation_and_inference_blend_alike():
+    """The share validation chose is the share users get: train.json (validation, evaluate.json) and inference.json agree."""
+    from monai.bundle import ConfigParser
+
+    shares = []
+    for name in ("train.json", "inference.json"):
+        parser = ConfigParser()
+        parser.read_config(str(BUNDLE / "configs" / name))
+        shares.append(parser["network_share"])
+    assert shares[0] == shares[1]

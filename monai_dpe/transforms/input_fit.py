@@ -61,12 +61,14 @@ class BlendInputFit(Transform):
             raise ValueError(f"BlendInputFit: pred {list(pred.shape)} and image {list(image.shape)} differ in shape.")
         if self.network_weight == 1.0:
             return pred
-        if pred.ndim == 4:  # channel + three spatial dimensions: one fit per slice
-            axis = 1 + (self.slice_axis % 3)
-            for index in range(pred.shape[axis]):
-                self._blend(pred.select(axis, index), image.select(axis, index))
-        else:
-            self._blend(pred, image)
+        # an output made under inference mode (as the engines make it) can only be changed in place there
+        with torch.inference_mode(pred.is_inference()):
+            if pred.ndim == 4:  # channel + three spatial dimensions: one fit per slice
+                axis = 1 + (self.slice_axis % 3)
+                for index in range(pred.shape[axis]):
+                    self._blend(pred.select(axis, index), image.select(axis, index))
+            else:
+                self._blend(pred, image)
         return pred
 
     def _blend(self, pred: torch.Tensor, image: torch.Tensor) -> None:

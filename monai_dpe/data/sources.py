@@ -299,7 +299,7 @@ COLLECTIONS: tuple[RepositoryCollection, ...] = (
     RepositoryCollection(
         "mr_brain_antspy", "mr", "ANTsX/ANTsPy", "0cf1e566019d92a5e878129fa4cf1af839ccb826",
         ("data/r*slice.jpg",), "Apache-2.0", "ANTsPy example data, ANTsX (github.com/ANTsX/ANTsPy)", "validation",
-        limit=3, description="brain MR slices of different subjects, 256x256 grey JPEG"),
+        limit=3, description="brain MR slices, 256x256 grey JPEG"),
     RepositoryCollection(
         "ultrasound_femur_neck_monai", "ultrasound", "Project-MONAI/MONAI", "d388d1c6fec8cb3a0eebee5b5a0b9776ca59ca83",
         ("tests/testing_data/ultrasound_confidence_map/*_input.png",), "Apache-2.0",

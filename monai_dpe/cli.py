@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="slices per network call (default: the bundle's)")
     enhance.add_argument("--network-share", type=_share, default=None, metavar="S",
                          help="share of the network's own output, 0 to 1; the rest is the input's global affine "
-                              "map that matches it best, which keeps the input's detail (default: the bundle's)")
+                              "map that matches it best, which keeps the input's detail (default: the bundle's, "
+                              "which follows each input's noise)")
     enhance.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     enhance.add_argument("--resume", action="store_true",
                          help="skip inputs whose outputs already exist (a rerun of an interrupted batch)")

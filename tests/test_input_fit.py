@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers import AFFINE, BUNDLE, TINY_CHANNELS, smooth, tiny_weights
-from monai_dpe.transforms import BlendInputFit, BlendInputFitd, input_fit
+from monai_dpe.transforms import BlendInputFit, BlendInputFitd, input_fit, input_noise, noise_weight
 
 
 def _pair(seed: int = 0, shape=(3, 40, 36)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,5 +102,42 @@ def test_validation_evaluation_and_inference_blend_alike():
     for name in ("train.json", "inference.json"):
         parser = ConfigParser()
         parser.read_config(str(BUNDLE / "configs" / name))
-        shares.append(parser["network_share"])
+        shares.append((parser["network_share"], parser["share_noise_range"]))
     assert shares[0] == shares[1]
+
+
+def test_input_noise_is_the_wavelet_estimate_and_a_volume_takes_the_median_of_its_slices():
+    """A flat image with gaussian noise of known strength reads as that strength; a volume whose slices
+    differ in noise gets one value (every slice of it is blended alike)."""
+    rng = np.random.default_rng(7)
+    image = torch.as_tensor(0.5 + 0.02 * rng.standard_normal((3, 128, 128)), dtype=torch.float32)
+    assert input_noise(image) == pytest.approx(0.02 / np.sqrt(3), rel=0.1), "the channel mean's noise"
+    sigmas = np.linspace(0.01, 0.05, 5)
+    volume = torch.as_tensor(0.5 + sigmas * rng.standard_normal((1, 96, 96, 5)), dtype=torch.float32)
+    assert input_noise(volume) == pytest.approx(0.03, rel=0.1)
+    along_first = volume.permute(0, 3, 1, 2).contiguous()
+    assert input_noise(along_first, slice_axis=0) == pytest.approx(input_noise(volume), rel=1e-6)
+
+
+@pytest.mark.parametrize("sigma, weight", [(0.0, 0.0), (0.01, 0.0), (0.0125, 0.25), (0.015, 0.5), (0.02, 1.0), (0.3, 1.0)])
+def test_noise_weight_ramps_from_the_input_to_the_network(sigma, weight):
+    assert noise_weight(sigma, (0.01, 0.02)) == pytest.approx(weight)
+
+
+def test_the_share_follows_the_noise_clean_inputs_keep_their_detail_noisy_ones_take_the_network():
+    rng = np.random.default_rng(8)
+    ramp = np.indices((64, 64)).sum(0)[None] / 126.0
+    clean = torch.as_tensor(ramp, dtype=torch.float32)
+    noisy = clean + 0.05 * torch.as_tensor(rng.standard_normal(clean.shape), dtype=torch.float32)
+    pred = torch.as_tensor(smooth((1, 64, 64), rng), dtype=torch.float32)
+    blend = BlendInputFit(network_weight=None, noise_range=(0.01, 0.02))
+    torch.testing.assert_close(blend(pred.clone(), noisy), pred, msg="a noisy input takes the network's output as it is")
+    torch.testing.assert_close(blend(pred.clone(), clean), BlendInputFit(0.0)(pred.clone(), clean))
+    fixed = BlendInputFit(network_weight=0.4, noise_range=(0.01, 0.02))
+    assert fixed.weight(noisy) == fixed.weight(clean) == 0.4, "a fixed share wins over the noise range"
+
+
+def test_a_noise_share_needs_a_valid_range():
+    for bad in (None, (0.02, 0.01), (-0.1, 0.1), (0.01,)):
+        with pytest.raises(ValueError, match="noise_range"):
+            BlendInputFit(network_weight=None, noise_range=bad)

@@ -22,7 +22,7 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigParser, ConfigWorkflow
 from PIL import Image
-from skimage import color, data as skdata, exposure, metrics
+from skimage import color, data as skdata, exposure, metrics, restoration
 
 from monai_dpe.engines.baselines import clahe
 from monai_dpe.networks import record_large_files, recorded_sha256, sha256_of
@@ -424,7 +424,7 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
                    "validate#split": "validation"})
     dataset = parser.get_parsed_content("validate#dataset")
     net.eval()
-    share = float(parser["network_share"])  # the output users get: blended with the input's affine fit
+    share, noise_range = parser["network_share"], parser["share_noise_range"]  # the output users get: a blend
     by_key = {(r["source"], r["preset"]): r for r in report["images"]}
     for item in dataset:
         record = by_key[(item["source"], item["preset"])]
@@ -433,7 +433,9 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
             raw = net(item["image"][None], **level)[0].numpy().astype(np.float64)
         network_input = item["image"].numpy().astype(np.float64)
         slope, offset = np.polyfit(network_input.ravel(), raw.ravel(), 1)
-        pred = torch.as_tensor(np.clip(share * raw + (1 - share) * (slope * network_input + offset), 0, 1))
+        weight = share if share is not None else \
+            np.clip((restoration.estimate_sigma(network_input.mean(0)) - noise_range[0]) / (noise_range[1] - noise_range[0]), 0, 1)
+        pred = torch.as_tensor(np.clip(weight * raw + (1 - weight) * (slope * network_input + offset), 0, 1))
         target = item["target"].permute(1, 2, 0).numpy().astype(np.float64)
         pred_np = pred.permute(1, 2, 0).numpy().astype(np.float64)
         assert record["psnr"] == pytest.approx(metrics.peak_signal_noise_ratio(target, pred_np, data_range=1.0), abs=1e-3)

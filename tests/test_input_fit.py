@@ -106,7 +106,7 @@ def test_validation_evaluation_and_inference_blend_alike():
     assert shares[0] == shares[1]
 
 
-def test_input_noise_is_the_wavelet_estimate_and_a_volume_takes_the_median_of_its_slices():
+def test_input_noise_reads_known_noise_and_a_volume_takes_the_median_of_its_slices():
     """A flat image with gaussian noise of known strength reads as that strength; a volume whose slices
     differ in noise gets one value (every slice of it is blended alike)."""
     rng = np.random.default_rng(7)
@@ -117,6 +117,31 @@ def test_input_noise_is_the_wavelet_estimate_and_a_volume_takes_the_median_of_it
     assert input_noise(volume) == pytest.approx(0.03, rel=0.1)
     along_first = volume.permute(0, 3, 1, 2).contiguous()
     assert input_noise(along_first, slice_axis=0) == pytest.approx(input_noise(volume), rel=1e-6)
+
+
+def test_blank_pictures_and_flat_backgrounds_read_no_noise_and_never_make_nan():
+    """A black image, a volume with blank end slices and a flat white background: the estimate looks only at
+    the blocks that vary, so none gives NaN and a flat area at any value does not dilute the noise."""
+    rng = np.random.default_rng(9)
+    assert input_noise(torch.zeros(3, 32, 32)) == 0.0
+    blend = BlendInputFit(network_weight=None, noise_range=(0.01, 0.02))
+    assert torch.isfinite(blend(torch.rand(3, 32, 32), torch.zeros(3, 32, 32))).all()
+    volume = torch.as_tensor(0.5 + 0.03 * rng.standard_normal((1, 64, 64, 12)), dtype=torch.float32)
+    volume[..., :3] = 0.0
+    assert input_noise(volume) == pytest.approx(0.03, rel=0.1)
+    assert torch.isfinite(blend(torch.rand_like(volume), volume)).all()
+    noisy = 0.3 + 0.03 * rng.standard_normal((64, 64))
+    backgrounds = []
+    for value in (0.0, 1.0):
+        picture = np.full((64, 128), value)
+        picture[:, :64] = noisy
+        backgrounds.append(input_noise(torch.as_tensor(picture)[None]))
+    assert backgrounds[0] == backgrounds[1] == pytest.approx(0.03, rel=0.1)
+
+
+def test_input_noise_refuses_tensors_without_a_channel_axis():
+    with pytest.raises(ValueError, match="channel-first"):
+        input_noise(torch.rand(16, 16))
 
 
 @pytest.mark.parametrize("sigma, weight", [(0.0, 0.0), (0.01, 0.0), (0.0125, 0.25), (0.015, 0.5), (0.02, 1.0), (0.3, 1.0)])
@@ -138,6 +163,6 @@ def test_the_share_follows_the_noise_clean_inputs_keep_their_detail_noisy_ones_t
 
 
 def test_a_noise_share_needs_a_valid_range():
-    for bad in (None, (0.02, 0.01), (-0.1, 0.1), (0.01,)):
+    for bad in (None, (0.02, 0.01), (-0.1, 0.1), (0.01,), 0.5, (0.01, 0.01)):
         with pytest.raises(ValueError, match="noise_range"):
             BlendInputFit(network_weight=None, noise_range=bad)

@@ -4,8 +4,8 @@ On sources the network has never seen, its global level and contrast are right m
 local changes: those can alter detail that was already right. ``a * image + b``, fitted by least
 squares to the output, takes only the level and contrast from the network and keeps every detail of
 the input; ``network_weight`` says how much of the network's own output stays. That share can follow
-the input's noise (``noise_range``): a clean input keeps its own detail, a noisy one takes the
-network's denoising. The bundle's validation split chooses the range (``bundle/docs/README.md``).
+the input's noise (``noise_range``, :func:`input_noise`): a clean input keeps its own detail, a
+noisy one takes the network's denoising. The bundle's validation split chooses the range (``bundle/docs/README.md``).
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
-from skimage.restoration import estimate_sigma
 
 __all__ = ["input_fit", "input_noise", "noise_weight", "BlendInputFit", "BlendInputFitd"]
 
@@ -41,22 +40,46 @@ def input_fit(image: torch.Tensor, pred: torch.Tensor) -> tuple[float, float]:
 def input_noise(image: torch.Tensor, slice_axis: int = -1) -> float:
     """Standard deviation of the noise in a channel-first image or volume, in its own units.
 
-    scikit-image's wavelet estimate (``estimate_sigma``) on the channel mean of a 2D image; a volume
-    (three spatial dimensions) gives the median over up to 16 evenly spaced slices along
-    ``slice_axis``, so every slice of one volume is blended alike.
+    Donoho's robust estimate, the median absolute finest diagonal wavelet coefficient / 0.6745, on
+    the channel mean of a 2D image; a volume (three spatial dimensions) gives the median over up to
+    16 evenly spaced slices along ``slice_axis``, so every slice of one volume is blended alike.
+    A blank picture reads 0.
     """
-    def sigma(picture: torch.Tensor) -> float:  # float64 before the channel mean: the median is sensitive to rounding
-        return float(estimate_sigma(picture.detach().cpu().double().mean(dim=0).numpy()))
-
+    if image.ndim not in (3, 4):
+        raise ValueError(f"input_noise expects a channel-first 2D image or volume, got shape {list(image.shape)}.")
     if image.ndim == 3:
-        return sigma(image)
+        return _diagonal_sigma(_channel_mean(image))
     axis = 1 + slice_axis % 3
     picks = np.unique(np.linspace(0, image.shape[axis] - 1, min(_NOISE_SLICES, image.shape[axis])).round().astype(int))
-    return float(np.median([sigma(image.select(axis, int(i))) for i in picks]))
+    return float(np.median([_diagonal_sigma(_channel_mean(image.select(axis, int(i)))) for i in picks]))
+
+
+def _channel_mean(picture: torch.Tensor) -> np.ndarray:
+    """The channels' mean in float64, one plane at a time (no float64 copy of the whole image)."""
+    total = np.zeros(picture.shape[1:], dtype=np.float64)
+    for channel in picture.detach():
+        total += channel.cpu().double().numpy()
+    return total / picture.shape[0]
+
+
+def _diagonal_sigma(picture: np.ndarray) -> float:
+    """Median |HH| / 0.6745 of the finest Haar level over the 2x2 blocks that are not constant.
+
+    scikit-image's ``estimate_sigma`` needs PyWavelets (not in MONAI Label's environment), returns
+    NaN on a blank image and counts flat areas as noise-free unless they are exactly 0; here every
+    constant block (a flat background at any value) is left out, and a picture of them reads 0.
+    """
+    height, width = picture.shape[0] // 2 * 2, picture.shape[1] // 2 * 2
+    a, b = picture[0:height:2, 0:width:2], picture[0:height:2, 1:width:2]
+    c, d = picture[1:height:2, 0:width:2], picture[1:height:2, 1:width:2]
+    varying = (a != b) | (a != c) | (a != d)
+    diagonal = np.abs((a - b - c + d)[varying]) / 2.0
+    return float(np.median(diagonal) / 0.6745) if diagonal.size else 0.0
 
 
 def noise_weight(sigma: float, noise_range: Sequence[float]) -> float:
-    """The network's share for an input of noise ``sigma``: 0 up to ``noise_range[0]``, 1 from ``noise_range[1]``, linear between."""
+    """The network's share for an input of noise ``sigma``: 0 up to ``noise_range[0]``, 1 from
+    ``noise_range[1]``, linear between."""
     low, high = float(noise_range[0]), float(noise_range[1])
     return float(np.clip((sigma - low) / (high - low), 0.0, 1.0))
 
@@ -84,10 +107,10 @@ class BlendInputFit(Transform):
 
     def __init__(self, network_weight: float | None = 1.0, slice_axis: int = -1,
                  noise_range: Sequence[float] | None = None) -> None:
-        if network_weight is None:
-            if noise_range is None or len(noise_range) != 2 or not 0.0 <= noise_range[0] < noise_range[1]:
-                raise ValueError(f"a share that follows the noise needs noise_range (low, high), 0 <= low < high; got {noise_range}.")
-        elif not 0.0 <= network_weight <= 1.0:
+        if network_weight is None and not _valid_range(noise_range):
+            raise ValueError(f"a share that follows the noise needs noise_range (low, high), 0 <= low < high; "
+                             f"got {noise_range}.")
+        if network_weight is not None and not 0.0 <= network_weight <= 1.0:
             raise ValueError(f"network_weight must lie in [0, 1], got {network_weight}.")
         self.network_weight = None if network_weight is None else float(network_weight)
         self.noise_range = None if noise_range is None else (float(noise_range[0]), float(noise_range[1]))
@@ -114,6 +137,14 @@ class BlendInputFit(Transform):
             else:
                 _blend(pred, image, weight)
         return pred
+
+
+def _valid_range(noise_range) -> bool:
+    try:
+        low, high = (float(v) for v in noise_range)
+    except (TypeError, ValueError):
+        return False
+    return 0.0 <= low < high
 
 
 def _blend(pred: torch.Tensor, image: torch.Tensor, weight: float) -> None:

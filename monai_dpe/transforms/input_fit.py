@@ -5,7 +5,8 @@ local changes: those can alter detail that was already right. ``a * image + b``,
 squares to the output, takes only the level and contrast from the network and keeps every detail of
 the input; ``network_weight`` says how much of the network's own output stays. That share can follow
 the input's noise (``noise_range``, :func:`input_noise`): a clean input keeps its own detail, a
-noisy one takes the network's denoising. The bundle's validation split chooses the range (``bundle/docs/README.md``).
+noisy one takes the network's denoising. The bundle's validation split chooses the range
+(``bundle/docs/README.md``).
 """
 from __future__ import annotations
 
@@ -101,7 +102,7 @@ class BlendInputFit(Transform):
 
     Example::
 
-        blend = BlendInputFit(network_weight=None, noise_range=(0.01, 0.02))
+        blend = BlendInputFit(network_weight=None, noise_range=(0.015, 0.02))  # the bundle's range
         enhanced = blend(pred, image)
     """
 

@@ -34,7 +34,7 @@ from monai.bundle import ConfigParser
 
 from monai_dpe.locations import default_bundle
 from monai_dpe.inferers import SliceWiseInferer
-from monai_dpe.networks import OnnxNetwork, export_onnx, load_weights
+from monai_dpe.networks import OnnxNetwork, backend_layout, export_onnx, load_weights
 from monai_dpe.processor import cpu_features, has_fast_bf16
 from monai_dpe.transforms import IntensityPolicy
 
@@ -100,7 +100,7 @@ def benchmark(weights: str | None, channels: tuple[int, ...], repeats: int) -> d
     with tempfile.TemporaryDirectory() as tmp:
         onnx = OnnxNetwork(export_onnx(net, os.path.join(tmp, "model.onnx")), multiple=net.multiple,
                            default_level=getattr(net, "default_level", None))
-        last = copy.deepcopy(net).to(memory_format=torch.channels_last)
+        last = backend_layout(copy.deepcopy(net), "bf16")  # as load_backend gives it
 
         def bf16(x):
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -137,7 +137,7 @@ def bf16_fidelity(net: nn.Module, repeats: int, size: int = 256) -> dict:
     plane = source[..., source.shape[-1] // 2][None, None]
     plane = F.interpolate(plane, size=(size, size), mode="bilinear", align_corners=False)
     x = IntensityPolicy()(plane).repeat(1, 3, 1, 1)
-    last = net.to(memory_format=torch.channels_last)
+    last = backend_layout(copy.deepcopy(net), "bf16")
     x_last = x.contiguous(memory_format=torch.channels_last)
 
     def bf16():
@@ -147,7 +147,6 @@ def bf16_fidelity(net: nn.Module, repeats: int, size: int = 256) -> dict:
     with torch.inference_mode():
         fp32_out, bf16_out = net(x), bf16()
         fp32_s, bf16_s = time_call(lambda: net(x), repeats=repeats), time_call(bf16, repeats=repeats)
-    net.to(memory_format=torch.contiguous_format)
     mse = float(((fp32_out.clamp(0, 1) - bf16_out.clamp(0, 1)) ** 2).mean())
     return {"size": size, "fp32_ms": 1e3 * fp32_s, "bf16_ms": 1e3 * bf16_s,
             "psnr_bf16_vs_fp32": 10 * math.log10(1.0 / mse) if mse > 0 else float("inf"),

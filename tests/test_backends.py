@@ -16,6 +16,7 @@ from monai_dpe.networks import (
     DPENet,
     WeightsError,
     backend_autocast,
+    backend_layout,
     export_onnx,
     load_backend,
     record_large_files,
@@ -218,6 +219,18 @@ def test_bundle_network_holds_its_weights_in_the_layout_its_backend_runs(backend
     assert kernels
     layout = torch.channels_last if backend == "bf16" else torch.contiguous_format
     assert all(p.is_contiguous(memory_format=layout) for p in kernels)
+
+
+def test_bf16_layout_of_a_3d_network_is_channels_last_3d_and_keeps_its_output():
+    net = DPENet(spatial_dims=3, channels=(8, 8, 8, 8, 8), output_act=None).eval()
+    x = torch.rand(1, 3, 16, 16, 16)
+    with torch.no_grad():
+        before = net(x)
+        laid_out = backend_layout(net, "bf16")
+        after = laid_out(x)
+    kernels = [p for p in laid_out.parameters() if p.dim() == 5 and p.shape[-1] > 1]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in kernels)
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.slow

@@ -98,12 +98,15 @@ def backend_autocast(backend: str) -> str | None:
 
 def backend_layout(network: nn.Module, backend: str) -> nn.Module:
     """``network`` in the memory layout ``backend`` runs fastest in: channels-last for ``"bf16"``
-    (in place), else as it is.
+    (in place; channels-last-3d for a network of 3D convolutions), else as it is.
 
     Channels-last inputs alone are not enough: with NCHW weights every convolution reorders its
     weights on each call (a 256x256 slice: 66 against 40 ms on a 2-core AVX512-BF16 EPYC).
     """
-    return network.to(memory_format=torch.channels_last) if backend == "bf16" else network
+    if backend != "bf16":
+        return network
+    volumetric = any(p.dim() == 5 for p in network.parameters())
+    return network.to(memory_format=torch.channels_last_3d if volumetric else torch.channels_last)
 
 
 def _check_export_matches(backend: str, weights_path: str | os.PathLike, bundle_root: str | os.PathLike) -> None:

@@ -1,4 +1,5 @@
-"""`python -m monai_dpe.reports.benchmark` refuses bad arguments before minutes of timing, with one line each."""
+"""`python -m monai_dpe.reports.benchmark` refuses bad arguments before minutes of timing, with one line each, and
+states the speed targets' figures in its report."""
 from __future__ import annotations
 
 import pytest
@@ -39,3 +40,20 @@ def test_default_weights_are_the_bundle_s_wherever_it_runs(monkeypatch, tmp_path
     with pytest.raises(SystemExit):
         benchmark.main(["--output", str(tmp_path)])
     assert seen["weights"].endswith("models/model.pt") and not seen["weights"].startswith(str(tmp_path))
+
+
+def test_report_states_the_end_to_end_rate_against_the_matmul_rate_auto_runs_in(tmp_path):
+    from monai_dpe.reports.benchmark import write_report
+
+    results = {"machine": {"cpu": "x86_64", "cores": 2, "threads": 2, "flags": "avx512_bf16", "torch": "t", "cuda": False},
+               "channels": [32], "repeats": 1, "matmul_gflops_fp32": 100.0, "matmul_gflops_bf16": 400.0,
+               "auto_backend": "bf16", "volume_256x256x150_s": 1.0, "peak_rss_mb": 1.0,
+               "slices": [{"backend": "bf16", "size": 256, "batch": 1, "ms_per_slice": 40.0, "gflop_per_slice": 12.0,
+                           "gflops": 300.0}],
+               "end_to_end": [{"shape": [256, 256, 150], "options": [], "seconds": 9.0, "peak_rss_mb": 1.0},
+                              {"shape": [256, 256, 600], "options": [], "seconds": 30.0, "peak_rss_mb": 1.0}]}
+    write_report(results, tmp_path)
+    text = (tmp_path / "speed.md").read_text()
+    # 150 slices x 12 GFLOP = 1800 GFLOP in 9 s = 200 GFLOP/s = 50% of 400
+    assert "1800 GFLOP of network in 9.0 s, 200 GFLOP/s: 50% of this run's bf16 matmul rate" in text
+    assert "3.33x the time" in text

@@ -264,7 +264,8 @@ def write_report(results: dict, output: Path) -> None:
             short, long = by_shape[(256, 256, 150)], by_shape[(256, 256, 600)]
             per_slice = (long - short) / 450
             lines += ["", f"Slices 150 -> 600 (defaults): {long / short:.2f}x the time (linear would be 4x): "
-                      f"{1e3 * per_slice:.0f} ms a slice on top of a fixed {short - 150 * per_slice:.1f} s."]
+                      f"{1e3 * per_slice:.0f} ms a slice on top of a fixed {short - 150 * per_slice:.1f} s.",
+                      "", _end_to_end_rate(results, short)]
         if results.get("start_up"):
             lines += ["", f"Of that fixed part, a fresh process importing torch, MONAI, ignite and monai_dpe takes "
                       f"{results['start_up']['import_s']:.1f} s (MONAI's `import monai` loads all of its submodules)."]
@@ -279,6 +280,16 @@ def write_report(results: dict, output: Path) -> None:
     lines += [
               "Reproduce: `make benchmark` (or `python -m monai_dpe.reports.benchmark --output docs/benchmarks`)."]
     (output / "speed.md").write_text("\n".join(lines) + "\n")
+
+
+def _end_to_end_rate(results: dict, seconds: float) -> str:
+    """The network's arithmetic over 150 slices of 256x256 per end-to-end second, against the matmul
+    rate of the dtype ``auto`` runs in: the figure the speed targets are stated in."""
+    gflop = 150 * next(r["gflop_per_slice"] for r in results["slices"] if r["size"] == 256)
+    dtype = "bf16" if results["auto_backend"] == "bf16" else "fp32"
+    rate = gflop / seconds
+    return (f"256x256x150 end to end: {gflop:.0f} GFLOP of network in {seconds:.1f} s, {rate:.0f} GFLOP/s: "
+            f"{100 * rate / results[f'matmul_gflops_{dtype}']:.0f}% of this run's {dtype} matmul rate.")
 
 
 def main(argv=None) -> int:

@@ -11,7 +11,8 @@ import os
 
 import torch
 
-__all__ = ["CPU_FEATURES", "cpu_features", "has_fast_bf16", "share_cpu_threads", "training_autocast_dtype"]
+__all__ = ["CPU_FEATURES", "cpu_features", "has_fast_bf16", "has_spare_core", "share_cpu_threads",
+           "training_autocast_dtype"]
 
 #: The features that decide speed defaults.
 CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
@@ -33,6 +34,17 @@ def has_fast_bf16(features: frozenset[str] | None = None) -> bool:
     """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX)."""
     features = cpu_features() if features is None else features
     return bool({"avx512_bf16", "amx_bf16"} & features)
+
+
+def has_spare_core() -> bool:
+    """Whether this process may run on more cores than torch's compute threads hold.
+
+    Work beside the network (a forked writer) pays only on such a core: where the network's threads
+    hold every core, it takes their time instead (2 cores, 2 threads: a folder of six volumes 22.3
+    to 24.3 s written in turn, 23.7 to 24.7 s written behind, in four paired runs).
+    """
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return available > torch.get_num_threads()
 
 
 def training_autocast_dtype(device: str | torch.device = "cpu", features: frozenset[str] | None = None) -> str | None:

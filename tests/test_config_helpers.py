@@ -23,7 +23,7 @@ from monai_dpe.engines import (
     prepare_with_level,
 )
 from monai_dpe.networks import BACKENDS, backend_file, experts_for, load_initial_weights
-from monai_dpe.processor import share_cpu_threads
+from monai_dpe.processor import has_spare_core, share_cpu_threads
 from helpers import REPO, TINY
 
 CONFIGS = REPO / "bundle" / "configs"
@@ -103,6 +103,14 @@ def test_share_cpu_threads_divides_the_cores_among_local_processes(monkeypatch):
         torch.set_num_threads(before)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert share_cpu_threads() is None and torch.get_num_threads() == before
+
+
+def test_a_spare_core_is_one_beyond_the_compute_threads(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert not has_spare_core(), "every core holds a compute thread"
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    assert has_spare_core()
 
 
 # ---------------------------------------------------------------------------------------------- data

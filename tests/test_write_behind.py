@@ -85,3 +85,12 @@ def test_when_no_child_can_be_forked_each_file_is_written_in_turn(tmp_path, monk
     evaluator = run(tmp_path, True, names=("a", "c"))
     assert [Path(p).name for p in evaluator.state.enhanced] == ["a.npy", "c.npy"] and not evaluator.state.failed
     assert int((tmp_path / "behind" / "a.pid").read_text()) == os.getpid()
+
+
+@pytest.mark.parametrize("spare", [True, False])
+def test_by_default_writing_goes_behind_only_where_a_core_is_spare(monkeypatch, spare):
+    monkeypatch.setattr("monai_dpe.engines.enhancer.has_spare_core", lambda: spare)
+    evaluator = EnhancementEvaluator("cpu", DataLoader(Dataset([]), batch_size=1), torch.nn.Identity())
+    assert evaluator.write_behind is spare
+    assert EnhancementEvaluator("cpu", DataLoader(Dataset([]), batch_size=1), torch.nn.Identity(),
+                                write_behind="true").write_behind is True, "the option still forces it"

@@ -26,6 +26,7 @@ from monai_dpe.errors import one_line
 from monai_dpe.files import atomic_path
 from monai_dpe.keys import ItemKeys
 from monai_dpe.native_output import native_output_logged
+from monai_dpe.processor import has_spare_core
 from monai_dpe.engines.planning import NOT_IMAGE
 
 __all__ = [
@@ -79,8 +80,9 @@ class EnhancementEvaluator(SupervisedEvaluator):
         item_postprocessing: transform applied to each decollated item (e.g. ``Invertd`` then ``SaveEnhancedd``).
         summary_path: if given, a JSON summary (done, skipped, failed, reasons) is written there
             (atomically) at the end.
-        write_behind: write in a child process (``None``: on the CPU where the platform can fork; text as
-            MONAI's ``str2bool``).
+        write_behind: write in a child process (``None``: on the CPU where the platform can fork and a
+            core is free beside the network's threads, :func:`~monai_dpe.processor.has_spare_core`; text
+            as MONAI's ``str2bool``).
         others: as MONAI's ``SupervisedEvaluator``.
     """
 
@@ -103,7 +105,7 @@ class EnhancementEvaluator(SupervisedEvaluator):
         self.item_postprocessing = item_postprocessing
         self.summary_path = summary_path
         if write_behind is None:  # a forked child of a CUDA process must not touch CUDA: untried there, so off
-            write_behind = can_fork() and torch.device(device).type == "cpu"
+            write_behind = can_fork() and torch.device(device).type == "cpu" and has_spare_core()
         self.write_behind = str2bool(write_behind)  # also "false" from a command line
         self._writing: tuple[str, Any, Any] | None = None  # (input, child process, its result pipe)
         self.add_event_handler(Events.STARTED, self._reset_records)

@@ -16,7 +16,6 @@ from monai_dpe.networks import (
     DPENet,
     WeightsError,
     backend_autocast,
-    backend_layout,
     export_onnx,
     load_backend,
     record_large_files,
@@ -207,30 +206,28 @@ def test_auto_backend_is_bf16_where_the_processor_computes_bf16(bundle, flag):
 
 
 @pytest.mark.parametrize("backend", ["bf16", "eager"])
-def test_bundle_network_holds_its_weights_in_the_layout_its_backend_runs(backend):
-    """bf16 feeds channels-last slices, so its convolution weights must be channels-last too (else each
-    call reorders them: 66 against 40 ms a 256x256 slice); eager keeps PyTorch's default layout."""
+def test_bundle_inferer_holds_weights_in_the_layout_of_its_slices_wherever_the_network_was_built(backend):
+    """bf16 feeds channels-last slices, so the weights must be channels-last too (else each call reorders
+    them); the inferer does it, so MONAI Label, which builds ``network_def`` and loads the state dict
+    itself, runs what ``monai.bundle run`` runs, to the bit. Eager keeps PyTorch's default layout."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(str(ROOT / "bundle" / "configs" / "inference.json"))
-    parser.update({"bundle_root": str(ROOT / "bundle"), "backend": backend, "device": "$torch.device('cpu')"})
-    kernels = [p for p in parser.get_parsed_content("network").parameters() if p.dim() == 4 and p.shape[-1] > 1]
-    assert kernels
+    parser.update({"bundle_root": str(ROOT / "bundle"), "backend": backend, "device": "$torch.device('cpu')",
+                   "progress": False})
+    bundle_net, inferer = parser.get_parsed_content("network"), parser.get_parsed_content("inferer")
+    label_net = parser.get_parsed_content("network_def", instantiate=True)  # as MONAI Label builds it
+    label_net.load_state_dict(torch.load(ROOT / "bundle" / "models" / "model.pt", map_location="cpu"))
+    label_net.eval()
+    volume = torch.rand(1, 1, 24, 20, 3)
+    with torch.inference_mode():
+        outputs = [inferer(volume, net) for net in (bundle_net, label_net)]
+    assert torch.equal(outputs[0], outputs[1])
     layout = torch.channels_last if backend == "bf16" else torch.contiguous_format
-    assert all(p.is_contiguous(memory_format=layout) for p in kernels)
-
-
-def test_bf16_layout_of_a_3d_network_is_channels_last_3d_and_keeps_its_output():
-    net = DPENet(spatial_dims=3, channels=(8, 8, 8, 8, 8), output_act=None).eval()
-    x = torch.rand(1, 3, 16, 16, 16)
-    with torch.no_grad():
-        before = net(x)
-        laid_out = backend_layout(net, "bf16")
-        after = laid_out(x)
-    kernels = [p for p in laid_out.parameters() if p.dim() == 5 and p.shape[-1] > 1]
-    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in kernels)
-    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+    for net in (bundle_net, label_net):
+        kernels = [p for p in net.parameters() if p.dim() == 4 and p.shape[-1] > 1]
+        assert kernels and all(p.is_contiguous(memory_format=layout) for p in kernels)
 
 
 @pytest.mark.slow

@@ -57,3 +57,5 @@ def test_report_states_the_end_to_end_rate_against_the_matmul_rate_auto_runs_in(
     # 150 slices x 12 GFLOP = 1800 GFLOP in 9 s = 200 GFLOP/s = 50% of 400
     assert "1800 GFLOP of network in 9.0 s, 200 GFLOP/s: 50% of this run's bf16 matmul rate" in text
     assert "3.33x the time" in text
+    write_report({**results, "bundle_channels": [64]}, tmp_path)  # timed widths are not the bundle's
+    assert "of network in" not in (tmp_path / "speed.md").read_text()

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 from monai.data import MetaTensor
 
-from monai_dpe.inferers import SliceWiseInferer
+from monai_dpe.inferers import SliceWiseInferer, hold_channels_last
 from monai_dpe.networks import DPENet
 
 AFFINE = torch.tensor(
@@ -176,6 +176,27 @@ def test_channels_last_same_values():
     with torch.no_grad():
         out = SliceWiseInferer(spatial_dim=0, channels_last=True)(volume, net)
         torch.testing.assert_close(out, by_hand(volume, net, 0), atol=1e-6, rtol=1e-5)
+
+
+def _kernels(net: nn.Module, dim: int) -> list[torch.Tensor]:
+    return [p for p in net.parameters() if p.dim() == dim and p.shape[-1] > 1]
+
+
+def test_channels_last_inferer_holds_the_2d_weights_channels_last_and_leaves_the_rest():
+    """Channels-last slices through NCHW weights make every convolution reorder its weights on each call."""
+    net = DPENet(channels=(8, 16, 24), in_channels=1, out_channels=1).eval()
+    assert not all(p.is_contiguous(memory_format=torch.channels_last) for p in _kernels(net, 4))
+    with torch.no_grad():
+        SliceWiseInferer(spatial_dim=2)(torch.rand(1, 1, 16, 20, 2), net)
+        assert not all(p.is_contiguous(memory_format=torch.channels_last) for p in _kernels(net, 4))
+        SliceWiseInferer(spatial_dim=2, channels_last=True)(torch.rand(1, 1, 16, 20, 2), net)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in _kernels(net, 4))
+    volumetric = DPENet(spatial_dims=3, channels=(8, 8, 8), in_channels=1, out_channels=1)
+    hold_channels_last(volumetric)  # channels-last refuses 5D weights: left as it is
+    assert all(p.is_contiguous() for p in _kernels(volumetric, 5))
+    scripted = torch.jit.script(nn.Conv2d(1, 2, 3))
+    hold_channels_last(scripted)
+    assert scripted.weight.is_contiguous()
 
 
 @pytest.mark.parametrize("thin_axis", [0, 1, 2])

@@ -107,6 +107,22 @@ def _per_image(kwargs: dict, start: int, stop: int, batch: int) -> dict:
             for k, v in kwargs.items()}
 
 
+def hold_channels_last(network: object) -> None:
+    """Put a module's 2D convolution weights in channels-last layout, in place (a no-op once they are).
+
+    Channels-last slices alone are not enough: with NCHW weights every convolution reorders its
+    weights on each call (docs/benchmarks/speed.md). Done here, where the slices are made channels-last,
+    so every caller gets it: ``monai.bundle run``, ``monai-dpe enhance`` and MONAI Label, which builds
+    the bundle's ``network_def`` itself. TorchScript and ONNX callables and networks with 3D
+    convolutions are left as they are.
+    """
+    if not isinstance(network, nn.Module) or isinstance(network, torch.jit.ScriptModule):
+        return
+    if any(p.dim() == 5 for p in network.parameters()):
+        return
+    network.to(memory_format=torch.channels_last)
+
+
 class SliceWiseInferer(Inferer):
     """Run a 2D network on (B, C, H, W) batches directly and on (B, C, X, Y, Z) volumes slice by slice.
 
@@ -124,7 +140,8 @@ class SliceWiseInferer(Inferer):
         sw_device: device the network runs on (default: the input's).
         device: device of the assembled output (default: the input's).
         amp_dtype: run the network under autocast with this dtype (e.g. ``torch.bfloat16``); ``None`` for fp32.
-        channels_last: feed the network channels-last tensors (faster convolutions on CPU).
+        channels_last: feed the network channels-last slices and hold its 2D convolution weights
+            channels-last too (:func:`hold_channels_last`; faster convolutions on CPU).
         progress: show a progress bar over slices.
         network_wrapper: applied to the network on each call (e.g. ``ChannelAdapter``), so a bundle's
             ``network_def`` + ``models/model.pt`` stay the plain network that any MONAI tool loads
@@ -201,6 +218,8 @@ class SliceWiseInferer(Inferer):
             raise ValueError(
                 f"SliceWiseInferer takes (B, C, H, W) images or (B, C, X, Y, Z) volumes, got shape {list(inputs.shape)}."
             )
+        if self.channels_last:
+            hold_channels_last(network)
         if self.network_wrapper is not None:
             network = self.network_wrapper(network)
         plain = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs

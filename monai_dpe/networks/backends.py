@@ -28,7 +28,7 @@ from monai_dpe.networks.timing import cpu_model, fastest_backend
 from monai_dpe.processor import cpu_features, has_fast_bf16
 
 __all__ = [
-    "BACKENDS", "OnnxNetwork", "backend_autocast", "backend_file", "backend_layout", "export_onnx", "load_backend", "resolve_backend",
+    "BACKENDS", "OnnxNetwork", "backend_autocast", "backend_file", "export_onnx", "load_backend", "resolve_backend",
 ]
 
 BACKENDS = ("eager", "bf16", "torchscript", "onnx")
@@ -94,19 +94,6 @@ def resolve_backend(
 def backend_autocast(backend: str) -> str | None:
     """The autocast dtype a backend runs under (``"bfloat16"`` for ``"bf16"``), else ``None``."""
     return "bfloat16" if backend == "bf16" else None
-
-
-def backend_layout(network: nn.Module, backend: str) -> nn.Module:
-    """``network`` in the memory layout ``backend`` runs fastest in: channels-last for ``"bf16"``
-    (in place; channels-last-3d for a network of 3D convolutions), else as it is.
-
-    Channels-last inputs alone are not enough: with NCHW weights every convolution reorders its
-    weights on each call (a 256x256 slice: 66 against 40 ms on a 2-core AVX512-BF16 EPYC).
-    """
-    if backend != "bf16":
-        return network
-    volumetric = any(p.dim() == 5 for p in network.parameters())
-    return network.to(memory_format=torch.channels_last_3d if volumetric else torch.channels_last)
 
 
 def _check_export_matches(backend: str, weights_path: str | os.PathLike, bundle_root: str | os.PathLike) -> None:
@@ -209,15 +196,14 @@ def load_backend(
     torchscript_path: str | os.PathLike | None = None,
     onnx_path: str | os.PathLike | None = None,
 ) -> nn.Module:
-    """The network to run: ``network_def`` with ``weights_path`` (eager; bf16 with channels-last
-    weights), or its TorchScript / ONNX export.
+    """The network to run: ``network_def`` with ``weights_path`` (eager), or its TorchScript / ONNX export.
 
     ``sha256`` is checked against whichever file is loaded. A missing export fails with one line
     that says how to make it (``make export``).
     """
     path = backend_file(backend, weights_path, torchscript_path, onnx_path)
     if backend in ("eager", "bf16"):
-        return backend_layout(load_weights(network_def, path, sha256), backend)
+        return load_weights(network_def, path, sha256)
     if path is None or not os.path.isfile(path):
         raise WeightsError(f"{path}: {backend} export not found (create it with `make export`)")
     verify_sha256(path, sha256)

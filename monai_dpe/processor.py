@@ -37,14 +37,16 @@ def has_fast_bf16(features: frozenset[str] | None = None) -> bool:
 
 
 def has_spare_core() -> bool:
-    """Whether this process may run on more cores than torch's compute threads hold.
+    """Whether the cores this process may run on outnumber the compute threads of all processes of
+    its machine (torch's threads times ``torchrun``'s ``LOCAL_WORLD_SIZE``).
 
     Work beside the network (a forked writer) pays only on such a core: where the network's threads
     hold every core, it takes their time instead (2 cores, 2 threads: a folder of six volumes 22.3
-    to 24.3 s written in turn, 23.7 to 24.7 s written behind, in four paired runs).
+    to 24.3 s written in turn, 23.7 to 24.7 s written behind, in four paired runs). Logical CPUs are
+    counted, so a machine with SMT, where torch starts one thread per physical core, has spare ones.
     """
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return available > torch.get_num_threads()
+    return available > torch.get_num_threads() * int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
 def training_autocast_dtype(device: str | torch.device = "cpu", features: frozenset[str] | None = None) -> str | None:

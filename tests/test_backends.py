@@ -217,7 +217,8 @@ def test_bundle_inferer_holds_weights_in_the_layout_of_its_slices_wherever_the_n
     parser.update({"bundle_root": str(ROOT / "bundle"), "backend": backend, "device": "$torch.device('cpu')",
                    "progress": False})
     bundle_net, inferer = parser.get_parsed_content("network"), parser.get_parsed_content("inferer")
-    label_net = parser.get_parsed_content("network_def", instantiate=True)  # as MONAI Label builds it
+    label_net = parser.get_parsed_content("network_def", lazy=False)  # a new instance, as MONAI Label builds it
+    assert label_net is not bundle_net
     label_net.load_state_dict(torch.load(ROOT / "bundle" / "models" / "model.pt", map_location="cpu"))
     label_net.eval()
     volume = torch.rand(1, 1, 24, 20, 3)

@@ -111,6 +111,8 @@ def test_a_spare_core_is_one_beyond_the_compute_threads(monkeypatch):
     assert not has_spare_core(), "every core holds a compute thread"
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
     assert has_spare_core()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two torchrun ranks of 3 threads hold more than 4 cores
+    assert not has_spare_core()
 
 
 # ---------------------------------------------------------------------------------------------- data

@@ -194,9 +194,19 @@ def test_channels_last_inferer_holds_the_2d_weights_channels_last_and_leaves_the
     volumetric = DPENet(spatial_dims=3, channels=(8, 8, 8), in_channels=1, out_channels=1)
     hold_channels_last(volumetric)  # channels-last refuses 5D weights: left as it is
     assert all(p.is_contiguous() for p in _kernels(volumetric, 5))
-    scripted = torch.jit.script(nn.Conv2d(1, 2, 3))
+    scripted = torch.jit.script(nn.Conv2d(2, 4, 3))
     hold_channels_last(scripted)
-    assert scripted.weight.is_contiguous()
+    assert not scripted.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_weights_held_channels_last_under_inference_mode_can_still_be_trained():
+    net = DPENet(channels=(8, 16, 24), in_channels=1, out_channels=1)
+    with torch.inference_mode():
+        SliceWiseInferer(spatial_dim=2, channels_last=True)(torch.rand(1, 1, 16, 20, 2), net.eval())
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in _kernels(net, 4))
+    net.train()
+    net(torch.rand(2, 1, 16, 16)).mean().backward()  # inference tensors would refuse this
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
 
 
 @pytest.mark.parametrize("thin_axis", [0, 1, 2])

@@ -61,8 +61,11 @@ def test_second_resume_run_leaves_the_first_runs_file_being_written(tiny_bundle,
     nib.save(nib.Nifti1Image(volume, AFFINE), tmp_path / "big" / "vol.nii.gz")
     nib.save(nib.Nifti1Image(volume[:32, :32, :3], AFFINE), tmp_path / "small" / "other.nii.gz")
     command = [MONAI_DPE, "enhance", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", "--backend", "eager"]
+    # one compute thread leaves a core spare on a machine of two or more, so the file is written behind
+    # by a child, whose temporary name the second run must keep
+    one_thread = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen([*command, "big/vol.nii.gz"], cwd=tmp_path, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
+                             start_new_session=True, env=one_thread)
     out = tmp_path / "out"
     deadline, partials = time.monotonic() + 600, []
     try:

@@ -13,7 +13,7 @@ from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
 
-__all__ = ["SliceWiseInferer"]
+__all__ = ["SliceWiseInferer", "hold_channels_last"]
 
 _NATIVE_MAX_NUMEL = 20480  # PyTorch's size up to which one image may take its native convolution kernel
 _CONV_ARGS = {
@@ -118,9 +118,11 @@ def hold_channels_last(network: object) -> None:
     """
     if not isinstance(network, nn.Module) or isinstance(network, torch.jit.ScriptModule):
         return
-    if any(p.dim() == 5 for p in network.parameters()):
+    if any(t.dim() == 5 for t in itertools.chain(network.parameters(), network.buffers())):
         return
-    network.to(memory_format=torch.channels_last)
+    # outside inference mode, whatever the caller's: weights made there could never be trained again
+    with torch.inference_mode(False), torch.no_grad():
+        network.to(memory_format=torch.channels_last)
 
 
 class SliceWiseInferer(Inferer):

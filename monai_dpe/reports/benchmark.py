@@ -336,7 +336,7 @@ def main(argv=None) -> int:
                                  enhance_volume((512, 512, 400)), enhance_volume((4096, 4096))]
         results["start_up"] = start_up()
         results["folders"] = [enhance_folder(6, (256, 256, 60), behind) for behind in (False, True)]
-        results["write_behind_default"] = has_spare_core()  # the children inherit this process's cores and threads
+        results["write_behind_default"] = has_spare_core()  # the children get this process's cores and thread count
     write_report(results, args.output)
     logger.info("wrote %s", args.output / "speed.md")
     return 0

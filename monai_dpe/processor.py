@@ -42,7 +42,7 @@ def has_spare_core() -> bool:
 
     Work beside the network (a forked writer) pays only on such a core: where the network's threads
     hold every core, it takes their time instead (2 cores, 2 threads: a folder of six volumes 22.3
-    to 24.3 s written in turn, 23.7 to 24.7 s written behind, in four paired runs). Logical CPUs are
+    to 24.4 s written in turn, 23.7 to 25.1 s written behind, in five paired runs). Logical CPUs are
     counted, so a machine with SMT, where torch starts one thread per physical core, has spare ones.
     """
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -46,7 +46,7 @@ def has_spare_core() -> bool:
     counted, so a machine with SMT, where torch starts one thread per physical core, has spare ones.
     """
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return available > torch.get_num_threads() * int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return available > torch.get_num_threads() * _local_processes()
 
 
 def training_autocast_dtype(device: str | torch.device = "cpu", features: frozenset[str] | None = None) -> str | None:
@@ -68,6 +68,11 @@ def share_cpu_threads() -> int | None:
     """
     if torch.cuda.is_available():
         return None
-    threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    threads = max(1, (os.cpu_count() or 1) // _local_processes())
     torch.set_num_threads(threads)
     return threads
+
+
+def _local_processes() -> int:
+    """How many processes compute on this machine: ``torchrun``'s ``LOCAL_WORLD_SIZE``, else 1."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))

@@ -113,8 +113,8 @@ def hold_channels_last(network: object) -> None:
     Channels-last slices alone are not enough: with NCHW weights every convolution reorders its
     weights on each call (docs/benchmarks/speed.md). Done here, where the slices are made channels-last,
     so every caller gets it: ``monai.bundle run``, ``monai-dpe enhance`` and MONAI Label, which builds
-    the bundle's ``network_def`` itself. TorchScript and ONNX callables and networks with 3D
-    convolutions are left as they are.
+    the bundle's ``network_def`` itself. TorchScript and ONNX callables and networks with 5D weights
+    or buffers (3D convolutions) are left as they are.
     """
     if not isinstance(network, nn.Module) or isinstance(network, torch.jit.ScriptModule):
         return

@@ -81,17 +81,20 @@ def _machine() -> dict:
             "flags": flags, "torch": torch.__version__, "cuda": torch.cuda.is_available()}
 
 
-def _bundle_channels() -> tuple[int, ...]:
-    """The widths of the bundle's ``network_def``, which the end-to-end runs use."""
+def _inference_config() -> ConfigParser:
     parser = ConfigParser()
     parser.read_config(default_bundle() / "configs" / "inference.json")
-    return tuple(parser["channels"])
+    return parser
+
+
+def _bundle_channels() -> tuple[int, ...]:
+    """The widths of the bundle's ``network_def``, which the end-to-end runs use."""
+    return tuple(_inference_config()["channels"])
 
 
 def shipped_network(channels: tuple[int, ...]) -> nn.Module:
     """The bundle's ``network_def`` (``inference.json``) at ``channels``: the network users run."""
-    parser = ConfigParser()
-    parser.read_config(default_bundle() / "configs" / "inference.json")
+    parser = _inference_config()
     parser["channels"] = list(channels)
     return parser.get_parsed_content("network_def")
 

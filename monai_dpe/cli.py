@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="share of the network's own output, 0 to 1; the rest is the input's global affine "
                               "map that matches it best, which keeps the input's detail (default: the bundle's, "
                               "which follows each input's noise)")
+    enhance.add_argument("--network-level", action="store_true",
+                         help="always take the network's brightness and contrast; by default a display image "
+                              "(8-bit photo, slide or DICOM) that is already well exposed keeps its own")
     enhance.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     enhance.add_argument("--resume", action="store_true",
                          help="skip inputs whose outputs already exist (a rerun of an interrupted batch)")
@@ -295,6 +298,7 @@ def _inference_config(bundle: Path, config_file: Path, inputs: list[Path], outpu
     }
     optional = {"slice_axis": args.axis, "sw_batch_size": args.batch, "device": device, "backend": args.backend,
                 "network_share": args.network_share,
+                "own_level_range": "$None" if args.network_level else None,
                 "weights_path": str(Path(args.weights).resolve()) if args.weights else None,
                 "summary_path": str(Path(args.summary).resolve()) if args.summary else None}
     overrides.update({k: v for k, v in optional.items() if v is not None})

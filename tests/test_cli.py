@@ -167,6 +167,21 @@ def test_network_share_zero_writes_an_affine_map_of_the_input_and_out_of_range_i
     assert not (tmp_path / "out2").exists()
 
 
+def test_a_well_exposed_photo_keeps_its_own_level_unless_the_network_level_is_asked_for(tmp_path, tiny_bundle):
+    """A smooth, noise-free 8-bit photo whose white reaches full scale comes back as it went in (the blend
+    keeps its detail and its level); ``--network-level`` takes the network's level and contrast instead."""
+    rows, cols = np.mgrid[0:48, 0:40] / 47.0
+    photo = (np.stack([rows, 0.3 + 0.7 * cols * 47 / 39, 0.5 * (rows + cols)], -1) * 255).round().astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    outputs = {}
+    for name, extra in (("own", ()), ("network", ("--network-level",))):
+        proc = run_cli("photo.png", "-o", name, "--bundle", str(tiny_bundle), "--no-progress", *extra, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outputs[name] = np.asarray(Image.open(tmp_path / name / "photo.png"), dtype=np.int16)
+    assert np.abs(outputs["own"] - photo).max() <= 1, "its own level and its own detail: the file it was"
+    assert np.abs(outputs["network"] - photo).mean() > 2, "the (random, tiny) network's level is another"
+
+
 @pytest.mark.slow  # a full-width network: the one test that runs the shipped bundle's configs unchanged
 def test_shipped_bundle_with_weights_option_and_run_options(tmp_path):
     """The default bundle (found next to the package) with full-width random weights and every run option."""

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers import AFFINE, BUNDLE, TINY_CHANNELS, smooth, tiny_weights
-from monai_dpe.transforms import BlendInputFit, BlendInputFitd, input_fit, input_noise, noise_weight
+from monai_dpe.transforms import BlendInputFit, BlendInputFitd, input_fit, input_noise, level_weight, noise_weight
 
 
 def _pair(seed: int = 0, shape=(3, 40, 36)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +102,7 @@ def test_validation_evaluation_and_inference_blend_alike():
     for name in ("train.json", "inference.json"):
         parser = ConfigParser()
         parser.read_config(str(BUNDLE / "configs" / name))
-        shares.append((parser["network_share"], parser["share_noise_range"]))
+        shares.append((parser["network_share"], parser["share_noise_range"], parser["own_level_range"]))
     assert shares[0] == shares[1]
 
 
@@ -166,3 +166,53 @@ def test_a_noise_share_needs_a_valid_range():
     for bad in (None, (0.02, 0.01), (-0.1, 0.1), (0.01,), 0.5, (0.01, 0.01)):
         with pytest.raises(ValueError, match="noise_range"):
             BlendInputFit(network_weight=None, noise_range=bad)
+
+
+@pytest.mark.parametrize("level, weight", [
+    ((1.0, 0.0, 0.5), 0.0), ((1.0, 0.1, 0.6), 0.0), ((1.0, 0.1, 0.625), 0.5), ((1.0, 0.0, 0.65), 1.0),
+    ((1.0, 0.2, 1.0), 1.0), ((0.0, 0.0, 1.0), 0.0), (None, 0.0)])
+def test_level_weight_keeps_the_level_of_well_exposed_display_images_only(level, weight):
+    """A quantitative image (display 0) goes back to its own units anyway; a dark display image takes the network's."""
+    assert level_weight(level, (0.6, 0.65)) == pytest.approx(weight)
+    assert level_weight(level, None) == 0.0
+
+
+def test_a_well_exposed_display_image_keeps_its_own_level_and_the_networks_detail():
+    """With the level kept, the output is the input un-stretched plus the share of detail the network changed."""
+    image, pred = _pair(9)
+    low, high = 0.05, 0.9
+    own = low + (high - low) * image
+    slope, offset = input_fit(image, pred)
+    for share in (0.0, 0.4, 1.0):
+        kept = BlendInputFit(share, level_range=(0.6, 0.65))(pred.clone(), image, torch.tensor([[1.0, low, high]]))
+        torch.testing.assert_close(kept, own + share * (pred - slope * image - offset), atol=1e-5, rtol=0)
+    dark = BlendInputFit(0.4, level_range=(0.6, 0.65))(pred.clone(), image, (1.0, 0.05, 0.3))
+    torch.testing.assert_close(dark, BlendInputFit(0.4)(pred.clone(), image), msg="a dark input takes the network's level")
+    halfway = BlendInputFit(0.0, level_range=(0.6, 0.7))(pred.clone(), image, (1.0, low, 0.65))
+    own_halfway = low + (0.65 - low) * image
+    torch.testing.assert_close(halfway, 0.5 * own_halfway + 0.5 * (slope * image + offset), atol=1e-5, rtol=0)
+
+
+def test_dictionary_form_reads_the_level_from_the_item_or_else_from_the_image_meta():
+    from monai.data import MetaTensor
+
+    from monai_dpe.transforms import LEVEL_META_KEY
+
+    image, pred = _pair(10)
+    level = torch.tensor([1.0, 0.1, 0.95])
+    expected = BlendInputFit(0.0, level_range=(0.6, 0.65))(pred.clone(), image, level)
+    blend = BlendInputFitd("pred", network_weight=0.0, level_range=(0.6, 0.65))
+    torch.testing.assert_close(blend({"image": image, "pred": pred.clone(), "level": level})["pred"], expected)
+    traced = MetaTensor(image.clone(), meta={LEVEL_META_KEY: level})
+    torch.testing.assert_close(torch.as_tensor(blend({"image": traced, "pred": pred.clone()})["pred"]), expected)
+    untold = blend({"image": image, "pred": pred.clone()})["pred"]
+    torch.testing.assert_close(untold, BlendInputFit(0.0)(pred.clone(), image), msg="no level: the network's")
+
+
+def test_a_level_range_must_be_valid_and_a_level_has_three_values():
+    image, pred = _pair()
+    for bad in ((0.7, 0.6), (0.6,), "high"):
+        with pytest.raises(ValueError, match="level_range"):
+            BlendInputFit(0.5, level_range=bad)
+    with pytest.raises(ValueError, match="display, low, high"):
+        BlendInputFit(0.5, level_range=(0.6, 0.65))(pred, image, (1.0, 0.9))

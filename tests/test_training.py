@@ -433,6 +433,7 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
     dataset = parser.get_parsed_content("validate#dataset")
     net.eval()
     share, noise_range = parser["network_share"], parser["share_noise_range"]  # the output users get: a blend
+    level_range = parser["own_level_range"]
     by_key = {(r["source"], r["preset"]): r for r in report["images"]}
     for item in dataset:
         record = by_key[(item["source"], item["preset"])]
@@ -443,7 +444,11 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
         slope, offset = np.polyfit(network_input.ravel(), raw.ravel(), 1)
         weight = share if share is not None else \
             np.clip((_haar_noise(network_input.mean(0)) - noise_range[0]) / (noise_range[1] - noise_range[0]), 0, 1)
-        pred = torch.as_tensor(np.clip(weight * raw + (1 - weight) * (slope * network_input + offset), 0, 1))
+        fitted = slope * network_input + offset
+        display, low, high = (float(v) for v in item["level"]) if "level" in item else (0.0, 0.0, 1.0)
+        own = np.clip((high - level_range[0]) / (level_range[1] - level_range[0]), 0, 1) if display else 0.0
+        own_level = low + (high - low) * network_input  # a well-exposed display image keeps its own level
+        pred = torch.as_tensor(np.clip(weight * (raw - fitted) + (1 - own) * fitted + own * own_level, 0, 1))
         target = item["target"].permute(1, 2, 0).numpy().astype(np.float64)
         pred_np = pred.permute(1, 2, 0).numpy().astype(np.float64)
         assert record["psnr"] == pytest.approx(metrics.peak_signal_noise_ratio(target, pred_np, data_range=1.0), abs=1e-3)

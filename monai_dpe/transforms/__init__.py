@@ -26,7 +26,7 @@ from monai_dpe.transforms.perceptual import (
 from monai_dpe.transforms.channels import MergeAlphad, SplitAlphad
 from monai_dpe.transforms.io import SaveEnhancedd, StorageTyped, UnsafeOutputPath, output_path
 from monai_dpe.transforms.fill import MaskFillValuesd, RestoreFillValuesd
-from monai_dpe.transforms.input_fit import BlendInputFit, BlendInputFitd, input_fit, input_noise, noise_weight
+from monai_dpe.transforms.input_fit import BlendInputFit, BlendInputFitd, input_fit, input_noise, level_weight, noise_weight
 from monai_dpe.transforms.load import LoadDisplayImage, LoadDisplayImaged, photo_header, pil_display_converter
 from monai_dpe.transforms.preparation import (
     CenterSliced,
@@ -75,6 +75,7 @@ __all__ = [
     "input_fit",
     "input_noise",
     "noise_weight",
+    "level_weight",
     "input_level",
     "RandLowBrightnessd",
     "RandLowContrastd",

@@ -5,8 +5,11 @@ local changes: those can alter detail that was already right. ``a * image + b``,
 squares to the output, takes only the level and contrast from the network and keeps every detail of
 the input; ``network_weight`` says how much of the network's own output stays. That share can follow
 the input's noise (``noise_range``, :func:`input_noise`): a clean input keeps its own detail, a
-noisy one takes the network's denoising. The bundle's validation split chooses the range
-(``bundle/docs/README.md``).
+noisy one takes the network's denoising. The level itself can stay the input's own where the input
+is already well exposed (``level_range``, :func:`level_weight`): a display image whose robust white
+reaches most of full scale cannot be the dark, flat picture the network restores, and on sources it
+has never seen the network's guess at its level is worse than the level it already has. The
+bundle's validation split chooses both ranges (``bundle/docs/README.md``).
 """
 from __future__ import annotations
 
@@ -15,9 +18,12 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
-__all__ = ["input_fit", "input_noise", "noise_weight", "BlendInputFit", "BlendInputFitd"]
+from monai_dpe.transforms.intensity_policy import LEVEL_META_KEY
+
+__all__ = ["input_fit", "input_noise", "noise_weight", "level_weight", "BlendInputFit", "BlendInputFitd"]
 
 _NOISE_SLICES = 16  # a volume's noise is the median of this many evenly spaced slices' estimates
 
@@ -81,40 +87,76 @@ def _diagonal_sigma(picture: np.ndarray) -> float:
 def noise_weight(sigma: float, noise_range: Sequence[float]) -> float:
     """The network's share for an input of noise ``sigma``: 0 up to ``noise_range[0]``, 1 from
     ``noise_range[1]``, linear between."""
-    low, high = float(noise_range[0]), float(noise_range[1])
-    return float(np.clip((sigma - low) / (high - low), 0.0, 1.0))
+    return _ramp(sigma, noise_range)
+
+
+def level_weight(level: Sequence[float] | torch.Tensor | None, level_range: Sequence[float] | None) -> float:
+    """How much of the output's level is the input's own, from the input's level vector.
+
+    ``level`` is :func:`~monai_dpe.transforms.input_level`'s ``(display, low, high)``: a display image
+    whose robust white ``high`` (absolute, 1 = full scale) is at most ``level_range[0]`` takes the
+    network's level (0), one from ``level_range[1]`` keeps its own (1), linear between, so the output
+    never jumps with a small change of the input. A quantitative image (``display`` 0), an unknown
+    level or no range gives 0: such outputs go back to their own units anyway.
+    """
+    if level is None or level_range is None:
+        return 0.0
+    display, _, high = _level_values(level)
+    return _ramp(high, level_range) if display >= 0.5 else 0.0
+
+
+def _level_values(level: Sequence[float] | torch.Tensor) -> tuple[float, float, float]:
+    """``(display, low, high)`` as floats, from a list or a (3,) or (1, 3) tensor (one collated item)."""
+    values = torch.as_tensor(level, dtype=torch.float64).reshape(-1)
+    if values.numel() != 3:
+        raise ValueError(f"a level is (display, low, high), got {values.numel()} values.")
+    return float(values[0]), float(values[1]), float(values[2])
+
+
+def _ramp(value: float, bounds: Sequence[float]) -> float:
+    low, high = float(bounds[0]), float(bounds[1])
+    return float(np.clip((value - low) / (high - low), 0.0, 1.0))
 
 
 class BlendInputFit(Transform):
-    """``w * pred + (1 - w) * (a * image + b)`` with ``(a, b)`` from :func:`input_fit` and ``w`` the network's share.
+    """``w * (pred - fit) + (1 - v) * fit + v * own`` with ``fit = a * image + b`` from :func:`input_fit`.
 
     ``pred`` and ``image`` are the network's output and input in the same [0, 1] space (before the
-    intensity policy is inverted), channel first. A volume (three spatial dimensions) is fitted
-    slice by slice along ``slice_axis``, as the slice-wise inferer enhances it; a 2D image is fitted
-    whole. ``pred`` is changed in place, one slice at a time, so no volume-sized copy is made.
+    intensity policy is inverted), channel first. ``fit`` is the level and contrast the network gave
+    the input; ``pred - fit`` is the detail it changed, of which the share ``w`` stays (1: all of
+    it). ``own = low + (high - low) * image`` is the input's own level, which a well-exposed display
+    image keeps by the share ``v`` (:func:`level_weight`; 0 without ``level_range``). With ``v = 0``
+    this is ``w * pred + (1 - w) * fit``. A volume (three spatial dimensions) is fitted slice by
+    slice along ``slice_axis``, as the slice-wise inferer enhances it; a 2D image is fitted whole.
+    ``pred`` is changed in place, one slice at a time, so no volume-sized copy is made.
 
     Args:
-        network_weight: fixed share ``w`` of the network's own output, in [0, 1]; 1 returns ``pred``
-            unchanged. ``None``: the share follows the input's noise (``noise_range``).
+        network_weight: fixed share ``w`` of the network's own output, in [0, 1]; 1 (and ``v = 0``)
+            returns ``pred`` unchanged. ``None``: the share follows the input's noise (``noise_range``).
         slice_axis: spatial axis of a volume's slices (``-1``: the last, the inferer's default).
         noise_range: ``(low, high)`` noise levels of ``image`` (:func:`input_noise`) between which the
             share rises from 0 to 1 (:func:`noise_weight`); used when ``network_weight`` is ``None``.
+        level_range: ``(low, high)`` robust whites of a display input between which it goes from the
+            network's level to its own (:func:`level_weight`); ``None``: always the network's.
 
     Example::
 
-        blend = BlendInputFit(network_weight=None, noise_range=(0.015, 0.02))  # the bundle's range
-        enhanced = blend(pred, image)
+        blend = BlendInputFit(network_weight=None, noise_range=(0.015, 0.02), level_range=(0.6, 0.65))
+        enhanced = blend(pred, image, level)  # level: (display, low, high), as IntensityPolicyd records it
     """
 
     def __init__(self, network_weight: float | None = 1.0, slice_axis: int = -1,
-                 noise_range: Sequence[float] | None = None) -> None:
+                 noise_range: Sequence[float] | None = None, level_range: Sequence[float] | None = None) -> None:
         if network_weight is None and not _valid_range(noise_range):
             raise ValueError(f"a share that follows the noise needs noise_range (low, high), 0 <= low < high; "
                              f"got {noise_range}.")
         if network_weight is not None and not 0.0 <= network_weight <= 1.0:
             raise ValueError(f"network_weight must lie in [0, 1], got {network_weight}.")
+        if level_range is not None and not _valid_range(level_range):
+            raise ValueError(f"level_range must be (low, high) with 0 <= low < high, got {level_range}.")
         self.network_weight = None if network_weight is None else float(network_weight)
         self.noise_range = None if noise_range is None else (float(noise_range[0]), float(noise_range[1]))
+        self.level_range = None if level_range is None else (float(level_range[0]), float(level_range[1]))
         self.slice_axis = int(slice_axis)
 
     def weight(self, image: torch.Tensor) -> float:
@@ -123,35 +165,43 @@ class BlendInputFit(Transform):
             return self.network_weight
         return noise_weight(input_noise(image, self.slice_axis), self.noise_range)
 
-    def __call__(self, pred: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    def __call__(self, pred: torch.Tensor, image: torch.Tensor,
+                 level: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor:
         if pred.shape != image.shape:
             raise ValueError(f"BlendInputFit: pred {list(pred.shape)} and image {list(image.shape)} differ in shape.")
-        weight = self.weight(image)
-        if weight == 1.0:
+        weight, own = self.weight(image), level_weight(level, self.level_range)
+        if weight == 1.0 and own == 0.0:
             return pred
+        own_line = (0.0, 1.0)
+        if own:
+            _, low, high = _level_values(level)
+            own_line = (low, high - low)
         # an output made under inference mode (as the engines make it) can only be changed in place there
         with torch.inference_mode(pred.is_inference()):
             if pred.ndim == 4:  # channel + three spatial dimensions: one fit per slice
                 axis = 1 + (self.slice_axis % 3)
                 for index in range(pred.shape[axis]):
-                    _blend(pred.select(axis, index), image.select(axis, index), weight)
+                    _blend(pred.select(axis, index), image.select(axis, index), weight, own, own_line)
             else:
-                _blend(pred, image, weight)
+                _blend(pred, image, weight, own, own_line)
         return pred
 
 
-def _valid_range(noise_range) -> bool:
+def _valid_range(bounds) -> bool:
     try:
-        low, high = (float(v) for v in noise_range)
+        low, high = (float(v) for v in bounds)
     except (TypeError, ValueError):
         return False
     return 0.0 <= low < high
 
 
-def _blend(pred: torch.Tensor, image: torch.Tensor, weight: float) -> None:
+def _blend(pred: torch.Tensor, image: torch.Tensor, weight: float, own: float, own_line: tuple[float, float]) -> None:
+    """``pred`` becomes ``weight * (pred - fit) + (1 - own) * fit + own * (offset + scale * image)``, in place."""
     slope, offset = input_fit(image, pred)
-    share = 1.0 - weight
-    pred.mul_(weight).add_(image.to(pred.dtype), alpha=share * slope).add_(share * offset)
+    own_offset, own_scale = own_line
+    image_gain = (1.0 - weight) * slope + own * (own_scale - slope)
+    constant = (1.0 - weight) * offset + own * (own_offset - offset)
+    pred.mul_(weight).add_(image.to(pred.dtype), alpha=image_gain).add_(constant)
 
 
 class BlendInputFitd(MapTransform):
@@ -163,17 +213,25 @@ class BlendInputFitd(MapTransform):
         network_weight: fixed share of the network's own output; ``None`` follows the noise.
         slice_axis: spatial axis of a volume's slices.
         noise_range: noise levels between which the share rises from 0 to 1.
+        level_range: robust whites of a display input between which it keeps its own level.
+        level_key: item key of the input's level (:class:`~monai_dpe.transforms.IntensityPolicyd`'s
+            ``level_key``); where the item has none, the level in ``image_key``'s meta is used.
     """
 
     def __init__(self, keys: KeysCollection = "pred", image_key: str = "image", network_weight: float | None = 1.0,
                  slice_axis: int = -1, noise_range: Sequence[float] | None = None,
+                 level_range: Sequence[float] | None = None, level_key: str = "level",
                  allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.image_key = image_key
-        self.blend = BlendInputFit(network_weight, slice_axis, noise_range)
+        self.image_key, self.level_key = image_key, level_key
+        self.blend = BlendInputFit(network_weight, slice_axis, noise_range, level_range)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
+        image = d[self.image_key]
+        level = d.get(self.level_key)
+        if level is None and isinstance(image, MetaTensor):
+            level = image.meta.get(LEVEL_META_KEY)
         for key in self.key_iterator(d):
-            d[key] = self.blend(d[key], d[self.image_key])
+            d[key] = self.blend(d[key], image, level)
         return d

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import requests
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from monai.bundle import ConfigParser
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,6 +35,7 @@ CONF = {"zoo_source": "github", "sam2": "false"}
 MODEL = "monai_dpe"  # the bundle's folder name under <app>/model, and the model name in /infer/<model>
 IMAGE_ID = "anatomical"  # MONAI Label's local datastore names an image by its file name without extension
 PICTURE_ID = "xray_limb"
+BRIGHT_ID = "xray_limb_bright"  # the same crop stretched to full scale: well exposed, so it keeps its own level
 STARTUP_S = 300  # the server imports torch and MONAI on a shared 2-core machine
 INFER_S = 300
 
@@ -90,8 +91,10 @@ def layout(tmp_path):
     nib.save(volume, reference_in / f"{IMAGE_ID}.nii.gz")
     # a grey 8-bit radiograph, cropped so that a transposed result cannot pass for the input
     picture = Image.open(REPO / "examples" / "data" / f"{PICTURE_ID}.png").crop((0, 0, 448, 320))
+    bright = ImageOps.autocontrast(picture)
     for folder in (studies, reference_in):
         picture.save(folder / f"{PICTURE_ID}.png")
+        bright.save(folder / f"{BRIGHT_ID}.png")
     return {"tmp": tmp_path, "app": app, "bundle": bundle, "studies": studies, "reference_in": reference_in}
 
 
@@ -111,7 +114,7 @@ def _bundle_inference(bundle: Path, dataset_dir: Path, output_dir: Path) -> dict
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=INFER_S)
     assert run.returncode == 0, f"bundle inference failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     outputs = {p.name.split(".")[0]: p for p in output_dir.rglob("*") if p.is_file()}
-    assert sorted(outputs) == [IMAGE_ID, PICTURE_ID], f"bundle inference wrote {outputs}"
+    assert sorted(outputs) == sorted([IMAGE_ID, PICTURE_ID, BRIGHT_ID]), f"bundle inference wrote {outputs}"
     return outputs
 
 
@@ -182,6 +185,8 @@ def test_monailabel_serves_the_bundle(layout):
         r = requests.post(f"{server.url}/infer/{MODEL}", params={"image": IMAGE_ID, "output": "image"}, timeout=INFER_S)
         r2d = requests.post(f"{server.url}/infer/{MODEL}", params={"image": PICTURE_ID, "output": "image"},
                             timeout=INFER_S)
+        bright = requests.post(f"{server.url}/infer/{MODEL}", params={"image": BRIGHT_ID, "output": "image"},
+                               timeout=INFER_S)
     finally:
         server.stop()  # before reading its log, so the log is complete
 
@@ -219,3 +224,12 @@ def test_monailabel_serves_the_bundle(layout):
     assert (returned.size, returned.mode) == (picture.size, picture.mode) == ((448, 320), "L")
     expected = np.asarray(Image.open(references[PICTURE_ID]), dtype=np.float64)
     np.testing.assert_allclose(np.asarray(returned, dtype=np.float64), expected, rtol=0, atol=1.0)
+
+    # a well-exposed picture keeps its own level, served as the bundle runs it: the level reached the blend
+    assert bright.status_code == 200, f"infer returned {bright.status_code}: {bright.text[:300]}"
+    (tmp / "monailabel_bright.png").write_bytes(bright.content)
+    sent = np.asarray(Image.open(layout["studies"] / f"{BRIGHT_ID}.png"), dtype=np.float64)
+    served_bright = np.asarray(Image.open(tmp / "monailabel_bright.png"), dtype=np.float64)
+    np.testing.assert_allclose(served_bright, np.asarray(Image.open(references[BRIGHT_ID]), dtype=np.float64),
+                               rtol=0, atol=1.0)
+    assert abs(served_bright.mean() - sent.mean()) < 2.0, "the level of a well-exposed picture is its own"

@@ -55,9 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     enhance.add_argument("--batch", type=_positive, default=None,
                          help="slices per network call (default: the bundle's)")
     enhance.add_argument("--network-share", type=_share, default=None, metavar="S",
-                         help="share of the network's own output, 0 to 1; the rest is the input's global affine "
+                         help="share of the network's own detail, 0 to 1; the rest is the input's global affine "
                               "map that matches it best, which keeps the input's detail (default: the bundle's, "
-                              "which follows each input's noise)")
+                              "which follows each input's noise); 1 with --network-level is the network alone")
     enhance.add_argument("--network-level", action="store_true",
                          help="always take the network's brightness and contrast; by default a display image "
                               "(8-bit photo, slide or DICOM) that is already well exposed keeps its own")

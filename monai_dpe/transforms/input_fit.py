@@ -7,9 +7,10 @@ the input; ``network_weight`` says how much of the network's own output stays. T
 the input's noise (``noise_range``, :func:`input_noise`): a clean input keeps its own detail, a
 noisy one takes the network's denoising. The level itself can stay the input's own where the input
 is already well exposed (``level_range``, :func:`level_weight`): a display image whose robust white
-reaches most of full scale cannot be the dark, flat picture the network restores, and on sources it
-has never seen the network's guess at its level is worse than the level it already has. The
-bundle's validation split chooses both ranges (``bundle/docs/README.md``).
+reaches most of full scale is rarely the dark, flat picture the network restores, and on sources it
+has never seen the network's guess at its level is worse than the level it already has. A volume
+is decided once, from its whole range. The bundle's validation split chooses both ranges
+(``bundle/docs/README.md``).
 """
 from __future__ import annotations
 
@@ -141,7 +142,8 @@ class BlendInputFit(Transform):
 
     Example::
 
-        blend = BlendInputFit(network_weight=None, noise_range=(0.015, 0.02), level_range=(0.6, 0.65))
+        # the bundle's ranges
+        blend = BlendInputFit(network_weight=None, noise_range=(0.015, 0.02), level_range=(0.55, 0.56))
         enhanced = blend(pred, image, level)  # level: (display, low, high), as IntensityPolicyd records it
     """
 

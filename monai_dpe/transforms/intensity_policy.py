@@ -77,6 +77,12 @@ def input_level(info: dict, display: bool | None = None) -> torch.Tensor:
     return torch.tensor([1.0, float(info["low"]) / scale, float(info["high"]) / scale])
 
 
+def _display_file(img) -> bool:
+    """Whether ``img``'s file (its meta's ``filename_or_obj``) is a display format; no file name counts as one."""
+    name = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
+    return not name or is_display_format(str(name))
+
+
 def map_slabs(src: torch.Tensor, dtype: torch.dtype, fn) -> torch.Tensor:
     """``fn(src)`` as a new ``dtype`` tensor, computed slab by slab along the last axis.
 
@@ -235,8 +241,13 @@ class IntensityPolicyd(MapTransform, InvertibleTransform):
         level_key: also write the first key's level (:func:`input_level`) to this item key, for
             networks that take it (``None``: don't). Traced images always carry it in their meta
             under ``LEVEL_META_KEY``, where the inferer finds it.
-        bits_key: item key of the source's storage depth: 8 bits marks a display image for the
-            level (training stretches every source in ``"quantitative"`` mode); ``None`` takes the mode.
+        bits_key: item key of the source's storage depth: 8 bits in a photo, slide or DICOM file (or an
+            image with no file name) marks a display image for the level, as ``"auto"`` mode decides
+            at inference (training stretches every source in ``"quantitative"`` mode, so it cannot
+            tell); an 8-bit NIfTI, NRRD or MetaImage volume stays quantitative. ``None`` takes the mode.
+        display_file_key: item key that says whether the image's original file is a display format,
+            where its corpus file's format does not (a DICOM file or TIFF stack stored as NIfTI: the
+            datalist's ``display_file``); items without it are decided by their own file name.
         allow_missing_keys: skip absent keys.
         kwargs: :class:`IntensityPolicy` arguments (``lower``, ``upper``, ``window``, ``mode``).
     """
@@ -247,18 +258,25 @@ class IntensityPolicyd(MapTransform, InvertibleTransform):
         reference_key: str | None = None,
         level_key: str | None = None,
         bits_key: str | None = None,
+        display_file_key: str | None = "display_file",
         allow_missing_keys: bool = False,
         **kwargs,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         self.reference_key, self.level_key, self.bits_key = reference_key, level_key, bits_key
+        self.display_file_key = display_file_key
         self.policy = IntensityPolicy(**kwargs)
         self._infos: dict[Hashable, dict] = {}  # each key's last stretch, to invert outputs that carry no trace
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         reference = d[self.reference_key] if self.reference_key is not None else None
-        display = None if self.bits_key is None else int(d[self.bits_key]) == 8
+        display = None
+        if self.bits_key is not None:  # as inference resolves it: 8-bit pixels of a photo, slide or DICOM file
+            first = next(iter(self.key_iterator(d)), None)
+            told = d.get(self.display_file_key) if self.display_file_key is not None else None
+            display_file = bool(told) if told is not None else _display_file(d[first] if first is not None else None)
+            display = int(d[self.bits_key]) == 8 and display_file
         first = True
         for key in self.key_iterator(d):
             d[key] = self.policy(d[key], reference=reference)

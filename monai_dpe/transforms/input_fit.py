@@ -96,9 +96,9 @@ def level_weight(level: Sequence[float] | torch.Tensor | None, level_range: Sequ
 
     ``level`` is :func:`~monai_dpe.transforms.input_level`'s ``(display, low, high)``: a display image
     whose robust white ``high`` (absolute, 1 = full scale) is at most ``level_range[0]`` takes the
-    network's level (0), one from ``level_range[1]`` keeps its own (1), linear between, so the output
-    never jumps with a small change of the input. A quantitative image (``display`` 0), an unknown
-    level or no range gives 0: such outputs go back to their own units anyway.
+    network's level (0), one from ``level_range[1]`` keeps its own (1), linear between (the wider the
+    range, the smaller the change of output for a small change of input). A quantitative image
+    (``display`` 0), an unknown level or no range gives 0: such outputs go back to their own units.
     """
     if level is None or level_range is None:
         return 0.0
@@ -132,7 +132,7 @@ class BlendInputFit(Transform):
     ``pred`` is changed in place, one slice at a time, so no volume-sized copy is made.
 
     Args:
-        network_weight: fixed share ``w`` of the network's own output, in [0, 1]; 1 (and ``v = 0``)
+        network_weight: fixed share ``w`` of the network's own detail, in [0, 1]; 1 (and ``v = 0``)
             returns ``pred`` unchanged. ``None``: the share follows the input's noise (``noise_range``).
         slice_axis: spatial axis of a volume's slices (``-1``: the last, the inferer's default).
         noise_range: ``(low, high)`` noise levels of ``image`` (:func:`input_noise`) between which the

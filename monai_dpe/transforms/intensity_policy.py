@@ -9,6 +9,7 @@ restored, as the paper) and are written back in their dtype's full range.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -271,12 +272,7 @@ class IntensityPolicyd(MapTransform, InvertibleTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         reference = d[self.reference_key] if self.reference_key is not None else None
-        display = None
-        if self.bits_key is not None:  # as inference resolves it: 8-bit pixels of a photo, slide or DICOM file
-            first = next(iter(self.key_iterator(d)), None)
-            told = d.get(self.display_file_key) if self.display_file_key is not None else None
-            display_file = bool(told) if told is not None else _display_file(d[first] if first is not None else None)
-            display = int(d[self.bits_key]) == 8 and display_file
+        display = self._display(d)
         first = True
         for key in self.key_iterator(d):
             d[key] = self.policy(d[key], reference=reference)
@@ -288,6 +284,17 @@ class IntensityPolicyd(MapTransform, InvertibleTransform):
                 d[self.level_key] = level
             first = False
         return d
+
+    def _display(self, d: Mapping[Hashable, Any]) -> bool | None:
+        """Whether the item is a display image, as inference resolves it: 8-bit pixels of a photo, slide or
+        DICOM file (``None`` without ``bits_key``: the policy's mode decides)."""
+        if self.bits_key is None:
+            return None
+        told = d.get(self.display_file_key) if self.display_file_key is not None else None
+        if told is None:
+            first = next(iter(self.key_iterator(d)), None)
+            told = _display_file(d[first] if first is not None else None)
+        return int(d[self.bits_key]) == 8 and bool(told)
 
     def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from monai_dpe.data.repositories import RepositoryCollection
-from monai_dpe.formats import DICOM_SUFFIXES, PHOTO_SUFFIXES, image_suffix, is_display_format
+from monai_dpe.formats import image_suffix, is_display_format
 
 __all__ = [
     "MODALITIES",
@@ -126,10 +126,9 @@ class ImageSource:
         Inference decides from the file a user holds whether 8-bit pixels are display values; training and
         evaluation read the corpus file, so the datalist carries the original's answer for them.
         """
-        suffix = image_suffix(self.member)
-        if not suffix:  # a format inference does not read (InVesalius, SVS): the corpus file decides
+        if not image_suffix(self.member):  # a format inference does not read (InVesalius, SVS): the corpus file decides
             return None
-        original = suffix in (*PHOTO_SUFFIXES, *DICOM_SUFFIXES)
+        original = is_display_format(self.member)
         return original if original != is_display_format(self.output_relpath) else None
 
 

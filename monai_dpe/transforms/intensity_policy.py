@@ -78,10 +78,14 @@ def input_level(info: dict, display: bool | None = None) -> torch.Tensor:
     return torch.tensor([1.0, float(info["low"]) / scale, float(info["high"]) / scale])
 
 
-def _display_file(img) -> bool:
-    """Whether ``img``'s file (its meta's ``filename_or_obj``) is a display format; no file name counts as one."""
-    name = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
-    return not name or is_display_format(str(name))
+def _display_source(source: str | None) -> bool:
+    """Whether 8-bit pixels of ``source`` are display values: a photo, slide or DICOM file, or no file name."""
+    return not source or is_display_format(str(source))
+
+
+def _source_of(img) -> str | None:
+    """The file ``img`` was read from (its meta's ``filename_or_obj``), if it says."""
+    return img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
 
 
 def map_slabs(src: torch.Tensor, dtype: torch.dtype, fn) -> torch.Tensor:
@@ -171,7 +175,7 @@ class IntensityPolicy(InvertibleTransform):
             return self.mode
         if dtype != "uint8":
             return "quantitative"
-        return "display" if source is None or is_display_format(str(source)) else "quantitative"
+        return "display" if _display_source(source) else "quantitative"
 
     def compute_range(self, img: NdarrayOrTensor) -> tuple[float, float]:
         """The (low, high) that maps to (0, 1) for this image."""
@@ -186,7 +190,7 @@ class IntensityPolicy(InvertibleTransform):
         # to 2**24, so an int32 image stretched in float32 came back off by up to hundreds of units
         work = torch.float64 if dtype in _WIDE_DTYPES else torch.float32
         stretched = map_slabs(_plain(img), work, lambda x: (x.to(work) - low) * scale)
-        source = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
+        source = _source_of(img)
         info = {"low": low, "high": high, "dtype": dtype, "mode": self.resolve_mode(dtype, source)}
         self.last_info = info
         if isinstance(img, np.ndarray):
@@ -293,7 +297,7 @@ class IntensityPolicyd(MapTransform, InvertibleTransform):
         told = d.get(self.display_file_key) if self.display_file_key is not None else None
         if told is None:
             first = next(iter(self.key_iterator(d)), None)
-            told = _display_file(d[first] if first is not None else None)
+            told = _display_source(_source_of(d[first]) if first is not None else None)
         return int(d[self.bits_key]) == 8 and bool(told)
 
     def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:

@@ -59,3 +59,23 @@ def test_report_states_the_end_to_end_rate_against_the_matmul_rate_auto_runs_in(
     assert "3.33x the time" in text
     write_report({**results, "bundle_channels": [64]}, tmp_path)  # timed widths are not the bundle's
     assert "of network in" not in (tmp_path / "speed.md").read_text()
+
+
+def test_report_states_the_start_up_floor_and_the_scaling_without_it(tmp_path):
+    from monai_dpe.reports.benchmark import write_report
+
+    results = {"machine": {"cpu": "x86_64", "cores": 2, "threads": 2, "flags": "avx2", "torch": "t", "cuda": False},
+               "channels": [32], "repeats": 1, "matmul_gflops_fp32": 100.0, "matmul_gflops_bf16": 400.0,
+               "auto_backend": "onnx", "volume_256x256x150_s": 1.0, "peak_rss_mb": 1.0,
+               "slices": [{"backend": "onnxruntime", "size": 256, "batch": 1, "ms_per_slice": 40.0,
+                           "gflop_per_slice": 12.0, "gflops": 300.0},
+                          {"backend": "onnxruntime", "size": 256, "batch": 8, "ms_per_slice": 90.0,
+                           "gflop_per_slice": 12.0, "gflops": 133.0}],
+               "start_up": {"import_s": 4.0},
+               "end_to_end": [{"shape": [256, 256, 150], "options": [], "seconds": 12.0, "peak_rss_mb": 1.0},
+                              {"shape": [256, 256, 600], "options": [], "seconds": 36.0, "peak_rss_mb": 1.0}]}
+    write_report(results, tmp_path)
+    text = (tmp_path / "speed.md").read_text()
+    assert "Less the start-up, 150 -> 600 slices take 4.00x the time." in text  # (36 - 4) / (12 - 4)
+    # the one-slice row of the backend auto runs (onnx is timed as onnxruntime), not the batch of 8
+    assert "150 slices at `onnxruntime`'s one-slice rate, 4.0 + 6.0 = 10.0 s (measured end to end: 12.0 s)" in text

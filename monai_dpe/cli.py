@@ -19,6 +19,7 @@ from pathlib import Path
 
 from monai_dpe import __version__
 from monai_dpe.errors import UsageError, require_extra
+from monai_dpe.keys import ItemKeys
 from monai_dpe.locations import BUNDLE_ENV, default_bundle
 
 __all__ = ["main", "build_parser", "default_bundle"]
@@ -141,12 +142,16 @@ def enhance_command(args: argparse.Namespace) -> int:
     start = time.monotonic()
     try:
         parser = _inference_config(bundle, config_file, inputs, output_dir, args, device)
-        if not parser.get_parsed_content("datalist"):
+        datalist = parser.get_parsed_content("datalist")
+        if not datalist:
             raise UsageError(f"no images found in {' '.join(map(str, inputs))}")
+        if args.summary:
+            _check_summary_apart(Path(args.summary), datalist)
         parser.get_parsed_content("initialize")
         evaluator = parser.get_parsed_content("evaluator")
     except BaseException as err:  # stopped before the first file: this run's summary says why, none stale stays
-        _summary_of_a_stop(args.summary, err)
+        if not isinstance(err, SummaryIsAnOutput):  # whose file is an output's: it is not written at all
+            _summary_of_a_stop(args.summary, err)
         if isinstance(err, (UsageError, KeyboardInterrupt)) or not isinstance(err, Exception):
             raise
         print(f"monai-dpe: error: {one_line(err)}", file=sys.stderr)  # a bad weights file or config: one line
@@ -236,6 +241,21 @@ def _check_paths(inputs: list[Path], output_dir: Path, summary: Path | None = No
         _check_writable(summary.resolve().parent, f"--summary {summary}")
 
 
+class SummaryIsAnOutput(UsageError):
+    """``--summary`` names a file the run writes (an output or a comparison panel)."""
+
+
+def _check_summary_apart(summary: Path, planned: list) -> None:
+    """Refuse a summary file that is also an item's planned output or comparison panel: the JSON would
+    replace the image (or a later run would find it in the image's place and take it as done)."""
+    target = summary.resolve()
+    for item in planned:
+        for key, what in ((ItemKeys.OUTPUT_PATH, "output"), (ItemKeys.PANEL_PATH, "comparison panel")):
+            if item.get(key) and Path(item[key]).resolve() == target:
+                source = item.get(ItemKeys.SOURCE_PATH, item.get(ItemKeys.IMAGE))
+                raise SummaryIsAnOutput(f"--summary {summary} is also the {what} of {source}: choose another file")
+
+
 def _check_writable(folder: Path, what: str) -> None:
     """Refuse ``what`` if a file cannot be created in ``folder`` (or, where it does not exist yet, in
     its nearest existing parent, where it would be made): a probe file is created and removed, which
@@ -270,6 +290,8 @@ def _device(name: str | None):
         raise UsageError(f"--device {name}: {err}") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "meta":  # a device without data: every file would fail alone with PyTorch's words
+        raise UsageError(f"--device {name}: holds no data, so nothing can be computed on it; use cpu or cuda")
     return device
 
 

@@ -32,7 +32,9 @@ _LIBRARY_PREFIX = re.compile(r"^\[\w+\]\s*\w+:\s*")
 
 
 # ITK's Python build holds only some pixel types; its message names the missing type in ITK's own terms
-_ITK_UNWRAPPED = re.compile(r"^itk\.\w+ is not wrapped for input type `(?:itk\.)?([^,`]+)")
+_ITK_UNWRAPPED = re.compile(r"^itk\.\w+ is not wrapped for input type `(.+), \w+`")
+# what ITK says when none of its image readers recognises a file's content
+_NO_READER = re.compile(r"^Could not create IO object for reading file ")
 
 
 def _itk_unwrapped_reason(line: str) -> str | None:
@@ -41,7 +43,8 @@ def _itk_unwrapped_reason(line: str) -> str | None:
     if match is None:
         return None
     pixel = match.group(1).replace("itk.", "")
-    return f"pixel type {pixel} is not supported by ITK's Python build (convert to 8-bit RGB or one grey image per channel)"
+    return (f"pixel type {pixel} is not supported by ITK's Python build (save it with an RGB pixel type, "
+            "as PNG or TIFF, or as one grey image per channel)")
 
 
 def _itk_reason(lines: list[str]) -> list[str]:
@@ -68,4 +71,6 @@ def one_line(err: BaseException, limit: int = 300) -> str:
         lines = _itk_reason(lines[1:])
     reason = lines[0] if lines else type(err).__name__
     reason = _itk_unwrapped_reason(reason) or reason
+    if _NO_READER.match(reason):  # it names the file, which the caller's line already does
+        reason = "no image reader recognises its content (truncated, damaged, or not the format its name says)"
     return reason if len(reason) <= limit else reason[: limit - 3] + "..."

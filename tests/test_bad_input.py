@@ -35,6 +35,9 @@ BAD = {
     "series_4d.nii.gz": "4D image",
     "one_pixel.png": "too small",
     "constant.png": "constant",
+    "blemish.png": "nearly constant: its values lie within 2 storage levels (30 to 31)",
+    "flat_colour.png": "image is constant",
+    "flat_under_alpha.png": "image is constant",
     "nan.nii.gz": "NaN",
     "huge.png": "too large",
     "large.png": "too large: 5000x5000",
@@ -45,6 +48,9 @@ BAD = {
     "turned.tif": "TIFF orientation tag 6 (displayed turned or mirrored), which the TIFF reader does not apply",
     "missing_data.mhd": "its data file missing_data.raw (named by the MetaImage header) is missing",
     "short_data.mhd": "its data file short_data.raw is truncated: 600 bytes where the MetaImage header declares 1,200",
+    "short.mha": "the file is truncated: 600 bytes of pixel data where the MetaImage header declares 1,200",
+    "truncated.dcm": "no image reader recognises its content (truncated, damaged, or not the format its name says)",
+    "vector_rgb.nrrd": "pixel type Vector[UC,3] is not supported by ITK's Python build (save it with an RGB pixel type",
 }
 
 
@@ -75,9 +81,23 @@ def write_bad_inputs(root: Path) -> None:
     for name in ("missing_data", "short_data"):
         sitk.WriteImage(sitk.GetImageFromArray(rng.integers(0, 1000, (20, 30)).astype(np.int16)), root / f"{name}.mhd")
     (root / "missing_data.raw").unlink()
+    sitk.WriteImage(sitk.GetImageFromArray(rng.integers(0, 1000, (20, 30)).astype(np.int16)), root / "short.mha")
+    (root / "short.mha").write_bytes((root / "short.mha").read_bytes()[:-600])  # ITK: "No such file or directory"
+    dicom = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    (root / "truncated.dcm").write_bytes(dicom[: len(dicom) // 2])  # ITK: "Could not create IO object for ..."
+    # 8-bit colour stored as a 3-vector, not an RGB pixel: ITK's message had advised converting to 8-bit RGB
+    sitk.WriteImage(sitk.GetImageFromArray(rng.integers(0, 256, (20, 30, 3)).astype(np.uint8), isVector=True),
+                    root / "vector_rgb.nrrd")
     (root / "short_data.raw").write_bytes((root / "short_data.raw").read_bytes()[:600])
     Image.fromarray(np.array([[7]], np.uint8)).save(root / "one_pixel.png")
     Image.fromarray(np.full((32, 32), 90, np.uint8)).save(root / "constant.png")
+    blemish = np.full((32, 32), 30, np.uint8)
+    blemish[10:14, 10:14] = 31  # one grey level: stretched to full contrast it came out as a bright square
+    Image.fromarray(blemish).save(root / "blemish.png")
+    Image.fromarray(np.full((32, 32, 3), (200, 50, 20), np.uint8)).save(root / "flat_colour.png")
+    flat = np.full((32, 32, 4), 100, np.uint8)
+    flat[..., 3] = np.linspace(0, 255, 32).astype(np.uint8)  # the alpha varies, the picture does not
+    Image.fromarray(flat, "RGBA").save(root / "flat_under_alpha.png")
     volume = rng.random((16, 16, 4)).astype(np.float32)
     volume[3, 4, 1] = np.nan
     nib.save(nib.Nifti1Image(volume, np.eye(4)), root / "nan.nii.gz")
@@ -187,3 +207,33 @@ def test_itk_errors_read_as_their_reason_not_a_source_location(message, reason):
     from monai_dpe.errors import one_line
 
     assert one_line(RuntimeError(message)) == reason
+
+
+@pytest.mark.parametrize("values, dtype, refused", [
+    ((30, 31), np.uint8, "nearly constant: its values lie within 2 storage levels (30 to 31)"),
+    ((1000, 1002), np.uint16, "nearly constant: its values lie within 3 storage levels (1000 to 1002)"),
+    ((-1024, -1023), np.int16, "nearly constant"),
+    ((0, 1), bool, "nearly constant"),  # a mask
+    ((100, 103), np.uint8, None),  # four levels: a very dark picture still is one
+    ((0.5, 0.5001), np.float32, None),  # floats have no storage levels to count
+])
+def test_nearly_constant_integer_images_are_refused(values, dtype, refused):
+    from monai_dpe.transforms import CheckImaged, ImageRefused
+
+    image = np.full((1, 16, 16), values[0], dtype=dtype)
+    image[0, 4:8, 4:8] = values[1]
+    if refused is None:
+        CheckImaged().check(torch.as_tensor(image))
+    else:
+        with pytest.raises(ImageRefused, match=refused.replace("(", r"\(").replace(")", r"\)")):
+            CheckImaged().check(torch.as_tensor(image))
+
+
+def test_each_colour_channel_is_judged_on_its_own():
+    from monai_dpe.transforms import CheckImaged, ImageRefused
+
+    flat = torch.tensor([200, 50, 20], dtype=torch.uint8)[:, None, None].expand(3, 16, 16).clone()
+    with pytest.raises(ImageRefused, match="image is constant"):  # before: channels differ, so "not constant"
+        CheckImaged().check(flat)
+    flat[1, :8] = 90  # one channel carries a picture
+    CheckImaged().check(flat)

@@ -196,3 +196,11 @@ def test_shipped_bundle_with_weights_option_and_run_options(tmp_path):
     out = nib.load(tmp_path / "out" / "v.nii.gz")
     assert out.shape == (12, 16, 8) and out.get_data_dtype() == np.float32
     np.testing.assert_allclose(out.affine, AFFINE, atol=1e-5)
+
+
+def test_a_device_without_data_is_refused_before_any_file(tmp_path):
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(tmp_path / "a.png")
+    proc = run_cli("a.png", "-o", "out", "--device", "meta", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr  # before: each file failed with "Cannot copy out of meta tensor"
+    assert proc.stderr.strip() == "monai-dpe: error: --device meta: holds no data, so nothing can be computed on it; use cpu or cuda"
+    assert not (tmp_path / "out").exists()

@@ -318,3 +318,38 @@ def test_colour_nifti_and_rgb_dicom_come_back_as_colour_nifti(tmp_path, tiny_bun
     out_photo = tmp_path / "out" / "photo.nii.gz"
     CheckHeaderd().check(out_photo)  # not refused as a 5D image
     assert loader(out_photo).shape == (3, 100, 100, 1)
+
+
+def test_a_single_extensionless_dicom_file_is_enhanced_as_its_dcm_copy(tmp_path, tiny_bundle):
+    """PACS exports drop the suffix; discovery found such a file but the loader refused it by name."""
+    import nibabel as nib
+
+    (tmp_path / "in").mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "IM0001")
+    shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "in" / "ct.dcm")
+    shutil.copy(get_testdata_file("MR_small.dcm"), tmp_path / "in" / "IM0002")  # inside a folder, another series
+    proc = run_cli("IM0001", "in", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", "--backend", "eager",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr  # before: "unsupported file type 'IM0001'", exit 1
+    assert SUMMARY.search(proc.stdout).groups() == ("3", "0", "out")
+    named, suffixed = nib.load(tmp_path / "out" / "IM0001.nii.gz"), nib.load(tmp_path / "out" / "ct.nii.gz")
+    np.testing.assert_array_equal(np.asarray(named.dataobj), np.asarray(suffixed.dataobj))
+    np.testing.assert_allclose(named.affine, suffixed.affine)
+    assert nib.load(tmp_path / "out" / "IM0002.nii.gz").shape[:2] == (64, 64)
+
+
+def test_linked_folders_are_walked_and_a_link_back_up_is_not(tmp_path, caplog):
+    root, other = tmp_path / "in", tmp_path / "other"
+    (root / "real").mkdir(parents=True)
+    other.mkdir()
+    for folder in (root, root / "real", other):
+        Image.new("L", (8, 8)).save(folder / "a.png")
+    (root / "linked").symlink_to(other)  # before: its images were neither enhanced nor reported
+    (root / "real" / "up").symlink_to(root)  # a loop: would walk the input again, and again
+    (other / "back").symlink_to(root)  # a loop through the linked folder
+    with caplog.at_level("WARNING", logger="monai_dpe.data.discovery"):
+        found = sorted(item["relpath"] for item in find_images(root))
+    assert found == ["a.png", "linked/a.png", "real/a.png"]
+    loops = sorted(r.getMessage() for r in caplog.records if "(a loop)" in r.getMessage())
+    assert loops == [f"{root / 'linked' / 'back'}: a link to a folder that holds it, not followed (a loop)",
+                     f"{root / 'real' / 'up'}: a link to a folder that holds it, not followed (a loop)"]

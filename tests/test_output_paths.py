@@ -148,3 +148,29 @@ def test_a_source_replaced_in_place_with_its_mtime_kept_is_read_again(tmp_path):
     os.replace(replacement, path)  # a new file (inode) under the old name
     os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # as cp -p or rsync -t keep it
     assert np.allclose(first, np.eye(4)) and np.allclose(_source_nifti_header(path).get_qform(), moved)
+
+
+def test_an_output_that_is_another_inputs_comparison_panel_is_refused(tmp_path):
+    """``a.png_comparison.png`` beside ``a.png``: its output would replace a.png's panel, in either order."""
+    from monai_dpe.keys import ItemKeys
+
+    items = [{"image": str(tmp_path / name), "relpath": name} for name in ("a.png", "a.png_comparison.png")]
+    first, second = plan_outputs(items, tmp_path / "out", comparison=True, overwrite=True)
+    assert ItemKeys.ERROR not in first
+    assert second[ItemKeys.ERROR] == (f"output {tmp_path / 'out' / 'a.png_comparison.png'} is also the comparison "
+                                      f"panel of {items[0]['image']} (same name)")
+    first, second = plan_outputs(items[::-1], tmp_path / "out", comparison=True, overwrite=True)
+    assert ItemKeys.ERROR not in first
+    assert second[ItemKeys.ERROR] == (f"comparison panel {tmp_path / 'out' / 'a.png_comparison.png'} is also the "
+                                      f"output of {items[1]['image']} (same name)")
+
+
+def test_a_summary_that_is_an_output_is_refused_before_any_work(tiny_bundle, tmp_path):  # noqa: F811
+    (tmp_path / "in").mkdir()
+    Image.fromarray(smooth((32, 32), np.random.default_rng(3)).__mul__(255).astype(np.uint8)).save(tmp_path / "in" / "g.png")
+    for summary, what in (("out/g.png", "output"), ("out/g.png_comparison.png", "comparison panel")):
+        proc = run_cli("in", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", "--save-comparison",
+                       "--summary", summary, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr  # before: exit 0, and out/g.png held the summary's JSON
+        assert proc.stderr.strip() == f"monai-dpe: error: --summary {summary} is also the {what} of in/g.png: choose another file"
+        assert not (tmp_path / "out").exists()

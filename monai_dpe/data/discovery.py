@@ -222,13 +222,29 @@ def _input_label(root: Path, item: dict) -> str:
     return resolved.parent.name if Path(item[ItemKeys.IMAGE]) == root else resolved.name
 
 
+def _without_loops(root: Path, here: Path, dirs: list[str]) -> list[str]:
+    """The subfolders of ``here`` to walk: linked folders are followed, as linked files are, except a
+    link to a folder that holds one on the way down from ``root`` (a loop), which is logged and left."""
+    relative = here.relative_to(root)
+    on_the_way = [_resolved(root / part) for part in (relative, *relative.parents)]  # root included, as "."
+    kept = []
+    for name in dirs:
+        target = _resolved(here / name)
+        if (here / name).is_symlink() and any(folder.is_relative_to(target) for folder in on_the_way):
+            logger.warning("%s: a link to a folder that holds it, not followed (a loop)", display_path(here / name))
+            continue
+        kept.append(name)
+    return kept
+
+
 def _walk(root: Path) -> list[dict]:
     if is_dicom_series_dir(root):  # named as the folder itself is, also when given as "." or ".."
         return [_item(root, root.resolve().name, unreadable_reason(root))]
     found = []
-    for folder, dirs, files in os.walk(root):
+    for folder, dirs, files in os.walk(root, followlinks=True):
         dirs.sort()
         here = Path(folder)
+        dirs[:] = _without_loops(root, here, dirs)
         if here != root and is_dicom_series_dir(here):
             found.append(_item(here, here.relative_to(root), unreadable_reason(here)))
             dirs.clear()

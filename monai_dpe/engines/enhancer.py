@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from monai.transforms import Compose, apply_transform
 from monai.utils import str2bool
 from ignite.engine import Events
 
-from monai_dpe.data.discovery import display_path
+from monai_dpe.data.discovery import display_path, is_dicom_file
 from monai_dpe.formats import image_suffix
 from monai_dpe.errors import one_line
 from monai_dpe.files import atomic_path
@@ -54,7 +55,7 @@ class SafeDataset(Dataset):
         if ItemKeys.ERROR in item or ItemKeys.SKIPPED in item or NOT_IMAGE in item:  # decided before any work (plan_outputs)
             return dict(item)
         path = item.get(ItemKeys.IMAGE, "")
-        if not os.path.isdir(path) and not image_suffix(path):
+        if not os.path.isdir(path) and not image_suffix(path) and not is_dicom_file(Path(path)):
             return {**item, ItemKeys.ERROR: f"unsupported file type '{os.path.splitext(path)[1] or path}'"}
         try:
             with native_output_logged(item.get(ItemKeys.SOURCE_PATH, display_path(path))):  # ITK/GDCM chatter: --verbose

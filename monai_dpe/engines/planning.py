@@ -33,7 +33,7 @@ def plan_outputs(
 
     Each item gains ``source_path`` (the input as given, for messages), ``output_path`` and, with
     ``comparison``, ``panel_path`` (:class:`~monai_dpe.keys.ItemKeys`); the writers use them. An item whose output
-    would replace an input, collide with an earlier item's output, escape ``output_dir``, or
+    would replace an input, collide with an earlier item's output or panel, escape ``output_dir``, or
     replace an existing file without ``overwrite`` (its comparison panel too, with
     ``comparison``) gets an ``error`` instead, which :class:`SafeDataset` passes on unread.
     With ``resume``, an item whose outputs all exist is marked ``skipped`` instead: outputs are
@@ -47,7 +47,7 @@ def plan_outputs(
     inputs = {Path(item[ItemKeys.IMAGE]).resolve() for item in items if ItemKeys.ERROR not in item}
     series = [p for p in inputs if p.is_dir()]
     items = _name_dicom_apart(items, output_dir)
-    claimed: dict[Path, str] = {}
+    claimed: dict[Path, str] = {}  # every output and panel path planned so far: what it is, and of which input
     planned = []
     for item in items:
         item = {**item, ItemKeys.SOURCE_PATH: display_path(item[ItemKeys.IMAGE])}
@@ -64,15 +64,17 @@ def plan_outputs(
         except UnsafeOutputPath as err:
             planned.append({**item, ItemKeys.ERROR: str(err)})
             continue
-        target = dest.resolve()
         item[ItemKeys.OUTPUT_PATH] = str(dest)
         if comparison:
             item[ItemKeys.PANEL_PATH] = str(comparison_path(dest))
         written = [dest, comparison_path(dest)] if comparison else [dest]
-        if target in inputs or any(target.is_relative_to(p) for p in series):
+        targets = [p.resolve() for p in written]
+        clash = next((p for p, t in zip(written, targets) if t in claimed), None)
+        if any(t in inputs or any(t.is_relative_to(f) for f in series) for t in targets):
             item[ItemKeys.ERROR] = f"output {dest} would replace an input"
-        elif target in claimed:
-            item[ItemKeys.ERROR] = f"output {dest} is also the output of {claimed[target]} (same name)"
+        elif clash is not None:
+            what = "output" if clash == dest else "comparison panel"
+            item[ItemKeys.ERROR] = f"{what} {clash} is also {claimed[clash.resolve()]}"
         elif resume and not overwrite and all(p.exists() for p in written):
             item[ItemKeys.SKIPPED] = str(dest)
         elif resume and not overwrite and any(p.exists() for p in written):
@@ -80,7 +82,8 @@ def plan_outputs(
         elif not overwrite and any(p.exists() for p in written):
             existing = next(p for p in written if p.exists())
             item[ItemKeys.ERROR] = f"output {existing} already exists (pass --overwrite to replace it)"
-        claimed.setdefault(target, item[ItemKeys.SOURCE_PATH])
+        for target, what in zip(targets, ("output", "comparison panel")):
+            claimed.setdefault(target, f"the {what} of {item[ItemKeys.SOURCE_PATH]} (same name)")
         planned.append(item)
     return planned
 

@@ -17,6 +17,7 @@ from monai.transforms import MapTransform
 
 from monai_dpe.formats import DICOM_SUFFIXES, PHOTO_SUFFIXES, image_suffix
 from monai_dpe.keys import ItemKeys
+from monai_dpe.transforms.channels import carries_alpha
 
 __all__ = ["CheckHeaderd", "CheckImaged", "ImageRefused", "check_series_geometry", "check_size", "placed_slices", "series_parts", "MAX_VOXELS",
            "MAX_SLICE_PIXELS"]
@@ -24,6 +25,10 @@ __all__ = ["CheckHeaderd", "CheckImaged", "ImageRefused", "check_series_geometry
 MAX_VOXELS = 400_000_000
 # DPENet at half width needs about 1 GB per megapixel of slice on CPU: 4096 x 4096 is ~16 GB
 MAX_SLICE_PIXELS = 4096 * 4096
+# an integer image whose channels' largest and smallest values differ by at most this many storage steps
+# holds no picture to enhance (a flat field with a one-level blemish, a 0/1 mask): the stretch would blow
+# it up to full contrast
+NEAR_CONSTANT_LEVELS = 2
 
 
 class ImageRefused(ValueError):
@@ -104,7 +109,7 @@ def _header_shape(path: Path) -> tuple[tuple[int, ...], int] | None:
         if suffix in (".nrrd", ".mha", ".mhd"):
             import SimpleITK as sitk
 
-            if suffix == ".mhd":
+            if suffix in (".mha", ".mhd"):
                 _check_metaimage_data(path)
 
             reader = sitk.ImageFileReader()
@@ -124,24 +129,27 @@ _MET_BYTES = {"MET_UCHAR": 1, "MET_CHAR": 1, "MET_USHORT": 2, "MET_SHORT": 2, "M
 
 
 def _check_metaimage_data(path: Path) -> None:
-    """Refuse a MetaImage header (``.mhd``) whose data file is missing or shorter than it declares.
+    """Refuse a MetaImage file whose pixel data is missing or shorter than its header declares: the
+    data file a ``.mhd`` names, or the data after the header of a ``.mha`` (``ElementDataFile = LOCAL``).
 
-    ITK would print its own lines to the console and then blame the header file ("No such file"),
-    so the reason is found here from the header's ``ElementDataFile``, ``DimSize`` and ``ElementType``.
-    Data inside the header (``LOCAL``), file lists and compressed data are left to the reader.
+    ITK would print its own lines to the console and then blame the file ("No such file"), so the
+    reason is found here from the header's ``ElementDataFile``, ``DimSize`` and ``ElementType``.
+    File lists and compressed data are left to the reader.
     """
-    fields = {}
+    fields, data_start = {}, 0
     with open(path, "rb") as stream:
-        for line in stream.read(65536).decode("latin-1").splitlines():
-            key, sep, value = line.partition("=")
+        for line in stream.read(65536).splitlines(keepends=True):
+            data_start += len(line)
+            key, sep, value = line.decode("latin-1").partition("=")
             if sep:
                 fields[key.strip()] = value.strip()
             if key.strip() == "ElementDataFile":
                 break
     name = fields.get("ElementDataFile", "")
-    if not name or name.upper() in ("LOCAL", "LIST") or "%" in name:
+    if not name or name.upper() == "LIST" or "%" in name:
         return
-    data = path.parent / name
+    local = name.upper() == "LOCAL"
+    data = path if local else path.parent / name
     if not data.is_file():
         raise ImageRefused(f"its data file {name} (named by the MetaImage header) is missing")
     if fields.get("CompressedData", "False").lower() == "true":
@@ -149,12 +157,14 @@ def _check_metaimage_data(path: Path) -> None:
     try:
         elements = int(np.prod([int(v) for v in fields["DimSize"].split()]))
         element_bytes = _MET_BYTES[fields["ElementType"]] * int(fields.get("ElementNumberOfChannels", 1))
-        offset = max(int(fields.get("HeaderSize", 0) or 0), 0)
+        offset = 0 if local else max(int(fields.get("HeaderSize", 0) or 0), 0)
     except (KeyError, ValueError):
         return
-    expected, found = elements * element_bytes + offset, data.stat().st_size
+    expected = elements * element_bytes + offset
+    found = data.stat().st_size - (data_start if local else 0)
     if found < expected:
-        raise ImageRefused(f"its data file {name} is truncated: {found:,} bytes where the MetaImage header "
+        what = "the file is truncated: " if local else f"its data file {name} is truncated: "
+        raise ImageRefused(f"{what}{found:,} bytes{' of pixel data' if local else ''} where the MetaImage header "
                            f"declares {expected:,}")
 
 
@@ -366,7 +376,8 @@ def series_parts(folder: Path) -> list[list[Path]]:
 
 class CheckImaged(MapTransform):
     """Refuse images the enhancer cannot serve, with a reason: wrong dimensionality, too small,
-    constant, non-finite values, or too many voxels for comfortable memory.
+    constant or nearly constant (an integer image within ``NEAR_CONSTANT_LEVELS`` storage steps;
+    alpha left out), non-finite values, or too many voxels for comfortable memory.
 
     Args:
         keys: images to check (channel first).
@@ -397,5 +408,28 @@ class CheckImaged(MapTransform):
         t = torch.as_tensor(img)
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise ImageRefused("image contains NaN or infinite values")
-        if bool((t == t.reshape(-1)[0]).all()):
+        lows, highs = _channel_ranges(_colour_channels(img, t))
+        spans = [high - low for low, high in zip(lows, highs)]
+        if max(spans) == 0:
             raise ImageRefused("image is constant: nothing to enhance")
+        if not t.is_floating_point() and max(spans) <= NEAR_CONSTANT_LEVELS:
+            widest = spans.index(max(spans))
+            raise ImageRefused(f"image is nearly constant: its values lie within {int(max(spans)) + 1} storage levels "
+                               f"({int(lows[widest])} to {int(highs[widest])}); stretched to full contrast it would "
+                               "show detail that is not there")
+
+
+def _colour_channels(img, t: torch.Tensor) -> torch.Tensor:
+    """The channels that are enhanced: an alpha channel (where the format says the last one is, as
+    :class:`~monai_dpe.transforms.SplitAlphad` decides) is left out, so a flat picture with a varying
+    alpha is still flat."""
+    source = img.meta.get("filename_or_obj") if hasattr(img, "meta") else None
+    return t[:-1] if t.shape[0] in (2, 4) and carries_alpha(source, t.shape[0]) else t
+
+
+def _channel_ranges(t: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Each channel's smallest and largest value, as floats (an integer difference could overflow its dtype).
+
+    In numpy: torch has no min or max for uint16, uint32 and uint64 on the CPU."""
+    flat = t.detach().cpu().reshape(t.shape[0], -1).numpy()
+    return flat.min(axis=1).astype(np.float64).tolist(), flat.max(axis=1).astype(np.float64).tolist()

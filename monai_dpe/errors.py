@@ -43,8 +43,10 @@ def _itk_unwrapped_reason(line: str) -> str | None:
     if match is None:
         return None
     pixel = match.group(1).replace("itk.", "")
-    return (f"pixel type {pixel} is not supported by ITK's Python build (save it with an RGB pixel type, "
-            "as PNG or TIFF, or as one grey image per channel)")
+    if pixel.startswith("Vector"):  # colour stored as a vector of components, not as an RGB pixel
+        return (f"pixel type {pixel} is not supported by ITK's Python build (save it with an RGB pixel type, "
+                "as PNG or TIFF, or as one grey image per channel)")
+    return f"pixel type {pixel} is not supported by ITK's Python build (convert to 8-bit RGB or one grey image per channel)"
 
 
 def _itk_reason(lines: list[str]) -> list[str]:
@@ -71,6 +73,6 @@ def one_line(err: BaseException, limit: int = 300) -> str:
         lines = _itk_reason(lines[1:])
     reason = lines[0] if lines else type(err).__name__
     reason = _itk_unwrapped_reason(reason) or reason
-    if _NO_READER.match(reason):  # it names the file, which the caller's line already does
+    if _NO_READER.match(reason) and len(lines) == 1:  # ITK says no more where no reader knows the content
         reason = "no image reader recognises its content (truncated, damaged, or not the format its name says)"
     return reason if len(reason) <= limit else reason[: limit - 3] + "..."

@@ -5,6 +5,7 @@ On the ground floor: it imports nothing from monai_dpe, and every layer asks it.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 __all__ = [
     "DICOM_SUFFIXES",
@@ -16,6 +17,8 @@ __all__ = [
     "image_suffix",
     "is_dicom_name",
     "is_display_format",
+    "is_dicom_file",
+    "DICOMDIR",
 ]
 
 #: DICOM file suffixes in use: the standard's ``.dcm``, ``.dicom``, and Siemens' ``.IMA`` (any case).
@@ -31,6 +34,8 @@ ITK_SUFFIXES = (".nrrd", ".mha", ".mhd")
 IMAGE_SUFFIXES = (*PHOTO_SUFFIXES, *DICOM_SUFFIXES, *NIFTI_SUFFIXES, *ITK_SUFFIXES)
 #: DICOM (files and series) is written as NIfTI: MONAI has no DICOM writer.
 DICOM_OUTPUT_SUFFIX = ".nii.gz"
+#: A DICOM media index: no pixels, no series of its own.
+DICOMDIR = "DICOMDIR"
 
 
 def image_suffix(path: str | os.PathLike) -> str:
@@ -51,3 +56,14 @@ def is_dicom_name(path: str | os.PathLike) -> bool:
 def is_display_format(path: str | os.PathLike) -> bool:
     """8-bit pixels of this file are display values: a photo or slide format, or DICOM as viewers show it."""
     return image_suffix(path) in (*PHOTO_SUFFIXES, *DICOM_SUFFIXES, "")
+
+
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """An extensionless DICOM image file (PACS exports often drop the suffix); not a DICOMDIR index."""
+    from pydicom.misc import is_dicom
+
+    path = Path(path)
+    try:  # only a regular file is opened: a FIFO would block the read
+        return not path.suffix and path.name.upper() != DICOMDIR and path.is_file() and is_dicom(path)
+    except OSError:
+        return False

@@ -35,7 +35,7 @@ BAD = {
     "series_4d.nii.gz": "4D image",
     "one_pixel.png": "too small",
     "constant.png": "constant",
-    "blemish.png": "nearly constant: its values lie within 2 storage levels (30 to 31)",
+    "blemish.png": "nearly constant: its robust range holds 2 storage levels (30 to 31)",
     "flat_colour.png": "image is constant",
     "flat_under_alpha.png": "image is constant",
     "nan.nii.gz": "NaN",
@@ -209,24 +209,42 @@ def test_itk_errors_read_as_their_reason_not_a_source_location(message, reason):
     assert one_line(RuntimeError(message)) == reason
 
 
-@pytest.mark.parametrize("values, dtype, refused", [
-    ((30, 31), np.uint8, "nearly constant: its values lie within 2 storage levels (30 to 31)"),
-    ((1000, 1002), np.uint16, "nearly constant: its values lie within 3 storage levels (1000 to 1002)"),
-    ((-1024, -1023), np.int16, "nearly constant"),
-    ((0, 1), bool, "nearly constant"),  # a mask
-    ((100, 103), np.uint8, None),  # four levels: a very dark picture still is one
-    ((0.5, 0.5001), np.float32, None),  # floats have no storage levels to count
+def _blemished(values, dtype, outliers: bool = False) -> torch.Tensor:
+    image = np.full((1, 32, 32), values[0], dtype=dtype)
+    image[0, 4:12, 4:12] = values[1]
+    if outliers:  # one black and one white pixel: outside the robust range the stretch uses
+        image[0, 0, 0], image[0, -1, -1] = 0, 255
+    return torch.as_tensor(image)
+
+
+@pytest.mark.parametrize("values, dtype, outliers, mode, refused", [
+    ((30, 31), np.uint8, False, "auto", "nearly constant: its robust range holds 2 storage levels (30 to 31)"),
+    ((30, 31), np.uint8, True, "auto", "nearly constant: its robust range holds 2 storage levels (30 to 31)"),
+    ((30, 32), np.uint8, False, "auto", "nearly constant: its robust range holds 3 storage levels (30 to 32)"),
+    ((100, 103), np.uint8, False, "auto", None),  # four levels: a very dark picture still is one
+    ((30, 31), np.uint8, False, "quantitative", None),  # comes back in its own units, not at full contrast
+    ((1000, 1001), np.uint16, False, "auto", None),  # 16-bit is quantitative: likewise
+    ((0.5, 0.5001), np.float32, False, "auto", None),  # floats have no storage levels to count
 ])
-def test_nearly_constant_integer_images_are_refused(values, dtype, refused):
+def test_nearly_constant_display_images_are_refused(values, dtype, outliers, mode, refused):
     from monai_dpe.transforms import CheckImaged, ImageRefused
 
-    image = np.full((1, 16, 16), values[0], dtype=dtype)
-    image[0, 4:8, 4:8] = values[1]
+    image = _blemished(values, dtype, outliers)
     if refused is None:
-        CheckImaged().check(torch.as_tensor(image))
+        CheckImaged(intensity_mode=mode).check(image)
     else:
-        with pytest.raises(ImageRefused, match=refused.replace("(", r"\(").replace(")", r"\)")):
-            CheckImaged().check(torch.as_tensor(image))
+        with pytest.raises(ImageRefused, match=re.escape(refused)):
+            CheckImaged(intensity_mode=mode).check(image)
+
+
+def test_complex_and_bfloat16_images_get_a_line_not_a_crash():
+    from monai_dpe.transforms import CheckImaged, ImageRefused
+
+    with pytest.raises(ImageRefused, match="complex-valued image"):
+        CheckImaged().check(torch.ones(1, 16, 16, dtype=torch.complex64) * torch.arange(16))
+    with pytest.raises(ImageRefused, match="image is constant"):
+        CheckImaged().check(torch.ones(1, 16, 16, dtype=torch.bfloat16))  # before: numpy had no bfloat16
+    CheckImaged().check(torch.rand(1, 16, 16).to(torch.bfloat16))
 
 
 def test_each_colour_channel_is_judged_on_its_own():
@@ -237,3 +255,22 @@ def test_each_colour_channel_is_judged_on_its_own():
         CheckImaged().check(flat)
     flat[1, :8] = 90  # one channel carries a picture
     CheckImaged().check(flat)
+
+
+@pytest.mark.parametrize("message, reason", [
+    ("Could not create IO object for reading file /x/t.dcm",
+     "no image reader recognises its content (truncated, damaged, or not the format its name says)"),
+    # where ITK says why, its reason stands: a missing or unreadable file is not a damaged one
+    ("Could not create IO object for reading file /x/t.nrrd\nThe file doesn't exist. \nFilename = /x/t.nrrd",
+     "Could not create IO object for reading file /x/t.nrrd"),
+    ("itk.Image is not wrapped for input type `itk.Vector[itk.UC,3], int`.\n\nTo limit the size ...",
+     "pixel type Vector[UC,3] is not supported by ITK's Python build (save it with an RGB pixel type, as PNG or "
+     "TIFF, or as one grey image per channel)"),
+    ("itk.Image is not wrapped for input type `itk.RGBPixel[itk.US], int`.\n\nTo limit the size ...",
+     "pixel type RGBPixel[US] is not supported by ITK's Python build (convert to 8-bit RGB or one grey image per "
+     "channel)"),
+])
+def test_itk_messages_become_the_reason_a_user_can_act_on(message, reason):
+    from monai_dpe.errors import one_line
+
+    assert one_line(RuntimeError(message)) == reason

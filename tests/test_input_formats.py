@@ -338,18 +338,32 @@ def test_a_single_extensionless_dicom_file_is_enhanced_as_its_dcm_copy(tmp_path,
     assert nib.load(tmp_path / "out" / "IM0002.nii.gz").shape[:2] == (64, 64)
 
 
-def test_linked_folders_are_walked_and_a_link_back_up_is_not(tmp_path, caplog):
+def test_linked_folders_are_walked_once_and_loops_are_not(tmp_path, caplog):
     root, other = tmp_path / "in", tmp_path / "other"
     (root / "real").mkdir(parents=True)
-    other.mkdir()
-    for folder in (root, root / "real", other):
+    (other / "deep").mkdir(parents=True)
+    for folder in (root, root / "real", other, other / "deep"):
         Image.new("L", (8, 8)).save(folder / "a.png")
     (root / "linked").symlink_to(other)  # before: its images were neither enhanced nor reported
+    (root / "alias").symlink_to(root / "real")  # inside the input: walked anyway, not twice
+    (root / "narrower").symlink_to(other / "deep")  # where another link already leads (walked first: sorted)
     (root / "real" / "up").symlink_to(root)  # a loop: would walk the input again, and again
     (other / "back").symlink_to(root)  # a loop through the linked folder
     with caplog.at_level("WARNING", logger="monai_dpe.data.discovery"):
         found = sorted(item["relpath"] for item in find_images(root))
-    assert found == ["a.png", "linked/a.png", "real/a.png"]
-    loops = sorted(r.getMessage() for r in caplog.records if "(a loop)" in r.getMessage())
-    assert loops == [f"{root / 'linked' / 'back'}: a link to a folder that holds it, not followed (a loop)",
-                     f"{root / 'real' / 'up'}: a link to a folder that holds it, not followed (a loop)"]
+    assert found == ["a.png", "linked/a.png", "linked/deep/a.png", "real/a.png"]
+    left = sorted(r.getMessage() for r in caplog.records if "not followed" in r.getMessage())
+    assert left == [f"{root / 'alias'}: a link to a folder inside the input, walked anyway, not followed",
+                    f"{root / 'linked' / 'back'}: a link to a folder that holds the input (a loop), not followed",
+                    f"{root / 'narrower'}: a link to a folder another link already leads to, not followed",
+                    f"{root / 'real' / 'up'}: a link to a folder that holds the input (a loop), not followed"]
+
+
+def test_an_extensionless_dicom_file_gets_the_header_checks_a_dcm_file_gets(tmp_path):
+    from monai_dpe.transforms import CheckHeaderd, ImageRefused
+
+    shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "IM0001")
+    shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "ct.dcm")
+    for name in ("ct.dcm", "IM0001"):  # before: IM0001 was loaded whole whatever its header declared
+        with pytest.raises(ImageRefused, match="too large"):
+            CheckHeaderd("image", max_voxels=100)({"image": str(tmp_path / name)})

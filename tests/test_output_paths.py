@@ -174,3 +174,18 @@ def test_a_summary_that_is_an_output_is_refused_before_any_work(tiny_bundle, tmp
         assert proc.returncode == 2, proc.stderr  # before: exit 0, and out/g.png held the summary's JSON
         assert proc.stderr.strip() == f"monai-dpe: error: --summary {summary} is also the {what} of in/g.png: choose another file"
         assert not (tmp_path / "out").exists()
+
+
+def test_an_input_that_a_link_leads_into_the_output_folder_is_not_enhanced_again(tmp_path):
+    from monai_dpe.data.discovery import find_images
+    from monai_dpe.keys import ItemKeys
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    Image.new("L", (8, 8)).save(tmp_path / "in" / "a.png")
+    Image.new("L", (8, 8)).save(tmp_path / "out" / "a.png")  # last run's output
+    (tmp_path / "in" / "results").symlink_to(tmp_path / "out")
+    planned = {item[ItemKeys.RELPATH]: item for item in plan_outputs(find_images(tmp_path / "in"), tmp_path / "out")}
+    assert planned["a.png"][ItemKeys.ERROR].endswith("already exists (pass --overwrite to replace it)")
+    assert planned["results/a.png"][ItemKeys.ERROR] == (f"lies in the output folder {tmp_path / 'out'}: "
+                                                        "outputs are not enhanced again")

@@ -7,7 +7,7 @@ import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from monai_dpe.formats import DICOM_SUFFIXES, image_suffix
+from monai_dpe.formats import DICOM_SUFFIXES, DICOMDIR, image_suffix, is_dicom_file
 from monai_dpe.keys import ItemKeys
 from monai_dpe.transforms.checks import series_parts
 
@@ -17,7 +17,6 @@ __all__ = ["find_images", "image_suffix", "is_dicom_file", "is_dicom_series_dir"
            "unreadable_reason", "display_path"]
 
 
-DICOMDIR = "DICOMDIR"  # a DICOM media index: no pixels, no series of its own
 # formats MONAI reads with ITK, whose C++ layer aborts the process on a file name that is not UTF-8
 _ITK_READ_SUFFIXES = (".nrrd", ".mha", ".mhd", ".tif", ".tiff", ".dcm", ".dicom", ".ima", "")
 _FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
@@ -102,16 +101,6 @@ def _series_uid(path: Path) -> str | None:
     if not placed or int(ds.get("NumberOfFrames", 1) or 1) > 1:
         return f"2D image {path.name}"
     return str(ds.get("SeriesInstanceUID", ""))
-
-
-def is_dicom_file(path: Path) -> bool:
-    """An extensionless DICOM image file (PACS exports often drop the suffix); not a DICOMDIR index."""
-    from pydicom.misc import is_dicom
-
-    try:  # only a regular file is opened: a FIFO would block the read
-        return not path.suffix and path.name.upper() != DICOMDIR and path.is_file() and is_dicom(path)
-    except OSError:
-        return False
 
 
 # image storage SOP classes whose DICOM name does not say "Image Storage"
@@ -222,29 +211,34 @@ def _input_label(root: Path, item: dict) -> str:
     return resolved.parent.name if Path(item[ItemKeys.IMAGE]) == root else resolved.name
 
 
-def _without_loops(root: Path, here: Path, dirs: list[str]) -> list[str]:
-    """The subfolders of ``here`` to walk: linked folders are followed, as linked files are, except a
-    link to a folder that holds one on the way down from ``root`` (a loop), which is logged and left."""
-    relative = here.relative_to(root)
-    on_the_way = [_resolved(root / part) for part in (relative, *relative.parents)]  # root included, as "."
-    kept = []
-    for name in dirs:
-        target = _resolved(here / name)
-        if (here / name).is_symlink() and any(folder.is_relative_to(target) for folder in on_the_way):
-            logger.warning("%s: a link to a folder that holds it, not followed (a loop)", display_path(here / name))
-            continue
-        kept.append(name)
-    return kept
+def _follow(real_root: Path, path: Path, followed: set[Path]) -> bool:
+    """Whether to walk the subfolder ``path``: a plain folder always, a linked one (as linked files are
+    read) once, unless it leads inside the input (walked there anyway), to a folder that holds the
+    input (a loop), or to one another link already led to; each link left is logged."""
+    if not path.is_symlink():
+        return True
+    target = _resolved(path)
+    if real_root.is_relative_to(target):
+        reason = "a folder that holds the input (a loop)"
+    elif target.is_relative_to(real_root):
+        reason = "a folder inside the input, walked anyway"
+    elif any(target.is_relative_to(f) or f.is_relative_to(target) for f in followed):
+        reason = "a folder another link already leads to"
+    else:
+        followed.add(target)
+        return True
+    logger.warning("%s: a link to %s, not followed", display_path(path), reason)
+    return False
 
 
 def _walk(root: Path) -> list[dict]:
     if is_dicom_series_dir(root):  # named as the folder itself is, also when given as "." or ".."
         return [_item(root, root.resolve().name, unreadable_reason(root))]
-    found = []
+    found, real_root, followed = [], _resolved(root), set()
     for folder, dirs, files in os.walk(root, followlinks=True):
         dirs.sort()
         here = Path(folder)
-        dirs[:] = _without_loops(root, here, dirs)
+        dirs[:] = [name for name in dirs if _follow(real_root, here / name, followed)]
         if here != root and is_dicom_series_dir(here):
             found.append(_item(here, here.relative_to(root), unreadable_reason(here)))
             dirs.clear()

@@ -21,8 +21,8 @@ from monai.transforms import Compose, apply_transform
 from monai.utils import str2bool
 from ignite.engine import Events
 
-from monai_dpe.data.discovery import display_path, is_dicom_file
-from monai_dpe.formats import image_suffix
+from monai_dpe.data.discovery import display_path
+from monai_dpe.formats import image_suffix, is_dicom_file
 from monai_dpe.errors import one_line
 from monai_dpe.files import atomic_path
 from monai_dpe.keys import ItemKeys

@@ -35,7 +35,8 @@ def plan_outputs(
     ``comparison``, ``panel_path`` (:class:`~monai_dpe.keys.ItemKeys`); the writers use them. An item whose output
     would replace an input, collide with an earlier item's output or panel, escape ``output_dir``, or
     replace an existing file without ``overwrite`` (its comparison panel too, with
-    ``comparison``) gets an ``error`` instead, which :class:`SafeDataset` passes on unread.
+    ``comparison``) gets an ``error`` instead, which :class:`SafeDataset` passes on unread; so does an
+    input that lies in ``output_dir`` (a linked folder of an input led there).
     With ``resume``, an item whose outputs all exist is marked ``skipped`` instead: outputs are
     only ever renamed into place when complete, so an existing one is a finished one. An item
     with some of them (a run stopped between an output and its panel) is redone, and marked
@@ -44,7 +45,9 @@ def plan_outputs(
     reason, claims no output name, and is counted as skipped. DICOM inputs whose NIfTI output
     would share its name with another input's output are named apart (:func:`_name_dicom_apart`).
     """
+    out = Path(output_dir).resolve()
     inputs = {Path(item[ItemKeys.IMAGE]).resolve() for item in items if ItemKeys.ERROR not in item}
+    inputs = {p for p in inputs if not p.is_relative_to(out)}  # refused below, they may be replaced
     series = [p for p in inputs if p.is_dir()]
     items = _name_dicom_apart(items, output_dir)
     claimed: dict[Path, str] = {}  # every output and panel path planned so far: what it is, and of which input
@@ -53,6 +56,9 @@ def plan_outputs(
         item = {**item, ItemKeys.SOURCE_PATH: display_path(item[ItemKeys.IMAGE])}
         if ItemKeys.ERROR in item:  # found unreadable (a link loop, a FIFO, a name ITK cannot take): never opened
             planned.append(item)
+            continue
+        if Path(item[ItemKeys.IMAGE]).resolve().is_relative_to(out):  # a linked folder led there
+            planned.append({**item, ItemKeys.ERROR: f"lies in the output folder {output_dir}: outputs are not enhanced again"})
             continue
         sop_class = non_image_dicom_class(item[ItemKeys.IMAGE])
         if sop_class is not None:
@@ -70,8 +76,10 @@ def plan_outputs(
         written = [dest, comparison_path(dest)] if comparison else [dest]
         targets = [p.resolve() for p in written]
         clash = next((p for p, t in zip(written, targets) if t in claimed), None)
-        if any(t in inputs or any(t.is_relative_to(f) for f in series) for t in targets):
-            item[ItemKeys.ERROR] = f"output {dest} would replace an input"
+        replaced = next((p for p, t in zip(written, targets) if t in inputs or any(t.is_relative_to(f) for f in series)),
+                        None)
+        if replaced is not None:
+            item[ItemKeys.ERROR] = f"{'output' if replaced == dest else 'comparison panel'} {replaced} would replace an input"
         elif clash is not None:
             what = "output" if clash == dest else "comparison panel"
             item[ItemKeys.ERROR] = f"{what} {clash} is also {claimed[clash.resolve()]}"

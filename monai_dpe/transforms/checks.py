@@ -13,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from monai_dpe.formats import DICOM_SUFFIXES, PHOTO_SUFFIXES, image_suffix
+from monai_dpe.formats import DICOM_SUFFIXES, PHOTO_SUFFIXES, image_suffix, is_dicom_file
 from monai_dpe.keys import ItemKeys
 from monai_dpe.transforms.channels import carries_alpha
+from monai_dpe.transforms.intensity_policy import IntensityPolicy
 
 __all__ = ["CheckHeaderd", "CheckImaged", "ImageRefused", "check_series_geometry", "check_size", "placed_slices", "series_parts", "MAX_VOXELS",
            "MAX_SLICE_PIXELS"]
@@ -25,9 +27,9 @@ __all__ = ["CheckHeaderd", "CheckImaged", "ImageRefused", "check_series_geometry
 MAX_VOXELS = 400_000_000
 # DPENet at half width needs about 1 GB per megapixel of slice on CPU: 4096 x 4096 is ~16 GB
 MAX_SLICE_PIXELS = 4096 * 4096
-# an integer image whose channels' largest and smallest values differ by at most this many storage steps
-# holds no picture to enhance (a flat field with a one-level blemish, a 0/1 mask): the stretch would blow
-# it up to full contrast
+# a display image (its output keeps the stretch) whose robust range is at most this many storage steps
+# holds no picture to enhance (a flat field with a one-level blemish): the stretch would blow it up to
+# full contrast; a quantitative image goes back to its own units, so any range is served
 NEAR_CONSTANT_LEVELS = 2
 
 
@@ -97,7 +99,7 @@ def check_size(spatial: Sequence[int], channels: int, max_voxels: int, max_slice
 def _header_shape(path: Path) -> tuple[tuple[int, ...], int] | None:
     """(spatial shape, channels) from a file's header without reading its pixels; ``None`` if unknown."""
     suffix = image_suffix(path.name)
-    if path.is_dir() or suffix in DICOM_SUFFIXES:
+    if path.is_dir() or suffix in DICOM_SUFFIXES or is_dicom_file(path):
         return _dicom_shape(path)
     try:
         if suffix in PHOTO_SUFFIXES:
@@ -376,20 +378,23 @@ def series_parts(folder: Path) -> list[list[Path]]:
 
 class CheckImaged(MapTransform):
     """Refuse images the enhancer cannot serve, with a reason: wrong dimensionality, too small,
-    constant or nearly constant (an integer image within ``NEAR_CONSTANT_LEVELS`` storage steps;
-    alpha left out), non-finite values, or too many voxels for comfortable memory.
+    constant (every colour channel, alpha left out), nearly constant (a display image whose robust
+    range is at most ``NEAR_CONSTANT_LEVELS`` storage steps, as ``intensity_mode`` would stretch it),
+    complex or non-finite values, or too many voxels for comfortable memory.
 
     Args:
         keys: images to check (channel first).
         max_voxels: refuse images larger than this many voxels (all channels).
         min_size: smallest accepted spatial side.
         max_slice_pixels: refuse images whose two largest spatial sides span more pixels than this.
+        intensity_mode: the :class:`~monai_dpe.transforms.IntensityPolicy` mode the image will be stretched in.
     """
 
     def __init__(self, keys="image", max_voxels: int = MAX_VOXELS, min_size: int = 2, allow_missing_keys: bool = False,
-                 max_slice_pixels: int = MAX_SLICE_PIXELS):
+                 max_slice_pixels: int = MAX_SLICE_PIXELS, intensity_mode: str = "auto"):
         super().__init__(keys, allow_missing_keys)
         self.max_voxels, self.min_size, self.max_slice_pixels = int(max_voxels), int(min_size), int(max_slice_pixels)
+        self.intensity_mode = intensity_mode
 
     def __call__(self, data):
         d = dict(data)
@@ -408,28 +413,33 @@ class CheckImaged(MapTransform):
         t = torch.as_tensor(img)
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise ImageRefused("image contains NaN or infinite values")
-        lows, highs = _channel_ranges(_colour_channels(img, t))
-        spans = [high - low for low, high in zip(lows, highs)]
-        if max(spans) == 0:
+        if t.is_complex():
+            raise ImageRefused("complex-valued image: enhance its magnitude, or each part as an image of its own")
+        colour = _colour_channels(img)
+        if all(low == high for low, high in _channel_ranges(torch.as_tensor(colour))):
             raise ImageRefused("image is constant: nothing to enhance")
-        if not t.is_floating_point() and max(spans) <= NEAR_CONSTANT_LEVELS:
-            widest = spans.index(max(spans))
-            raise ImageRefused(f"image is nearly constant: its values lie within {int(max(spans)) + 1} storage levels "
-                               f"({int(lows[widest])} to {int(highs[widest])}); stretched to full contrast it would "
-                               "show detail that is not there")
+        shown = None if t.is_floating_point() else IntensityPolicy(mode=self.intensity_mode).display_range(colour)
+        if shown is not None and shown[1] - shown[0] <= NEAR_CONSTANT_LEVELS:
+            low, high = int(shown[0]), int(shown[1])
+            raise ImageRefused(f"image is nearly constant: its robust range holds {high - low + 1} storage levels "
+                               f"({low} to {high}); stretched to full contrast it would show detail that is not there")
 
 
-def _colour_channels(img, t: torch.Tensor) -> torch.Tensor:
-    """The channels that are enhanced: an alpha channel (where the format says the last one is, as
-    :class:`~monai_dpe.transforms.SplitAlphad` decides) is left out, so a flat picture with a varying
-    alpha is still flat."""
-    source = img.meta.get("filename_or_obj") if hasattr(img, "meta") else None
-    return t[:-1] if t.shape[0] in (2, 4) and carries_alpha(source, t.shape[0]) else t
+def _colour_channels(img):
+    """The channels that are enhanced (with ``img``'s meta): an alpha channel, where the format says the
+    last one is (as :class:`~monai_dpe.transforms.SplitAlphad` decides), is left out, so a flat picture
+    with a varying alpha is still flat."""
+    source = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
+    return img[:-1] if img.shape[0] in (2, 4) and carries_alpha(source, img.shape[0]) else img
 
 
-def _channel_ranges(t: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Each channel's smallest and largest value, as floats (an integer difference could overflow its dtype).
+def _channel_ranges(t: torch.Tensor) -> list[tuple[float, float]]:
+    """Each channel's smallest and largest value.
 
-    In numpy: torch has no min or max for uint16, uint32 and uint64 on the CPU."""
-    flat = t.detach().cpu().reshape(t.shape[0], -1).numpy()
-    return flat.min(axis=1).astype(np.float64).tolist(), flat.max(axis=1).astype(np.float64).tolist()
+    Integers in numpy, which has a minimum and maximum for every integer type (torch has none for
+    uint16, uint32 and uint64 on the CPU); floats, bfloat16 included, in torch."""
+    flat = t.detach().cpu().reshape(t.shape[0], -1)
+    if flat.is_floating_point():
+        return list(zip(flat.amin(dim=1).double().tolist(), flat.amax(dim=1).double().tolist()))
+    values = flat.numpy()
+    return list(zip(values.min(axis=1).tolist(), values.max(axis=1).tolist()))

@@ -177,6 +177,13 @@ class IntensityPolicy(InvertibleTransform):
             return "quantitative"
         return "display" if _display_source(source) else "quantitative"
 
+    def display_range(self, img: NdarrayOrTensor) -> tuple[float, float] | None:
+        """The (low, high) that a display image is stretched by, whose output keeps that stretch;
+        ``None`` for a quantitative image, whose output goes back to its own units."""
+        if self.resolve_mode(_dtype_name(img), _source_of(img)) != "display":
+            return None
+        return self.compute_range(img)
+
     def compute_range(self, img: NdarrayOrTensor) -> tuple[float, float]:
         """The (low, high) that maps to (0, 1) for this image."""
         return self.window if self.window is not None else robust_range(img, self.lower, self.upper)

@@ -19,7 +19,7 @@ from monai.transforms import MapTransform
 
 from monai_dpe.formats import PHOTO_SUFFIXES, image_suffix
 
-__all__ = ["SplitAlphad", "MergeAlphad", "carries_alpha"]
+__all__ = ["SplitAlphad", "MergeAlphad", "carries_alpha", "has_alpha"]
 
 
 def carries_alpha(source: str | os.PathLike | None, channels: int) -> bool:
@@ -54,6 +54,13 @@ def carries_alpha(source: str | os.PathLike | None, channels: int) -> bool:
     return False
 
 
+def has_alpha(img) -> bool:
+    """Whether the last channel of the channel-first ``img`` is alpha: two or four channels, and the
+    format of the file it was read from (its meta's ``filename_or_obj``) says so (:func:`carries_alpha`)."""
+    source = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
+    return img.shape[0] in (2, 4) and carries_alpha(source, img.shape[0])
+
+
 class SplitAlphad(MapTransform):
     """Move an alpha channel (RGBA, or grey + alpha) out of ``image`` to ``{key}_alpha``, untouched.
 
@@ -66,12 +73,12 @@ class SplitAlphad(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             img = d[key]
-            source = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
-            if img.shape[0] in (2, 4) and not carries_alpha(source, img.shape[0]):
+            alpha = has_alpha(img)
+            if img.shape[0] in (2, 4) and not alpha:
                 raise ValueError(f"{img.shape[0]}-component image that is neither grey + alpha nor RGBA: only grey, "
                                  "RGB and those are enhanced, and enhancing some components while passing the "
                                  "others through would be half done; save each component as its own image")
-            if img.shape[0] in (2, 4):
+            if alpha:
                 d[f"{key}_alpha"] = img[-1:].clone()
                 d[key] = img[:-1]
         return d

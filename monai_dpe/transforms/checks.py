@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from monai_dpe.formats import DICOM_SUFFIXES, PHOTO_SUFFIXES, image_suffix, is_dicom_file
 from monai_dpe.keys import ItemKeys
-from monai_dpe.transforms.channels import carries_alpha
+from monai_dpe.transforms.channels import has_alpha
 from monai_dpe.transforms.intensity_policy import IntensityPolicy
 
 __all__ = ["CheckHeaderd", "CheckImaged", "ImageRefused", "check_series_geometry", "check_size", "placed_slices", "series_parts", "MAX_VOXELS",
@@ -426,11 +425,10 @@ class CheckImaged(MapTransform):
 
 
 def _colour_channels(img):
-    """The channels that are enhanced (with ``img``'s meta): an alpha channel, where the format says the
-    last one is (as :class:`~monai_dpe.transforms.SplitAlphad` decides), is left out, so a flat picture
-    with a varying alpha is still flat."""
-    source = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
-    return img[:-1] if img.shape[0] in (2, 4) and carries_alpha(source, img.shape[0]) else img
+    """The channels that are enhanced (with ``img``'s meta): an alpha channel (:func:`has_alpha`, which
+    :class:`~monai_dpe.transforms.SplitAlphad` asks too) is left out, so a flat picture with a varying
+    alpha is still flat."""
+    return img[:-1] if has_alpha(img) else img
 
 
 def _channel_ranges(t: torch.Tensor) -> list[tuple[float, float]]:

@@ -32,7 +32,7 @@ def build_enhancer(weights: Path = BUNDLE / "models" / "model.pt") -> torch.nn.M
 
 def bundle_value(key: str):
     """``key`` as the bundle's ``inference.json`` sets it (``network_share``: how much of the network's output stays;
-    ``None``: the share follows the input's noise, by ``share_noise_range``; ``own_level_range``: the robust whites
+    ``None``: the detail follows the input's noise, by ``wiener_noise_scale``; ``own_level_range``: the robust whites
     from which a display image keeps its own level)."""
     parser = ConfigParser()
     parser.read_config(BUNDLE / "configs" / "inference.json")
@@ -50,7 +50,8 @@ def enhance(inputs: str, output_dir: str) -> list[str]:
     enhancer, inferer = build_enhancer(), SliceWiseInferer(spatial_dim=-1, sw_batch_size=8, meta_kwargs={"level": LEVEL_META_KEY})
     blend = BlendInputFitd("pred", image_key="image", network_weight=bundle_value("network_share"),
                           slice_axis=-1, noise_range=bundle_value("share_noise_range"),
-                          level_range=bundle_value("own_level_range"))  # a well-exposed photo keeps its own level
+                          level_range=bundle_value("own_level_range"),  # a well-exposed photo keeps its own level
+                          wiener_noise_scale=bundle_value("wiener_noise_scale"))  # detail: Wiener, network as pilot
     written = []
     for item in find_images(inputs):
         data = preprocessing(item)

@@ -174,7 +174,8 @@ def build_chain(method: str, segmenter: torch.nn.Module, enhancer: torch.nn.Modu
                                                       meta_kwargs={"level": LEVEL_META_KEY}), output_key="enhanced"),
                    BlendInputFitd("enhanced", image_key="image", network_weight=bundle_value("network_share"),
                                   noise_range=bundle_value("share_noise_range"),
-                                  level_range=bundle_value("own_level_range")),
+                                  level_range=bundle_value("own_level_range"),
+                                  wiener_noise_scale=bundle_value("wiener_noise_scale")),
                    DeleteItemsd("image"), CopyItemsd("enhanced", names="image")]
     elif method == "clahe":
         enhance = [Classicald("image", clahe)]

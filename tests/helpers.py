@@ -75,6 +75,33 @@ def write_dicom_series(folder: Path, n_slices: int = 4) -> Path:
     return folder
 
 
+def reference_wiener(noisy: np.ndarray, pilot: np.ndarray, sigma: float, block: int = 8, stride: int = 2) -> np.ndarray:
+    """Sliding-DCT Wiener filtering written patch by patch with scipy, to check ``dct_wiener`` against.
+
+    Every ``block`` patch of the reflect-padded ``(C, H, W)`` images at every ``stride``-th position:
+    DCT of both, the noisy coefficients scaled by ``pilot^2 / (pilot^2 + sigma^2)`` (the mean kept),
+    inverse DCT, and a weighted mean of the patches over each pixel, weights ``1 / sum(gains^2)``.
+    """
+    from scipy.fft import dctn, idctn
+
+    pad = block - 1
+    widths = ((0, 0), (pad, pad), (pad, pad))
+    noisy_p, pilot_p = np.pad(noisy, widths, mode="reflect"), np.pad(pilot, widths, mode="reflect")
+    total, weights = np.zeros(noisy_p.shape), np.zeros(noisy_p.shape)
+    for c in range(noisy.shape[0]):
+        for top in range(0, noisy_p.shape[1] - block + 1, stride):
+            for left in range(0, noisy_p.shape[2] - block + 1, stride):
+                window = (c, slice(top, top + block), slice(left, left + block))
+                coefficients, guide = dctn(noisy_p[window], norm="ortho"), dctn(pilot_p[window], norm="ortho")
+                gain = guide ** 2 / (guide ** 2 + sigma ** 2)
+                gain[0, 0] = 1.0
+                weight = 1.0 / np.sum(gain ** 2)
+                total[window] += weight * idctn(gain * coefficients, norm="ortho")
+                weights[window] += weight
+    with np.errstate(invalid="ignore"):  # padding that no patch reaches (cut off) is 0 / 0
+        return (total / weights)[:, pad:-pad, pad:-pad]
+
+
 def file_hashes(root: Path) -> dict[str, str]:
     """SHA-256 of every file under ``root``, by relative path."""
     files = (p for p in sorted(root.rglob("*")) if p.is_file())

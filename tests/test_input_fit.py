@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import AFFINE, BUNDLE, TINY_CHANNELS, smooth, tiny_weights
+from helpers import AFFINE, BUNDLE, TINY_CHANNELS, reference_wiener, smooth, tiny_weights
 from monai_dpe.transforms import BlendInputFit, BlendInputFitd, input_fit, input_noise, level_weight, noise_weight
 
 
@@ -102,7 +102,8 @@ def test_validation_evaluation_and_inference_blend_alike():
     for name in ("train.json", "inference.json"):
         parser = ConfigParser()
         parser.read_config(str(BUNDLE / "configs" / name))
-        shares.append((parser["network_share"], parser["share_noise_range"], parser["own_level_range"]))
+        shares.append((parser["network_share"], parser["share_noise_range"], parser["own_level_range"],
+                       parser["wiener_noise_scale"]))
     assert shares[0] == shares[1]
 
 
@@ -216,3 +217,70 @@ def test_a_level_range_must_be_valid_and_a_level_has_three_values():
             BlendInputFit(0.5, level_range=bad)
     with pytest.raises(ValueError, match="display, low, high"):
         BlendInputFit(0.5, level_range=(0.6, 0.65))(pred, image, (1.0, 0.9))
+
+
+# ------------------------------------------------------------------------------------------- Wiener detail
+
+
+def test_wiener_detail_filters_the_fit_with_the_output_as_pilot_and_keeps_the_level_rule():
+    """With ``wiener_noise_scale`` the output is the fit Wiener-filtered (pilot: the network's output) for
+    ``scale * |a| * input_noise``, plus the own-level term; checked against the patch-by-patch reference."""
+    rng = np.random.default_rng(11)
+    clean = smooth((3, 48, 40), rng)
+    image = torch.as_tensor(clean + 0.03 * rng.standard_normal(clean.shape), dtype=torch.float32)
+    pred = torch.as_tensor(0.8 * clean + 0.1, dtype=torch.float32)
+    slope, offset = input_fit(image, pred)
+    fitted = (slope * image + offset).numpy().astype(np.float64)
+    sigma = 0.5 * abs(slope) * input_noise(image)
+    expected = reference_wiener(fitted, pred.numpy().astype(np.float64), sigma)
+    out = BlendInputFit(network_weight=None, wiener_noise_scale=0.5)(pred.clone(), image)
+    np.testing.assert_allclose(out.numpy(), expected, atol=2e-5)
+    level = (1.0, 0.1, 0.9)  # a well-exposed display image: its own level, the same filtered detail
+    own = BlendInputFit(network_weight=None, wiener_noise_scale=0.5, level_range=(0.55, 0.56))(pred.clone(), image, level)
+    np.testing.assert_allclose(own.numpy(), expected - fitted + 0.1 + 0.8 * image.numpy(), atol=2e-5)
+
+
+def test_wiener_detail_on_a_noise_free_input_is_the_inputs_own():
+    """A linear ramp reads no noise: nothing is shrunk, and the output is the fit, as with a share of 0."""
+    ramp = torch.linspace(0.1, 0.9, 32 * 24).reshape(1, 32, 24).repeat(3, 1, 1)
+    pred = torch.rand(3, 32, 24)
+    assert input_noise(ramp) == 0.0
+    torch.testing.assert_close(BlendInputFit(network_weight=None, wiener_noise_scale=0.5)(pred.clone(), ramp),
+                               BlendInputFit(0.0)(pred.clone(), ramp), atol=1e-5, rtol=0)
+
+
+def test_wiener_detail_removes_noise_that_the_pilot_does_not_hold():
+    """A noisy smooth image with a clean pilot comes back much closer to the clean image than it went in."""
+    rng = np.random.default_rng(12)
+    rows, columns = np.mgrid[0:96, 0:96]
+    clean = (0.5 + 0.3 * np.sin(rows / 9.0) * np.cos(columns / 13.0))[None]
+    image = torch.as_tensor(clean + 0.04 * rng.standard_normal(clean.shape), dtype=torch.float32)
+    out = BlendInputFit(network_weight=None, wiener_noise_scale=1.0)(torch.as_tensor(clean, dtype=torch.float32), image)
+    slope, offset = input_fit(image, torch.as_tensor(clean, dtype=torch.float32))
+    before = float(np.mean((slope * image.numpy() + offset - clean) ** 2))
+    after = float(np.mean((out.numpy() - clean) ** 2))
+    assert after < before / 4
+
+
+def test_a_volume_is_wiener_filtered_slice_by_slice_with_one_noise_for_the_whole_volume():
+    rng = np.random.default_rng(13)
+    image = torch.as_tensor(rng.random((1, 24, 20, 4)), dtype=torch.float32)
+    pred = torch.as_tensor(0.5 * image.numpy() + 0.02 * rng.standard_normal(image.shape), dtype=torch.float32)
+    blend = BlendInputFit(network_weight=None, wiener_noise_scale=0.5)
+    volume_out = blend(pred.clone(), image)
+    sigma = 0.5 * input_noise(image)
+    for index in range(4):
+        img, prd = image[..., index], pred[..., index]
+        slope, offset = input_fit(img, prd)
+        expected = reference_wiener((slope * img + offset).numpy().astype(np.float64), prd.numpy().astype(np.float64),
+                                    abs(slope) * sigma)
+        np.testing.assert_allclose(volume_out[..., index].numpy(), expected, atol=2e-5)
+
+
+def test_a_fixed_share_wins_over_the_wiener_detail_and_a_bad_scale_is_refused():
+    image, pred = _pair(14)
+    fixed = BlendInputFit(network_weight=0.3, wiener_noise_scale=0.5)
+    torch.testing.assert_close(fixed(pred.clone(), image), BlendInputFit(0.3)(pred.clone(), image))
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="wiener_noise_scale"):
+            BlendInputFit(network_weight=None, wiener_noise_scale=bad)

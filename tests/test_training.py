@@ -28,7 +28,8 @@ from monai_dpe.engines.baselines import clahe
 from monai_dpe.networks import record_large_files, recorded_sha256, sha256_of
 from bundle_copies import copy_configs
 from helpers import (
-    MONAI_DPE, PYTHON, REPO, TINY, TRAIN_ITEMS, bundle_run, datalist_item as _item, shipped_network, state_path,
+    MONAI_DPE, PYTHON, REPO, TINY, TRAIN_ITEMS, bundle_run, datalist_item as _item, reference_wiener, shipped_network,
+    state_path,
     write_tiny_data,
 )
 
@@ -432,7 +433,7 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
                    "validate#split": "validation"})
     dataset = parser.get_parsed_content("validate#dataset")
     net.eval()
-    share, noise_range = parser["network_share"], parser["share_noise_range"]  # the output users get: a blend
+    share, noise_scale = parser["network_share"], parser["wiener_noise_scale"]  # the output users get: a blend
     level_range = parser["own_level_range"]
     by_key = {(r["source"], r["preset"]): r for r in report["images"]}
     for item in dataset:
@@ -442,13 +443,15 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
             raw = net(item["image"][None], **level)[0].numpy().astype(np.float64)
         network_input = item["image"].numpy().astype(np.float64)
         slope, offset = np.polyfit(network_input.ravel(), raw.ravel(), 1)
-        weight = share if share is not None else \
-            np.clip((_haar_noise(network_input.mean(0)) - noise_range[0]) / (noise_range[1] - noise_range[0]), 0, 1)
         fitted = slope * network_input + offset
+        if share is None:  # the fit Wiener-filtered with the network's output as the pilot
+            detail = reference_wiener(fitted, raw, noise_scale * abs(slope) * _haar_noise(network_input.mean(0))) - fitted
+        else:
+            detail = share * (raw - fitted)
         display, low, high = (float(v) for v in item["level"]) if "level" in item else (0.0, 0.0, 1.0)
         own = np.clip((high - level_range[0]) / (level_range[1] - level_range[0]), 0, 1) if display else 0.0
         own_level = low + (high - low) * network_input  # a well-exposed display image keeps its own level
-        pred = torch.as_tensor(np.clip(weight * (raw - fitted) + (1 - own) * fitted + own * own_level, 0, 1))
+        pred = torch.as_tensor(np.clip(detail + (1 - own) * fitted + own * own_level, 0, 1))
         target = item["target"].permute(1, 2, 0).numpy().astype(np.float64)
         pred_np = pred.permute(1, 2, 0).numpy().astype(np.float64)
         assert record["psnr"] == pytest.approx(metrics.peak_signal_noise_ratio(target, pred_np, data_range=1.0), abs=1e-3)

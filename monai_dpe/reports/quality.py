@@ -244,12 +244,13 @@ def _level(network: torch.nn.Module, pair: Mapping[str, Any]) -> dict:
 
 def crop_figure(pairs: Sequence[dict], networks: Mapping[str, torch.nn.Module], classical: str, path: Path,
                 crop: int = 160, network_share: float | None = 1.0,
-                noise_range: Sequence[float] | None = None, level_range: Sequence[float] | None = None) -> None:
+                noise_range: Sequence[float] | None = None, level_range: Sequence[float] | None = None,
+                wiener_noise_scale: float | None = None) -> None:
     """One row per image: degraded input, ``classical``, each network, truth; PSNR in the titles.
 
     Each network's output is blended with its input's affine fit as the bundle does (``network_share``,
-    or a share from the input's noise by ``noise_range`` where that is ``None``; a well-exposed display
-    image keeps its own level by ``level_range``).
+    or where that is ``None`` detail Wiener-filtered by ``wiener_noise_scale`` or a share from the
+    input's noise by ``noise_range``; a well-exposed display image keeps its own level by ``level_range``).
     """
     require("matplotlib", "the quality report's crops")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -264,7 +265,8 @@ def crop_figure(pairs: Sequence[dict], networks: Mapping[str, torch.nn.Module], 
     for row, pair in enumerate(pairs):
         outputs = [pair["degraded"], apply_baseline(classical, pair["image"], pair["rgb"])]
         with torch.inference_mode():
-            blend = BlendInputFit(network_share, noise_range=noise_range, level_range=level_range)
+            blend = BlendInputFit(network_share, noise_range=noise_range, level_range=level_range,
+                                  wiener_noise_scale=wiener_noise_scale)
             outputs += [blend(_route(net)(pair["image"][None], pair.get("modality"), **_level(net, pair))[0], pair["image"],
                               pair.get("level")).clamp(0, 1) for net in networks.values()]
         outputs.append(pair["target"])
@@ -323,7 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     crop_figure(pairs, networks, best or "clahe", args.output / "quality_crops.png",
                 network_share=_config_value([str(configs / "train.json")], "network_share"),
                 noise_range=_config_value([str(configs / "train.json")], "share_noise_range"),
-                level_range=_config_value([str(configs / "train.json")], "own_level_range"))
+                level_range=_config_value([str(configs / "train.json")], "own_level_range"),
+                wiener_noise_scale=_config_value([str(configs / "train.json")], "wiener_noise_scale"))
     logger.info("wrote %s", args.output / "quality.md")
     return 0
 

@@ -5,11 +5,15 @@ local changes: those can alter detail that was already right. ``a * image + b``,
 squares to the output, takes only the level and contrast from the network and keeps every detail of
 the input; ``network_weight`` says how much of the network's own output stays. That share can follow
 the input's noise (``noise_range``, :func:`input_noise`): a clean input keeps its own detail, a
-noisy one takes the network's denoising. The level itself can stay the input's own where the input
+noisy one takes the network's denoising. Or the detail can be decided coefficient by coefficient
+(``wiener_noise_scale``): the fit is Wiener-filtered in sliding DCT patches with the network's
+output as the pilot (:func:`~monai_dpe.transforms.wiener.dct_wiener`), so the input's detail stays
+wherever the network's output holds detail too, and what the network took for noise is shrunk by
+how far it rises above the input's noise. The level itself can stay the input's own where the input
 is already well exposed (``level_range``, :func:`level_weight`): a display image whose robust white
 reaches most of full scale is rarely the dark, flat picture the network restores, and on sources it
 has never seen the network's guess at its level is worse than the level it already has. A volume
-is decided once, from its whole range. The bundle's validation split chooses both ranges
+is decided once, from its whole range. The bundle's validation split chooses these settings
 (``bundle/docs/README.md``).
 """
 from __future__ import annotations
@@ -23,6 +27,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
 from monai_dpe.transforms.intensity_policy import LEVEL_META_KEY
+from monai_dpe.transforms.wiener import dct_wiener
 
 __all__ = ["input_fit", "input_noise", "noise_weight", "level_weight", "BlendInputFit", "BlendInputFitd"]
 
@@ -127,31 +132,41 @@ class BlendInputFit(Transform):
     the input; ``pred - fit`` is the detail it changed, of which the share ``w`` stays (1: all of
     it). ``own = low + (high - low) * image`` is the input's own level, which a well-exposed display
     image keeps by the share ``v`` (:func:`level_weight`; 0 without ``level_range``). With ``v = 0``
-    this is ``w * pred + (1 - w) * fit``. A volume (three spatial dimensions) is fitted slice by
+    this is ``w * pred + (1 - w) * fit``. With ``wiener_noise_scale`` (and no fixed ``w``), the
+    detail term ``w * (pred - fit)`` becomes ``wiener(fit, pred) - fit``: the fit Wiener-filtered
+    with ``pred`` as the pilot, for a noise of ``wiener_noise_scale * |a|`` times the input's
+    (:func:`input_noise`). A volume (three spatial dimensions) is fitted slice by
     slice along ``slice_axis``, as the slice-wise inferer enhances it; a 2D image is fitted whole.
     ``pred`` is changed in place, one slice at a time, so no volume-sized copy is made.
 
     Args:
         network_weight: fixed share ``w`` of the network's own detail, in [0, 1]; 1 (and ``v = 0``)
-            returns ``pred`` unchanged. ``None``: the share follows the input's noise (``noise_range``).
+            returns ``pred`` unchanged. ``None``: the detail follows the input's noise
+            (``wiener_noise_scale``, or else ``noise_range``).
         slice_axis: spatial axis of a volume's slices (``-1``: the last, the inferer's default).
         noise_range: ``(low, high)`` noise levels of ``image`` (:func:`input_noise`) between which the
-            share rises from 0 to 1 (:func:`noise_weight`); used when ``network_weight`` is ``None``.
+            share rises from 0 to 1 (:func:`noise_weight`); used when ``network_weight`` and
+            ``wiener_noise_scale`` are ``None``.
         level_range: ``(low, high)`` robust whites of a display input between which it goes from the
             network's level to its own (:func:`level_weight`); ``None``: always the network's.
+        wiener_noise_scale: the Wiener filter's noise as a multiple of the input's estimated noise
+            (> 0); used when ``network_weight`` is ``None``.
 
     Example::
 
-        # the bundle's ranges
-        blend = BlendInputFit(network_weight=None, noise_range=(0.015, 0.02), level_range=(0.55, 0.56))
+        # the bundle's settings
+        blend = BlendInputFit(network_weight=None, wiener_noise_scale=0.5, level_range=(0.55, 0.56))
         enhanced = blend(pred, image, level)  # level: (display, low, high), as IntensityPolicyd records it
     """
 
     def __init__(self, network_weight: float | None = 1.0, slice_axis: int = -1,
-                 noise_range: Sequence[float] | None = None, level_range: Sequence[float] | None = None) -> None:
-        if network_weight is None and not _valid_range(noise_range):
-            raise ValueError(f"a share that follows the noise needs noise_range (low, high), 0 <= low < high; "
-                             f"got {noise_range}.")
+                 noise_range: Sequence[float] | None = None, level_range: Sequence[float] | None = None,
+                 wiener_noise_scale: float | None = None) -> None:
+        if wiener_noise_scale is not None and not float(wiener_noise_scale) > 0.0:
+            raise ValueError(f"wiener_noise_scale must be positive, got {wiener_noise_scale}.")
+        if network_weight is None and wiener_noise_scale is None and not _valid_range(noise_range):
+            raise ValueError(f"a share that follows the noise needs noise_range (low, high), 0 <= low < high, "
+                             f"or wiener_noise_scale; got {noise_range}.")
         if network_weight is not None and not 0.0 <= network_weight <= 1.0:
             raise ValueError(f"network_weight must lie in [0, 1], got {network_weight}.")
         if level_range is not None and not _valid_range(level_range):
@@ -159,7 +174,13 @@ class BlendInputFit(Transform):
         self.network_weight = None if network_weight is None else float(network_weight)
         self.noise_range = None if noise_range is None else (float(noise_range[0]), float(noise_range[1]))
         self.level_range = None if level_range is None else (float(level_range[0]), float(level_range[1]))
+        self.wiener_noise_scale = None if wiener_noise_scale is None else float(wiener_noise_scale)
         self.slice_axis = int(slice_axis)
+
+    @property
+    def filters(self) -> bool:
+        """Whether the detail is Wiener-filtered (no fixed share and a ``wiener_noise_scale``)."""
+        return self.network_weight is None and self.wiener_noise_scale is not None
 
     def weight(self, image: torch.Tensor) -> float:
         """The network's share for this input: the fixed one, or the one its noise gives."""
@@ -171,9 +192,13 @@ class BlendInputFit(Transform):
                  level: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor:
         if pred.shape != image.shape:
             raise ValueError(f"BlendInputFit: pred {list(pred.shape)} and image {list(image.shape)} differ in shape.")
-        weight, own = self.weight(image), level_weight(level, self.level_range)
-        if weight == 1.0 and own == 0.0:
-            return pred
+        own = level_weight(level, self.level_range)
+        if self.filters:
+            weight, noise = None, self.wiener_noise_scale * input_noise(image, self.slice_axis)
+        else:
+            weight, noise = self.weight(image), 0.0
+            if weight == 1.0 and own == 0.0:
+                return pred
         own_line = (0.0, 1.0)
         if own:
             _, low, high = _level_values(level)
@@ -183,9 +208,9 @@ class BlendInputFit(Transform):
             if pred.ndim == 4:  # channel + three spatial dimensions: one fit per slice
                 axis = 1 + (self.slice_axis % 3)
                 for index in range(pred.shape[axis]):
-                    _blend(pred.select(axis, index), image.select(axis, index), weight, own, own_line)
+                    _blend(pred.select(axis, index), image.select(axis, index), weight, noise, own, own_line)
             else:
-                _blend(pred, image, weight, own, own_line)
+                _blend(pred, image, weight, noise, own, own_line)
         return pred
 
 
@@ -197,10 +222,21 @@ def _valid_range(bounds) -> bool:
     return 0.0 <= low < high
 
 
-def _blend(pred: torch.Tensor, image: torch.Tensor, weight: float, own: float, own_line: tuple[float, float]) -> None:
-    """``pred`` becomes ``weight * (pred - fit) + (1 - own) * fit + own * (offset + scale * image)``, in place."""
+def _blend(pred: torch.Tensor, image: torch.Tensor, weight: float | None, noise: float, own: float,
+           own_line: tuple[float, float]) -> None:
+    """``pred`` becomes ``detail + (1 - own) * fit + own * (offset + scale * image)``, in place.
+
+    ``detail`` is ``weight * (pred - fit)``, or with ``weight`` None the fit's Wiener estimate with
+    ``pred`` as the pilot, less the fit, for a noise of ``noise`` in the input's units.
+    """
     slope, offset = input_fit(image, pred)
     own_offset, own_scale = own_line
+    if weight is None:
+        fit = image.as_subclass(torch.Tensor).float() * slope + offset
+        filtered = dct_wiener(fit, pred.as_subclass(torch.Tensor), abs(slope) * noise)
+        pred.copy_(filtered).add_(image.to(pred.dtype), alpha=own * (own_scale - slope))
+        pred.add_(own * (own_offset - offset))
+        return
     image_gain = (1.0 - weight) * slope + own * (own_scale - slope)
     constant = (1.0 - weight) * offset + own * (own_offset - offset)
     pred.mul_(weight).add_(image.to(pred.dtype), alpha=image_gain).add_(constant)
@@ -218,15 +254,16 @@ class BlendInputFitd(MapTransform):
         level_range: robust whites of a display input between which it keeps its own level.
         level_key: item key of the input's level (:class:`~monai_dpe.transforms.IntensityPolicyd`'s
             ``level_key``); where the item has none, the level in ``image_key``'s meta is used.
+        wiener_noise_scale: the Wiener filter's noise as a multiple of the input's (no fixed share).
     """
 
     def __init__(self, keys: KeysCollection = "pred", image_key: str = "image", network_weight: float | None = 1.0,
                  slice_axis: int = -1, noise_range: Sequence[float] | None = None,
                  level_range: Sequence[float] | None = None, level_key: str = "level",
-                 allow_missing_keys: bool = False) -> None:
+                 wiener_noise_scale: float | None = None, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.image_key, self.level_key = image_key, level_key
-        self.blend = BlendInputFit(network_weight, slice_axis, noise_range, level_range)
+        self.blend = BlendInputFit(network_weight, slice_axis, noise_range, level_range, wiener_noise_scale)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

@@ -1,0 +1,88 @@
+"""Empirical Wiener filtering in sliding DCT blocks, guided by a pilot estimate of the clean image.
+
+BM3D's second step (Dabov et al., IEEE TIP 2007) without its block matching: every ``block x block``
+patch of the noisy image, at every ``stride``-th row and column, is taken into the 2D DCT; each
+coefficient is scaled by ``p^2 / (p^2 + sigma^2)``, where ``p`` is the same coefficient of the
+pilot's patch; and the patches are put back with BM3D's weights, ``1 / sum(gains^2)``. The patch
+mean (the DC coefficient) is kept from the noisy image. Where the pilot holds detail, the noisy
+image's own detail stays as it is; where the pilot holds none, what the noisy image has there is
+taken for noise and shrunk. With ``sigma = 0`` the noisy image comes back unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.fft import dct
+
+__all__ = ["dct_wiener"]
+
+_BLOCK_ROWS_PER_PASS = 64  # block rows transformed at once: bounds the memory for any slice size
+
+
+def dct_wiener(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, block: int = 8,
+               stride: int = 2) -> torch.Tensor:
+    """Wiener estimate of ``noisy`` (channel first, 2D) with ``pilot`` as the clean estimate.
+
+    Args:
+        noisy: ``(C, H, W)`` image whose noise has standard deviation ``sigma``.
+        pilot: ``(C, H, W)`` estimate of the clean image in the same units (the network's output).
+        sigma: noise standard deviation of ``noisy``, the same in every channel.
+        block: side of the DCT patches.
+        stride: step between patches (1: every position; ``block``: no overlap).
+
+    Returns a new ``(C, H, W)`` float32 tensor; the inputs are not changed. Memory grows with the
+    image, not with the number of patches: the patches are transformed a band of rows at a time.
+    """
+    if noisy.ndim != 3 or noisy.shape != pilot.shape:
+        raise ValueError(f"dct_wiener expects two (C, H, W) images of one shape, got {list(noisy.shape)} "
+                         f"and {list(pilot.shape)}.")
+    if not 1 <= stride <= block:
+        raise ValueError(f"stride must lie in [1, block={block}], got {stride}.")
+    noisy, pilot = noisy.detach().float(), pilot.detach().float()
+    if sigma <= 0:
+        return noisy.clone()
+    basis = _dct_basis(block, noisy.device)
+    return torch.stack([_filter_plane(n, p, basis, float(sigma), block, stride) for n, p in zip(noisy, pilot)])
+
+
+def _filter_plane(noisy: torch.Tensor, pilot: torch.Tensor, basis: torch.Tensor, sigma: float, block: int,
+                  stride: int) -> torch.Tensor:
+    """One channel: the patches of the padded pair, a band of block rows at a time."""
+    pad = block - 1  # every pixel, the borders too, lies in as many patches as an inner one
+    mode = "reflect" if min(noisy.shape) > pad else "replicate"  # reflect needs a side longer than pad
+    padded = F.pad(torch.stack((noisy, pilot))[None], (pad, pad, pad, pad), mode=mode)[0]  # (2, H+2p, W+2p)
+    total = torch.zeros(padded.shape[1:], device=padded.device)
+    weights = torch.zeros_like(total)
+    starts = range(0, padded.shape[1] - block + 1, stride)
+    for first in range(0, len(starts), _BLOCK_ROWS_PER_PASS):
+        rows = starts[first:first + _BLOCK_ROWS_PER_PASS]
+        top, bottom = rows[0], rows[-1] + block
+        band_total, band_weight = _filter_band(padded[:, top:bottom], basis, sigma, block, stride)
+        total[top:bottom] += band_total
+        weights[top:bottom] += band_weight
+    return (total / weights.clamp_min(1e-12))[pad:-pad, pad:-pad]
+
+
+def _filter_band(band: torch.Tensor, basis: torch.Tensor, sigma: float, block: int,
+                 stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted sum of the filtered patches of one band of rows of the (noisy, pilot) pair, and the
+    sum of their weights."""
+    size = (band.shape[1], band.shape[2])
+    patches = F.unfold(band.unsqueeze(1), block, stride=stride)  # (2, block^2, patches)
+    noisy, pilot = basis @ patches  # the DCT coefficients of every patch
+    power = pilot.square_()
+    gain = power.div_(power + sigma * sigma)  # the Wiener gains, in the pilot's place
+    gain[0] = 1.0  # the patch mean stays the noisy image's
+    weight = gain.square().sum(0, keepdim=True).reciprocal_()  # <= 1, as the DC gain is 1
+    filtered = (basis.T @ noisy.mul_(gain)).mul_(weight)
+    total = F.fold(filtered, size, block, stride=stride)[0]
+    weights = F.fold(weight.expand_as(filtered), size, block, stride=stride)[0]
+    return total, weights
+
+
+def _dct_basis(block: int, device: torch.device) -> torch.Tensor:
+    """The orthonormal 2D DCT-II of a flattened ``block x block`` patch, as a matrix."""
+    one_d = dct(np.eye(block), norm="ortho", axis=0)  # column j: the DCT of the j-th unit vector
+    return torch.from_numpy(np.kron(one_d, one_d)).float().to(device)

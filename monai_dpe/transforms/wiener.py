@@ -21,6 +21,7 @@ __all__ = ["dct_wiener"]
 _BLOCK_ROWS_PER_PASS = 64  # block rows transformed at once: bounds the memory for any slice size
 
 
+# scikit-image has no pilot-guided Wiener filter; bm3d's (stage_arg=pilot) is for non-commercial use only
 def dct_wiener(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, block: int = 8,
                stride: int = 2) -> torch.Tensor:
     """Wiener estimate of ``noisy`` (channel first, 2D) with ``pilot`` as the clean estimate.

@@ -28,6 +28,7 @@ from monai_dpe.transforms.io import SaveEnhancedd, StorageTyped, UnsafeOutputPat
 from monai_dpe.transforms.fill import MaskFillValuesd, RestoreFillValuesd
 from monai_dpe.transforms.input_fit import BlendInputFit, BlendInputFitd, input_fit, input_noise, level_weight, noise_weight
 from monai_dpe.transforms.load import LoadDisplayImage, LoadDisplayImaged, photo_header, pil_display_converter
+from monai_dpe.transforms.wiener import dct_wiener
 from monai_dpe.transforms.preparation import (
     CenterSliced,
     GreyToRGB,
@@ -74,6 +75,7 @@ __all__ = [
     "LEVEL_META_KEY",
     "input_fit",
     "input_noise",
+    "dct_wiener",
     "noise_weight",
     "level_weight",
     "input_level",

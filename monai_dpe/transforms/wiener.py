@@ -71,16 +71,27 @@ def _filter_band(band: torch.Tensor, basis: torch.Tensor, sigma: float, block: i
     """Weighted sum of the filtered patches of one band of rows of the (noisy, pilot) pair, and the
     sum of their weights."""
     size = (band.shape[1], band.shape[2])
-    patches = F.unfold(band.unsqueeze(1), block, stride=stride)  # (2, block^2, patches)
-    noisy, pilot = basis @ patches  # the DCT coefficients of every patch
+    # a strided convolution with the basis as filters: the DCT coefficients of every patch at once
+    coefficients = F.conv2d(band.unsqueeze(1), basis.view(-1, 1, block, block), stride=stride)
+    grid = coefficients.shape[2:]
+    noisy, pilot = coefficients.flatten(2)
     power = pilot.square_()
     gain = power.div_(power + sigma * sigma)  # the Wiener gains, in the pilot's place
     gain[0] = 1.0  # the patch mean stays the noisy image's
     weight = gain.square().sum(0, keepdim=True).reciprocal_()  # <= 1, as the DC gain is 1
     filtered = (basis.T @ noisy.mul_(gain)).mul_(weight)
     total = F.fold(filtered, size, block, stride=stride)[0]
-    weights = F.fold(weight.expand_as(filtered), size, block, stride=stride)[0]
-    return total, weights
+    return total, _patch_sums(weight.view(1, 1, *grid), size, block, stride)
+
+
+def _patch_sums(values: torch.Tensor, size: tuple[int, int], block: int, stride: int) -> torch.Tensor:
+    """Sum over the patches that cover each pixel of their ``(1, 1, rows, columns)`` values: the
+    values at their patches' corners, then a ``block x block`` box sum (``F.fold`` of the values
+    repeated over the patch does the same at ``block^2`` times the memory traffic)."""
+    corners = values.new_zeros(1, 1, *size)
+    corners[..., : stride * values.shape[2]: stride, : stride * values.shape[3]: stride] = values
+    padded = F.pad(corners, (block - 1, 0, block - 1, 0))
+    return F.avg_pool2d(padded, block, stride=1, divisor_override=1)[0, 0]
 
 
 def _dct_basis(block: int, device: torch.device) -> torch.Tensor:

@@ -232,10 +232,10 @@ def _blend(pred: torch.Tensor, image: torch.Tensor, weight: float | None, noise:
     slope, offset = input_fit(image, pred)
     own_offset, own_scale = own_line
     if weight is None:
-        fit = image.as_subclass(torch.Tensor).float() * slope + offset
-        filtered = dct_wiener(fit, pred.as_subclass(torch.Tensor), abs(slope) * noise)
-        pred.copy_(filtered).add_(image.to(pred.dtype), alpha=own * (own_scale - slope))
-        pred.add_(own * (own_offset - offset))
+        for channel, plane in zip(pred, image):  # one channel at a time: a slice-sized copy at most
+            fit = plane.as_subclass(torch.Tensor).float()[None] * slope + offset
+            channel.copy_(dct_wiener(fit, channel.as_subclass(torch.Tensor)[None], abs(slope) * noise)[0])
+        pred.add_(image.to(pred.dtype), alpha=own * (own_scale - slope)).add_(own * (own_offset - offset))
         return
     image_gain = (1.0 - weight) * slope + own * (own_scale - slope)
     constant = (1.0 - weight) * offset + own * (own_offset - offset)

@@ -18,7 +18,7 @@ from scipy.fft import dct
 
 __all__ = ["dct_wiener"]
 
-_BLOCK_ROWS_PER_PASS = 64  # block rows transformed at once: bounds the memory for any slice size
+_BLOCK_ROWS_PER_PASS = 16  # block rows transformed at once: bounds the memory for any slice size
 
 
 # scikit-image has no pilot-guided Wiener filter; bm3d's (stage_arg=pilot) is for non-commercial use only

@@ -1,8 +1,9 @@
 """Enhance one file and a whole folder from Python with the shipped bundle's weights.
 
 The pipeline is the bundle's own: load with MONAI, stretch with the invertible intensity
-policy, enhance slice by slice, blend with the input's affine fit (``network_share``), invert back
-to the input's units and dtype, save.
+policy, enhance slice by slice, blend with the input's affine fit (its detail Wiener-filtered with
+the network's output as the guide, ``wiener_noise_scale``), invert back to the input's units and
+dtype, save.
 
     python examples/enhance_python_api.py INPUT_FILE_OR_FOLDER OUTPUT_DIR
 """

@@ -57,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="slices per network call (default: the bundle's)")
     enhance.add_argument("--network-share", type=_share, default=None, metavar="S",
                          help="share of the network's own detail, 0 to 1; the rest is the input's global affine "
-                              "map that matches it best, which keeps the input's detail (default: none; the "
-                              "input's detail is Wiener-filtered with the network's output as the pilot, for each "
-                              "input's noise); 1 with --network-level is the network alone")
+                              "map that matches it best, which keeps the input's detail (default: the bundle's; "
+                              "the shipped bundle has none and Wiener-filters the input's detail with the network's "
+                              "output as the guide); 1 with --network-level is the network alone")
     enhance.add_argument("--network-level", action="store_true",
                          help="always take the network's brightness and contrast; by default a display image "
                               "(8-bit photo, slide or DICOM) that is already well exposed keeps its own")

@@ -231,13 +231,30 @@ def test_wiener_detail_filters_the_fit_with_the_output_as_pilot_and_keeps_the_le
     pred = torch.as_tensor(0.8 * clean + 0.1, dtype=torch.float32)
     slope, offset = input_fit(image, pred)
     fitted = (slope * image + offset).numpy().astype(np.float64)
-    sigma = 0.5 * abs(slope) * input_noise(image)
-    expected = reference_wiener(fitted, pred.numpy().astype(np.float64), sigma)
+    expected = reference_wiener(fitted, pred.numpy().astype(np.float64), 0.5 * abs(slope) * input_noise(image))
     out = BlendInputFit(network_weight=None, wiener_noise_scale=0.5)(pred.clone(), image)
     np.testing.assert_allclose(out.numpy(), expected, atol=2e-5)
-    level = (1.0, 0.1, 0.9)  # a well-exposed display image: its own level, the same filtered detail
+    # a well-exposed display image: its own line applied to the input filtered in its own units
+    filtered = reference_wiener(image.numpy().astype(np.float64), (pred.numpy().astype(np.float64) - offset) / slope,
+                                0.5 * input_noise(image))
+    level = (1.0, 0.1, 0.9)
     own = BlendInputFit(network_weight=None, wiener_noise_scale=0.5, level_range=(0.55, 0.56))(pred.clone(), image, level)
-    np.testing.assert_allclose(own.numpy(), expected - fitted + 0.1 + 0.8 * image.numpy(), atol=2e-5)
+    np.testing.assert_allclose(own.numpy(), 0.1 + 0.8 * filtered, atol=2e-5)
+
+
+def test_own_level_keeps_the_noise_the_filter_removes_whatever_the_fits_slope():
+    """The filter removes the same noise from a well-exposed image whether the network stretched,
+    kept or inverted the input's contrast: it works in the input's units and the own line follows."""
+    rng = np.random.default_rng(5)
+    rows, columns = np.mgrid[0:128, 0:128]
+    clean = (0.5 + 0.3 * np.sin(rows / 9.0) * np.cos(columns / 13.0))[None]
+    image = torch.as_tensor(clean + 0.05 * rng.standard_normal(clean.shape), dtype=torch.float32)
+    residuals = []
+    for slope in (0.8, 1.6, -0.8):
+        pred = torch.as_tensor(slope * clean + 0.2, dtype=torch.float32)
+        out = BlendInputFit(None, wiener_noise_scale=1.0, level_range=(0.55, 0.56))(pred, image, (1.0, 0.1, 0.9))
+        residuals.append(float(np.std(out.numpy() - (0.1 + 0.8 * clean))))
+    assert max(residuals) < 0.015 and max(residuals) - min(residuals) < 0.002, residuals
 
 
 def test_wiener_detail_on_a_noise_free_input_is_the_inputs_own():
@@ -281,6 +298,7 @@ def test_a_fixed_share_wins_over_the_wiener_detail_and_a_bad_scale_is_refused():
     image, pred = _pair(14)
     fixed = BlendInputFit(network_weight=0.3, wiener_noise_scale=0.5)
     torch.testing.assert_close(fixed(pred.clone(), image), BlendInputFit(0.3)(pred.clone(), image))
-    for bad in (0.0, -1.0):
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="wiener_noise_scale"):
             BlendInputFit(network_weight=None, wiener_noise_scale=bad)
+    assert BlendInputFit(network_weight=None, wiener_noise_scale=0.5, noise_range=(0.01, 0.02)).weight(image) is None

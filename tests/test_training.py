@@ -444,14 +444,16 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
         network_input = item["image"].numpy().astype(np.float64)
         slope, offset = np.polyfit(network_input.ravel(), raw.ravel(), 1)
         fitted = slope * network_input + offset
-        if share is None:  # the fit Wiener-filtered with the network's output as the pilot
-            detail = reference_wiener(fitted, raw, noise_scale * abs(slope) * _haar_noise(network_input.mean(0))) - fitted
-        else:
-            detail = share * (raw - fitted)
+        filtered = network_input
+        if share is None:  # the input Wiener-filtered, the network's output mapped onto its units as the pilot
+            filtered = reference_wiener(network_input, (raw - offset) / slope,
+                                        noise_scale * _haar_noise(network_input.mean(0)))
         display, low, high = (float(v) for v in item["level"]) if "level" in item else (0.0, 0.0, 1.0)
         own = np.clip((high - level_range[0]) / (level_range[1] - level_range[0]), 0, 1) if display else 0.0
-        own_level = low + (high - low) * network_input  # a well-exposed display image keeps its own level
-        pred = torch.as_tensor(np.clip(detail + (1 - own) * fitted + own * own_level, 0, 1))
+        detail = 0.0 if share is None else share * (raw - fitted)
+        # the fit's line, or a well-exposed display image's own, applied to the (filtered) input
+        pred = detail + (1 - own) * (slope * filtered + offset) + own * (low + (high - low) * filtered)
+        pred = torch.as_tensor(np.clip(pred, 0, 1))
         target = item["target"].permute(1, 2, 0).numpy().astype(np.float64)
         pred_np = pred.permute(1, 2, 0).numpy().astype(np.float64)
         assert record["psnr"] == pytest.approx(metrics.peak_signal_noise_ratio(target, pred_np, data_range=1.0), abs=1e-3)

@@ -45,9 +45,28 @@ def test_detail_the_pilot_holds_stays_and_noise_it_does_not_is_removed():
     np.testing.assert_allclose(self_guided, noisy, atol=1e-3)
 
 
-def test_images_smaller_than_a_patch_are_filtered_without_error():
-    out = dct_wiener(torch.rand(3, 5, 40), torch.rand(3, 5, 40), 0.1)
-    assert out.shape == (3, 5, 40) and torch.isfinite(out).all()
+@pytest.mark.parametrize("shape", [(1, 1), (1, 20), (5, 40), (40, 5), (7, 7), (8, 8), (3, 300)])
+def test_images_smaller_than_a_patch_are_mirrored_as_numpy_does(shape):
+    """Sides shorter than a patch are mirrored again and again (numpy's reflect), as long ones are."""
+    rng = np.random.default_rng(4)
+    noisy, pilot = rng.random((2, *shape)), rng.random((2, *shape))
+    out = dct_wiener(torch.as_tensor(noisy), torch.as_tensor(pilot), 0.2)
+    np.testing.assert_allclose(out.numpy(), reference_wiener(noisy, pilot, 0.2), atol=2e-5)
+
+
+def test_a_long_thin_slice_is_filtered_in_bands_along_its_length():
+    """A 6 x 3000 strip is filtered as its 3000 x 6 transpose (bands along the long side)."""
+    rng = np.random.default_rng(6)
+    noisy, pilot = rng.random((1, 6, 3000)), rng.random((1, 6, 3000))
+    out = dct_wiener(torch.as_tensor(noisy), torch.as_tensor(pilot), 0.2)
+    np.testing.assert_allclose(out.numpy(), reference_wiener(noisy, pilot, 0.2), atol=2e-5)
+    turned = dct_wiener(torch.as_tensor(noisy).transpose(1, 2), torch.as_tensor(pilot).transpose(1, 2), 0.2)
+    np.testing.assert_allclose(turned.transpose(1, 2).numpy(), out.numpy(), atol=1e-6)
+
+
+def test_a_noise_too_small_for_float32_changes_nothing():
+    noisy = torch.rand(1, 32, 32)
+    torch.testing.assert_close(dct_wiener(noisy, torch.zeros(1, 32, 32), 1e-23), noisy)
 
 
 def test_bad_arguments_are_refused():
@@ -57,3 +76,8 @@ def test_bad_arguments_are_refused():
         dct_wiener(torch.rand(8, 8), torch.rand(8, 8), 0.1)
     with pytest.raises(ValueError, match="stride"):
         dct_wiener(torch.rand(1, 8, 8), torch.rand(1, 8, 8), 0.1, stride=9)
+    with pytest.raises(ValueError, match="block"):
+        dct_wiener(torch.rand(1, 8, 8), torch.rand(1, 8, 8), 0.1, block=1, stride=1)
+    for bad in (float("nan"), float("inf"), -0.1):
+        with pytest.raises(ValueError, match="sigma"):
+            dct_wiener(torch.rand(1, 8, 8), torch.rand(1, 8, 8), bad)

@@ -6,8 +6,8 @@ squares to the output, takes only the level and contrast from the network and ke
 the input; ``network_weight`` says how much of the network's own output stays. That share can follow
 the input's noise (``noise_range``, :func:`input_noise`): a clean input keeps its own detail, a
 noisy one takes the network's denoising. Or the detail can be decided coefficient by coefficient
-(``wiener_noise_scale``): the fit is Wiener-filtered in sliding DCT patches with the network's
-output as the pilot (:func:`~monai_dpe.transforms.wiener.dct_wiener`), so the input's detail stays
+(``wiener_noise_scale``): the input is Wiener-filtered in sliding DCT patches with the network's
+output, mapped onto the input's units, as the pilot (:func:`~monai_dpe.transforms.wiener.dct_wiener`), so the input's detail stays
 wherever the network's output holds detail too, and what the network took for noise is shrunk by
 how far it rises above the input's noise. The level itself can stay the input's own where the input
 is already well exposed (``level_range``, :func:`level_weight`): a display image whose robust white
@@ -132,10 +132,12 @@ class BlendInputFit(Transform):
     the input; ``pred - fit`` is the detail it changed, of which the share ``w`` stays (1: all of
     it). ``own = low + (high - low) * image`` is the input's own level, which a well-exposed display
     image keeps by the share ``v`` (:func:`level_weight`; 0 without ``level_range``). With ``v = 0``
-    this is ``w * pred + (1 - w) * fit``. With ``wiener_noise_scale`` (and no fixed ``w``), the
-    detail term ``w * (pred - fit)`` becomes ``wiener(fit, pred) - fit``: the fit Wiener-filtered
-    with ``pred`` as the pilot, for a noise of ``wiener_noise_scale * |a|`` times the input's
-    (:func:`input_noise`). A volume (three spatial dimensions) is fitted slice by
+    this is ``w * pred + (1 - w) * fit``. With ``wiener_noise_scale`` (and no fixed ``w``), there is
+    no detail term; the input itself is Wiener-filtered first, for ``wiener_noise_scale`` times its
+    noise (:func:`input_noise`), with the network's output mapped onto the input's units,
+    ``(pred - b) / a``, as the pilot (:func:`~monai_dpe.transforms.wiener.dct_wiener`), and the fit and
+    own-level lines are applied to the filtered input. With ``v = 0`` that is the fit filtered with
+    ``pred`` as the pilot. A volume (three spatial dimensions) is fitted slice by
     slice along ``slice_axis``, as the slice-wise inferer enhances it; a 2D image is fitted whole.
     ``pred`` is changed in place, one slice at a time, so no volume-sized copy is made.
 
@@ -162,8 +164,8 @@ class BlendInputFit(Transform):
     def __init__(self, network_weight: float | None = 1.0, slice_axis: int = -1,
                  noise_range: Sequence[float] | None = None, level_range: Sequence[float] | None = None,
                  wiener_noise_scale: float | None = None) -> None:
-        if wiener_noise_scale is not None and not float(wiener_noise_scale) > 0.0:
-            raise ValueError(f"wiener_noise_scale must be positive, got {wiener_noise_scale}.")
+        if wiener_noise_scale is not None and not 0.0 < float(wiener_noise_scale) < float("inf"):
+            raise ValueError(f"wiener_noise_scale must be positive and finite, got {wiener_noise_scale}.")
         if network_weight is None and wiener_noise_scale is None and not _valid_range(noise_range):
             raise ValueError(f"a share that follows the noise needs noise_range (low, high), 0 <= low < high, "
                              f"or wiener_noise_scale; got {noise_range}.")
@@ -182,10 +184,13 @@ class BlendInputFit(Transform):
         """Whether the detail is Wiener-filtered (no fixed share and a ``wiener_noise_scale``)."""
         return self.network_weight is None and self.wiener_noise_scale is not None
 
-    def weight(self, image: torch.Tensor) -> float:
-        """The network's share for this input: the fixed one, or the one its noise gives."""
+    def weight(self, image: torch.Tensor) -> float | None:
+        """The network's share for this input: the fixed one, or the one its noise gives; ``None``
+        where the detail is Wiener-filtered instead (:attr:`filters`)."""
         if self.network_weight is not None:
             return self.network_weight
+        if self.filters:
+            return None
         return noise_weight(input_noise(image, self.slice_axis), self.noise_range)
 
     def __call__(self, pred: torch.Tensor, image: torch.Tensor,
@@ -193,12 +198,10 @@ class BlendInputFit(Transform):
         if pred.shape != image.shape:
             raise ValueError(f"BlendInputFit: pred {list(pred.shape)} and image {list(image.shape)} differ in shape.")
         own = level_weight(level, self.level_range)
-        if self.filters:
-            weight, noise = None, self.wiener_noise_scale * input_noise(image, self.slice_axis)
-        else:
-            weight, noise = self.weight(image), 0.0
-            if weight == 1.0 and own == 0.0:
-                return pred
+        weight = self.weight(image)
+        noise = self.wiener_noise_scale * input_noise(image, self.slice_axis) if weight is None else 0.0
+        if weight == 1.0 and own == 0.0:
+            return pred
         own_line = (0.0, 1.0)
         if own:
             _, low, high = _level_values(level)
@@ -224,18 +227,23 @@ def _valid_range(bounds) -> bool:
 
 def _blend(pred: torch.Tensor, image: torch.Tensor, weight: float | None, noise: float, own: float,
            own_line: tuple[float, float]) -> None:
-    """``pred`` becomes ``detail + (1 - own) * fit + own * (offset + scale * image)``, in place.
+    """``pred`` becomes ``weight * (pred - fit) + (1 - own) * fit + own * (offset + scale * image)``, in place.
 
-    ``detail`` is ``weight * (pred - fit)``, or with ``weight`` None the fit's Wiener estimate with
-    ``pred`` as the pilot, less the fit, for a noise of ``noise`` in the input's units.
+    With ``weight`` None, ``image`` is Wiener-filtered first (noise ``noise`` in its units, pilot
+    ``(pred - b) / a``) and the detail term is left out: what stays of the input's detail is the filter's.
     """
     slope, offset = input_fit(image, pred)
     own_offset, own_scale = own_line
     if weight is None:
+        # the input filtered in its own units (the pilot: the output mapped back onto them), then
+        # taken by the line the blend gives the input: the fit's, the input's own, or between
+        gain = (1.0 - own) * slope + own * own_scale
+        constant = (1.0 - own) * offset + own * own_offset
         for channel, plane in zip(pred, image):  # one channel at a time: a slice-sized copy at most
-            fit = plane.as_subclass(torch.Tensor).float()[None] * slope + offset
-            channel.copy_(dct_wiener(fit, channel.as_subclass(torch.Tensor)[None], abs(slope) * noise)[0])
-        pred.add_(image.to(pred.dtype), alpha=own * (own_scale - slope)).add_(own * (own_offset - offset))
+            plane = plane.as_subclass(torch.Tensor).float()[None]
+            if slope != 0.0:  # a flat fit (output unrelated to the input) leaves no pilot in its units
+                plane = dct_wiener(plane, (channel.as_subclass(torch.Tensor).float()[None] - offset) / slope, noise)
+            channel.copy_(plane[0] * gain + constant)
         return
     image_gain = (1.0 - weight) * slope + own * (own_scale - slope)
     constant = (1.0 - weight) * offset + own * (own_offset - offset)

@@ -11,6 +11,8 @@ taken for noise and shrunk. With ``sigma = 0`` the noisy image comes back unchan
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,7 +20,7 @@ from scipy.fft import dct
 
 __all__ = ["dct_wiener"]
 
-_BLOCK_ROWS_PER_PASS = 16  # block rows transformed at once: bounds the memory for any slice size
+_BLOCK_ROWS_PER_PASS = 16  # block rows transformed at once: with rows along the longer side, bounds the memory
 
 
 # scikit-image has no pilot-guided Wiener filter; bm3d's (stage_arg=pilot) is for non-commercial use only
@@ -29,54 +31,78 @@ def dct_wiener(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, block: in
     Args:
         noisy: ``(C, H, W)`` image whose noise has standard deviation ``sigma``.
         pilot: ``(C, H, W)`` estimate of the clean image in the same units (the network's output).
-        sigma: noise standard deviation of ``noisy``, the same in every channel.
-        block: side of the DCT patches.
+        sigma: noise standard deviation of ``noisy``, the same in every channel; finite, >= 0.
+        block: side of the DCT patches, at least 2.
         stride: step between patches (1: every position; ``block``: no overlap).
 
-    Returns a new ``(C, H, W)`` float32 tensor; the inputs are not changed. Memory grows with the
-    image, not with the number of patches: the patches are transformed a band of rows at a time.
+    Returns a new ``(C, H, W)`` float32 tensor; the inputs are not changed. The borders are
+    mirrored (numpy's ``reflect``, at any size), so every pixel lies in as many patches as an inner
+    one. Memory grows with the image, not with the number of patches: the patches are transformed
+    a band of rows at a time, the rows running along the longer side.
     """
     if noisy.ndim != 3 or noisy.shape != pilot.shape:
         raise ValueError(f"dct_wiener expects two (C, H, W) images of one shape, got {list(noisy.shape)} "
                          f"and {list(pilot.shape)}.")
-    if not 1 <= stride <= block:
-        raise ValueError(f"stride must lie in [1, block={block}], got {stride}.")
+    if block < 2 or not 1 <= stride <= block:
+        raise ValueError(f"block must be at least 2 and stride lie in [1, block]; got block {block}, stride {stride}.")
+    if not math.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"sigma must be finite and >= 0, got {sigma}.")
     noisy, pilot = noisy.detach().float(), pilot.detach().float()
-    if sigma <= 0:
+    variance = float(torch.tensor(float(sigma) ** 2, dtype=torch.float32))  # as the gains will see it
+    if variance == 0.0:
         return noisy.clone()
     basis = _dct_basis(block, noisy.device)
-    return torch.stack([_filter_plane(n, p, basis, float(sigma), block, stride) for n, p in zip(noisy, pilot)])
+    return torch.stack([_filter_plane(n, p, basis, variance, block, stride) for n, p in zip(noisy, pilot)])
 
 
-def _filter_plane(noisy: torch.Tensor, pilot: torch.Tensor, basis: torch.Tensor, sigma: float, block: int,
+def _filter_plane(noisy: torch.Tensor, pilot: torch.Tensor, basis: torch.Tensor, variance: float, block: int,
                   stride: int) -> torch.Tensor:
-    """One channel: the patches of the padded pair, a band of block rows at a time."""
-    pad = block - 1  # every pixel, the borders too, lies in as many patches as an inner one
-    mode = "reflect" if min(noisy.shape) > pad else "replicate"  # reflect needs a side longer than pad
-    padded = F.pad(torch.stack((noisy, pilot))[None], (pad, pad, pad, pad), mode=mode)[0]  # (2, H+2p, W+2p)
+    """One channel: the patches of the mirrored pair, a band of block rows at a time."""
+    if noisy.shape[1] > noisy.shape[0]:  # the filter commutes with transposition; bands run along the long side
+        return _filter_plane(noisy.T, pilot.T, basis, variance, block, stride).T
+    pad = block - 1
+    padded = _mirror(torch.stack((noisy, pilot)), pad)  # (2, H+2p, W+2p)
     total = torch.zeros(padded.shape[1:], device=padded.device)
     weights = torch.zeros_like(total)
     starts = range(0, padded.shape[1] - block + 1, stride)
     for first in range(0, len(starts), _BLOCK_ROWS_PER_PASS):
         rows = starts[first:first + _BLOCK_ROWS_PER_PASS]
         top, bottom = rows[0], rows[-1] + block
-        band_total, band_weight = _filter_band(padded[:, top:bottom], basis, sigma, block, stride)
+        band_total, band_weight = _filter_band(padded[:, top:bottom], basis, variance, block, stride)
         total[top:bottom] += band_total
         weights[top:bottom] += band_weight
     return (total / weights.clamp_min(1e-12))[pad:-pad, pad:-pad]
 
 
-def _filter_band(band: torch.Tensor, basis: torch.Tensor, sigma: float, block: int,
+def _mirror(planes: torch.Tensor, pad: int) -> torch.Tensor:
+    """``planes`` (N, H, W) mirrored by ``pad`` on every side without repeating the edge, at any size
+    (``F.pad``'s reflect needs each side longer than ``pad``)."""
+    rows, columns = (_mirror_index(size, pad, planes.device) for size in planes.shape[1:])
+    return planes.index_select(1, rows).index_select(2, columns)
+
+
+def _mirror_index(size: int, pad: int, device: torch.device) -> torch.Tensor:
+    if size == 1:
+        return torch.zeros(size + 2 * pad, dtype=torch.long, device=device)
+    period = 2 * (size - 1)
+    index = torch.arange(-pad, size + pad, device=device) % period
+    return torch.where(index < size, index, period - index)
+
+
+def _filter_band(band: torch.Tensor, basis: torch.Tensor, variance: float, block: int,
                  stride: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted sum of the filtered patches of one band of rows of the (noisy, pilot) pair, and the
     sum of their weights."""
     size = (band.shape[1], band.shape[2])
-    # a strided convolution with the basis as filters: the DCT coefficients of every patch at once
-    coefficients = F.conv2d(band.unsqueeze(1), basis.view(-1, 1, block, block), stride=stride)
+    # a strided convolution with the basis as filters: the DCT coefficients of every patch at once;
+    # cuDNN may run convolutions in TF32 (a 10-bit mantissa), too coarse for 16-bit outputs
+    with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=torch.backends.cudnn.benchmark,
+                                    deterministic=torch.backends.cudnn.deterministic, allow_tf32=False):
+        coefficients = F.conv2d(band.unsqueeze(1), basis.view(-1, 1, block, block), stride=stride)
     grid = coefficients.shape[2:]
     noisy, pilot = coefficients.flatten(2)
     power = pilot.square_()
-    gain = power.div_(power + sigma * sigma)  # the Wiener gains, in the pilot's place
+    gain = power.div_(power + variance)  # the Wiener gains, in the pilot's place
     gain[0] = 1.0  # the patch mean stays the noisy image's
     weight = gain.square().sum(0, keepdim=True).reciprocal_()  # <= 1, as the DC gain is 1
     filtered = (basis.T @ noisy.mul_(gain)).mul_(weight)

@@ -71,11 +71,12 @@ def test_report_states_the_start_up_floor_and_the_scaling_without_it(tmp_path):
                            "gflop_per_slice": 12.0, "gflops": 300.0},
                           {"backend": "onnxruntime", "size": 256, "batch": 8, "ms_per_slice": 90.0,
                            "gflop_per_slice": 12.0, "gflops": 133.0}],
-               "start_up": {"import_s": 4.0},
+               "start_up": {"import_s": 4.0}, "blend_ms_per_slice": {"256": 10.0, "512": 40.0},
                "end_to_end": [{"shape": [256, 256, 150], "options": [], "seconds": 12.0, "peak_rss_mb": 1.0},
                               {"shape": [256, 256, 600], "options": [], "seconds": 36.0, "peak_rss_mb": 1.0}]}
     write_report(results, tmp_path)
     text = (tmp_path / "speed.md").read_text()
     assert "Less the start-up, 150 -> 600 slices take 4.00x the time." in text  # (36 - 4) / (12 - 4)
     # the one-slice row of the backend auto runs (onnx is timed as onnxruntime), not the batch of 8
-    assert "150 slices at `onnxruntime`'s one-slice rate, 4.0 + 6.0 = 10.0 s (measured end to end: 12.0 s)" in text
+    assert ("150 slices at `onnxruntime`'s one-slice rate and the blend's Wiener filter on each (10.0 ms a slice; "
+            "40.0 ms at 512x512), 4.0 + 6.0 + 1.5 = 11.5 s (measured end to end: 12.0 s)") in text

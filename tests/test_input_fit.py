@@ -302,3 +302,13 @@ def test_a_fixed_share_wins_over_the_wiener_detail_and_a_bad_scale_is_refused():
         with pytest.raises(ValueError, match="wiener_noise_scale"):
             BlendInputFit(network_weight=None, wiener_noise_scale=bad)
     assert BlendInputFit(network_weight=None, wiener_noise_scale=0.5, noise_range=(0.01, 0.02)).weight(image) is None
+
+
+def test_an_output_unrelated_to_the_input_gives_no_pilot_and_no_nan():
+    """A flat output (fit slope 0) cannot be mapped onto the input's units as a pilot: the input is
+    left unfiltered and the output is the fit's constant, never NaN."""
+    image = torch.rand(1, 32, 32)
+    pred = torch.full((1, 32, 32), 0.4)
+    out = BlendInputFit(network_weight=None, wiener_noise_scale=0.5)(pred.clone(), image)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, torch.full_like(out, 0.4), atol=1e-6, rtol=0)

@@ -7,9 +7,9 @@ the input; ``network_weight`` says how much of the network's own output stays. T
 the input's noise (``noise_range``, :func:`input_noise`): a clean input keeps its own detail, a
 noisy one takes the network's denoising. Or the detail can be decided coefficient by coefficient
 (``wiener_noise_scale``): the input is Wiener-filtered in sliding DCT patches with the network's
-output, mapped onto the input's units, as the pilot (:func:`~monai_dpe.transforms.wiener.dct_wiener`), so the input's detail stays
-wherever the network's output holds detail too, and what the network took for noise is shrunk by
-how far it rises above the input's noise. The level itself can stay the input's own where the input
+output, mapped onto the input's units, as the pilot (:func:`~monai_dpe.transforms.dct_wiener`), so
+the input's detail stays wherever the network's output holds detail too, and what the network took
+for noise is shrunk by how far it rises above the input's noise. The level itself can stay the input's own where the input
 is already well exposed (``level_range``, :func:`level_weight`): a display image whose robust white
 reaches most of full scale is rarely the dark, flat picture the network restores, and on sources it
 has never seen the network's guess at its level is worse than the level it already has. A volume
@@ -241,7 +241,7 @@ def _blend(pred: torch.Tensor, image: torch.Tensor, weight: float | None, noise:
         constant = (1.0 - own) * offset + own * own_offset
         for channel, plane in zip(pred, image):  # one channel at a time: a slice-sized copy at most
             plane = plane.as_subclass(torch.Tensor).float()[None]
-            if slope != 0.0:  # a flat fit (output unrelated to the input) leaves no pilot in its units
+            if slope != 0.0:  # a flat fit (output unrelated to the input) gives no pilot in its units
                 plane = dct_wiener(plane, (channel.as_subclass(torch.Tensor).float()[None] - offset) / slope, noise)
             channel.copy_(plane[0] * gain + constant)
         return

@@ -9,12 +9,12 @@ noisy one takes the network's denoising. Or the detail can be decided coefficien
 (``wiener_noise_scale``): the input is Wiener-filtered in sliding DCT patches with the network's
 output, mapped onto the input's units, as the pilot (:func:`~monai_dpe.transforms.dct_wiener`), so
 the input's detail stays wherever the network's output holds detail too, and what the network took
-for noise is shrunk by how far it rises above the input's noise. The level itself can stay the input's own where the input
-is already well exposed (``level_range``, :func:`level_weight`): a display image whose robust white
-reaches most of full scale is rarely the dark, flat picture the network restores, and on sources it
-has never seen the network's guess at its level is worse than the level it already has. A volume
-is decided once, from its whole range. The bundle's validation split chooses these settings
-(``bundle/docs/README.md``).
+for noise is shrunk by how far it rises above the input's noise. The level itself can stay the
+input's own where the input is already well exposed (``level_range``, :func:`level_weight`): a
+display image whose robust white reaches most of full scale is rarely the dark, flat picture the
+network restores, and on sources it has never seen the network's guess at its level is worse than
+the level it already has. A volume is decided once, from its whole range. The bundle's validation
+split chooses these settings (``bundle/docs/README.md``).
 """
 from __future__ import annotations
 

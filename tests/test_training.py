@@ -29,8 +29,7 @@ from monai_dpe.networks import record_large_files, recorded_sha256, sha256_of
 from bundle_copies import copy_configs
 from helpers import (
     MONAI_DPE, PYTHON, REPO, TINY, TRAIN_ITEMS, bundle_run, datalist_item as _item, reference_wiener, shipped_network,
-    state_path,
-    write_tiny_data,
+    state_path, write_tiny_data,
 )
 
 @pytest.fixture

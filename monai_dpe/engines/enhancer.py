@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,7 +54,7 @@ class SafeDataset(Dataset):
         if ItemKeys.ERROR in item or ItemKeys.SKIPPED in item or NOT_IMAGE in item:  # decided before any work (plan_outputs)
             return dict(item)
         path = item.get(ItemKeys.IMAGE, "")
-        if not os.path.isdir(path) and not image_suffix(path) and not is_dicom_file(Path(path)):
+        if not os.path.isdir(path) and not image_suffix(path) and not is_dicom_file(path):
             return {**item, ItemKeys.ERROR: f"unsupported file type '{os.path.splitext(path)[1] or path}'"}
         try:
             with native_output_logged(item.get(ItemKeys.SOURCE_PATH, display_path(path))):  # ITK/GDCM chatter: --verbose

@@ -186,13 +186,15 @@ def _network(config_files: Sequence[str], weights: str, bundle_root: str,
     return load_router(parser.get_parsed_content("network_def"), weights, experts).eval()
 
 
-def _config_value(config_files: Sequence[str], key: str) -> Any:
-    """``key`` as the configs set it."""
+def _bundle_blend(config_file: str) -> BlendInputFit:
+    """The blend ``config_file`` gives the network's output, built from its settings (one read)."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config(list(config_files))
-    return parser.get_parsed_content(key)
+    parser.read_config(config_file)
+    value = parser.get_parsed_content
+    return BlendInputFit(value("network_share"), noise_range=value("share_noise_range"),
+                         level_range=value("own_level_range"), wiener_noise_scale=value("wiener_noise_scale"))
 
 
 def _validation_pairs(dataset_dir: str, bundle_root: str, preset: str) -> list[dict]:
@@ -243,15 +245,13 @@ def _level(network: torch.nn.Module, pair: Mapping[str, Any]) -> dict:
 
 
 def crop_figure(pairs: Sequence[dict], networks: Mapping[str, torch.nn.Module], classical: str, path: Path,
-                crop: int = 160, network_share: float | None = 1.0,
-                noise_range: Sequence[float] | None = None, level_range: Sequence[float] | None = None,
-                wiener_noise_scale: float | None = None) -> None:
+                crop: int = 160, blend: BlendInputFit | None = None) -> None:
     """One row per image: degraded input, ``classical``, each network, truth; PSNR in the titles.
 
-    Each network's output is blended with its input's affine fit as the bundle does (``network_share``,
-    or where that is ``None`` detail Wiener-filtered by ``wiener_noise_scale`` or a share from the
-    input's noise by ``noise_range``; a well-exposed display image keeps its own level by ``level_range``).
+    Each network's output goes through ``blend``, as the bundle's (:func:`_bundle_blend`); ``None``:
+    the network's output alone.
     """
+    blend = BlendInputFit(1.0) if blend is None else blend
     require("matplotlib", "the quality report's crops")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -265,8 +265,6 @@ def crop_figure(pairs: Sequence[dict], networks: Mapping[str, torch.nn.Module], 
     for row, pair in enumerate(pairs):
         outputs = [pair["degraded"], apply_baseline(classical, pair["image"], pair["rgb"])]
         with torch.inference_mode():
-            blend = BlendInputFit(network_share, noise_range=noise_range, level_range=level_range,
-                                  wiener_noise_scale=wiener_noise_scale)
             outputs += [blend(_route(net)(pair["image"][None], pair.get("modality"), **_level(net, pair))[0], pair["image"],
                               pair.get("level")).clamp(0, 1) for net in networks.values()]
         outputs.append(pair["target"])
@@ -323,10 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     best, _ = _best_classical(table["paper"]["mean"])
     pairs = _validation_pairs(args.dataset_dir, args.bundle_root, "paper")
     crop_figure(pairs, networks, best or "clahe", args.output / "quality_crops.png",
-                network_share=_config_value([str(configs / "train.json")], "network_share"),
-                noise_range=_config_value([str(configs / "train.json")], "share_noise_range"),
-                level_range=_config_value([str(configs / "train.json")], "own_level_range"),
-                wiener_noise_scale=_config_value([str(configs / "train.json")], "wiener_noise_scale"))
+                blend=_bundle_blend(str(configs / "train.json")))
     logger.info("wrote %s", args.output / "quality.md")
     return 0
 

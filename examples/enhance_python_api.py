@@ -32,9 +32,7 @@ def build_enhancer(weights: Path = BUNDLE / "models" / "model.pt") -> torch.nn.M
 
 
 def bundle_value(key: str):
-    """``key`` as the bundle's ``inference.json`` sets it (``network_share``: how much of the network's output stays;
-    ``None``: the detail follows the input's noise, by ``wiener_noise_scale``; ``own_level_range``: the robust whites
-    from which a display image keeps its own level)."""
+    """``key`` as the bundle's ``inference.json`` sets it (``blend``: the :class:`BlendInputFit` its settings build)."""
     parser = ConfigParser()
     parser.read_config(BUNDLE / "configs" / "inference.json")
     return parser.get_parsed_content(key)
@@ -49,10 +47,8 @@ def enhance(inputs: str, output_dir: str) -> list[str]:
     invert = Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False)
     save = SaveEnhancedd("pred", output_dir=output_dir, overwrite=True)
     enhancer, inferer = build_enhancer(), SliceWiseInferer(spatial_dim=-1, sw_batch_size=8, meta_kwargs={"level": LEVEL_META_KEY})
-    blend = BlendInputFitd("pred", image_key="image", network_weight=bundle_value("network_share"),
-                          slice_axis=-1, noise_range=bundle_value("share_noise_range"),
-                          level_range=bundle_value("own_level_range"),  # a well-exposed photo keeps its own level
-                          wiener_noise_scale=bundle_value("wiener_noise_scale"))  # detail: Wiener, network as pilot
+    # the bundle's blend: the network's level, the input's detail Wiener-filtered with the output as pilot
+    blend = BlendInputFitd("pred", image_key="image", blend=bundle_value("blend"))
     written = []
     for item in find_images(inputs):
         data = preprocessing(item)

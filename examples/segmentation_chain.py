@@ -172,10 +172,7 @@ def build_chain(method: str, segmenter: torch.nn.Module, enhancer: torch.nn.Modu
         # the bundle's inference pieces: plain DPENet, ChannelAdapter applied by the inferer (grey in, grey out)
         enhance = [Inferd("image", enhancer, SliceWiseInferer(spatial_dim=-1, sw_batch_size=1, network_wrapper=ChannelAdapter,
                                                       meta_kwargs={"level": LEVEL_META_KEY}), output_key="enhanced"),
-                   BlendInputFitd("enhanced", image_key="image", network_weight=bundle_value("network_share"),
-                                  noise_range=bundle_value("share_noise_range"),
-                                  level_range=bundle_value("own_level_range"),
-                                  wiener_noise_scale=bundle_value("wiener_noise_scale")),
+                   BlendInputFitd("enhanced", image_key="image", blend=bundle_value("blend")),
                    DeleteItemsd("image"), CopyItemsd("enhanced", names="image")]
     elif method == "clahe":
         enhance = [Classicald("image", clahe)]

@@ -70,6 +70,14 @@ def test_dictionary_form_blends_pred_with_the_item_image():
     assert out["image"] is image
 
 
+def test_dictionary_form_applies_a_given_blend_in_place_of_its_settings():
+    image, pred = _pair(4)
+    blend = BlendInputFit(network_weight=0.25)
+    transform = BlendInputFitd("pred", network_weight=1.0, blend=blend)  # the given blend wins over the settings
+    assert transform.blend is blend
+    torch.testing.assert_close(transform({"image": image, "pred": pred.clone()})["pred"], blend(pred.clone(), image))
+
+
 def test_inference_bundle_blends_before_inverting_the_intensity_policy(tmp_path):
     """inference.json's ``network_share``: 0 gives an output that is an affine map of the stretched input, slice by slice."""
     from monai.bundle import ConfigParser
@@ -102,9 +110,11 @@ def test_validation_evaluation_and_inference_blend_alike():
     for name in ("train.json", "inference.json"):
         parser = ConfigParser()
         parser.read_config(str(BUNDLE / "configs" / name))
-        shares.append((parser["network_share"], parser["share_noise_range"], parser["own_level_range"],
-                       parser["wiener_noise_scale"]))
-    assert shares[0] == shares[1]
+        blend = parser.get_parsed_content("blend")  # the one blend each config's postprocessing applies
+        assert parser.get_parsed_content("validate#postprocessing" if name == "train.json" else "postprocessing"
+                                         ).transforms[0].blend is blend
+        shares.append((blend.network_weight, blend.noise_range, blend.level_range, blend.wiener_noise_scale))
+    assert shares[0] == shares[1] == (None, (0.015, 0.02), (0.55, 0.56), 0.5)
 
 
 def test_input_noise_reads_known_noise_and_a_volume_takes_the_median_of_its_slices():

@@ -36,7 +36,7 @@ from monai_dpe.locations import default_bundle
 from monai_dpe.inferers import SliceWiseInferer, hold_channels_last
 from monai_dpe.networks import OnnxNetwork, export_onnx, load_weights
 from monai_dpe.processor import cpu_features, has_fast_bf16, has_spare_core
-from monai_dpe.transforms import BlendInputFit, IntensityPolicy
+from monai_dpe.transforms import IntensityPolicy
 
 __all__ = ["conv_flops", "matmul_gflops", "time_call", "enhance_volume", "main"]
 
@@ -168,9 +168,7 @@ def bf16_fidelity(net: nn.Module, repeats: int, size: int = 256) -> dict:
 def blend_timing(repeats: int) -> dict:
     """Milliseconds the bundle's blend (its Wiener filter) takes on one grey slice of 256x256 and of
     512x512: part of every slice's cost that the network timings above leave out."""
-    parser = _inference_config()
-    blend = BlendInputFit(parser["network_share"], noise_range=parser["share_noise_range"],
-                          level_range=parser["own_level_range"], wiener_noise_scale=parser["wiener_noise_scale"])
+    blend = _inference_config().get_parsed_content("blend")
     generator = torch.Generator().manual_seed(0)
     timings = {}
     for size in (256, 512):

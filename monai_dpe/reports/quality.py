@@ -187,14 +187,12 @@ def _network(config_files: Sequence[str], weights: str, bundle_root: str,
 
 
 def _bundle_blend(config_file: str) -> BlendInputFit:
-    """The blend ``config_file`` gives the network's output, built from its settings (one read)."""
+    """The blend ``config_file`` gives the network's output (its ``blend`` entry)."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(config_file)
-    value = parser.get_parsed_content
-    return BlendInputFit(value("network_share"), noise_range=value("share_noise_range"),
-                         level_range=value("own_level_range"), wiener_noise_scale=value("wiener_noise_scale"))
+    return parser.get_parsed_content("blend")
 
 
 def _validation_pairs(dataset_dir: str, bundle_root: str, preset: str) -> list[dict]:

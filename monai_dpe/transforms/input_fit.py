@@ -263,15 +263,19 @@ class BlendInputFitd(MapTransform):
         level_key: item key of the input's level (:class:`~monai_dpe.transforms.IntensityPolicyd`'s
             ``level_key``); where the item has none, the level in ``image_key``'s meta is used.
         wiener_noise_scale: the Wiener filter's noise as a multiple of the input's (no fixed share).
+        blend: a :class:`BlendInputFit` to apply instead of one built from the settings above (the
+            bundle configs name theirs once, as ``blend``, and every user of it takes that one).
     """
 
     def __init__(self, keys: KeysCollection = "pred", image_key: str = "image", network_weight: float | None = 1.0,
                  slice_axis: int = -1, noise_range: Sequence[float] | None = None,
                  level_range: Sequence[float] | None = None, level_key: str = "level",
-                 wiener_noise_scale: float | None = None, allow_missing_keys: bool = False) -> None:
+                 wiener_noise_scale: float | None = None, blend: BlendInputFit | None = None,
+                 allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.image_key, self.level_key = image_key, level_key
-        self.blend = BlendInputFit(network_weight, slice_axis, noise_range, level_range, wiener_noise_scale)
+        self.blend = blend if blend is not None else BlendInputFit(network_weight, slice_axis, noise_range,
+                                                                   level_range, wiener_noise_scale)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

@@ -114,7 +114,7 @@ def test_validation_evaluation_and_inference_blend_alike():
         assert parser.get_parsed_content("validate#postprocessing" if name == "train.json" else "postprocessing"
                                          ).transforms[0].blend is blend
         shares.append((blend.network_weight, blend.noise_range, blend.level_range, blend.wiener_noise_scale))
-    assert shares[0] == shares[1] == (None, (0.015, 0.02), (0.55, 0.56), 0.5)
+    assert shares[0] == shares[1] == (None, (0.015, 0.02), (0.55, 0.56), 0.2)
 
 
 def test_input_noise_reads_known_noise_and_a_volume_takes_the_median_of_its_slices():

@@ -157,7 +157,7 @@ class BlendInputFit(Transform):
     Example::
 
         # the bundle's settings
-        blend = BlendInputFit(network_weight=None, wiener_noise_scale=0.5, level_range=(0.55, 0.56))
+        blend = BlendInputFit(network_weight=None, wiener_noise_scale=0.2, level_range=(0.55, 0.56))
         enhanced = blend(pred, image, level)  # level: (display, low, high), as IntensityPolicyd records it
     """
 

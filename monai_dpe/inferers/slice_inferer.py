@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from functools import partial
 from collections.abc import Callable, Sequence
 
 import torch
@@ -42,10 +43,9 @@ class _BatchInvariantConvolutions(TorchFunctionMode):
     images, but its native kernel for one image whose input is small (C*H*W <= 20480: the deep
     levels of a U-Net on small slices) and, on one thread, for 1x1 kernels below 16 images
     (NNPACK from 16 images when oneDNN is off). The kernels sum in different orders, so a
-    slice's output depended on how many slices shared its call (by ~2e-7). Each kernel computes
-    every image on its own, so where one image would take the native kernel the whole batch is
-    sent to it (in (N, C, H, W) layout, where the native kernel works image by image): a slice
-    gets the same bits for every ``sw_batch_size``, the bits a batch of one (the bundle's
+    slice's output depended on how many slices shared its call (by ~2e-7). Where one image would
+    take the native kernel, each image of the batch is sent to it alone (in (N, C, H, W) layout):
+    a slice gets the same bits for every ``sw_batch_size``, the bits a batch of one (the bundle's
     default) always got. Grouped convolutions are left to PyTorch.
     """
 
@@ -63,14 +63,21 @@ class _BatchInvariantConvolutions(TorchFunctionMode):
         stride, padding, dilation = _pair(call.get("stride", 1)), _pair(padding), _pair(call.get("dilation", 1))
         if _single_image_takes_onednn(x, weight, stride, dilation, groups):
             return func(*args, **kwargs)  # then PyTorch takes oneDNN for every batch size
-        # the native kernels work image by image only on (N, C, H, W)-contiguous tensors
+        # the native kernels take (N, C, H, W)-contiguous tensors; they run a batch's images in parallel,
+        # each on a one-thread GEMM, but one image alone on a multi-threaded GEMM, which on some BLAS
+        # builds (MKL on a 2-core Xeon with AMX) sums in another order: so one call per image
         x, weight, kernel = x.contiguous(), weight.contiguous(), list(weight.shape[-2:])
         if func is torch.conv_transpose2d:
             extra = _pair(call.get("output_padding", 0))
-            return torch.ops.aten.slow_conv_transpose2d(x, weight, kernel, bias, stride, padding, extra, dilation)
-        if dilation != [1, 1]:
-            return torch.ops.aten.slow_conv_dilated2d(x, weight, kernel, bias, stride, padding, dilation)
-        return torch.ops.aten.thnn_conv2d(x, weight, kernel, bias, stride, padding)
+            native = partial(torch.ops.aten.slow_conv_transpose2d, weight=weight, kernel_size=kernel, bias=bias,
+                             stride=stride, padding=padding, output_padding=extra, dilation=dilation)
+        elif dilation != [1, 1]:
+            native = partial(torch.ops.aten.slow_conv_dilated2d, weight=weight, kernel_size=kernel, bias=bias,
+                             stride=stride, padding=padding, dilation=dilation)
+        else:
+            native = partial(torch.ops.aten.thnn_conv2d, weight=weight, kernel_size=kernel, bias=bias, stride=stride,
+                             padding=padding)
+        return torch.cat([native(x[i : i + 1]) for i in range(x.shape[0])])
 
 
 def _weights_dtype(network) -> torch.dtype | None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from functools import partial
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 import torch.nn as nn

@@ -182,6 +182,26 @@ def test_a_well_exposed_photo_keeps_its_own_level_unless_the_network_level_is_as
     assert np.abs(outputs["network"] - photo).mean() > 2, "the (random, tiny) network's level is another"
 
 
+def test_colour_stretch_share_one_gives_a_dark_colour_photo_its_stretch(tmp_path, tiny_bundle):
+    """``--colour-stretch-share 1`` with ``--network-share 0``: a dark colour photo's output is its own
+    percentile stretch (the network input), whatever the network's level."""
+    from monai_dpe.transforms.intensity_policy import robust_range
+
+    rows, cols = np.mgrid[0:48, 0:40] / 47.0
+    photo = (np.stack([rows, 0.3 + 0.7 * cols * 47 / 39, 0.5 * (rows + cols)], -1) * 90).round().astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "dark.png")
+    proc = run_cli("dark.png", "-o", "out", "--bundle", str(tiny_bundle), "--no-progress", "--network-share", "0",
+                   "--colour-stretch-share", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    low, high = robust_range(photo.astype(np.float64), 0.5, 99.5)
+    stretched = np.clip((photo - low) / (high - low), 0, 1) * 255
+    out = np.asarray(Image.open(tmp_path / "out" / "dark.png"), dtype=np.float64)
+    assert np.abs(out - stretched).max() <= 1.0
+    refused = run_cli("dark.png", "-o", "out2", "--bundle", str(tiny_bundle), "--colour-stretch-share", "-0.1",
+                      cwd=tmp_path)
+    assert refused.returncode == 2 and "must lie in [0, 1]" in refused.stderr
+
+
 @pytest.mark.slow  # a full-width network: the one test that runs the shipped bundle's configs unchanged
 def test_shipped_bundle_with_weights_option_and_run_options(tmp_path):
     """The default bundle (found next to the package) with full-width random weights and every run option."""

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers import AFFINE, BUNDLE, TINY_CHANNELS, reference_wiener, smooth, tiny_weights
-from monai_dpe.transforms import BlendInputFit, BlendInputFitd, input_fit, input_noise, level_weight, noise_weight
+from monai_dpe.transforms import BlendInputFit, BlendInputFitd, input_fit, input_noise, is_colour, level_weight, noise_weight
 
 
 def _pair(seed: int = 0, shape=(3, 40, 36)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,6 +227,50 @@ def test_a_level_range_must_be_valid_and_a_level_has_three_values():
             BlendInputFit(0.5, level_range=bad)
     with pytest.raises(ValueError, match="display, low, high"):
         BlendInputFit(0.5, level_range=(0.6, 0.65))(pred, image, (1.0, 0.9))
+
+
+def test_is_colour_tells_colour_from_grey_replicated_to_rgb():
+    image, _ = _pair(12)
+    assert is_colour(image)
+    assert not is_colour(image[:1].repeat(3, 1, 1)), "grey replicated to RGB, as the network takes it, is grey"
+    assert not is_colour(image[:1])
+    volume = torch.rand(1, 4, 5, 6).repeat(3, 1, 1, 1)
+    volume[2, -1, -1, -1] += 0.5  # one voxel of one channel differs: colour
+    assert is_colour(volume)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.3, 1.0])
+def test_a_colour_input_takes_the_share_of_its_level_from_its_stretch(share):
+    """The fit line moves from the network's ``(a, b)`` toward ``(1, 0)``: the input's own stretched frame."""
+    image, pred = _pair(13)
+    slope, offset = input_fit(image, pred)
+    line = ((1 - share) * slope + share) * image + (1 - share) * offset
+    for weight in (0.0, 0.4):
+        blended = BlendInputFit(weight, colour_stretch_share=share)(pred.clone(), image)
+        expected = weight * (pred - slope * image - offset) + line
+        torch.testing.assert_close(blended, expected, atol=1e-5, rtol=0)
+    wiener = BlendInputFit(None, wiener_noise_scale=0.5, colour_stretch_share=share)(pred.clone(), image)
+    filtered = BlendInputFit(None, wiener_noise_scale=0.5)(pred.clone(), image)  # the network's line: (a, b)
+    gain = (1 - share) * slope + share
+    expected = ((filtered - offset) / slope) * gain + (1 - share) * offset  # same filtered input, other line
+    torch.testing.assert_close(wiener, expected, atol=1e-4, rtol=0)
+    unblended = BlendInputFit(1.0, colour_stretch_share=share)(pred.clone(), image)
+    torch.testing.assert_close(unblended, pred - slope * image - offset + line, atol=1e-5, rtol=0)
+
+
+def test_grey_inputs_and_inputs_keeping_their_own_level_ignore_the_colour_share():
+    image, pred = _pair(14)
+    grey = image[:1].repeat(3, 1, 1)
+    torch.testing.assert_close(BlendInputFit(0.4, colour_stretch_share=1.0)(pred.clone(), grey),
+                               BlendInputFit(0.4)(pred.clone(), grey))
+    level = (1.0, 0.05, 0.9)  # a well-exposed display image keeps its own level, whatever its colour
+    kept = BlendInputFit(0.4, level_range=(0.6, 0.65), colour_stretch_share=1.0)(pred.clone(), image, level)
+    torch.testing.assert_close(kept, BlendInputFit(0.4, level_range=(0.6, 0.65))(pred.clone(), image, level))
+    with pytest.raises(ValueError, match="colour_stretch_share"):
+        BlendInputFit(0.4, colour_stretch_share=1.5)
+    transform = BlendInputFitd("pred", network_weight=0.4, colour_stretch_share=0.5)
+    torch.testing.assert_close(transform({"image": image, "pred": pred.clone()})["pred"],
+                               BlendInputFit(0.4, colour_stretch_share=0.5)(pred.clone(), image))
 
 
 # ------------------------------------------------------------------------------------------- Wiener detail

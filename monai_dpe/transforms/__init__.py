@@ -26,7 +26,15 @@ from monai_dpe.transforms.perceptual import (
 from monai_dpe.transforms.channels import MergeAlphad, SplitAlphad
 from monai_dpe.transforms.io import SaveEnhancedd, StorageTyped, UnsafeOutputPath, output_path
 from monai_dpe.transforms.fill import MaskFillValuesd, RestoreFillValuesd
-from monai_dpe.transforms.input_fit import BlendInputFit, BlendInputFitd, input_fit, input_noise, level_weight, noise_weight
+from monai_dpe.transforms.input_fit import (
+    BlendInputFit,
+    BlendInputFitd,
+    input_fit,
+    input_noise,
+    is_colour,
+    level_weight,
+    noise_weight,
+)
 from monai_dpe.transforms.load import LoadDisplayImage, LoadDisplayImaged, photo_header, pil_display_converter
 from monai_dpe.transforms.wiener import dct_wiener
 from monai_dpe.transforms.preparation import (
@@ -75,6 +83,7 @@ __all__ = [
     "LEVEL_META_KEY",
     "input_fit",
     "input_noise",
+    "is_colour",
     "dct_wiener",
     "noise_weight",
     "level_weight",

@@ -153,17 +153,24 @@ class BlendInputFit(Transform):
             network's level to its own (:func:`level_weight`); ``None``: always the network's.
         wiener_noise_scale: the Wiener filter's noise as a multiple of the input's estimated noise
             (> 0); used when ``network_weight`` is ``None``.
+        colour_stretch_share: share ``s`` in [0, 1] of a colour input's level taken from its stretch
+            (the network input's own frame) rather than from the network's fit. The network learnt
+            colour levels from few colour collections and does not carry them to others; grey inputs
+            and inputs that keep their own level are not affected. 0: the network's level.
 
     Example::
 
         # the bundle's settings
-        blend = BlendInputFit(network_weight=None, wiener_noise_scale=0.2, level_range=(0.55, 0.56))
+        blend = BlendInputFit(network_weight=None, wiener_noise_scale=0.2, level_range=(0.55, 0.56),
+                              colour_stretch_share=COLOUR_SHARE)
         enhanced = blend(pred, image, level)  # level: (display, low, high), as IntensityPolicyd records it
     """
 
     def __init__(self, network_weight: float | None = 1.0, slice_axis: int = -1,
                  noise_range: Sequence[float] | None = None, level_range: Sequence[float] | None = None,
-                 wiener_noise_scale: float | None = None) -> None:
+                 wiener_noise_scale: float | None = None, colour_stretch_share: float = 0.0) -> None:
+        if not 0.0 <= float(colour_stretch_share) <= 1.0:
+            raise ValueError(f"colour_stretch_share must lie in [0, 1], got {colour_stretch_share}.")
         if wiener_noise_scale is not None and not 0.0 < float(wiener_noise_scale) < float("inf"):
             raise ValueError(f"wiener_noise_scale must be positive and finite, got {wiener_noise_scale}.")
         if network_weight is None and wiener_noise_scale is None and not _valid_range(noise_range):
@@ -177,6 +184,7 @@ class BlendInputFit(Transform):
         self.noise_range = None if noise_range is None else (float(noise_range[0]), float(noise_range[1]))
         self.level_range = None if level_range is None else (float(level_range[0]), float(level_range[1]))
         self.wiener_noise_scale = None if wiener_noise_scale is None else float(wiener_noise_scale)
+        self.colour_stretch_share = float(colour_stretch_share)
         self.slice_axis = int(slice_axis)
 
     @property
@@ -200,7 +208,8 @@ class BlendInputFit(Transform):
         own = level_weight(level, self.level_range)
         weight = self.weight(image)
         noise = self.wiener_noise_scale * input_noise(image, self.slice_axis) if weight is None else 0.0
-        if weight == 1.0 and own == 0.0:
+        share = self.colour_stretch_share if own < 1.0 and self.colour_stretch_share and is_colour(image) else 0.0
+        if weight == 1.0 and own == 0.0 and not share:
             return pred
         own_line = (0.0, 1.0)
         if own:
@@ -211,10 +220,16 @@ class BlendInputFit(Transform):
             if pred.ndim == 4:  # channel + three spatial dimensions: one fit per slice
                 axis = 1 + (self.slice_axis % 3)
                 for index in range(pred.shape[axis]):
-                    _blend(pred.select(axis, index), image.select(axis, index), weight, noise, own, own_line)
+                    _blend(pred.select(axis, index), image.select(axis, index), weight, noise, own, own_line, share)
             else:
-                _blend(pred, image, weight, noise, own, own_line)
+                _blend(pred, image, weight, noise, own, own_line, share)
         return pred
+
+
+def is_colour(image: torch.Tensor) -> bool:
+    """Whether a channel-first image or volume holds colour: more than one channel, not all equal
+    (grey replicated to RGB, as the network takes it, is not colour)."""
+    return image.shape[0] > 1 and any(not torch.equal(image[0], channel) for channel in image[1:])
 
 
 def _valid_range(bounds) -> bool:
@@ -226,27 +241,29 @@ def _valid_range(bounds) -> bool:
 
 
 def _blend(pred: torch.Tensor, image: torch.Tensor, weight: float | None, noise: float, own: float,
-           own_line: tuple[float, float]) -> None:
-    """``pred`` becomes ``weight * (pred - fit) + (1 - own) * fit + own * (offset + scale * image)``, in place.
+           own_line: tuple[float, float], share: float = 0.0) -> None:
+    """``pred`` becomes ``weight * (pred - fit) + (1 - own) * line + own * (offset + scale * image)``, in place.
 
-    With ``weight`` None, ``image`` is Wiener-filtered first (noise ``noise`` in its units, pilot
-    ``(pred - b) / a``) and the detail term is left out: what stays of the input's detail is the filter's.
+    ``line`` is the fit moved by ``share`` toward ``image`` itself. With ``weight`` None, ``image`` is
+    Wiener-filtered first (noise ``noise`` in its units, pilot ``(pred - b) / a``) and the detail term
+    is left out: what stays of the input's detail is the filter's.
     """
     slope, offset = input_fit(image, pred)
+    line_slope, line_offset = (1.0 - share) * slope + share, (1.0 - share) * offset
     own_offset, own_scale = own_line
     if weight is None:
         # the input filtered in its own units (the pilot: the output mapped back onto them), then
         # taken by the line the blend gives the input: the fit's, the input's own, or between
-        gain = (1.0 - own) * slope + own * own_scale
-        constant = (1.0 - own) * offset + own * own_offset
+        gain = (1.0 - own) * line_slope + own * own_scale
+        constant = (1.0 - own) * line_offset + own * own_offset
         for channel, plane in zip(pred, image):  # one channel at a time: a slice-sized copy at most
             plane = plane.as_subclass(torch.Tensor).float()[None]
             if slope != 0.0:  # a flat fit (output unrelated to the input) gives no pilot in its units
                 plane = dct_wiener(plane, (channel.as_subclass(torch.Tensor).float()[None] - offset) / slope, noise)
             channel.copy_(plane[0] * gain + constant)
         return
-    image_gain = (1.0 - weight) * slope + own * (own_scale - slope)
-    constant = (1.0 - weight) * offset + own * (own_offset - offset)
+    image_gain = (1.0 - own) * line_slope - weight * slope + own * own_scale
+    constant = (1.0 - own) * line_offset - weight * offset + own * own_offset
     pred.mul_(weight).add_(image.to(pred.dtype), alpha=image_gain).add_(constant)
 
 
@@ -263,6 +280,7 @@ class BlendInputFitd(MapTransform):
         level_key: item key of the input's level (:class:`~monai_dpe.transforms.IntensityPolicyd`'s
             ``level_key``); where the item has none, the level in ``image_key``'s meta is used.
         wiener_noise_scale: the Wiener filter's noise as a multiple of the input's (no fixed share).
+        colour_stretch_share: share of a colour input's level taken from its stretch.
         blend: a :class:`BlendInputFit` to apply instead of one built from the settings above (the
             bundle configs name theirs once, as ``blend``, and every user of it takes that one).
     """
@@ -271,11 +289,11 @@ class BlendInputFitd(MapTransform):
                  slice_axis: int = -1, noise_range: Sequence[float] | None = None,
                  level_range: Sequence[float] | None = None, level_key: str = "level",
                  wiener_noise_scale: float | None = None, blend: BlendInputFit | None = None,
-                 allow_missing_keys: bool = False) -> None:
+                 colour_stretch_share: float = 0.0, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.image_key, self.level_key = image_key, level_key
-        self.blend = blend if blend is not None else BlendInputFit(network_weight, slice_axis, noise_range,
-                                                                   level_range, wiener_noise_scale)
+        self.blend = blend if blend is not None else BlendInputFit(network_weight, slice_axis, noise_range, level_range,
+                                                                   wiener_noise_scale, colour_stretch_share)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

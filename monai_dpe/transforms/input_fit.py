@@ -13,8 +13,10 @@ for noise is shrunk by how far it rises above the input's noise. The level itsel
 input's own where the input is already well exposed (``level_range``, :func:`level_weight`): a
 display image whose robust white reaches most of full scale is rarely the dark, flat picture the
 network restores, and on sources it has never seen the network's guess at its level is worse than
-the level it already has. A volume is decided once, from its whole range. The bundle's validation
-split chooses these settings (``bundle/docs/README.md``).
+the level it already has. A volume is decided once, from its whole range. A dark colour image can
+take part of its level from its own stretch instead (``colour_stretch_share``, :func:`is_colour`):
+the network learnt colour levels from few collections. The bundle's validation split chooses these
+settings (``bundle/docs/README.md``).
 """
 from __future__ import annotations
 
@@ -161,9 +163,11 @@ class BlendInputFit(Transform):
     Example::
 
         # the bundle's settings
-        blend = BlendInputFit(network_weight=None, wiener_noise_scale=0.2, level_range=(0.55, 0.56),
-                              colour_stretch_share=COLOUR_SHARE)
+        blend = BlendInputFit(network_weight=None, wiener_noise_scale=0.2, level_range=(0.55, 0.56))
         enhanced = blend(pred, image, level)  # level: (display, low, high), as IntensityPolicyd records it
+        # colour photographs and slides, unlike the blood smears the network learnt colour from
+        photo_blend = BlendInputFit(network_weight=None, wiener_noise_scale=0.2, level_range=(0.55, 0.56),
+                                    colour_stretch_share=0.5)
     """
 
     def __init__(self, network_weight: float | None = 1.0, slice_axis: int = -1,

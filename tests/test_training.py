@@ -450,7 +450,7 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
         display, low, high = (float(v) for v in item["level"]) if "level" in item else (0.0, 0.0, 1.0)
         own = np.clip((high - level_range[0]) / (level_range[1] - level_range[0]), 0, 1) if display else 0.0
         detail = 0.0 if share is None else share * (raw - fitted)
-        colour = not (np.array_equal(network_input[0], network_input[1]) and np.array_equal(network_input[1], network_input[2]))
+        colour = bool(np.ptp(network_input, axis=0).any())  # channels that differ somewhere: not grey replicated
         stretch_share = parser["colour_stretch_share"] if colour and own < 1 else 0.0  # a colour input's level
         line_slope, line_offset = (1 - stretch_share) * slope + stretch_share, (1 - stretch_share) * offset
         # the fit's line (a colour input's moved toward its stretch), or a well-exposed display image's own,

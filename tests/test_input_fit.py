@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from helpers import AFFINE, BUNDLE, TINY_CHANNELS, reference_wiener, smooth, tiny_weights
-from monai_dpe.transforms import BlendInputFit, BlendInputFitd, input_fit, input_noise, is_colour, level_weight, noise_weight
+from monai_dpe.transforms import (BlendInputFit, BlendInputFitd, input_fit, input_noise, is_colour, level_weight,
+                                  line_within_range, noise_weight)
 
 
 def _pair(seed: int = 0, shape=(3, 40, 36)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -366,3 +367,86 @@ def test_an_output_unrelated_to_the_input_gives_no_pilot_and_no_nan():
     out = BlendInputFit(network_weight=None, wiener_noise_scale=0.5)(pred.clone(), image)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, torch.full_like(out, 0.4), atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------------------------ the line within range
+def _mse(image: torch.Tensor, line: tuple[float, float], other: tuple[float, float]) -> float:
+    x = image.double()
+    return float(((line[0] - other[0]) * x + (line[1] - other[1])).square().mean())
+
+
+def _inside(image: torch.Tensor, line: tuple[float, float], margin: float = 0.0) -> bool:
+    low, high = float(image.min()) + margin, float(image.max()) - margin
+    ends = (line[0] * low + line[1], line[0] * high + line[1])
+    return min(ends) >= -1e-9 and max(ends) <= 1.0 + 1e-9
+
+
+def test_a_line_within_range_is_kept_and_one_past_white_or_black_is_brought_in():
+    image = torch.linspace(0.0, 1.0, 400).reshape(1, 20, 20)
+    assert line_within_range(image, 0.6, 0.2) == (0.6, 0.2)
+    for line in ((1.5, 0.0), (1.0, -0.3), (0.4, 0.8)):
+        moved = line_within_range(image, *line)
+        assert _inside(image, moved) and moved != line
+        assert abs(max(moved[0] * 0.0 + moved[1], moved[0] + moved[1]) - 1.0) < 1e-9 or abs(moved[1]) < 1e-9
+
+
+def test_the_line_brought_in_is_the_nearest_in_mean_squared_difference():
+    """Against a brute-force search over lines that keep the range in [0, 1]."""
+    rng = np.random.default_rng(3)
+    image = torch.as_tensor(rng.random((2, 16, 16)) * 0.8 + 0.1)
+    gains, constants = np.meshgrid(np.linspace(-0.5, 2.0, 501), np.linspace(-1.0, 1.5, 501))
+    low, high = float(image.min()), float(image.max())
+    feasible = (np.minimum(gains * low, gains * high) + constants >= 0) & (np.maximum(gains * low, gains * high)
+                                                                          + constants <= 1)
+    x = image.double().numpy()
+    mean, second = x.mean(), (x * x).mean()
+    for line in ((1.8, -0.2), (0.5, -0.3), (1.2, 0.3), (3.0, -1.0)):
+        moved = line_within_range(image, *line)
+        dg, dc = gains - line[0], constants - line[1]
+        grid = dg * dg * second + 2 * dg * dc * mean + dc * dc  # mean squared difference of each grid line
+        assert _inside(image, moved)
+        assert _mse(image, moved, line) <= grid[feasible].min() + 1e-9
+
+
+def test_bringing_the_line_in_never_moves_it_away_from_a_true_line_within_range():
+    """The lines that keep the range in [0, 1] are convex, so the nearest one is no farther from any of them."""
+    rng = np.random.default_rng(8)
+    image = torch.as_tensor(rng.random((1, 24, 24)))
+    for _ in range(200):
+        truth = (rng.uniform(0.2, 1.0), 0.0)
+        truth = (truth[0], rng.uniform(0.0, 1.0 - truth[0]))
+        guess = (rng.uniform(0.0, 3.0), rng.uniform(-1.0, 1.0))
+        moved = line_within_range(image, *guess)
+        assert _mse(image, moved, truth) <= _mse(image, guess, truth) + 1e-12
+
+
+def test_the_margin_leaves_lines_that_clip_only_noise_and_a_flat_image_keeps_its_mean_in_range():
+    image = torch.linspace(0.0, 1.0, 400).reshape(1, 20, 20)
+    assert line_within_range(image, 1.1, -0.05, margin=0.1) == (1.1, -0.05)  # 0.1 -> 0.06, 0.9 -> 0.94
+    assert line_within_range(image, 1.1, -0.05) != (1.1, -0.05)
+    flat = torch.full((3, 8, 8), 0.4)
+    gain, constant = line_within_range(flat, 2.0, 0.5)
+    assert gain == 2.0 and abs(gain * float(flat.double().mean()) + constant - 1.0) < 1e-9
+
+
+def test_the_blend_keeps_what_the_input_resolves_inside_the_displayable_range():
+    """A network that stretches the contrast too far would clip the brightest part of the input; with
+    ``range_margin`` the output is a line of the input that stays in [0, 1], so no detail is clipped."""
+    rows, columns = np.mgrid[0:64, 0:64]
+    image = torch.as_tensor((0.5 + 0.4 * np.sin(rows / 9.0) * np.cos(columns / 13.0))[None], dtype=torch.float32)
+    clean = image.numpy()
+    pred = torch.as_tensor(1.6 * clean - 0.1, dtype=torch.float32)
+    plain = BlendInputFit(None, wiener_noise_scale=0.2)(pred.clone(), image)
+    ranged = BlendInputFit(None, wiener_noise_scale=0.2, range_margin=2.0)(pred.clone(), image)
+    margin = 2.0 * input_noise(image)  # the ends of the range left free: a few of the input's noise
+    assert float(plain.max()) > 1.1 and float((plain > 1.0).float().mean()) > 0.05
+    assert float(ranged.min()) > -2 * margin and float(ranged.max()) < 1.0 + 2 * margin
+    assert float((ranged > 1.0).float().mean()) < 0.005
+    slope, offset = input_fit(image, ranged)  # still a line of the (barely filtered) input
+    np.testing.assert_allclose(ranged.numpy(), (slope * image + offset).numpy(), atol=2 * margin)
+
+
+def test_a_bad_range_margin_is_refused():
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="range_margin"):
+            BlendInputFit(None, wiener_noise_scale=0.2, range_margin=bad)

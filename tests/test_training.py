@@ -22,6 +22,7 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigParser, ConfigWorkflow
 from PIL import Image
+from scipy import optimize
 from skimage import color, data as skdata, exposure, metrics
 
 from monai_dpe.engines.baselines import clahe
@@ -402,6 +403,20 @@ def _haar_noise(picture: np.ndarray) -> float:
 
 
 @pytest.mark.slow
+def _line_in_range(image: np.ndarray, gain: float, constant: float, margin: float) -> tuple[float, float]:
+    """The least-squares nearest line keeping ``[min + margin, max - margin]`` of ``image`` in [0, 1], found by
+    scipy as a bounded problem in the line's values at the two ends."""
+    low, high = image.min() + margin, image.max() - margin
+    x = image.ravel()
+    assert high > low, "a range narrowed to nothing: not a case this reference covers"
+    if gain * low + constant >= 0 and gain * high + constant <= 1:
+        return gain, constant
+    ends = np.stack([(high - x) / (high - low), (x - low) / (high - low)], 1)
+    at_low, at_high = optimize.lsq_linear(ends, gain * x + constant, bounds=(0, 1), tol=1e-12).x
+    new_gain = (at_high - at_low) / (high - low)
+    return new_gain, at_low - new_gain * low
+
+
 def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, tiny_data, tmp_path):
     torch.manual_seed(3)
     net = shipped_network(channels=TINY["channels"])  # the bundle's network_def
@@ -455,7 +470,12 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
         line_slope, line_offset = (1 - stretch_share) * slope + stretch_share, (1 - stretch_share) * offset
         # the fit's line (a colour input's moved toward its stretch), or a well-exposed display image's own,
         # applied to the (filtered) input
-        pred = detail + (1 - own) * (line_slope * filtered + line_offset) + own * (low + (high - low) * filtered)
+        gain = (1 - own) * line_slope + own * (high - low)
+        constant = (1 - own) * line_offset + own * low
+        if share is None and parser["range_margin"] is not None:  # the line keeps the filtered range in [0, 1]
+            gain, constant = _line_in_range(filtered, gain, constant,
+                                            parser["range_margin"] * _haar_noise(network_input.mean(0)))
+        pred = detail + gain * filtered + constant
         pred = torch.as_tensor(np.clip(pred, 0, 1))
         target = item["target"].permute(1, 2, 0).numpy().astype(np.float64)
         pred_np = pred.permute(1, 2, 0).numpy().astype(np.float64)

@@ -33,6 +33,7 @@ from monai_dpe.transforms.input_fit import (
     input_noise,
     is_colour,
     level_weight,
+    line_within_range,
     noise_weight,
 )
 from monai_dpe.transforms.load import LoadDisplayImage, LoadDisplayImaged, photo_header, pil_display_converter
@@ -87,6 +88,7 @@ __all__ = [
     "dct_wiener",
     "noise_weight",
     "level_weight",
+    "line_within_range",
     "input_level",
     "RandLowBrightnessd",
     "RandLowContrastd",

@@ -31,7 +31,8 @@ from monai.transforms import MapTransform, Transform
 from monai_dpe.transforms.intensity_policy import LEVEL_META_KEY
 from monai_dpe.transforms.wiener import dct_wiener
 
-__all__ = ["input_fit", "input_noise", "noise_weight", "level_weight", "BlendInputFit", "BlendInputFitd"]
+__all__ = ["input_fit", "input_noise", "noise_weight", "level_weight", "line_within_range", "BlendInputFit",
+           "BlendInputFitd"]
 
 _NOISE_SLICES = 16  # a volume's noise is the median of this many evenly spaced slices' estimates
 
@@ -159,6 +160,9 @@ class BlendInputFit(Transform):
             (the network input's own frame) rather than from the network's fit. The network learnt
             colour levels from few colour collections and does not carry them to others; grey inputs
             and inputs that keep their own level are not affected. 0: the network's level.
+        range_margin: with ``wiener_noise_scale``, the line is brought to the nearest one that maps the
+            filtered input's range, narrowed at each end by this many times its estimated noise, into
+            [0, 1] (:func:`line_within_range`): what the input resolves is not clipped. ``None``: off.
 
     Example::
 
@@ -172,9 +176,12 @@ class BlendInputFit(Transform):
 
     def __init__(self, network_weight: float | None = 1.0, slice_axis: int = -1,
                  noise_range: Sequence[float] | None = None, level_range: Sequence[float] | None = None,
-                 wiener_noise_scale: float | None = None, colour_stretch_share: float = 0.0) -> None:
+                 wiener_noise_scale: float | None = None, colour_stretch_share: float = 0.0,
+                 range_margin: float | None = None) -> None:
         if not 0.0 <= float(colour_stretch_share) <= 1.0:
             raise ValueError(f"colour_stretch_share must lie in [0, 1], got {colour_stretch_share}.")
+        if range_margin is not None and not 0.0 <= float(range_margin) < float("inf"):
+            raise ValueError(f"range_margin must be finite and >= 0, or None; got {range_margin}.")
         if wiener_noise_scale is not None and not 0.0 < float(wiener_noise_scale) < float("inf"):
             raise ValueError(f"wiener_noise_scale must be positive and finite, got {wiener_noise_scale}.")
         if network_weight is None and wiener_noise_scale is None and not _valid_range(noise_range):
@@ -189,6 +196,7 @@ class BlendInputFit(Transform):
         self.level_range = None if level_range is None else (float(level_range[0]), float(level_range[1]))
         self.wiener_noise_scale = None if wiener_noise_scale is None else float(wiener_noise_scale)
         self.colour_stretch_share = float(colour_stretch_share)
+        self.range_margin = None if range_margin is None else float(range_margin)
         self.slice_axis = int(slice_axis)
 
     @property
@@ -211,7 +219,9 @@ class BlendInputFit(Transform):
             raise ValueError(f"BlendInputFit: pred {list(pred.shape)} and image {list(image.shape)} differ in shape.")
         own = level_weight(level, self.level_range)
         weight = self.weight(image)
-        noise = self.wiener_noise_scale * input_noise(image, self.slice_axis) if weight is None else 0.0
+        sigma = input_noise(image, self.slice_axis) if weight is None else 0.0
+        noise = self.wiener_noise_scale * sigma if weight is None else 0.0
+        margin = self.range_margin * sigma if weight is None and self.range_margin is not None else None
         share = self.colour_stretch_share if own < 1.0 and self.colour_stretch_share and is_colour(image) else 0.0
         if weight == 1.0 and own == 0.0 and not share:
             return pred
@@ -224,9 +234,10 @@ class BlendInputFit(Transform):
             if pred.ndim == 4:  # channel + three spatial dimensions: one fit per slice
                 axis = 1 + (self.slice_axis % 3)
                 for index in range(pred.shape[axis]):
-                    _blend(pred.select(axis, index), image.select(axis, index), weight, noise, own, own_line, share)
+                    _blend(pred.select(axis, index), image.select(axis, index), weight, noise, own, own_line, share,
+                           margin)
             else:
-                _blend(pred, image, weight, noise, own, own_line, share)
+                _blend(pred, image, weight, noise, own, own_line, share, margin)
         return pred
 
 
@@ -234,6 +245,41 @@ def is_colour(image: torch.Tensor) -> bool:
     """Whether a channel-first image or volume holds colour: more than one channel, not all equal
     (grey replicated to RGB, as the network takes it, is not colour)."""
     return image.shape[0] > 1 and any(not torch.equal(image[0], channel) for channel in image[1:])
+
+
+def line_within_range(image: torch.Tensor, gain: float, constant: float, margin: float = 0.0) -> tuple[float, float]:
+    """The line nearest ``gain * image + constant`` (in mean squared difference over ``image``) that maps
+    the range of ``image``, narrowed by ``margin`` at each end, into [0, 1].
+
+    The degradations are affine in level and contrast, so the true line maps the clean input into the
+    displayable range; a line that sends part of the input's own range past black or white clips
+    detail the input holds. Noise and filter ringing reach past the clean input's extremes, so
+    ``[low, high]`` is ``[min + margin, max - margin]`` over all channels (``margin`` in the image's
+    units: a few times its noise). A line already within is returned as it is; otherwise the nearest
+    of: the line moved onto one bound, or the one mapping ``[low, high]`` onto ``[0, 1]`` exactly (the
+    stretch, where the range is too wide for any other). A range narrowed to nothing constrains only
+    the output's mean.
+    """
+    x = image.detach().double()
+    low, high = float(x.min()) + margin, float(x.max()) - margin
+    mean, spread = float(x.mean()), float(x.std(correction=0))
+    # coordinates in which the mean squared difference is Euclidean: (spread * gain, output mean)
+    start = np.array([spread * gain, gain * mean + constant])
+    if spread <= 0.0 or high <= low:  # a flat image, or a range narrowed to nothing: only its level is brought in
+        return gain, float(np.clip(start[1], 0.0, 1.0)) - gain * mean
+    below, above = np.array([-(mean - low) / spread, 1.0]), np.array([(high - mean) / spread, 1.0])
+
+    def inside(point: np.ndarray) -> bool:
+        return below @ point >= -1e-9 and above @ point <= 1.0 + 1e-9
+
+    if inside(start):
+        return gain, constant
+    candidates = [start + (0.0 - below @ start) / (below @ below) * below,
+                  start + (1.0 - above @ start) / (above @ above) * above,
+                  np.array([spread / (high - low), (mean - low) / (high - low)])]
+    best = min((c for c in candidates if inside(c)), key=lambda c: float(np.sum((c - start) ** 2)))
+    new_gain = float(best[0]) / spread
+    return new_gain, float(best[1]) - new_gain * mean
 
 
 def _valid_range(bounds) -> bool:
@@ -245,12 +291,14 @@ def _valid_range(bounds) -> bool:
 
 
 def _blend(pred: torch.Tensor, image: torch.Tensor, weight: float | None, noise: float, own: float,
-           own_line: tuple[float, float], share: float = 0.0) -> None:
+           own_line: tuple[float, float], share: float = 0.0, margin: float | None = None) -> None:
     """``pred`` becomes ``weight * (pred - fit) + (1 - own) * line + own * (offset + scale * image)``, in place.
 
     ``line`` is the fit moved by ``share`` toward ``image`` itself. With ``weight`` None, ``image`` is
     Wiener-filtered first (noise ``noise`` in its units, pilot ``(pred - b) / a``) and the detail term
-    is left out: what stays of the input's detail is the filter's.
+    is left out: what stays of the input's detail is the filter's;
+    with a ``margin``, the line then keeps the filtered input's range, narrowed by it at each end, within
+    [0, 1] (:func:`line_within_range`).
     """
     slope, offset = input_fit(image, pred)
     line_slope, line_offset = (1.0 - share) * slope + share, (1.0 - share) * offset
@@ -260,11 +308,16 @@ def _blend(pred: torch.Tensor, image: torch.Tensor, weight: float | None, noise:
         # taken by the line the blend gives the input: the fit's, the input's own, or between
         gain = (1.0 - own) * line_slope + own * own_scale
         constant = (1.0 - own) * line_offset + own * own_offset
-        for channel, plane in zip(pred, image):  # one channel at a time: a slice-sized copy at most
+        filtered = []
+        for channel, plane in zip(pred, image):  # one channel at a time: slice-sized copies at most
             plane = plane.as_subclass(torch.Tensor).float()[None]
             if slope != 0.0:  # a flat fit (output unrelated to the input) gives no pilot in its units
                 plane = dct_wiener(plane, (channel.as_subclass(torch.Tensor).float()[None] - offset) / slope, noise)
-            channel.copy_(plane[0] * gain + constant)
+            filtered.append(plane[0])
+        if margin is not None:
+            gain, constant = line_within_range(torch.stack(filtered), gain, constant, margin)
+        for channel, plane in zip(pred, filtered):
+            channel.copy_(plane * gain + constant)
         return
     image_gain = (1.0 - own) * line_slope - weight * slope + own * own_scale
     constant = (1.0 - own) * line_offset - weight * offset + own * own_offset
@@ -285,6 +338,7 @@ class BlendInputFitd(MapTransform):
             ``level_key``); where the item has none, the level in ``image_key``'s meta is used.
         wiener_noise_scale: the Wiener filter's noise as a multiple of the input's (no fixed share).
         colour_stretch_share: share of a colour input's level taken from its stretch.
+        range_margin: the filtered input's range, less this many times its noise, is kept within [0, 1].
         blend: a :class:`BlendInputFit` to apply instead of one built from the settings above (the
             bundle configs name theirs once, as ``blend``, and every user of it takes that one).
     """
@@ -293,11 +347,12 @@ class BlendInputFitd(MapTransform):
                  slice_axis: int = -1, noise_range: Sequence[float] | None = None,
                  level_range: Sequence[float] | None = None, level_key: str = "level",
                  wiener_noise_scale: float | None = None, blend: BlendInputFit | None = None,
-                 colour_stretch_share: float = 0.0, allow_missing_keys: bool = False) -> None:
+                 colour_stretch_share: float = 0.0, range_margin: float | None = None,
+                 allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.image_key, self.level_key = image_key, level_key
         self.blend = blend if blend is not None else BlendInputFit(network_weight, slice_axis, noise_range, level_range,
-                                                                   wiener_noise_scale, colour_stretch_share)
+                                                                   wiener_noise_scale, colour_stretch_share, range_margin)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

@@ -402,6 +402,7 @@ def test_the_line_brought_in_is_the_nearest_in_mean_squared_difference():
     mean, second = x.mean(), (x * x).mean()
     for line in ((1.8, -0.2), (0.5, -0.3), (1.2, 0.3), (3.0, -1.0)):
         moved = line_within_range(image, *line)
+        assert line_within_range(list(image), *line) == pytest.approx(moved)  # its channels as a sequence
         dg, dc = gains - line[0], constants - line[1]
         grid = dg * dg * second + 2 * dg * dc * mean + dc * dc  # mean squared difference of each grid line
         assert _inside(image, moved)

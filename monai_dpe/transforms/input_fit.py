@@ -247,7 +247,8 @@ def is_colour(image: torch.Tensor) -> bool:
     return image.shape[0] > 1 and any(not torch.equal(image[0], channel) for channel in image[1:])
 
 
-def line_within_range(image: torch.Tensor, gain: float, constant: float, margin: float = 0.0) -> tuple[float, float]:
+def line_within_range(image: torch.Tensor | Sequence[torch.Tensor], gain: float, constant: float,
+                      margin: float = 0.0) -> tuple[float, float]:
     """The line nearest ``gain * image + constant`` (in mean squared difference over ``image``) that maps
     the range of ``image``, narrowed by ``margin`` at each end, into [0, 1].
 
@@ -258,11 +259,16 @@ def line_within_range(image: torch.Tensor, gain: float, constant: float, margin:
     units: a few times its noise). A line already within is returned as it is; otherwise the nearest
     of: the line moved onto one bound, or the one mapping ``[low, high]`` onto ``[0, 1]`` exactly (the
     stretch, where the range is too wide for any other). A range narrowed to nothing constrains only
-    the output's mean.
+    the output's mean. ``image`` is a channel-first tensor or its channels as a sequence of tensors;
+    its statistics are summed in float64 one channel at a time, with no copy of the whole.
     """
-    x = image.detach().double()
-    low, high = float(x.min()) + margin, float(x.max()) - margin
-    mean, spread = float(x.mean()), float(x.std(correction=0))
+    planes = [plane.detach() for plane in image]
+    count = sum(plane.numel() for plane in planes)
+    mean = sum(float(plane.sum(dtype=torch.float64)) for plane in planes) / count
+    second = sum(float((plane * plane).sum(dtype=torch.float64)) for plane in planes) / count
+    spread = max(second - mean * mean, 0.0) ** 0.5
+    low = min(float(plane.min()) for plane in planes) + margin
+    high = max(float(plane.max()) for plane in planes) - margin
     # coordinates in which the mean squared difference is Euclidean: (spread * gain, output mean)
     start = np.array([spread * gain, gain * mean + constant])
     if spread <= 0.0 or high <= low:  # a flat image, or a range narrowed to nothing: only its level is brought in
@@ -315,7 +321,7 @@ def _blend(pred: torch.Tensor, image: torch.Tensor, weight: float | None, noise:
                 plane = dct_wiener(plane, (channel.as_subclass(torch.Tensor).float()[None] - offset) / slope, noise)
             filtered.append(plane[0])
         if margin is not None:
-            gain, constant = line_within_range(torch.stack(filtered), gain, constant, margin)
+            gain, constant = line_within_range(filtered, gain, constant, margin)
         for channel, plane in zip(pred, filtered):
             channel.copy_(plane * gain + constant)
         return

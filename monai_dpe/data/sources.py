@@ -320,6 +320,13 @@ COLLECTIONS: tuple[RepositoryCollection, ...] = (
         "MONAI test data (github.com/Project-MONAI/MONAI)", "validation",
         description="femur and neck B-mode ultrasound, grey PNG"),
     RepositoryCollection(
+        "microscopy_tem_cells", "microscopy", "yaroslavsobolev/nanoparticles-osmotic-pressure",
+        "34b8b169e1b65d0ab5f52d927e3d670a3b663e7e", ("data/TEM_images/8020/*.tif",), "Unlicense",
+        "Sobolev et al., Targeted crystallization of mixed-charge nanoparticles in lysosomes induces selective death "
+        "of cancer cells, Nature Nanotechnology (2020) (github.com/yaroslavsobolev/nanoparticles-osmotic-pressure)",
+        "validation", limit=6,
+        description="transmission electron micrographs of HT1080 cells with gold nanoparticles, 1376x1032 grey TIFF"),
+    RepositoryCollection(
         "photography_wound_fuseg", "photography", "uwm-bigdata/wound-segmentation",
         "42a272dfe0679f20675e826385925cb7562934b6", ("data/Foot Ulcer Segmentation Challenge/validation/images/*.png",),
         "not stated (shared with the AZH Wound and Vascular Center's permission); validation only, never trained on",

@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                               "percentile stretch instead of the network's (default: the bundle's, 0). The network "
                               "learnt colour levels mostly from blood smears: 0.5 suits photographs, fundus and "
                               "slides better, and blood smears worse (see the model card)")
+    enhance.add_argument("--allow-clipping", action="store_true",
+                         help="let the network's brightness and contrast push the input's darkest or brightest "
+                              "parts past black or white; by default the level is kept so that what the input "
+                              "resolves stays between them, which a burned-in white label or scale bar on a dark "
+                              "image also holds back")
     enhance.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     enhance.add_argument("--resume", action="store_true",
                          help="skip inputs whose outputs already exist (a rerun of an interrupted batch)")
@@ -328,6 +333,7 @@ def _inference_config(bundle: Path, config_file: Path, inputs: list[Path], outpu
                 "network_share": args.network_share,
                 "own_level_range": "$None" if args.network_level else None,
                 "colour_stretch_share": args.colour_stretch_share,
+                "range_margin": "$None" if args.allow_clipping else None,
                 "weights_path": str(Path(args.weights).resolve()) if args.weights else None,
                 "summary_path": str(Path(args.summary).resolve()) if args.summary else None}
     overrides.update({k: v for k, v in optional.items() if v is not None})

@@ -224,3 +224,17 @@ def test_a_device_without_data_is_refused_before_any_file(tmp_path):
     assert proc.returncode == 2, proc.stderr  # before: each file failed with "Cannot copy out of meta tensor"
     assert proc.stderr.strip() == "monai-dpe: error: --device meta: holds no data, so nothing can be computed on it; use cpu or cuda"
     assert not (tmp_path / "out").exists()
+
+
+def test_allow_clipping_lifts_the_range_limit_of_the_blend(tmp_path, tiny_bundle):
+    """The shipped blend keeps the level line in range; ``--allow-clipping`` gives the network's line as it is."""
+    from monai_dpe.cli import _inference_config, build_parser
+
+    Image.fromarray(np.full((16, 16), 40, np.uint8)).save(tmp_path / "dark.png")
+    blends = {}
+    for name, extra in (("default", ()), ("clipping", ("--allow-clipping",))):
+        args = build_parser().parse_args(["enhance", str(tmp_path / "dark.png"), "-o", str(tmp_path / name), *extra])
+        parser = _inference_config(tiny_bundle, tiny_bundle / "configs" / "inference.json", [tmp_path / "dark.png"],
+                                   tmp_path / name, args, None)
+        blends[name] = parser.get_parsed_content("blend")
+    assert blends["default"].range_margin == 1.0 and blends["clipping"].range_margin is None

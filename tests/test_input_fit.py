@@ -394,13 +394,13 @@ def test_the_line_brought_in_is_the_nearest_in_mean_squared_difference():
     """Against a brute-force search over lines that keep the range in [0, 1]."""
     rng = np.random.default_rng(3)
     image = torch.as_tensor(rng.random((2, 16, 16)) * 0.8 + 0.1)
-    gains, constants = np.meshgrid(np.linspace(-0.5, 2.0, 501), np.linspace(-1.0, 1.5, 501))
+    gains, constants = np.meshgrid(np.linspace(-2.0, 2.0, 801), np.linspace(-1.0, 2.0, 601))
     low, high = float(image.min()), float(image.max())
     feasible = (np.minimum(gains * low, gains * high) + constants >= 0) & (np.maximum(gains * low, gains * high)
                                                                           + constants <= 1)
     x = image.double().numpy()
     mean, second = x.mean(), (x * x).mean()
-    for line in ((1.8, -0.2), (0.5, -0.3), (1.2, 0.3), (3.0, -1.0)):
+    for line in ((1.8, -0.2), (0.5, -0.3), (1.2, 0.3), (3.0, -1.0), (-1.0, 0.3), (1.0, -3.0), (-0.5, 1.4)):
         moved = line_within_range(image, *line)
         assert line_within_range(list(image), *line) == pytest.approx(moved)  # its channels as a sequence
         dg, dc = gains - line[0], constants - line[1]
@@ -416,8 +416,9 @@ def test_bringing_the_line_in_never_moves_it_away_from_a_true_line_within_range(
     for _ in range(200):
         truth = (rng.uniform(0.2, 1.0), 0.0)
         truth = (truth[0], rng.uniform(0.0, 1.0 - truth[0]))
-        guess = (rng.uniform(0.0, 3.0), rng.uniform(-1.0, 1.0))
+        guess = (rng.uniform(-3.0, 3.0), rng.uniform(-1.0, 2.0))
         moved = line_within_range(image, *guess)
+        assert _inside(image, moved)
         assert _mse(image, moved, truth) <= _mse(image, guess, truth) + 1e-12
 
 
@@ -445,6 +446,13 @@ def test_the_blend_keeps_what_the_input_resolves_inside_the_displayable_range():
     assert float((ranged > 1.0).float().mean()) < 0.005
     slope, offset = input_fit(image, ranged)  # still a line of the (barely filtered) input
     np.testing.assert_allclose(ranged.numpy(), (slope * image + offset).numpy(), atol=2 * margin)
+
+
+def test_an_image_with_values_that_are_not_finite_keeps_its_line():
+    """The blend does not hide a broken output: not-finite values go through as they came."""
+    image = torch.tensor([[[float("nan"), 0.5], [0.2, 0.9]]])
+    assert line_within_range(image, 2.0, 0.1) == (2.0, 0.1)
+    assert line_within_range(torch.tensor([[[0.1, float("inf")]]]), 2.0, 0.1) == (2.0, 0.1)
 
 
 def test_a_bad_range_margin_is_refused():

@@ -27,6 +27,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
+from scipy import optimize
 
 from monai_dpe.transforms.intensity_policy import LEVEL_META_KEY
 from monai_dpe.transforms.wiener import dct_wiener
@@ -256,36 +257,36 @@ def line_within_range(image: torch.Tensor | Sequence[torch.Tensor], gain: float,
     displayable range; a line that sends part of the input's own range past black or white clips
     detail the input holds. Noise and filter ringing reach past the clean input's extremes, so
     ``[low, high]`` is ``[min + margin, max - margin]`` over all channels (``margin`` in the image's
-    units: a few times its noise). A line already within is returned as it is; otherwise the nearest
-    of: the line moved onto one bound, or the one mapping ``[low, high]`` onto ``[0, 1]`` exactly (the
-    stretch, where the range is too wide for any other). A range narrowed to nothing constrains only
-    the output's mean. ``image`` is a channel-first tensor or its channels as a sequence of tensors;
-    its statistics are summed in float64 one channel at a time, with no copy of the whole.
+    units: a few times its noise). A line is fixed by its values at ``low`` and ``high``; both must lie
+    in [0, 1] (a box), and the mean squared difference is a quadratic form in them, so the nearest line
+    is a bounded least-squares problem in two unknowns. A line already inside is returned as it is; a
+    range narrowed to nothing (or a flat image) constrains only the output's mean. An image with
+    values that are not finite is returned with its line unchanged. ``image`` is a channel-first tensor
+    or its channels as a sequence; its statistics are summed in float64, one channel at a time.
     """
     planes = [plane.detach() for plane in image]
     count = sum(plane.numel() for plane in planes)
     mean = sum(float(plane.sum(dtype=torch.float64)) for plane in planes) / count
-    second = sum(float((plane * plane).sum(dtype=torch.float64)) for plane in planes) / count
-    spread = max(second - mean * mean, 0.0) ** 0.5
+    second = sum(float(plane.double().square().sum()) for plane in planes) / count
+    variance = max(second - mean * mean, 0.0)
     low = min(float(plane.min()) for plane in planes) + margin
     high = max(float(plane.max()) for plane in planes) - margin
-    # coordinates in which the mean squared difference is Euclidean: (spread * gain, output mean)
-    start = np.array([spread * gain, gain * mean + constant])
-    if spread <= 0.0 or high <= low:  # a flat image, or a range narrowed to nothing: only its level is brought in
-        return gain, float(np.clip(start[1], 0.0, 1.0)) - gain * mean
-    below, above = np.array([-(mean - low) / spread, 1.0]), np.array([(high - mean) / spread, 1.0])
-
-    def inside(point: np.ndarray) -> bool:
-        return below @ point >= -1e-9 and above @ point <= 1.0 + 1e-9
-
-    if inside(start):
+    if not all(np.isfinite((mean, variance, low, high, gain, constant))):
         return gain, constant
-    candidates = [start + (0.0 - below @ start) / (below @ below) * below,
-                  start + (1.0 - above @ start) / (above @ above) * above,
-                  np.array([spread / (high - low), (mean - low) / (high - low)])]
-    best = min((c for c in candidates if inside(c)), key=lambda c: float(np.sum((c - start) ** 2)))
-    new_gain = float(best[0]) / spread
-    return new_gain, float(best[1]) - new_gain * mean
+    if variance <= 0.0 or high <= low:
+        return gain, float(np.clip(gain * mean + constant, 0.0, 1.0)) - gain * mean
+    ends = np.array([gain * low + constant, gain * high + constant])
+    if np.all((ends >= 0.0) & (ends <= 1.0)):
+        return gain, constant
+    # the line's value at x is ends @ (high - x, x - low) / (high - low); its mean squared difference
+    # from the given line is a quadratic form in the two ends, whose Cholesky factor stands in for the pixels
+    width, to_high, from_low = high - low, high - mean, mean - low
+    form = np.array([[to_high ** 2 + variance, to_high * from_low - variance],
+                     [to_high * from_low - variance, from_low ** 2 + variance]]) / width ** 2
+    factor = np.linalg.cholesky(form + 1e-15 * np.eye(2)).T
+    at_low, at_high = optimize.lsq_linear(factor, factor @ ends, bounds=(0.0, 1.0), tol=1e-12).x
+    new_gain = float(at_high - at_low) / width
+    return new_gain, float(at_low) - new_gain * low
 
 
 def _valid_range(bounds) -> bool:
@@ -314,16 +315,19 @@ def _blend(pred: torch.Tensor, image: torch.Tensor, weight: float | None, noise:
         # taken by the line the blend gives the input: the fit's, the input's own, or between
         gain = (1.0 - own) * line_slope + own * own_scale
         constant = (1.0 - own) * line_offset + own * own_offset
-        filtered = []
-        for channel, plane in zip(pred, image):  # one channel at a time: slice-sized copies at most
+        filtered = []  # with a margin, every channel's filtered plane is needed before the line is known
+        for channel, plane in zip(pred, image):  # one channel at a time
             plane = plane.as_subclass(torch.Tensor).float()[None]
             if slope != 0.0:  # a flat fit (output unrelated to the input) gives no pilot in its units
                 plane = dct_wiener(plane, (channel.as_subclass(torch.Tensor).float()[None] - offset) / slope, noise)
-            filtered.append(plane[0])
+            if margin is None:
+                channel.copy_(plane[0] * gain + constant)
+            else:
+                filtered.append(plane[0])
         if margin is not None:
             gain, constant = line_within_range(filtered, gain, constant, margin)
-        for channel, plane in zip(pred, filtered):
-            channel.copy_(plane * gain + constant)
+            for channel, plane in zip(pred, filtered):
+                channel.copy_(plane * gain + constant)
         return
     image_gain = (1.0 - own) * line_slope - weight * slope + own * own_scale
     constant = (1.0 - own) * line_offset - weight * offset + own * own_offset

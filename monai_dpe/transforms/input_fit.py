@@ -15,8 +15,10 @@ display image whose robust white reaches most of full scale is rarely the dark, 
 network restores, and on sources it has never seen the network's guess at its level is worse than
 the level it already has. A volume is decided once, from its whole range. A dark colour image can
 take part of its level from its own stretch instead (``colour_stretch_share``, :func:`is_colour`):
-the network learnt colour levels from few collections. The bundle's validation split chooses these
-settings (``bundle/docs/README.md``).
+the network learnt colour levels from few collections. The line that gives the output its level can
+be kept from sending what the input resolves past black or white (``range_margin``,
+:func:`line_within_range`). The bundle's validation split chooses these settings
+(``bundle/docs/README.md``).
 """
 from __future__ import annotations
 
@@ -283,6 +285,7 @@ def line_within_range(image: torch.Tensor | Sequence[torch.Tensor], gain: float,
     width, to_high, from_low = high - low, high - mean, mean - low
     form = np.array([[to_high ** 2 + variance, to_high * from_low - variance],
                      [to_high * from_low - variance, from_low ** 2 + variance]]) / width ** 2
+    # the small guard keeps a nearly flat image's form, all but singular, factorisable
     factor = np.linalg.cholesky(form + 1e-15 * np.eye(2)).T
     at_low, at_high = optimize.lsq_linear(factor, factor @ ends, bounds=(0.0, 1.0), tol=1e-12).x
     new_gain = float(at_high - at_low) / width
@@ -303,9 +306,8 @@ def _blend(pred: torch.Tensor, image: torch.Tensor, weight: float | None, noise:
 
     ``line`` is the fit moved by ``share`` toward ``image`` itself. With ``weight`` None, ``image`` is
     Wiener-filtered first (noise ``noise`` in its units, pilot ``(pred - b) / a``) and the detail term
-    is left out: what stays of the input's detail is the filter's;
-    with a ``margin``, the line then keeps the filtered input's range, narrowed by it at each end, within
-    [0, 1] (:func:`line_within_range`).
+    is left out: what stays of the input's detail is the filter's. With a ``margin``, the line then
+    keeps the filtered input's range, narrowed by it at each end, within [0, 1] (:func:`line_within_range`).
     """
     slope, offset = input_fit(image, pred)
     line_slope, line_offset = (1.0 - share) * slope + share, (1.0 - share) * offset
@@ -361,8 +363,8 @@ class BlendInputFitd(MapTransform):
                  allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.image_key, self.level_key = image_key, level_key
-        self.blend = blend if blend is not None else BlendInputFit(network_weight, slice_axis, noise_range, level_range,
-                                                                   wiener_noise_scale, colour_stretch_share, range_margin)
+        self.blend = blend if blend is not None else BlendInputFit(
+            network_weight, slice_axis, noise_range, level_range, wiener_noise_scale, colour_stretch_share, range_margin)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

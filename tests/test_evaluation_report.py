@@ -53,6 +53,32 @@ def test_baselines_are_reused_from_an_earlier_report_of_the_same_split(tmp_path,
     assert json.loads((tmp_path / "first.json").read_text())["images"][0]["name"] == "ct_a"
 
 
+def test_reused_baselines_are_refused_where_the_untouched_input_scores_otherwise(tmp_path):
+    """An earlier report made with another loader or target frame scored other inputs: its baselines would be
+    silently wrong, so the image is named and the evaluation stops."""
+    from types import SimpleNamespace
+
+    target = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+
+    def engine(untouched: torch.Tensor) -> SimpleNamespace:
+        batch = {"image": target * 0.5, "image_id": ["mr_a"], "source": ["mr_a"], "modality": ["mr"],
+                 "preset": ["paper"], "channels": torch.tensor([3]), "degraded": untouched}
+        return SimpleNamespace(state=SimpleNamespace(batch=batch, output={"pred": target, "label": target,
+                                                                          "image": target * 0.5}))
+
+    first = EnhancementReport(tmp_path / "first.json", baselines=["clahe"], info={"seed": 0})
+    first.score(engine(target * 0.5))
+    first.write()
+    same = EnhancementReport(tmp_path / "same.json", baselines=["clahe"], info={"seed": 0},
+                             reuse_baselines=tmp_path / "first.json")
+    same.score(engine(target * 0.5))
+    assert same.records[0]["baselines"] == first.records[0]["baselines"]
+    other = EnhancementReport(tmp_path / "other.json", baselines=["clahe"], info={"seed": 0},
+                              reuse_baselines=tmp_path / "first.json")
+    with pytest.raises(ValueError, match=r"mr_a \(paper\).*do not apply"):
+        other.score(engine(target * 0.7))
+
+
 def test_report_means_and_margin():
     def rec(preset, modality, psnr, rgb=False, base=None):
         out = {"source": modality, "modality": modality, "preset": preset, "channels": 3 if rgb else 1, "rgb": rgb,

@@ -8,7 +8,7 @@ import torch
 from monai.data import MetaTensor
 from pydicom.data import get_testdata_file
 
-from monai_dpe.transforms import CenterSliced, GreyToRGB, LimitSize, RandSliced, UnitRange
+from monai_dpe.transforms import CenterSliced, GreyToRGB, LimitSize, RandSliced, UnitRange, UnitRanged
 from monai_dpe.transforms.load import LoadDisplayImage
 from monai_dpe.transforms.intensity_policy import robust_range
 
@@ -30,6 +30,40 @@ def test_unit_range_8bit_is_absolute_and_others_are_percentile_stretched():
     assert float(out.min()) == 0.0 and float(out.max()) == 1.0
     low, high = robust_range(ct, 0.5, 99.5)
     assert torch.allclose(out, ((ct - low) / (high - low)).clamp(0, 1))
+
+
+def _eight_bit(name: str) -> MetaTensor:
+    """A dim 8-bit picture (levels 10 to 200) read from a file called ``name``."""
+    pixels = torch.linspace(10, 200, 16 * 16).round().to(torch.uint8).reshape(1, 16, 16)
+    return MetaTensor(pixels, meta={"filename_or_obj": name})
+
+
+@pytest.mark.parametrize("name, display_file, absolute", [
+    ("slide.png", None, True),  # a photo or slide: displayed as stored
+    ("volume.nii.gz", None, False),  # an 8-bit NIfTI volume is quantitative, as inference treats it
+    ("volume.nii.gz", True, True),  # an 8-bit DICOM the corpus stored as NIfTI is a display image
+    ("slide.png", False, False),
+])
+def test_unit_ranged_scales_by_255_only_what_inference_treats_as_a_display_image(name, display_file, absolute):
+    """The target's frame follows the network input's: a quantitative image's output goes back to its own units,
+    so its target is its own robust range, not its level out of 255."""
+    item = {"image": _eight_bit(name), "bits": 8}
+    if display_file is not None:
+        item["display_file"] = display_file
+    out = UnitRanged("image", bits_key="bits")(item)["image"]
+    if absolute:
+        assert torch.allclose(out, item["image"].float() / 255.0)
+    else:
+        assert float(out.min()) == 0.0 and float(out.max()) == 1.0
+    # without the depth every 8-bit image is taken as displayed
+    assert torch.allclose(UnitRanged("image")(item)["image"], item["image"].float() / 255.0)
+
+
+def test_unit_ranged_keeps_16_bit_pictures_percentile_stretched():
+    pixels = MetaTensor(torch.linspace(100, 40000, 16 * 16).to(torch.int32).reshape(1, 16, 16),
+                        meta={"filename_or_obj": "slide.png"})
+    out = UnitRanged("image", bits_key="bits")({"image": pixels, "bits": 16})["image"]
+    assert float(out.min()) == 0.0 and float(out.max()) == 1.0
 
 
 def test_rand_sliced_takes_the_same_slice_of_every_key_and_passes_2d():

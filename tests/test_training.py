@@ -658,3 +658,25 @@ def test_without_ema_momentum_the_trained_generator_is_validated():
     parser.read_config(str(REPO / "bundle" / "configs" / "train.json"))
     assert parser["ema_momentum"] is None and parser.get_parsed_content("train#ema_handlers") == []
     assert parser.get_parsed_content("validated_network") is parser.get_parsed_content("network")
+
+
+@pytest.mark.parametrize("preset", ["clean", "paper"])
+def test_evaluation_scores_an_8_bit_volume_in_the_frame_its_output_is_written_in(bundle, tmp_path, preset):
+    """An 8-bit NIfTI volume is quantitative: inference writes its output back in its own units, so the
+    evaluation's target is its centre slice in that slice's own robust range (the frame the network's input is
+    stretched to), not its level out of 255; a network that leaves a clean volume as it is then scores it so."""
+    volume = np.zeros((40, 36, 9), dtype=np.uint8)
+    volume[6:34, 5:31] = np.linspace(20, 180, 28 * 26 * 9).reshape(28, 26, 9).round().astype(np.uint8)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "head.nii.gz"))
+    parser = ConfigParser()
+    parser.read_config([str(bundle / "configs" / "train.json"), str(bundle / "configs" / "evaluate.json")])
+    parser.update({"bundle_root": str(bundle), "dataset_dir": str(tmp_path)})
+    item = parser.get_parsed_content("validate#preprocessing")(
+        {"image": str(tmp_path / "head.nii.gz"), "image_id": "head", "source": "head", "modality": "mr",
+         "channels": 1, "preset": preset})
+    assert float(item["level"][0]) == 0.0  # the network is told it is not a display image
+    target = item["target"][0]
+    assert float(target.max()) == pytest.approx(1.0)  # not 180 / 255
+    if preset == "clean":  # the network's input and the target share a frame: leaving it as it is scores it
+        error = (item["image"][0].clamp(0, 1) - target).square().mean()
+        assert float(10 * torch.log10(1 / error)) > 50

@@ -119,7 +119,8 @@ class EnhancementReport:
         reuse_baselines: an earlier report of the same split, seed and presets: its baseline scores
             are taken for the same (image, preset) instead of recomputed. Baselines do not depend on
             the network and the degradations are seeded, so the scores are the same; BM3D takes most
-            of an evaluation's time.
+            of an evaluation's time. An image whose untouched input scores otherwise than there is
+            refused: that report saw another input or target.
     """
 
     def __init__(
@@ -173,17 +174,29 @@ class EnhancementReport:
                 "degradation": _plain(item.get("degradation", {})),
             }
             if preset != CLEAN_PRESET and self.baselines:
-                known = self.known_baselines.get((record["name"], preset), {})
+                scored = {}
+                if self.input_key in item:  # the untouched degraded file, before the network's stretch
+                    untouched = torch.as_tensor(item[self.input_key]).float().cpu()
+                    untouched = untouched.expand_as(out["label"]) if untouched.shape[0] == 1 else untouched
+                    scored["input"] = self._scores(untouched.clamp(0, self.data_range), out["label"])
+                known = self._known(record["name"], preset, scored.get("input"))
                 record["baselines"] = {
                     name: known.get(name) or self._scores(
                         apply_baseline(name, out["image"], channels == 3, self.data_range), out["label"])
                     for name in self.baselines
                 }
-                if self.input_key in item:  # the untouched degraded file, before the network's stretch
-                    untouched = torch.as_tensor(item[self.input_key]).float().cpu()
-                    untouched = untouched.expand_as(out["label"]) if untouched.shape[0] == 1 else untouched
-                    record["baselines"]["input"] = self._scores(untouched.clamp(0, self.data_range), out["label"])
+                record["baselines"].update(scored)
             self.records.append(record)
+
+    def _known(self, name: str, preset: str, untouched: Mapping[str, Any] | None) -> Mapping[str, Any]:
+        """The earlier report's baseline scores of this image and preset, refused where its untouched input
+        scored otherwise: then the earlier report saw another input or target (another loader or frame)."""
+        known = self.known_baselines.get((name, preset), {})
+        before = known.get("input", {}).get("psnr") if untouched is not None else None
+        if before is not None and untouched.get("psnr") is not None and abs(before - untouched["psnr"]) > 1e-3:
+            raise ValueError(f"{name} ({preset}): the reused report's untouched input scored {before:.3f} dB, "
+                             f"this evaluation's {untouched['psnr']:.3f} dB; its baseline scores do not apply")
+        return known
 
     def write(self, engine: Engine | None = None) -> dict:
         """Write the report JSON and log the headline means; returns the report."""

@@ -21,7 +21,8 @@ from monai.utils import TransformBackends, convert_to_dst_type
 
 from monai_dpe.formats import is_display_format
 
-__all__ = ["IntensityPolicy", "IntensityPolicyd", "LEVEL_META_KEY", "POLICY_MODES", "input_level", "robust_range"]
+__all__ = ["IntensityPolicy", "IntensityPolicyd", "LEVEL_META_KEY", "POLICY_MODES", "input_level", "is_display_item",
+           "robust_range"]
 
 POLICY_MODES = ("quantitative", "display", "auto")
 _WIDE_DTYPES = ("float64", "int32", "uint32", "int64", "uint64")  # stretched in float64, not float32
@@ -76,6 +77,17 @@ def input_level(info: dict, display: bool | None = None) -> torch.Tensor:
     dtype = np.dtype(info["dtype"])
     scale = float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
     return torch.tensor([1.0, float(info["low"]) / scale, float(info["high"]) / scale])
+
+
+def is_display_item(data: Mapping[Hashable, Any], key: Hashable | None, bits_key: str,
+                    display_file_key: str | None = "display_file") -> bool:
+    """Whether item ``data`` is a display image, as inference resolves it: 8-bit pixels (``bits_key``) of a
+    photo, slide or DICOM file. The file's kind is the item's ``display_file_key`` where the datalist says
+    it (an 8-bit DICOM stored as NIfTI), else the file name in ``key``'s meta (no name: a display image)."""
+    told = data.get(display_file_key) if display_file_key is not None else None
+    if told is None:
+        told = _display_source(_source_of(data[key]) if key is not None else None)
+    return int(data[bits_key]) == 8 and bool(told)
 
 
 def _display_source(source: str | None) -> bool:
@@ -301,11 +313,7 @@ class IntensityPolicyd(MapTransform, InvertibleTransform):
         DICOM file (``None`` without ``bits_key``: the policy's mode decides)."""
         if self.bits_key is None:
             return None
-        told = d.get(self.display_file_key) if self.display_file_key is not None else None
-        if told is None:
-            first = next(iter(self.key_iterator(d)), None)
-            told = _display_source(_source_of(d[first]) if first is not None else None)
-        return int(d[self.bits_key]) == 8 and bool(told)
+        return is_display_item(d, next(iter(self.key_iterator(d)), None), self.bits_key, self.display_file_key)
 
     def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

@@ -16,7 +16,7 @@ from monai.data.meta_obj import get_track_meta
 from monai.transforms import MapTransform, RandomizableTransform, Transform
 from monai.utils import convert_to_tensor
 
-from monai_dpe.transforms.intensity_policy import robust_range
+from monai_dpe.transforms.intensity_policy import is_display_item, robust_range
 from monai_dpe.transforms.wrappers import ArrayMapd
 
 __all__ = [
@@ -32,18 +32,22 @@ __all__ = [
 
 
 class UnitRange(Transform):
-    """Scale a clean image to [0, 1]: 8-bit by 255 (absolute, as displayed), others by robust percentiles.
+    """Scale a clean image to [0, 1]: 8-bit display pixels by 255 (absolute, as displayed), others by robust
+    percentiles.
 
-    The clean image scaled this way is the training target, so 8-bit photographs keep their
-    true brightness and colours and quantitative images their relative intensities.
+    The clean image scaled this way is the training and evaluation target, so 8-bit photographs keep
+    their true brightness and colours, and quantitative images (whose outputs go back to their own units,
+    so their level is whatever their stretch makes it) their relative intensities. ``display`` says which
+    an image is, as :func:`~monai_dpe.transforms.intensity_policy.is_display_item` decides it for the
+    network's input; ``None`` takes any 8-bit image as a display image.
     """
 
     def __init__(self, lower: float = 0.5, upper: float = 99.5) -> None:
         self.lower, self.upper = lower, upper
 
-    def __call__(self, img: NdarrayOrTensor) -> torch.Tensor:
+    def __call__(self, img: NdarrayOrTensor, display: bool | None = None) -> torch.Tensor:
         t = convert_to_tensor(img, track_meta=get_track_meta())
-        if t.dtype == torch.uint8:
+        if t.dtype == torch.uint8 and display is not False:
             return t.float() / 255.0
         low, high = robust_range(t, self.lower, self.upper)
         scale = 1.0 / (high - low) if high > low else 1.0
@@ -166,11 +170,33 @@ class GreyToRGB(Transform):
         return img.repeat(3, *([1] * (img.dim() - 1)))
 
 
-class UnitRanged(ArrayMapd):
-    """Dictionary :class:`UnitRange`."""
+class UnitRanged(MapTransform):
+    """Dictionary :class:`UnitRange`.
 
-    def __init__(self, keys: KeysCollection, lower: float = 0.5, upper: float = 99.5, allow_missing_keys: bool = False):
-        super().__init__(keys, UnitRange(lower, upper), allow_missing_keys)
+    Args:
+        keys: images to scale.
+        lower: lower percentile of the robust range.
+        upper: upper percentile.
+        bits_key: item key of the storage depth (:class:`~monai_dpe.transforms.RecordStorageBitsd`): with it,
+            only a display image (8 bits in a photo, slide or DICOM file, as the network's level says it) is
+            scaled by 255, and an 8-bit NIfTI volume, a quantitative image, by its percentiles. ``None``:
+            every 8-bit image is scaled by 255.
+        display_file_key: item key that says whether the original file is a display format (the
+            datalist's ``display_file``); items without it are decided by their own file name.
+    """
+
+    def __init__(self, keys: KeysCollection, lower: float = 0.5, upper: float = 99.5, bits_key: str | None = None,
+                 display_file_key: str | None = "display_file", allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.transform = UnitRange(lower, upper)
+        self.bits_key, self.display_file_key = bits_key, display_file_key
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            display = None if self.bits_key is None else is_display_item(d, key, self.bits_key, self.display_file_key)
+            d[key] = self.transform(d[key], display)
+        return d
 
 
 class LimitSized(ArrayMapd):

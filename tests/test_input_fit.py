@@ -182,9 +182,9 @@ def test_a_noise_share_needs_a_valid_range():
 
 @pytest.mark.parametrize("level, weight", [
     ((1.0, 0.0, 0.5), 0.0), ((1.0, 0.1, 0.6), 0.0), ((1.0, 0.1, 0.625), 0.5), ((1.0, 0.0, 0.65), 1.0),
-    ((1.0, 0.2, 1.0), 1.0), ((0.0, 0.0, 1.0), 0.0), (None, 0.0)])
-def test_level_weight_keeps_the_level_of_well_exposed_display_images_only(level, weight):
-    """A quantitative image (display 0) goes back to its own units anyway; a dark display image takes the network's."""
+    ((1.0, 0.2, 1.0), 1.0), ((0.0, 0.0, 1.0), 1.0), (None, 0.0)])
+def test_level_weight_keeps_the_level_of_well_exposed_display_and_quantitative_images(level, weight):
+    """A quantitative image (display 0) keeps its units' level; a dark display image takes the network's."""
     assert level_weight(level, (0.6, 0.65)) == pytest.approx(weight)
     assert level_weight(level, None) == 0.0
 
@@ -446,6 +446,49 @@ def test_the_blend_keeps_what_the_input_resolves_inside_the_displayable_range():
     assert float((ranged > 1.0).float().mean()) < 0.005
     slope, offset = input_fit(image, ranged)  # still a line of the (barely filtered) input
     np.testing.assert_allclose(ranged.numpy(), (slope * image + offset).numpy(), atol=2 * margin)
+
+
+def test_a_quantitative_image_keeps_its_units_and_only_its_detail_is_filtered():
+    """A quantitative image's output goes back to its own units: whatever level the network gives it, the line is
+    the input's own, and a bright tail past the stretch's 1 (values above its 99.5th percentile) is not squeezed
+    into [0, 1], which nothing clips when the output is written."""
+    rows, columns = np.mgrid[0:64, 0:64]
+    image = torch.as_tensor((0.6 + 0.6 * np.sin(rows / 9.0) * np.cos(columns / 13.0))[None], dtype=torch.float32)
+    pred = 1.4 * image - 0.2  # a network that changes the level and contrast
+    blend = BlendInputFit(None, wiener_noise_scale=0.2, level_range=(0.55, 0.56), range_margin=1.0)
+    quantitative = blend(pred.clone(), image, (0.0, 0.0, 1.0))
+    filtered = BlendInputFit(None, wiener_noise_scale=0.2)(image.clone(), image)  # the pilot is the input itself
+    torch.testing.assert_close(quantitative, filtered, atol=1e-5, rtol=0)
+    assert float(quantitative.max()) > 1.15
+    # a display image of the same pixels is written in [0, 1]: its line keeps the range
+    display = blend(pred.clone(), image, (1.0, 0.05, 0.3))
+    assert float(display.max()) < 1.0 + 2 * input_noise(image)
+    # with the network's level (--network-level) a quantitative image takes the network's line, unlimited
+    network = BlendInputFit(None, wiener_noise_scale=0.2, range_margin=1.0)(pred.clone(), image, (0.0, 0.0, 1.0))
+    torch.testing.assert_close(network, BlendInputFit(None, wiener_noise_scale=0.2)(pred.clone(), image))
+
+
+def test_a_clean_8_bit_volume_comes_back_as_it_was(tmp_path):
+    """The shipped bundle on a clean quantitative volume whose slices are brighter than the volume's range: each
+    slice keeps its intensities (0.13.0 had squeezed such slices by a fifth and more)."""
+    from monai.bundle import ConfigParser
+
+    rng = np.random.default_rng(7)
+    volume = (smooth((48, 40, 12), rng) * 140 + 30).clip(0, 255)
+    volume[..., 5:7] = (volume[..., 5:7] * 1.8).clip(0, 255)  # two bright slices: beyond the volume's 99.5th percentile
+    volume = volume.round().astype(np.uint8)
+    path = tmp_path / "head.nii.gz"
+    nib.save(nib.Nifti1Image(volume, AFFINE), path)
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(BUNDLE), "device": "cpu", "progress": False})
+    item = parser.get_parsed_content("preprocessing")({"image": str(path)})
+    with torch.inference_mode():
+        item["pred"] = parser.get_parsed_content("inferer")(item["image"][None], parser.get_parsed_content("network"))[0]
+    out = np.asarray(parser.get_parsed_content("postprocessing")(item)["pred"], dtype=np.float64)[0]
+    for z in range(volume.shape[-1]):
+        error = np.mean((out[..., z] - volume[..., z]) ** 2)
+        assert 10 * np.log10(255 ** 2 / max(error, 1e-12)) > 40, f"slice {z}"
 
 
 def test_an_image_with_values_that_are_not_finite_keeps_its_line():

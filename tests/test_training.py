@@ -461,7 +461,8 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
             filtered = reference_wiener(network_input, (raw - offset) / slope,
                                         noise_scale * _haar_noise(network_input.mean(0)))
         display, low, high = (float(v) for v in item["level"]) if "level" in item else (0.0, 0.0, 1.0)
-        own = np.clip((high - level_range[0]) / (level_range[1] - level_range[0]), 0, 1) if display else 0.0
+        # a well-exposed display image keeps its own level, a quantitative one its units' (the line (0, 1))
+        own = np.clip((high - level_range[0]) / (level_range[1] - level_range[0]), 0, 1) if display else 1.0
         detail = 0.0 if share is None else share * (raw - fitted)
         colour = bool(np.ptp(network_input, axis=0).any())  # channels that differ somewhere: not grey replicated
         stretch_share = parser["colour_stretch_share"] if colour and own < 1 else 0.0  # a colour input's level
@@ -470,7 +471,7 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
         # applied to the (filtered) input
         gain = (1 - own) * line_slope + own * (high - low)
         constant = (1 - own) * line_offset + own * low
-        if share is None and parser["range_margin"] is not None:  # the line keeps the filtered range in [0, 1]
+        if share is None and parser["range_margin"] is not None and display:  # the range kept in [0, 1]
             gain, constant = _line_in_range(filtered, gain, constant,
                                             parser["range_margin"] * _haar_noise(network_input.mean(0)))
         pred = detail + gain * filtered + constant

@@ -13,11 +13,12 @@ for noise is shrunk by how far it rises above the input's noise. The level itsel
 input's own where the input is already well exposed (``level_range``, :func:`level_weight`): a
 display image whose robust white reaches most of full scale is rarely the dark, flat picture the
 network restores, and on sources it has never seen the network's guess at its level is worse than
-the level it already has. A volume is decided once, from its whole range. A dark colour image can
-take part of its level from its own stretch instead (``colour_stretch_share``, :func:`is_colour`):
-the network learnt colour levels from few collections. The line that gives the output its level can
-be kept from sending what the input resolves past black or white (``range_margin``,
-:func:`line_within_range`). The bundle's validation split chooses these settings
+the level it already has; a quantitative image (a CT or MR volume in its scanner's units) keeps its
+units' level, so only its detail changes. A volume is decided once, from its whole range. A dark
+colour image can take part of its level from its own stretch instead (``colour_stretch_share``,
+:func:`is_colour`): the network learnt colour levels from few collections. The line that gives a
+display image's output its level can be kept from sending what the input resolves past black or
+white (``range_margin``, :func:`line_within_range`). The bundle's validation split chooses these settings
 (``bundle/docs/README.md``).
 """
 from __future__ import annotations
@@ -109,12 +110,14 @@ def level_weight(level: Sequence[float] | torch.Tensor | None, level_range: Sequ
     whose robust white ``high`` (absolute, 1 = full scale) is at most ``level_range[0]`` takes the
     network's level (0), one from ``level_range[1]`` keeps its own (1), linear between (the wider the
     range, the smaller the change of output for a small change of input). A quantitative image
-    (``display`` 0), an unknown level or no range gives 0: such outputs go back to their own units.
+    (``display`` 0) keeps its own (1): its output goes back to its units (Hounsfield units, a scanner's
+    intensities), whose level a viewer's window sets, and a line of the network's per slice would move
+    them slice by slice. An unknown level or no range gives 0 (the network's level).
     """
     if level is None or level_range is None:
         return 0.0
     display, _, high = _level_values(level)
-    return _ramp(high, level_range) if display >= 0.5 else 0.0
+    return _ramp(high, level_range) if display >= 0.5 else 1.0
 
 
 def _level_values(level: Sequence[float] | torch.Tensor) -> tuple[float, float, float]:
@@ -156,7 +159,8 @@ class BlendInputFit(Transform):
             share rises from 0 to 1 (:func:`noise_weight`); used when ``network_weight`` and
             ``wiener_noise_scale`` are ``None``.
         level_range: ``(low, high)`` robust whites of a display input between which it goes from the
-            network's level to its own (:func:`level_weight`); ``None``: always the network's.
+            network's level to its own (:func:`level_weight`); a quantitative input keeps its own.
+            ``None``: always the network's.
         wiener_noise_scale: the Wiener filter's noise as a multiple of the input's estimated noise
             (> 0); used when ``network_weight`` is ``None``.
         colour_stretch_share: share ``s`` in [0, 1] of a colour input's level taken from its stretch
@@ -165,7 +169,8 @@ class BlendInputFit(Transform):
             and inputs that keep their own level are not affected. 0: the network's level.
         range_margin: with ``wiener_noise_scale``, the line is brought to the nearest one that maps the
             filtered input's range, narrowed at each end by this many times its estimated noise, into
-            [0, 1] (:func:`line_within_range`): what the input resolves is not clipped. ``None``: off.
+            [0, 1] (:func:`line_within_range`): what the input resolves is not clipped. Only for a display
+            image (or an unknown level): a quantitative output goes back to its own units. ``None``: off.
 
     Example::
 
@@ -224,7 +229,9 @@ class BlendInputFit(Transform):
         weight = self.weight(image)
         sigma = input_noise(image, self.slice_axis) if weight is None else 0.0
         noise = self.wiener_noise_scale * sigma if weight is None else 0.0
-        margin = self.range_margin * sigma if weight is None and self.range_margin is not None else None
+        # only a display image's output is written in [0, 1]; a quantitative one goes back to its own units
+        limited = self.range_margin is not None and (level is None or _level_values(level)[0] >= 0.5)
+        margin = self.range_margin * sigma if weight is None and limited else None
         share = self.colour_stretch_share if own < 1.0 and self.colour_stretch_share and is_colour(image) else 0.0
         if weight == 1.0 and own == 0.0 and not share:
             return pred

@@ -59,6 +59,14 @@ def test_unit_ranged_scales_by_255_only_what_inference_treats_as_a_display_image
     assert torch.allclose(UnitRanged("image")(item)["image"], item["image"].float() / 255.0)
 
 
+def test_unit_ranged_scales_a_resized_display_image_by_255_too():
+    """Resizing makes an 8-bit picture float; the item still says it is a display image, so it keeps its level."""
+    picture = _eight_bit("slide.png")
+    resized = MetaTensor(picture.float() * 0.5 + 20.0, meta=picture.meta)  # any float on the 0-255 scale
+    out = UnitRanged("image", bits_key="bits")({"image": resized, "bits": 8})["image"]
+    assert torch.allclose(out, resized.as_tensor() / 255.0)
+
+
 def test_unit_ranged_keeps_16_bit_pictures_percentile_stretched():
     pixels = MetaTensor(torch.linspace(100, 40000, 16 * 16).to(torch.int32).reshape(1, 16, 16),
                         meta={"filename_or_obj": "slide.png"})

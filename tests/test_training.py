@@ -30,7 +30,7 @@ from monai_dpe.networks import record_large_files, recorded_sha256, sha256_of
 from bundle_copies import copy_configs
 from helpers import (
     MONAI_DPE, PYTHON, REPO, TINY, TRAIN_ITEMS, bundle_run, datalist_item as _item, reference_wiener, shipped_network,
-    state_path, write_tiny_data,
+    smooth, state_path, write_tiny_data,
 )
 
 @pytest.fixture
@@ -659,6 +659,24 @@ def test_without_ema_momentum_the_trained_generator_is_validated():
     parser.read_config(str(REPO / "bundle" / "configs" / "train.json"))
     assert parser["ema_momentum"] is None and parser.get_parsed_content("train#ema_handlers") == []
     assert parser.get_parsed_content("validated_network") is parser.get_parsed_content("network")
+
+
+def test_evaluation_unit_ranges_a_quantitative_slice_after_resizing_it(bundle, tmp_path):
+    """A big CT slice is shrunk for evaluation; its target's range is taken from what is scored, so a clean
+    slice's network input (stretched by its own range) is the target itself, as inference returns it."""
+    rng = np.random.default_rng(4)
+    slice_ = np.full((520, 470), -1000.0)
+    slice_[60:460, 50:420] = smooth((400, 370), rng) * 1400 - 300
+    nib.save(nib.Nifti1Image(slice_.round().astype(np.int16), np.eye(4)), str(tmp_path / "ct.nii.gz"))
+    parser = ConfigParser()
+    parser.read_config([str(bundle / "configs" / "train.json"), str(bundle / "configs" / "evaluate.json")])
+    parser.update({"bundle_root": str(bundle), "dataset_dir": str(tmp_path)})
+    item = parser.get_parsed_content("validate#preprocessing")(
+        {"image": str(tmp_path / "ct.nii.gz"), "image_id": "ct", "source": "ct", "modality": "ct", "channels": 1,
+         "preset": "clean"})
+    assert max(item["target"].shape[1:]) == 384
+    error = (item["image"][0].clamp(0, 1) - item["target"][0]).square().mean()
+    assert float(10 * torch.log10(1 / error)) > 80  # 16-bit rounding only
 
 
 @pytest.mark.parametrize("preset", ["clean", "paper"])

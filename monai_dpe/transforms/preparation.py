@@ -39,7 +39,8 @@ class UnitRange(Transform):
     their true brightness and colours, and quantitative images (whose outputs go back to their own units,
     so their level is whatever their stretch makes it) their relative intensities. ``display`` says which
     an image is, as :func:`~monai_dpe.transforms.intensity_policy.is_display_item` decides it for the
-    network's input; ``None`` takes any 8-bit image as a display image.
+    network's input (so a display image resized to float is still scaled by 255); ``None`` takes any
+    uint8 image as a display image.
     """
 
     def __init__(self, lower: float = 0.5, upper: float = 99.5) -> None:
@@ -47,7 +48,7 @@ class UnitRange(Transform):
 
     def __call__(self, img: NdarrayOrTensor, display: bool | None = None) -> torch.Tensor:
         t = convert_to_tensor(img, track_meta=get_track_meta())
-        if t.dtype == torch.uint8 and display is not False:
+        if display or (display is None and t.dtype == torch.uint8):
             return t.float() / 255.0
         low, high = robust_range(t, self.lower, self.upper)
         scale = 1.0 / (high - low) if high > low else 1.0

@@ -160,7 +160,8 @@ class Classicald(MapTransform):
 def segmenter_input() -> list:
     """Preprocessing every segmenter input goes through, in training and in the chain."""
     return [
-        IntensityPolicyd("image"),
+        # the level in the item too: these slices are tensors without a file's metadata, where inference finds it
+        IntensityPolicyd("image", level_key="level"),
         ScaleIntensityRangePercentilesd("image", lower=0.5, upper=99.5, b_min=0.0, b_max=1.0),
     ]
 

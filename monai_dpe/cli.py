@@ -62,17 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
                               "output as the guide); 1 with --network-level is the network alone")
     enhance.add_argument("--network-level", action="store_true",
                          help="always take the network's brightness and contrast; by default a display image "
-                              "(8-bit photo, slide or DICOM) that is already well exposed keeps its own")
+                              "(8-bit photo, slide or DICOM) that is already well exposed keeps its own, and a "
+                              "quantitative image (CT, MR, NIfTI, 16-bit) keeps its units' level")
     enhance.add_argument("--colour-stretch-share", type=_share, default=None, metavar="S",
                          help="share, 0 to 1, of a dark colour image's brightness and contrast taken from its own "
                               "percentile stretch instead of the network's (default: the bundle's, 0). The network "
                               "learnt colour levels mostly from blood smears: 0.5 suits photographs, fundus and "
                               "slides better, and blood smears worse (see the model card)")
     enhance.add_argument("--allow-clipping", action="store_true",
-                         help="let the network's brightness and contrast push the input's darkest or brightest "
-                              "parts past black or white; by default the level is kept so that what the input "
-                              "resolves stays between them, which a burned-in white label or scale bar on a dark "
-                              "image also holds back")
+                         help="let the network's brightness and contrast push a display image's darkest or "
+                              "brightest parts past black or white; by default the level is kept so that what the "
+                              "input resolves stays between them, which a burned-in white label or scale bar on a "
+                              "dark image also holds back")
     enhance.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     enhance.add_argument("--resume", action="store_true",
                          help="skip inputs whose outputs already exist (a rerun of an interrupted batch)")

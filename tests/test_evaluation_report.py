@@ -53,10 +53,13 @@ def test_baselines_are_reused_from_an_earlier_report_of_the_same_split(tmp_path,
     assert json.loads((tmp_path / "first.json").read_text())["images"][0]["name"] == "ct_a"
 
 
-def test_reused_baselines_are_refused_where_the_untouched_input_scores_otherwise(tmp_path):
+def test_reused_baselines_are_refused_where_the_untouched_input_scores_otherwise(tmp_path, monkeypatch):
     """An earlier report made with another loader or target frame scored other inputs: its baselines would be
     silently wrong, so the image is named and the evaluation stops."""
+    import json
     from types import SimpleNamespace
+
+    from monai_dpe.engines import evaluation
 
     target = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
 
@@ -69,14 +72,24 @@ def test_reused_baselines_are_refused_where_the_untouched_input_scores_otherwise
     first = EnhancementReport(tmp_path / "first.json", baselines=["clahe"], info={"seed": 0})
     first.score(engine(target * 0.5))
     first.write()
+    monkeypatch.setattr(evaluation, "apply_baseline", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     same = EnhancementReport(tmp_path / "same.json", baselines=["clahe"], info={"seed": 0},
                              reuse_baselines=tmp_path / "first.json")
-    same.score(engine(target * 0.5))
+    same.score(engine(target * 0.5))  # the same untouched input: reused, not recomputed
     assert same.records[0]["baselines"] == first.records[0]["baselines"]
     other = EnhancementReport(tmp_path / "other.json", baselines=["clahe"], info={"seed": 0},
                               reuse_baselines=tmp_path / "first.json")
     with pytest.raises(ValueError, match=r"mr_a \(paper\).*do not apply"):
         other.score(engine(target * 0.7))
+    # an earlier record without an untouched input, or identical to its target where this one is not
+    report = json.loads((tmp_path / "first.json").read_text())
+    for earlier_input in (None, {"psnr": None}):
+        report["images"][0]["baselines"]["input"] = earlier_input
+        (tmp_path / "edited.json").write_text(json.dumps(report))
+        edited = EnhancementReport(tmp_path / "x.json", baselines=["clahe"], info={"seed": 0},
+                                   reuse_baselines=tmp_path / "edited.json")
+        with pytest.raises(ValueError, match="do not apply"):
+            edited.score(engine(target * 0.5))
 
 
 def test_report_means_and_margin():

@@ -14,7 +14,8 @@ from monai_dpe.transforms import RandJPEG, RandJPEGd, RecordStorageBitsd, RoundT
 
 
 @pytest.mark.parametrize("dtype, bits", [(np.uint8, 8), (np.int16, 16), (np.uint16, 16), (np.int32, 16),
-                                         (np.float32, 0), (torch.uint8, 8), (torch.float64, 0)])
+                                         (np.float32, 0), (torch.uint8, 8), (torch.float64, 0),
+                                         (np.int8, 16), (torch.int8, 16), (np.bool_, 0)])
 def test_storage_bits_of_pixel_types(dtype, bits):
     assert storage_bits(dtype) == bits
 

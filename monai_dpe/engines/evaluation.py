@@ -192,10 +192,13 @@ class EnhancementReport:
         """The earlier report's baseline scores of this image and preset, refused where its untouched input
         scored otherwise: then the earlier report saw another input or target (another loader or frame)."""
         known = self.known_baselines.get((name, preset), {})
-        before = known.get("input", {}).get("psnr") if untouched is not None else None
-        if before is not None and untouched.get("psnr") is not None and abs(before - untouched["psnr"]) > 1e-3:
-            raise ValueError(f"{name} ({preset}): the reused report's untouched input scored {before:.3f} dB, "
-                             f"this evaluation's {untouched['psnr']:.3f} dB; its baseline scores do not apply")
+        if not known or untouched is None:
+            return known
+        before, now = (known.get("input") or {}).get("psnr", "missing"), untouched.get("psnr")
+        numbers = all(isinstance(v, (int, float)) for v in (before, now))
+        if before != now and not (numbers and abs(before - now) <= 1e-3):  # None: identical to the target (infinite PSNR); "missing": no untouched input to compare
+            raise ValueError(f"{name} ({preset}): the reused report's untouched input scored {before} dB, this "
+                             f"evaluation's {now} dB; its baseline scores do not apply")
         return known
 
     def write(self, engine: Engine | None = None) -> dict:

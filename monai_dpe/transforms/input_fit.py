@@ -120,6 +120,11 @@ def level_weight(level: Sequence[float] | torch.Tensor | None, level_range: Sequ
     return _ramp(high, level_range) if display >= 0.5 else 1.0
 
 
+def _written_in_unit_range(level: Sequence[float] | torch.Tensor | None) -> bool:
+    """Whether the output is written in [0, 1]: a display image's, or one whose level is not known."""
+    return level is None or _level_values(level)[0] >= 0.5
+
+
 def _level_values(level: Sequence[float] | torch.Tensor) -> tuple[float, float, float]:
     """``(display, low, high)`` as floats, from a list or a (3,) or (1, 3) tensor (one collated item)."""
     values = torch.as_tensor(level, dtype=torch.float64).reshape(-1)
@@ -230,8 +235,8 @@ class BlendInputFit(Transform):
         sigma = input_noise(image, self.slice_axis) if weight is None else 0.0
         noise = self.wiener_noise_scale * sigma if weight is None else 0.0
         # only a display image's output is written in [0, 1]; a quantitative one goes back to its own units
-        limited = self.range_margin is not None and (level is None or _level_values(level)[0] >= 0.5)
-        margin = self.range_margin * sigma if weight is None and limited else None
+        limited = weight is None and self.range_margin is not None and _written_in_unit_range(level)
+        margin = self.range_margin * sigma if limited else None
         share = self.colour_stretch_share if own < 1.0 and self.colour_stretch_share and is_colour(image) else 0.0
         if weight == 1.0 and own == 0.0 and not share:
             return pred

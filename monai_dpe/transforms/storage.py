@@ -22,13 +22,15 @@ __all__ = ["storage_bits", "RecordStorageBitsd", "RoundToBitDepth", "RoundToBitD
 
 
 def storage_bits(dtype: np.dtype | torch.dtype | str) -> int:
-    """The bit depth a file of this pixel type holds: 8 for 8-bit, 16 for wider integers, 0 for floats.
+    """The bit depth a file of this pixel type holds: 8 for uint8, 16 for other integers, 0 for floats.
 
-    Scanners store up to 16 bits whatever the integer width of the array; float files are kept as
-    they are (0: no rounding).
+    8 bits is the display type (photos, slides, 8-bit DICOM), as inference's intensity policy takes
+    only uint8 pixels for a display image; signed 8-bit data (a scanner's) is rounded as the other
+    integers are. Scanners store up to 16 bits whatever the integer width of the array; float and
+    boolean files are kept as they are (0: no rounding).
     """
     name = str(dtype).replace("torch.", "") if isinstance(dtype, torch.dtype) else np.dtype(dtype).name
-    if name in ("uint8", "int8", "bool"):
+    if name == "uint8":
         return 8
     if name.startswith(("int", "uint")):
         return 16

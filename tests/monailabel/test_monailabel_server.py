@@ -208,8 +208,9 @@ def test_monailabel_serves_the_bundle(layout):
     assert y.shape == x.shape
     np.testing.assert_allclose(result.affine, source.affine, atol=1e-4)
     assert result.get_data_dtype() == source.get_data_dtype()
-    # it is the enhancement, not the input sent back: it differs from the input ...
-    assert np.abs(y - x).mean() > 1e-3 * (x.max() - x.min())
+    # it is the enhancement, not the input sent back: most voxels differ from the input (a quantitative volume
+    # keeps its units' level, so what changes is its filtered detail) ...
+    assert (y != x).mean() > 0.5
     # ... and it is what the bundle's own inference gives for the same file (equal on a CPU; one unit of the
     # output dtype allowed for nondeterministic GPU kernels)
     assert ref.shape == x.shape

@@ -100,6 +100,19 @@ def test_restretch_gives_each_slice_its_own_unit_range(seed):
     assert (k_low, k_high) != pytest.approx((0.0, 1.0), abs=1e-3)  # without it the slice keeps the volume's units
 
 
+def test_restretch_leaves_a_display_volume_at_its_absolute_level():
+    """An 8-bit DICOM series or TIFF stack is a display image: its slices keep their level out of 255, as evaluation
+    scores them; an 8-bit NIfTI volume is quantitative and each slice is re-stretched."""
+    vol = UnitRange()(graded_volume()) * 0.5  # a dim volume in [0, 0.5]
+    sliced = RandSliced("image", axes=(2,), min_size=16, restretch=True, bits_key="bits")
+    for display_file, restretched in ((True, False), (False, True)):
+        item = {"image": MetaTensor(vol, meta={"filename_or_obj": "stack.nii.gz"}), "bits": 8,
+                "display_file": display_file}
+        out = sliced.set_random_state(1)(item)["image"]
+        high = robust_range(out, 0.5, 99.5)[1]
+        assert (high == pytest.approx(1.0, abs=1e-3)) is restretched
+
+
 def test_restretch_leaves_2d_images_alone():
     img = torch.rand(1, 32, 32) * 0.5
     assert RandSliced("image", restretch=True)({"image": img})["image"] is img

@@ -98,9 +98,14 @@ class RandSliced(RandomizableTransform, MapTransform):
         restretch: rescale each slice to [0, 1] by its own robust percentiles (:class:`UnitRange`
             of the float slice). Training needs it: the degraded slice is stretched by its own
             range, so a target left in the volume's range asks the network for a brightness change
-            that no input shows (a dim slice of a bright volume teaches it to darken).
+            that no input shows (a dim slice of a bright volume teaches it to darken). A display
+            volume (an 8-bit DICOM series or TIFF stack, with ``bits_key``) keeps its absolute level,
+            as evaluation scores it: its level reaches the network.
         lower: lower percentile of ``restretch``.
         upper: upper percentile of ``restretch``.
+        bits_key: item key of the storage depth, for the display decision
+            (:func:`~monai_dpe.transforms.intensity_policy.is_display_item`); ``None``: every volume.
+        display_file_key: item key that says whether the original file is a display format.
     """
 
     def __init__(
@@ -111,6 +116,8 @@ class RandSliced(RandomizableTransform, MapTransform):
         restretch: bool = False,
         lower: float = 0.5,
         upper: float = 99.5,
+        bits_key: str | None = None,
+        display_file_key: str | None = "display_file",
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
@@ -118,6 +125,7 @@ class RandSliced(RandomizableTransform, MapTransform):
         self.axes = tuple(axes)
         self.min_size = int(min_size)
         self.unit_range = UnitRange(lower, upper) if restretch else None
+        self.bits_key, self.display_file_key = bits_key, display_file_key
         self.last_params: dict = {}
 
     def _usable_axes(self, spatial: Sequence[int]) -> list[int]:
@@ -138,8 +146,10 @@ class RandSliced(RandomizableTransform, MapTransform):
         index = int(self.R.randint(d[keys[0]].shape[1 + axis]))
         self.last_params = {"slice_axis": axis, "slice_index": index}
         for key in keys:
+            restretch = self.unit_range is not None and not (
+                self.bits_key is not None and is_display_item(d, key, self.bits_key, self.display_file_key))
             d[key] = _slice(convert_to_tensor(d[key], track_meta=get_track_meta()), axis, index)
-            if self.unit_range is not None:
+            if restretch:
                 d[key] = self.unit_range(d[key].float())
         return d
 

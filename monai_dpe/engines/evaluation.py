@@ -194,9 +194,10 @@ class EnhancementReport:
         known = self.known_baselines.get((name, preset), {})
         if not known or untouched is None:
             return known
+        # a PSNR of None: identical to the target (infinite); "missing": the earlier record has no untouched input
         before, now = (known.get("input") or {}).get("psnr", "missing"), untouched.get("psnr")
         numbers = all(isinstance(v, (int, float)) for v in (before, now))
-        if before != now and not (numbers and abs(before - now) <= 1e-3):  # None: identical to the target (infinite PSNR); "missing": no untouched input to compare
+        if before != now and not (numbers and abs(before - now) <= 1e-3):
             raise ValueError(f"{name} ({preset}): the reused report's untouched input scored {before} dB, this "
                              f"evaluation's {now} dB; its baseline scores do not apply")
         return known

@@ -53,9 +53,9 @@ def test_baselines_are_reused_from_an_earlier_report_of_the_same_split(tmp_path,
     assert json.loads((tmp_path / "first.json").read_text())["images"][0]["name"] == "ct_a"
 
 
-def test_reused_baselines_are_refused_where_the_untouched_input_scores_otherwise(tmp_path, monkeypatch):
+def test_reused_baselines_are_computed_again_where_the_untouched_input_scores_otherwise(tmp_path, monkeypatch, caplog):
     """An earlier report made with another loader or target frame scored other inputs: its baselines would be
-    silently wrong, so the image is named and the evaluation stops."""
+    silently wrong, so that image's are computed again, and a warning names it."""
     import json
     from types import SimpleNamespace
 
@@ -77,10 +77,14 @@ def test_reused_baselines_are_refused_where_the_untouched_input_scores_otherwise
                              reuse_baselines=tmp_path / "first.json")
     same.score(engine(target * 0.5))  # the same untouched input: reused, not recomputed
     assert same.records[0]["baselines"] == first.records[0]["baselines"]
+    calls = []
+    monkeypatch.setattr(evaluation, "apply_baseline", lambda name, image, *a, **k: calls.append(1) or image * 0.9)
     other = EnhancementReport(tmp_path / "other.json", baselines=["clahe"], info={"seed": 0},
                               reuse_baselines=tmp_path / "first.json")
-    with pytest.raises(ValueError, match=r"mr_a \(paper\).*do not apply"):
+    with caplog.at_level("WARNING", logger=evaluation.__name__):
         other.score(engine(target * 0.7))
+    assert calls == [1] and other.records[0]["baselines"]["clahe"] != first.records[0]["baselines"]["clahe"]
+    assert "mr_a (paper)" in caplog.text and "computed again" in caplog.text
     # an earlier record without an untouched input, or identical to its target where this one is not
     report = json.loads((tmp_path / "first.json").read_text())
     for earlier_input in (None, {"psnr": None}):
@@ -88,8 +92,38 @@ def test_reused_baselines_are_refused_where_the_untouched_input_scores_otherwise
         (tmp_path / "edited.json").write_text(json.dumps(report))
         edited = EnhancementReport(tmp_path / "x.json", baselines=["clahe"], info={"seed": 0},
                                    reuse_baselines=tmp_path / "edited.json")
-        with pytest.raises(ValueError, match="do not apply"):
-            edited.score(engine(target * 0.5))
+        calls.clear()
+        edited.score(engine(target * 0.5))
+        assert calls == [1]
+
+
+def test_reused_baselines_are_computed_again_where_the_stretch_they_work_on_differs(tmp_path, monkeypatch, caplog):
+    """The same degraded file stretched otherwise (a volume stretched by its whole range rather than one slice's)
+    gives every baseline another input: its untouched input alone would not tell, the stretch's score does."""
+    from types import SimpleNamespace
+
+    from monai_dpe.engines import evaluation
+
+    target = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+
+    def engine(stretched: torch.Tensor) -> SimpleNamespace:
+        batch = {"image": stretched, "image_id": ["mr_a"], "source": ["mr_a"], "modality": ["mr"],
+                 "preset": ["paper"], "channels": torch.tensor([3]), "degraded": target * 0.3}
+        return SimpleNamespace(state=SimpleNamespace(batch=batch, output={"pred": target, "label": target,
+                                                                          "image": stretched}))
+
+    first = EnhancementReport(tmp_path / "first.json", baselines=["stretch", "clahe"], info={"seed": 0})
+    first.score(engine(target * 0.5))
+    first.write()
+    calls = []
+    monkeypatch.setattr(evaluation, "apply_baseline", lambda name, image, *a, **k: calls.append(name) or image)
+    again = EnhancementReport(tmp_path / "again.json", baselines=["stretch", "clahe"], info={"seed": 0},
+                              reuse_baselines=tmp_path / "first.json")
+    again.score(engine(target * 0.5))
+    assert calls == [] and again.records[0]["baselines"] == first.records[0]["baselines"]
+    with caplog.at_level("WARNING", logger=evaluation.__name__):
+        again.score(engine(target * 0.8))
+    assert calls == ["clahe"] and "mr_a (paper): the reused report's stretch" in caplog.text
 
 
 def test_report_means_and_margin():

@@ -130,6 +130,42 @@ def test_slice_inferer_gives_each_image_and_volume_its_own_level():
         inferer(torch.zeros(1, 3, 16, 16), net)
 
 
+def test_slice_inferer_gives_a_keyword_level_row_to_its_image_and_every_slice_of_its_volume():
+    """An evaluator's ``prepare_batch`` hands the level as a keyword with a row per image: a volume's row goes
+    to each of its slices (the network would otherwise get one row for a batch of slices), an image's to it."""
+    volumes = torch.zeros(2, 1, 4, 4, 5)
+    level = torch.tensor([[1, 0.4, 1], [1, 0.7, 1]])
+    out = SliceWiseInferer(sw_batch_size=3, network_wrapper=ChannelAdapter)(volumes, LevelProbe(), level=level)
+    assert torch.allclose(out[0], torch.full_like(out[0], 0.4)) and torch.allclose(out[1], torch.full_like(out[1], 0.7))
+    images = MetaTensor(torch.zeros(3, 3, 8, 8), meta={LEVEL_META_KEY: torch.zeros(3, 3)})
+    rows = torch.tensor([[1, 0.1, 1], [1, 0.2, 1], [1, 0.3, 1]])  # the keyword wins over the meta's rows
+    out = SliceWiseInferer(sw_batch_size=2, meta_kwargs={"level": LEVEL_META_KEY})(images, LevelProbe(), level=rows)
+    assert out[:, 0, 0, 0].tolist() == pytest.approx([0.1, 0.2, 0.3])
+
+
+class Scale(torch.nn.Module):
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        return x * self.factor
+
+
+@pytest.mark.parametrize("sw_batch_size", [1, 3])
+def test_slice_inferer_sends_each_image_and_each_slice_of_a_volume_with_its_own_modality(sw_batch_size):
+    """A collated ``modality`` (one name per image) reaches the router as one name per image of each network call:
+    every slice of a volume carries its volume's, so a histology volume's slices all go to the specialist."""
+    router = ModalityRouter(Scale(1.0), {"histology": Scale(2.0)})
+    inferer = SliceWiseInferer(sw_batch_size=sw_batch_size)
+    volumes = torch.ones(2, 3, 4, 4, 5)
+    out = inferer(volumes, router, modality=["histology", "mr"], level=torch.zeros(2, 3))
+    assert torch.all(out[0] == 2.0) and torch.all(out[1] == 1.0)
+    images = torch.ones(3, 3, 4, 4)
+    out = SliceWiseInferer(sw_batch_size=2)(images, router, modality=["mr", "histology", "histology"])
+    assert out[:, 0, 0, 0].tolist() == [1.0, 2.0, 2.0]
+
+
 def test_router_splits_levels_with_the_batch():
     router = ModalityRouter(LevelProbe(), {"histology": LevelProbe()})
     level = torch.tensor([[1, 0.1, 1], [1, 0.9, 1]])

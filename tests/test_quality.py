@@ -131,6 +131,22 @@ def test_chart_and_crops_are_written(reports, tmp_path):
     assert height > width * 0.4, "two rows of four panels"
 
 
+def test_crops_enhance_a_volume_whole_and_show_its_centre_slice(tmp_path):
+    """A volume reaches the network slice by slice, as evaluation and inference give it, and its centre slice is shown."""
+    target = torch.rand(3, 40, 48, 7)
+    pair = {"name": "mr", "rgb": False, "degraded": 0.3 * target[:1], "image": target * 0.9, "target": target}
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x, **kwargs):
+            seen.append(x.shape)
+            return x
+
+    crop_figure([pair], {"dpe": Probe()}, "clahe", tmp_path / "crops.png", crop=32)
+    assert len(seen) == 7 and all(shape == (1, 3, 40, 48) for shape in seen)
+    assert Image.open(tmp_path / "crops.png").size[0] > 0
+
+
 @pytest.mark.parametrize("content", [None, "{not json"], ids=["missing", "corrupt"])
 def test_cli_refuses_an_unusable_metrics_file_with_one_line(tmp_path, capsys, content):
     from monai_dpe.reports.quality import main

@@ -29,8 +29,8 @@ from monai_dpe.engines.baselines import clahe
 from monai_dpe.networks import record_large_files, recorded_sha256, sha256_of
 from bundle_copies import copy_configs
 from helpers import (
-    MONAI_DPE, PYTHON, REPO, TINY, TRAIN_ITEMS, bundle_run, datalist_item as _item, reference_wiener, shipped_network,
-    smooth, state_path, write_tiny_data,
+    MONAI_DPE, PYTHON, REPO, TINY, TINY_CHANNELS, TRAIN_ITEMS, bundle_command, bundle_run, datalist_item as _item,
+    reference_wiener, shipped_network, smooth, state_path, write_tiny_data,
 )
 
 @pytest.fixture
@@ -450,9 +450,13 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
     by_key = {(r["source"], r["preset"]): r for r in report["images"]}
     for item in dataset:
         record = by_key[(item["source"], item["preset"])]
-        with torch.no_grad():
+        with torch.no_grad():  # as inference's ChannelAdapter: input clamped into [0, 1], grey through all three channels
             level = {"level": item["level"][None]} if "level" in item else {}  # a level-aware network's input
-            raw = net(item["image"][None], **level)[0].numpy().astype(np.float64)
+            image = item["image"]
+            inside = image.clamp(0, 1)
+            raw = net(inside.expand(3, -1, -1)[None], **level)[0].mean(0, keepdim=True) if image.shape[0] == 1 else \
+                net(inside[None], **level)[0]
+            raw = (raw + image - inside).numpy().astype(np.float64)  # what lay outside [0, 1] is given back
         network_input = item["image"].numpy().astype(np.float64)
         slope, offset = np.polyfit(network_input.ravel(), raw.ravel(), 1)
         fitted = slope * network_input + offset
@@ -475,8 +479,8 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
             gain, constant = _line_in_range(filtered, gain, constant,
                                             parser["range_margin"] * _haar_noise(network_input.mean(0)))
         pred = detail + gain * filtered + constant
-        pred = torch.as_tensor(np.clip(pred, 0, 1))
-        target = item["target"].permute(1, 2, 0).numpy().astype(np.float64)
+        pred = torch.as_tensor(np.clip(pred, 0, 1)).expand(3, -1, -1)  # scored as RGB (grey replicated)
+        target = item["target"].expand(3, -1, -1).permute(1, 2, 0).numpy().astype(np.float64)
         pred_np = pred.permute(1, 2, 0).numpy().astype(np.float64)
         assert record["psnr"] == pytest.approx(metrics.peak_signal_noise_ratio(target, pred_np, data_range=1.0), abs=1e-3)
         reference_de = color.deltaE_ciede2000(color.rgb2lab(target), color.rgb2lab(pred_np)).mean()
@@ -489,12 +493,12 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
         if item["preset"] == "clean":
             assert "baselines" not in record
             continue
-        untouched = item["degraded"].expand_as(item["target"]).permute(1, 2, 0).numpy().astype(np.float64)
+        untouched = item["degraded"].expand(3, -1, -1).permute(1, 2, 0).numpy().astype(np.float64)
         if item["bits"] == 8:  # an 8-bit source's degraded image holds an 8-bit file's levels
             assert np.allclose(untouched * 255, np.round(untouched * 255), atol=1e-4)
         assert record["baselines"]["input"]["psnr"] == pytest.approx(
             metrics.peak_signal_noise_ratio(target, untouched, data_range=1.0), abs=1e-3)
-        degraded = item["image"].clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float64)
+        degraded = item["image"].clamp(0, 1).expand(3, -1, -1).permute(1, 2, 0).numpy().astype(np.float64)
         expected = clahe(degraded, record["rgb"])
         assert record["baselines"]["clahe"]["psnr"] == pytest.approx(
             metrics.peak_signal_noise_ratio(target, np.clip(expected, 0, 1), data_range=1.0), abs=1e-3)
@@ -682,8 +686,8 @@ def test_evaluation_unit_ranges_a_quantitative_slice_after_resizing_it(bundle, t
 @pytest.mark.parametrize("preset", ["clean", "paper"])
 def test_evaluation_scores_an_8_bit_volume_in_the_frame_its_output_is_written_in(bundle, tmp_path, preset):
     """An 8-bit NIfTI volume is quantitative: inference writes its output back in its own units, so the
-    evaluation's target is its centre slice in that slice's own robust range (the frame the network's input is
-    stretched to), not its level out of 255; a network that leaves a clean volume as it is then scores it so."""
+    evaluation's target is the volume in its own robust range (the frame the network's input is stretched to),
+    not its level out of 255; a network that leaves a clean volume as it is then scores it so."""
     volume = np.zeros((40, 36, 9), dtype=np.uint8)
     volume[6:34, 5:31] = np.linspace(20, 180, 28 * 26 * 9).reshape(28, 26, 9).round().astype(np.uint8)
     nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "head.nii.gz"))
@@ -699,3 +703,113 @@ def test_evaluation_scores_an_8_bit_volume_in_the_frame_its_output_is_written_in
     if preset == "clean":  # the network's input and the target share a frame: leaving it as it is scores it
         error = (item["image"][0].clamp(0, 1) - target).square().mean()
         assert float(10 * torch.log10(1 / error)) > 50
+
+
+def test_evaluation_degrades_and_enhances_a_volume_whole_and_scores_its_centre_slice(bundle, tmp_path):
+    """Inference stretches a degraded volume by its whole range and enhances it slice by slice with one noise
+    estimate and one level for the volume; the evaluation degrades, stretches and enhances a volume the same way
+    and scores its centre slice. A dim centre slice of a volume keeps its place in the volume's range (a slice
+    taken alone would have been stretched to full scale), and the untouched input is that slice of the degraded
+    volume."""
+    ramp = np.linspace(0.3, 1.0, 9)  # slice z is ramp[z] as bright as the brightest
+    pattern = 20 + 160 * smooth((28, 26), np.random.default_rng(5))
+    volume = np.zeros((40, 36, 9), dtype=np.uint8)
+    volume[6:34, 5:31] = (pattern[..., None] * ramp).round().astype(np.uint8)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "head.nii.gz"))
+    torch.manual_seed(0)
+    torch.save(shipped_network(channels=[8, 16]).state_dict(), tmp_path / "weights.pt")
+    parser = ConfigParser()
+    parser.read_config([str(bundle / "configs" / "train.json"), str(bundle / "configs" / "evaluate.json")])
+    parser.update({"bundle_root": str(bundle), "dataset_dir": str(tmp_path), "channels": [8, 16],
+                   "weights_path": str(tmp_path / "weights.pt"), "output_dir": str(tmp_path / "eval"),
+                   "baselines": ["stretch"], "progress": False,
+                   "validate#datalist": [{"image": str(tmp_path / "head.nii.gz"), "image_id": "head", "source": "head",
+                                          "modality": "mr", "channels": 1, "preset": p} for p in ("paper", "clean")]})
+    parser.get_parsed_content("validate#evaluator").run()
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    records = {r["preset"]: r for r in report["images"]}
+    for item in parser.get_parsed_content("validate#dataset"):
+        assert item["image"].shape == (1, 40, 36, 9)  # the whole volume reaches the network, as in inference
+        target = item["target"][..., 4].expand(3, -1, -1).permute(1, 2, 0).numpy().astype(np.float64)
+        if item["preset"] == "clean":
+            assert float(item["image"][..., 4].max()) < 0.8  # the volume's stretch, not the slice's own
+            assert float(item["image"][..., 8].max()) == pytest.approx(1.0, abs=0.02)
+            continue
+        untouched = item["degraded"][..., 4].expand(3, -1, -1).permute(1, 2, 0).numpy().astype(np.float64)
+        assert records["paper"]["baselines"]["input"]["psnr"] == pytest.approx(
+            metrics.peak_signal_noise_ratio(target, untouched, data_range=1.0), abs=1e-3)
+    assert all(np.isfinite(records[p]["ssim"]) for p in records)  # scored as a 2D slice
+
+
+@pytest.mark.slow
+def test_the_evaluation_scores_what_inference_writes_for_the_degraded_file(tmp_path):
+    """The evaluation's output for a degraded item is what the inference bundle writes when a user hands it that
+    degraded image as a file (loader, stretch, level, network and blend alike; a volume enhanced whole): for a
+    photo to within a level of its 8 bits, for a quantitative 16-bit volume to within 0.1% after one line, the
+    window that takes both to the frame the evaluation scores in (its robust range)."""
+    torch.manual_seed(1)
+    net = shipped_network(channels=list(TINY_CHANNELS))
+    with torch.no_grad():  # away from its identity start, so the network's own output shows in the blend
+        for parameter in net.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    torch.save(net.state_dict(), weights := tmp_path / "tiny.pt")
+    rng = np.random.default_rng(5)
+    (tmp_path / "clean").mkdir()
+    volume = np.zeros((40, 36, 9))
+    volume[6:34, 5:31] = (20 + 160 * smooth((28, 26), rng))[..., None] * np.linspace(0.3, 1.0, 9)
+    volume[..., [0, 1, 2, 3, 5, 6, 7, 8]] += rng.normal(0, 6, (40, 36, 8))  # grain in every slice but the centre
+    volume = (volume.clip(0, 255) * 200).round().astype(np.uint16)  # 16 bits: the output resolves the filter's work
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "clean" / "head.nii.gz"))
+    photo = np.stack([smooth((48, 56), rng) for _ in range(3)], -1) * 150 + 30
+    photo.reshape(-1, 3)[rng.choice(photo.size // 3, 6, replace=False)] = 255  # past the stretch's white: beyond [0, 1]
+    Image.fromarray(photo.round().astype(np.uint8)).save(tmp_path / "clean" / "cells.png")
+    parser = ConfigParser()
+    parser.read_config([str(REPO / "bundle" / "configs" / "train.json"), str(REPO / "bundle" / "configs" / "evaluate.json")])
+    parser.update({"bundle_root": str(REPO / "bundle"), "dataset_dir": str(tmp_path), "channels": list(TINY_CHANNELS),
+                   "weights_path": str(weights), "output_dir": str(tmp_path / "eval"), "baselines": [],
+                   "progress": False, "validate#datalist": [
+                       {"image": str(tmp_path / "clean" / name), "image_id": name, "source": name, "modality": modality,
+                        "channels": channels, "preset": "paper"}
+                       for name, modality, channels in (("head.nii.gz", "mr", 1), ("cells.png", "histology", 3))]})
+    evaluator = parser.get_parsed_content("validate#evaluator")
+    preds = {}
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED,
+                                lambda e: preds.update({e.state.batch[0]["image_id"]: e.state.output[0]["pred"].numpy()}))
+    evaluator.run()
+    (tmp_path / "degraded").mkdir()
+    for item in parser.get_parsed_content("validate#dataset"):  # the degraded images as their files hold them
+        degraded = item["degraded"].numpy()
+        if item["image_id"] == "head.nii.gz":
+            levels = (degraded[0] * 65535).round().astype(np.uint16)
+            nib.save(nib.Nifti1Image(levels, np.eye(4)), str(tmp_path / "degraded" / "head.nii.gz"))
+        else:  # MONAI's reader gives (C, W, H): the file is written back in the layout it reads
+            levels = (np.moveaxis(degraded, 0, -1) * 255).round().astype(np.uint8)
+            Image.fromarray(levels.transpose(1, 0, 2)).save(tmp_path / "degraded" / "cells.png")
+    proc = subprocess.run(bundle_command(tmp_path / "degraded", tmp_path / "out", weights), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    written = np.asarray(Image.open(tmp_path / "out" / "cells.png")).transpose(1, 0, 2).astype(np.float64)
+    assert np.abs(np.moveaxis(preds["cells.png"], 0, -1) * 255 - written).max() <= 1.0
+    written = nib.load(str(tmp_path / "out" / "head.nii.gz")).get_fdata()[..., 4].ravel()  # the scored centre slice
+    scored = preds["head.nii.gz"].mean(0).ravel()
+    gain, offset = np.polyfit(written, scored, 1)
+    # within 0.1% of the scored range (a few of the file's 16-bit levels; the whole-volume filter against the centre
+    # slice's alone differs by 0.6%)
+    assert gain > 0 and np.abs(gain * written + offset - scored).max() <= 1e-3
+
+
+def test_evaluation_degrades_a_one_slice_volume_as_the_2d_picture_it_holds(bundle, tmp_path):
+    """ITK reads a DICOM radiograph as a volume one slice thick: its radiology degradation (a smooth bias field) is
+    the 2D picture's, drawn from the same numbers, not a 3D field's."""
+    picture = (smooth((48, 40), np.random.default_rng(2)) * 3000).round().astype(np.int16)
+    nib.save(nib.Nifti1Image(picture, np.eye(4)), str(tmp_path / "flat.nii.gz"))
+    nib.save(nib.Nifti1Image(picture[..., None], np.eye(4)), str(tmp_path / "thin.nii.gz"))
+    parser = ConfigParser()
+    parser.read_config([str(bundle / "configs" / "train.json"), str(bundle / "configs" / "evaluate.json")])
+    parser.update({"bundle_root": str(bundle), "dataset_dir": str(tmp_path)})
+    preprocessing = parser.get_parsed_content("validate#preprocessing")
+    flat, thin = (preprocessing({"image": str(tmp_path / name), "image_id": "radiograph", "source": "radiograph",
+                                 "modality": "xray", "channels": 1, "preset": "radiology"})
+                  for name in ("flat.nii.gz", "thin.nii.gz"))
+    assert thin["image"].shape == flat["image"].shape == (1, 48, 40)
+    assert torch.equal(thin["image"], flat["image"]) and torch.equal(thin["degraded"], flat["degraded"])

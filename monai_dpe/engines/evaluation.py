@@ -119,8 +119,9 @@ class EnhancementReport:
         reuse_baselines: an earlier report of the same split, seed and presets: its baseline scores
             are taken for the same (image, preset) instead of recomputed. Baselines do not depend on
             the network and the degradations are seeded, so the scores are the same; BM3D takes most
-            of an evaluation's time. An image whose untouched input scores otherwise than there is
-            refused: that report saw another input or target.
+            of an evaluation's time. An image whose untouched input or stretch (the baselines' own input)
+            scores otherwise than there has its baselines computed again, with a warning naming it: that
+            report saw another input or target.
     """
 
     def __init__(
@@ -179,27 +180,34 @@ class EnhancementReport:
                     untouched = torch.as_tensor(item[self.input_key]).float().cpu()
                     untouched = untouched.expand_as(out["label"]) if untouched.shape[0] == 1 else untouched
                     scored["input"] = self._scores(untouched.clamp(0, self.data_range), out["label"])
-                known = self._known(record["name"], preset, scored.get("input"))
+                if "stretch" in self.baselines:  # free, and it scores the input every other baseline works on
+                    scored["stretch"] = self._scores(out["image"].clamp(0, self.data_range), out["label"])
+                known = self._known(record["name"], preset, scored)
                 record["baselines"] = {
-                    name: known.get(name) or self._scores(
+                    name: scored.get(name) or known.get(name) or self._scores(
                         apply_baseline(name, out["image"], channels == 3, self.data_range), out["label"])
                     for name in self.baselines
                 }
                 record["baselines"].update(scored)
             self.records.append(record)
 
-    def _known(self, name: str, preset: str, untouched: Mapping[str, Any] | None) -> Mapping[str, Any]:
-        """The earlier report's baseline scores of this image and preset, refused where its untouched input
-        scored otherwise: then the earlier report saw another input or target (another loader or frame)."""
+    def _known(self, name: str, preset: str, scored: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any]:
+        """The earlier report's baseline scores of this image and preset; none (so they are computed again)
+        where its untouched input, or its stretch (the input of every baseline), scored otherwise: that report
+        saw another input or target (another loader or frame), and its scores do not apply."""
         known = self.known_baselines.get((name, preset), {})
-        if not known or untouched is None:
+        if not known:
             return known
-        # a PSNR of None: identical to the target (infinite); "missing": the earlier record has no untouched input
-        before, now = (known.get("input") or {}).get("psnr", "missing"), untouched.get("psnr")
-        numbers = all(isinstance(v, (int, float)) for v in (before, now))
-        if before != now and not (numbers and abs(before - now) <= 1e-3):
-            raise ValueError(f"{name} ({preset}): the reused report's untouched input scored {before} dB, this "
-                             f"evaluation's {now} dB; its baseline scores do not apply")
+        for method, scores in scored.items():
+            if method == "stretch" and "stretch" not in known:
+                continue  # an earlier report without the stretch: its untouched input alone vouches for it
+            # a PSNR of None: identical to the target (infinite); "missing": the earlier record has no untouched input
+            before, now = (known.get(method) or {}).get("psnr", "missing"), scores.get("psnr")
+            numbers = all(isinstance(v, (int, float)) for v in (before, now))
+            if before != now and not (numbers and abs(before - now) <= 1e-3):
+                logger.warning("%s (%s): the reused report's %s scored %s dB, this evaluation's %s dB; its "
+                               "baselines are computed again", name, preset, method, before, now)
+                return {}
         return known
 
     def write(self, engine: Engine | None = None) -> dict:

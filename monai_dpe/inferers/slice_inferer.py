@@ -109,9 +109,23 @@ def tile_spans(size: int, tile: int, overlap: float, align: int = 32) -> list[tu
 
 def _per_image(kwargs: dict, start: int, stop: int, batch: int) -> dict:
     """Images start..stop-1's share of keyword arguments: tensors with a row per image of the
-    ``batch`` are sliced, anything else (a single shared row) is passed as it is."""
-    return {k: v[start:stop] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == batch else v
-            for k, v in kwargs.items()}
+    ``batch`` and sequences with an entry per image (a collated datalist field: ``modality``) are sliced,
+    anything else (a single shared row) is passed as it is."""
+    return {k: v[start:stop] if _has_row_per_image(v, batch, min_dim=1) else v for k, v in kwargs.items()}
+
+
+def _has_row_per_image(value, batch: int, min_dim: int = 2) -> bool:
+    """Whether ``value`` holds one row per image of ``batch``: a tensor of at least ``min_dim`` dimensions
+    whose first has that length, or a list or tuple of that length."""
+    if isinstance(value, torch.Tensor):
+        return value.dim() >= min_dim and value.shape[0] == batch
+    return isinstance(value, (list, tuple)) and len(value) == batch
+
+
+def _row_for_slices(rows, index: int, count: int):
+    """Image ``index``'s row (the single row, if shared) for each of ``count`` slices of its volume."""
+    row = rows[min(index, len(rows) - 1)]
+    return row.expand(count, -1) if isinstance(rows, torch.Tensor) else [row] * count
 
 
 def hold_channels_last(network: object) -> None:
@@ -163,7 +177,10 @@ class SliceWiseInferer(Inferer):
             (e.g. ``{"level": LEVEL_META_KEY}``, the level the intensity policy records); each network
             call gets the rows of its images (a volume's row for each of its slices). An input whose
             meta lacks the key (a plain tensor) calls the network without it: ``DPENet`` then uses
-            its ``default_level``, or refuses if it has none.
+            its ``default_level``, or refuses if it has none. A keyword of the call with one row per
+            image, a ``(B, K)`` tensor or a list of ``B`` entries (an evaluator's ``prepare_batch`` hands
+            the level and the modality so), is given to the network the same way, and wins over a meta
+            row of the same name.
         tile_size: a slice with a side longer than this goes through the network in overlapping
             tiles of at most ``tile_size`` a side (:func:`tile_spans`), so memory is bounded by the
             tile, not the slice; ``None`` never tiles. Smaller slices run whole.
@@ -232,7 +249,10 @@ class SliceWiseInferer(Inferer):
         if self.network_wrapper is not None:
             network = self.network_wrapper(network)
         plain = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
-        rows = self._meta_rows(inputs)
+        # a keyword with a row per image ((B, K) tensor, B names) goes with its image, as a meta row does
+        given = {k: v for k, v in kwargs.items() if _has_row_per_image(v, inputs.shape[0])}
+        rows = {**self._meta_rows(inputs), **given}
+        kwargs = {k: v for k, v in kwargs.items() if k not in given}
         out = self._run_2d(plain, network, rows, *args, **kwargs) if plain.dim() == 4 else self._run_3d(plain, network, rows, *args, **kwargs)
         if isinstance(inputs, MetaTensor):
             out = MetaTensor(out)
@@ -281,7 +301,7 @@ class SliceWiseInferer(Inferer):
                 slices = volume.movedim(axis - 1, 0)  # (S, C, H, W) view, no copy of the volume
                 for start in range(0, n_slices, self.sw_batch_size):
                     stop = min(start + self.sw_batch_size, n_slices)
-                    own = {arg: r[min(index, r.shape[0] - 1)].expand(stop - start, -1) for arg, r in rows.items()}
+                    own = {arg: _row_for_slices(r, index, stop - start) for arg, r in rows.items()}
                     pred = self._forward(self._gather(slices, start, stop), network, *args, **kwargs, **own)
                     if result is None:  # (B, S, C', H', W'): the network decides channels and slice size
                         shape = (volumes.shape[0], n_slices, *pred.shape[1:])

@@ -53,8 +53,9 @@ def about(report: Mapping[str, Any]) -> str:
     sources = sorted({i["source"] for i in images})
     modalities = sorted({_modality(i["modality"]) for i in images})
     return (
-        f"The {split} split ({len(images)} images from {len(sources)} sources: {', '.join(modalities)}; volumes on "
-        f"their middle slice), each degraded with fixed seeds by the {' and the '.join(degraded)} presets and saved "
+        f"The {split} split ({len(images)} images from {len(sources)} sources: {', '.join(modalities)}; a volume is "
+        "degraded, stretched and enhanced whole, as inference reads it, and scored on its middle slice), each "
+        f"degraded with fixed seeds by the {' and the '.join(degraded)} presets and saved "
         "as its storage depth holds it (8 or 16 bits); scores against the clean image (`bundle/configs/evaluate.json`)."
         + (" The clean preset feeds each clean image as it is: fidelity, the output against the input."
            if CLEAN_PRESET in report.get("presets", []) else "")
@@ -186,13 +187,13 @@ def _network(config_files: Sequence[str], weights: str, bundle_root: str,
     return load_router(parser.get_parsed_content("network_def"), weights, experts).eval()
 
 
-def _bundle_blend(config_file: str) -> BlendInputFit:
-    """The blend ``config_file`` gives the network's output (its ``blend`` entry)."""
+def _bundle_part(config_file: str, name: str) -> Any:
+    """The object ``config_file`` defines as ``name`` (its ``blend``, its ``validate#inferer``)."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(config_file)
-    return parser.get_parsed_content("blend")
+    return parser.get_parsed_content(name)
 
 
 def _validation_pairs(dataset_dir: str, bundle_root: str, preset: str) -> list[dict]:
@@ -243,13 +244,22 @@ def _level(network: torch.nn.Module, pair: Mapping[str, Any]) -> dict:
 
 
 def crop_figure(pairs: Sequence[dict], networks: Mapping[str, torch.nn.Module], classical: str, path: Path,
-                crop: int = 160, blend: BlendInputFit | None = None) -> None:
+                crop: int = 160, blend: BlendInputFit | None = None, inferer: Any = None) -> None:
     """One row per image: degraded input, ``classical``, each network, truth; PSNR in the titles.
 
-    Each network's output goes through ``blend``, as the bundle's (:func:`_bundle_blend`); ``None``:
-    the network's output alone.
+    Each network runs through ``inferer`` (the bundle's ``validate#inferer``; ``None``: a
+    :class:`~monai_dpe.inferers.SliceWiseInferer` with the ``ChannelAdapter``, as that one) and its output
+    through ``blend``, as the bundle's
+    (its ``blend``); ``None``: the network's output alone. A volume is enhanced whole, as evaluation and
+    inference enhance it, and shown and scored on its centre slice.
     """
+    from monai_dpe.inferers import SliceWiseInferer
+    from monai_dpe.networks import ChannelAdapter
+    from monai_dpe.transforms import CenterSliced
+
     blend = BlendInputFit(1.0) if blend is None else blend
+    inferer = SliceWiseInferer(sw_batch_size=1, network_wrapper=ChannelAdapter) if inferer is None else inferer
+    centre = CenterSliced(keys="image")
     require("matplotlib", "the quality report's crops")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -261,15 +271,17 @@ def crop_figure(pairs: Sequence[dict], networks: Mapping[str, torch.nn.Module], 
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(pairs), len(columns), squeeze=False)
     for row, pair in enumerate(pairs):
-        outputs = [pair["degraded"], apply_baseline(classical, pair["image"], pair["rgb"])]
+        image = pair["image"]
         with torch.inference_mode():
-            outputs += [blend(_route(net)(pair["image"][None], pair.get("modality"), **_level(net, pair))[0], pair["image"],
-                              pair.get("level")).clamp(0, 1) for net in networks.values()]
-        outputs.append(pair["target"])
+            enhanced = [blend(inferer(image[None], _route(net), modality=pair.get("modality"), **_level(net, pair))[0],
+                              image, pair.get("level")).clamp(0, 1) for net in networks.values()]
+        image, target = (centre({"image": pair[key]})["image"] for key in ("image", "target"))
+        outputs = [centre({"image": pair["degraded"]})["image"], apply_baseline(classical, image, pair["rgb"]),
+                   *(centre({"image": out})["image"] for out in enhanced), target]
         for col, (out, label) in enumerate(zip(outputs, columns)):
             shown = torch.as_tensor(out, dtype=torch.float32)
             score = "" if col == len(columns) - 1 else \
-                f"\n{float(psnr(shown.expand_as(pair['target'])[None], pair['target'][None]).item()):.1f} dB"
+                f"\n{float(psnr(shown.expand_as(target)[None], target[None]).item()):.1f} dB"
             axes[row, col].imshow(_display(shown, pair["rgb"], crop), interpolation="nearest")
             axes[row, col].set_title((f"{pair['name']}: " if col == 0 else "") + label + score, fontsize=8)
             axes[row, col].set_axis_off()
@@ -319,7 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     best, _ = _best_classical(table["paper"]["mean"])
     pairs = _validation_pairs(args.dataset_dir, args.bundle_root, "paper")
     crop_figure(pairs, networks, best or "clahe", args.output / "quality_crops.png",
-                blend=_bundle_blend(str(configs / "train.json")))
+                blend=_bundle_part(str(configs / "train.json"), "blend"),
+                inferer=_bundle_part(str(configs / "train.json"), "validate#inferer"))
     logger.info("wrote %s", args.output / "quality.md")
     return 0
 

@@ -40,6 +40,7 @@ from monai_dpe.transforms.load import LoadDisplayImage, LoadDisplayImaged, photo
 from monai_dpe.transforms.wiener import dct_wiener
 from monai_dpe.transforms.preparation import (
     CenterSliced,
+    SingleSliceToPlaned,
     GreyToRGB,
     GreyToRGBd,
     LimitSize,
@@ -102,6 +103,7 @@ __all__ = [
     "LimitSized",
     "RandSliced",
     "CenterSliced",
+    "SingleSliceToPlaned",
     "GreyToRGB",
     "GreyToRGBd",
     "SaveEnhancedd",

@@ -26,6 +26,7 @@ __all__ = [
     "LimitSized",
     "RandSliced",
     "CenterSliced",
+    "SingleSliceToPlaned",
     "GreyToRGB",
     "GreyToRGBd",
 ]
@@ -167,6 +168,19 @@ class CenterSliced(MapTransform):
             if len(d[key].shape) == 4:
                 t = convert_to_tensor(d[key], track_meta=get_track_meta())
                 d[key] = _slice(t, self.axis, t.shape[1 + self.axis] // 2)
+        return d
+
+
+class SingleSliceToPlaned(MapTransform):
+    """A volume one slice thick along its last axis (ITK reads a DICOM radiograph as (C, H, W, 1)) becomes its
+    2D image; anything else passes. Evaluation degrades such a file as the 2D picture it is (a 2D bias field)."""
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if len(d[key].shape) == 4 and d[key].shape[-1] == 1:
+                t = convert_to_tensor(d[key], track_meta=get_track_meta())
+                d[key] = _slice(t, 2, 0)
         return d
 
 

@@ -47,6 +47,11 @@ def test_baselines_are_reused_from_an_earlier_report_of_the_same_split(tmp_path,
                                reuse_baselines=tmp_path / "first.json")
     second.score(engine)
     assert second.records[0]["baselines"] == first.records[0]["baselines"]
+    assert "level" not in first.records[0]  # an item without one
+    second.records.clear()
+    batch["level"] = torch.tensor([[1.0, 0.125, 0.625]])  # a display image's, as the intensity policy records it
+    second.score(engine)
+    assert second.records[0]["level"] == [1.0, 0.125, 0.625]
     with pytest.raises(ValueError, match="seed"):
         EnhancementReport(tmp_path / "third.json", baselines=["clahe"], info={"seed": 1},
                           reuse_baselines=tmp_path / "first.json")

@@ -102,7 +102,9 @@ class EnhancementReport:
     """Score every evaluator output against its target and write per-image scores and means as JSON.
 
     Per image: source, modality, preset, channels, PSNR, SSIM and CIEDE2000 DeltaE of the output
-    (and of each baseline on the same degraded input, for degraded presets). DeltaE is reported
+    (and of each baseline on the same degraded input, for degraded presets), and the network input's
+    ``level`` where the item has one (display flag, robust black and white: what the blend's own-level
+    rule reads, so a report says which images kept their own level). DeltaE is reported
     for every image, but only colour images (``rgb: true``) make it meaningful: grey images are
     replicated to RGB, so their DeltaE is a lightness difference only; the ``delta_e_rgb`` means
     average colour images alone. Means are given overall and per modality (over degraded presets),
@@ -174,6 +176,8 @@ class EnhancementReport:
                 **self._scores(out["pred"].clamp(0, self.data_range), out["label"]),
                 "degradation": _plain(item.get("degradation", {})),
             }
+            if item.get("level") is not None:
+                record["level"] = [round(float(v), 6) for v in torch.as_tensor(item["level"]).reshape(-1)]
             if preset != CLEAN_PRESET and self.baselines:
                 scored = {}
                 if self.input_key in item:  # the untouched degraded file, before the network's stretch

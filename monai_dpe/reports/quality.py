@@ -259,7 +259,8 @@ def crop_figure(pairs: Sequence[dict], networks: Mapping[str, torch.nn.Module], 
 
     blend = BlendInputFit(1.0) if blend is None else blend
     inferer = SliceWiseInferer(sw_batch_size=1, network_wrapper=ChannelAdapter) if inferer is None else inferer
-    centre = CenterSliced(keys="image")
+    names = [f"net{i}" for i in range(len(networks))]
+    centre = CenterSliced(keys=["degraded", "image", "target", *names])
     require("matplotlib", "the quality report's crops")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -275,9 +276,10 @@ def crop_figure(pairs: Sequence[dict], networks: Mapping[str, torch.nn.Module], 
         with torch.inference_mode():
             enhanced = [blend(inferer(image[None], _route(net), modality=pair.get("modality"), **_level(net, pair))[0],
                               image, pair.get("level")).clamp(0, 1) for net in networks.values()]
-        image, target = (centre({"image": pair[key]})["image"] for key in ("image", "target"))
-        outputs = [centre({"image": pair["degraded"]})["image"], apply_baseline(classical, image, pair["rgb"]),
-                   *(centre({"image": out})["image"] for out in enhanced), target]
+        sliced = centre({**{key: pair[key] for key in ("degraded", "image", "target")}, **dict(zip(names, enhanced))})
+        target = sliced["target"]
+        outputs = [sliced["degraded"], apply_baseline(classical, sliced["image"], pair["rgb"]),
+                   *(sliced[name] for name in names), target]
         for col, (out, label) in enumerate(zip(outputs, columns)):
             shown = torch.as_tensor(out, dtype=torch.float32)
             score = "" if col == len(columns) - 1 else \

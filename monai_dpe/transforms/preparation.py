@@ -178,6 +178,7 @@ class SingleSliceToPlaned(MapTransform):
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
         for key in self.key_iterator(d):
+            # MONAI's SqueezeDimd refuses an axis longer than one, so it cannot let a real volume pass
             if len(d[key].shape) == 4 and d[key].shape[-1] == 1:
                 t = convert_to_tensor(d[key], track_meta=get_track_meta())
                 d[key] = _slice(t, 2, 0)

@@ -265,6 +265,20 @@ COLLECTIONS: tuple[RepositoryCollection, ...] = (
         ("BCCD/JPEGImages/*.jpg",), "MIT", "BCCD Dataset, Shenggan (github.com/Shenggan/BCCD_Dataset), MIT licence",
         "training", description="peripheral blood smears, Giemsa-stained, 640x480 RGB JPEG"),
     RepositoryCollection(
+        "fundus_idrid", "fundus", "monkiro/Diabetic_Retinopathy_Detection", "c1305359a6cc3c643cea1f7988d8e82e5b7b3b16",
+        ("IDRID_dataset/images/train/IDRiD_*.jpg", "IDRID_dataset/images/test/IDRiD_*.jpg"),
+        "CC-BY-4.0 (IDRiD; the repository's IDRID_dataset/LICENSE.txt)",
+        "Porwal, Pachade, Kokare et al., Indian Diabetic Retinopathy Image Dataset (IDRiD), IEEE Dataport (2018), "
+        "doi:10.21227/H25W98 (disease-grading set, copy in monkiro/Diabetic_Retinopathy_Detection)", "training",
+        description="colour fundus photographs, 4288x2848 RGB JPEG (stored at 512 px)"),
+    RepositoryCollection(
+        "histology_kather_crc", "histology", "Ishil-Puri/colorectal-classifier", "c78079d134714a5c86186f0b6f8a330a77ddef34",
+        ("src/img/test_images/image_*_label_*.png",), "CC-BY-4.0 (Kather et al. 2016, Zenodo 53169)",
+        "Kather et al., Multi-class texture analysis in colorectal cancer histology, Sci Rep 6:27988 (2016), "
+        "doi:10.5281/zenodo.53169 (copy in Ishil-Puri/colorectal-classifier)", "training",
+        description="colorectal cancer H&E texture tiles (8 tissue classes), 150x150 tiles stored upsampled to 224x224 "
+                    "RGB PNG"),
+    RepositoryCollection(
         "cytology_blood_pbc", "cytology", "AuralinACC/Blood-Cell-Classification",
         "d2e7b75e11e21df3fb39f4d1d30004381663d96a", ("PBC_dataset_normal_DIB/*/[!.]*.jpg",), "CC-BY-4.0",
         "Acevedo et al., A dataset of microscopic peripheral blood cell images, Data in Brief 30:105474 (2020), "

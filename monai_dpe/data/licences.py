@@ -35,8 +35,8 @@ Notes
 - ISIC 2017 challenge data is CC-0 (the challenge's data page, ImageMarkup/stade templates/data/2017.html).
 - PBC (Acevedo et al.) is CC BY 4.0 (Mendeley Data doi:10.17632/snkd93bnjr.1); the repository's MIT licence covers
   its code only.
-- fundus_idrid and histology_kather_crc joined the training split in 0.16.0; the shipped weights were trained
-  before, without them.
+- The shipped weights were not trained on fundus_idrid and histology_kather_crc (a fine-tune with them did not
+  pass its ship rule; see the changelog).
 - histology_kather_crc: the repository states no licence of its own; its tiles are Kather et al.'s 2016
   texture collection (its eight tissue classes), which Zenodo 53169 publishes under CC BY 4.0.
 - microscopy_em_isbi2012 and ultrasound_breast_busi state no licence: they are scored in the test split and

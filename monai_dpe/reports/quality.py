@@ -187,13 +187,13 @@ def _network(config_files: Sequence[str], weights: str, bundle_root: str,
     return load_router(parser.get_parsed_content("network_def"), weights, experts).eval()
 
 
-def _bundle_part(config_file: str, name: str) -> Any:
-    """The object ``config_file`` defines as ``name`` (its ``blend``, its ``validate#inferer``)."""
+def _bundle_parts(config_file: str, *names: str) -> list[Any]:
+    """The objects ``config_file`` defines as ``names`` (its ``blend``, its ``validate#inferer``), parsed once."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(config_file)
-    return parser.get_parsed_content(name)
+    return [parser.get_parsed_content(name) for name in names]
 
 
 def _validation_pairs(dataset_dir: str, bundle_root: str, preset: str) -> list[dict]:
@@ -249,8 +249,7 @@ def crop_figure(pairs: Sequence[dict], networks: Mapping[str, torch.nn.Module], 
 
     Each network runs through ``inferer`` (the bundle's ``validate#inferer``; ``None``: a
     :class:`~monai_dpe.inferers.SliceWiseInferer` with the ``ChannelAdapter``, as that one) and its output
-    through ``blend``, as the bundle's
-    (its ``blend``); ``None``: the network's output alone. A volume is enhanced whole, as evaluation and
+    through ``blend`` (the bundle's ``blend``; ``None``: the network's output alone). A volume is enhanced whole, as evaluation and
     inference enhance it, and shown and scored on its centre slice.
     """
     from monai_dpe.inferers import SliceWiseInferer
@@ -332,9 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         networks = {"basicunet": _network(files, args.basicunet_weights, args.bundle_root), **networks}
     best, _ = _best_classical(table["paper"]["mean"])
     pairs = _validation_pairs(args.dataset_dir, args.bundle_root, "paper")
-    crop_figure(pairs, networks, best or "clahe", args.output / "quality_crops.png",
-                blend=_bundle_part(str(configs / "train.json"), "blend"),
-                inferer=_bundle_part(str(configs / "train.json"), "validate#inferer"))
+    blend, inferer = _bundle_parts(str(configs / "train.json"), "blend", "validate#inferer")
+    crop_figure(pairs, networks, best or "clahe", args.output / "quality_crops.png", blend=blend, inferer=inferer)
     logger.info("wrote %s", args.output / "quality.md")
     return 0
 

@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import logging
-import plistlib
 import shutil
-import tarfile
 from pathlib import Path
 
 import nibabel as nib
@@ -30,7 +27,7 @@ from monai_dpe.data import (
 )
 from monai_dpe.data import describe_image
 from monai_dpe.data.__main__ import main
-from monai_dpe.data.corpus import _invesalius, _percentile_stretch, _tiff_rgb
+from monai_dpe.data.corpus import _percentile_stretch, _tiff_rgb
 from monai_dpe.data.sources import COLLECTIONS, locate_source
 
 SMALL = ["ct_small", "mr_small", "microscopy_cell", "fundus_retina"]
@@ -71,6 +68,9 @@ def test_committed_datalist_meets_the_corpus_and_split_requirements():
     splits = {split: {i["source"] for i in datalist[split]} for split in ("training", "validation", "test")}
     assert not (splits["training"] & splits["validation"] or splits["training"] & splits["test"]
                 or splits["validation"] & splits["test"])
+    registry = {source.name: source.split for source in (*SOURCES, *COLLECTIONS)}
+    assert all(registry.get(name) == split for split, names in splits.items() for name in names), \
+        "the pinned datalist names a source the registry does not hold in that split"
 
 
 def test_committed_validation_split_has_unseen_sources_of_every_kind():
@@ -166,7 +166,6 @@ def test_a_display_file_stored_as_nifti_says_so_in_the_datalist():
     assert get_source("microscopy_timelapse").display_file is True  # an 8-bit TIFF stack written as NIfTI
     assert get_source("mr_brain_colin27").display_file is None  # a NIfTI copied as NIfTI
     assert get_source("histology_skin_he_cmu").display_file is None  # SVS, which inference does not read: the PNG decides
-    assert get_source("ct_head_cranium").display_file is None  # InVesalius, likewise
     committed = json.loads((Path(__file__).parents[1] / "bundle" / "configs" / "datalist.json").read_text())
     told = {item["source"]: item.get("display_file") for split in ("training", "validation", "test")
             for item in committed[split]}
@@ -230,23 +229,6 @@ def test_enhanced_multiframe_dicom_becomes_3d_matching_itk(tmp_path):
         str(locate_source(get_source("mr_head_emri")))))
     assert ours.shape == itk.shape == (1, 64, 64, 10)
     np.testing.assert_allclose(ours, itk)
-
-
-def test_invesalius_project_becomes_nifti_with_spacing(tmp_path):
-    volume = np.arange(3 * 4 * 5, dtype="<i2").reshape(3, 4, 5) - 30  # (slice, row, column)
-    meta = {"matrix": {"dtype": "int16", "filename": "matrix.dat", "shape": [3, 4, 5]}, "spacing": [0.5, 0.6, 2.0]}
-    project = tmp_path / "head.inv3"
-    with tarfile.open(project, "w:gz") as tar:
-        for name, data in (("main.plist", plistlib.dumps(meta)), ("matrix.dat", volume.tobytes())):
-            info = tarfile.TarInfo(f"tmpdir/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    out = tmp_path / "head.nii.gz"
-    _invesalius(get_source("ct_head_cranium"), project, out)
-    image = nib.load(str(out))
-    assert image.shape == (5, 4, 3)
-    np.testing.assert_allclose(image.header.get_zooms(), (0.5, 0.6, 2.0))
-    np.testing.assert_array_equal(np.asarray(image.dataobj), volume.transpose(2, 1, 0))
 
 
 def test_datalist_loads_with_monai(small_corpus, tmp_path):

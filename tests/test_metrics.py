@@ -154,3 +154,25 @@ def test_delta_e_handler_in_supervised_evaluator():
     expected = skimage_per_image(pred, target).mean()
     assert expected > 1.0
     assert evaluator.state.metrics["val_delta_e"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_capped_psnr_caps_each_image_before_the_mean():
+    """An untouched clean image (inf dB) and a near-copy (about 60 dB) count as the cap; a degraded one keeps its
+    own value, equal to MONAI's PSNR, so the mean ranks restoring the degraded image above copying the clean one."""
+    from monai.metrics import PSNRMetric
+
+    from monai_dpe.metrics import CappedPSNRMetric
+
+    rng = np.random.default_rng(0)
+    target = torch.as_tensor(rng.uniform(0.2, 0.8, (3, 1, 32, 32)), dtype=torch.float32)
+    pred = target.clone()
+    pred[1] += 0.001  # about 60 dB
+    pred[2] += torch.as_tensor(rng.normal(0.0, 0.05, (1, 32, 32)), dtype=torch.float32)  # about 26 dB
+    capped = CappedPSNRMetric(max_val=1.0, cap=40.0, reduction="none")(pred, target).flatten()
+    plain = PSNRMetric(max_val=1.0, reduction="none")(pred, target).flatten()
+    assert torch.isinf(plain[0]) and plain[1] > 55.0 and plain[2] < 30.0
+    assert capped[:2].tolist() == [40.0, 40.0]
+    assert capped[2].item() == pytest.approx(plain[2].item())
+    metric = CappedPSNRMetric(cap=40.0)
+    metric(pred, target)
+    assert metric.aggregate().item() == pytest.approx((80.0 + plain[2].item()) / 3)

@@ -137,9 +137,7 @@ def test_licence_table_names_every_source_and_training_licences_allow_sharing_we
 
     table = licence_table()
     allowed = ("MIT", "BSD", "Apache", "CC0", "CC-BY", "NIH Clinical Center: no restrictions")
-    inherited = {"ct_head_cranium"}  # GPL-2: named in the table's notes; the fine-tuned weights still carry it
     for source in (*SOURCES, *COLLECTIONS):
         assert source.name in table
-        if source.split == "training" and source.name not in inherited:
+        if source.split == "training":
             assert source.licence.startswith(allowed), f"{source.name}: {source.licence}"
-    assert "ct_head_cranium" in table.split("Notes", 1)[1]

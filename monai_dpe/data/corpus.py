@@ -24,9 +24,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
-import plistlib
 import shutil
-import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -361,21 +359,6 @@ def _dicom_spacing(ds) -> tuple[float, float, float]:
     return float(row_col[1]), float(row_col[0]), float(depth)
 
 
-def _invesalius(source: ImageSource, path: Path, out: Path) -> None:
-    """Convert an InVesalius ``.inv3`` project (tar.gz: ``main.plist`` + raw ``matrix.dat``)."""
-    with tarfile.open(path, "r:gz") as tar:
-        members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
-        if "main.plist" not in members:
-            raise ValueError(f"{path.name}: no main.plist in the project")
-        meta = plistlib.loads(tar.extractfile(members["main.plist"]).read())
-        matrix = meta["matrix"]
-        raw = tar.extractfile(members[Path(matrix["filename"]).name]).read()
-    shape = tuple(int(s) for s in matrix["shape"])
-    volume = np.frombuffer(raw, dtype=np.dtype(matrix["dtype"]).newbyteorder("<")).reshape(shape)
-    # InVesalius keeps (slice, row, column); spacing in main.plist is (x, y, z)
-    _save_nifti(volume.transpose(2, 1, 0).astype(volume.dtype.newbyteorder("=")), meta["spacing"], out)
-
-
 def _tiff_volume(source: ImageSource, path: Path, out: Path) -> None:
     import tifffile
 
@@ -427,7 +410,6 @@ _CONVERTERS: dict[str, Callable[[ImageSource, Path, Path], None]] = {
     "copy": _copy,
     "dicom": _dicom,
     "dicom-colour": _dicom_colour,
-    "invesalius": _invesalius,
     "tiff-volume": _tiff_volume,
     "tiff-rgb": _tiff_rgb,
     "percentile-stretch": _percentile_stretch,

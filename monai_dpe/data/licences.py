@@ -27,9 +27,9 @@ permissive licence covering the files). Test-only sources are never trained on; 
 
 _NOTES = """
 Notes
-- ct_head_cranium (Debian invesalius-examples) is GPL-2, which is not on the training rule's list. The weights
-  still carry it: they are fine-tuned from 0.4.0, which trained on it. Weights free of it need a run from
-  scratch without that entry.
+- The shipped weights descend from weights trained on a head CT volume under GPL-2 (Debian
+  invesalius-examples, Cranium.inv3), a licence not on the training rule's list; the corpus no longer holds
+  it. Weights free of it need a run from scratch on this table's training sources.
 - mr_brain_mni152: ICBM 2009 template, Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre,
   Montreal Neurological Institute, McGill University; free use with the copyright notice kept (validation only).
 - ISIC 2017 challenge data is CC-0 (the challenge's data page, ImageMarkup/stade templates/data/2017.html).

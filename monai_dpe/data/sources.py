@@ -46,8 +46,8 @@ PACKAGE_KINDS = ("pypi", "debian")
 # how a source file is found once its package is present
 LOCATORS = ("pydicom-testdata", "package-file", "distribution-file", "deb-file")
 # how a source file becomes a corpus file (see monai_dpe.data.corpus)
-CONVERTERS = ("dicom", "dicom-colour", "copy", "tiff-volume", "tiff-rgb", "invesalius", "percentile-stretch")
-_OUTPUT_SUFFIX = {"dicom": ".nii.gz", "dicom-colour": ".png", "tiff-volume": ".nii.gz", "invesalius": ".nii.gz",
+CONVERTERS = ("dicom", "dicom-colour", "copy", "tiff-volume", "tiff-rgb", "percentile-stretch")
+_OUTPUT_SUFFIX = {"dicom": ".nii.gz", "dicom-colour": ".png", "tiff-volume": ".nii.gz",
                   "tiff-rgb": ".png", "percentile-stretch": ".png"}
 _COMMAND_TIMEOUT_S = 600
 
@@ -180,9 +180,6 @@ SOURCES: tuple[ImageSource, ...] = (
     _pydicom_data("ct_head_693", "693_UNCR.dcm", "ct", "training", "head CT slice"),
     _pydicom_data("ct_head_ect", "eCT_Supplemental.dcm", "ct", "training", "head CT, enhanced DICOM, 2 frames"),
     _pydicom("ct_small", "CT_small.dcm", "ct", "small CT slice"),
-    ImageSource("ct_head_cranium", "ct", "debian", "invesalius-examples", "deb-file",
-                "usr/share/doc/invesalius-examples/examples/Cranium.inv3", "GPL-2", "training", "invesalius",
-                "head CT volume, HU, InVesalius project"),
     _pydicom_data("ct_abdomen_vrun", "explicit_VR-UN.dcm", "ct", "validation", "abdominal CT slice"),
     # MR
     _pydicom_data("mr_shoulder_mr2", "MR2_UNCR.dcm", "mr", "training", "shoulder MR slice"),

@@ -71,8 +71,8 @@ def plot_validation_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], pa
         if key == "val_psnr":
             for name, value in (references or {}).items():
                 ax.axhline(value, linestyle="--", linewidth=1, color="grey")
-                ax.annotate(name, (0, value), xycoords=("axes fraction", "data"), textcoords="offset points", xytext=(4, 3),
-                            fontsize=8, color="grey")
+                ax.annotate(name, (0, value), xycoords=("axes fraction", "data"), textcoords="offset points",
+                            xytext=(4, 3), fontsize=8, color="grey")
         ax.set_xlabel("training iteration")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

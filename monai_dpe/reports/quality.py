@@ -249,8 +249,8 @@ def crop_figure(pairs: Sequence[dict], networks: Mapping[str, torch.nn.Module], 
 
     Each network runs through ``inferer`` (the bundle's ``validate#inferer``; ``None``: a
     :class:`~monai_dpe.inferers.SliceWiseInferer` with the ``ChannelAdapter``, as that one) and its output
-    through ``blend`` (the bundle's ``blend``; ``None``: the network's output alone). A volume is enhanced whole, as evaluation and
-    inference enhance it, and shown and scored on its centre slice.
+    through ``blend`` (the bundle's ``blend``; ``None``: the network's output alone). A volume is
+    enhanced whole, as evaluation and inference enhance it, and shown and scored on its centre slice.
     """
     from monai_dpe.inferers import SliceWiseInferer
     from monai_dpe.networks import ChannelAdapter

@@ -1,12 +1,16 @@
-"""Training handlers (monai_dpe.engines.handlers): ``TimeLimit``, and its wiring in every training config."""
+"""Training handlers (monai_dpe.engines.handlers, .schedules): ``TimeLimit``, the learning-rate decay, and their
+wiring in every training config."""
 from __future__ import annotations
+
+import math
 
 import ignite.distributed as idist
 import pytest
+import torch
 from ignite.engine import Engine, Events
 from monai.bundle import ConfigParser
 
-from monai_dpe.engines import TimeLimit
+from monai_dpe.engines import CosineDecay, TimeLimit, decay_handlers, decay_schedulers
 from helpers import REPO
 
 
@@ -39,3 +43,57 @@ def test_time_limit_stops_every_rank_when_any_clock_expires(monkeypatch, own_clo
     engine.run([0, 1, 2], max_epochs=1)
     assert reduced and reduced[0] == (int(own_clock_expired), "MAX")
     assert engine.state.iteration == (1 if stops else 3)
+
+
+def test_cosine_decay_runs_from_one_to_its_final_factor_and_stays_there():
+    decay = CosineDecay(100, final_factor=0.1)
+    assert decay(0) == pytest.approx(1.0) and decay(50) == pytest.approx(0.55)
+    assert decay(100) == pytest.approx(0.1) and decay(250) == pytest.approx(0.1)
+    values = [decay(i) for i in range(101)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+@pytest.mark.parametrize("iterations, final_factor", [(0, 0.05), (10, -0.1), (10, 1.5)])
+def test_cosine_decay_refuses_settings_that_are_no_decay(iterations, final_factor):
+    with pytest.raises(ValueError, match="iterations|final_factor"):
+        CosineDecay(iterations, final_factor)
+
+
+def test_decay_handlers_step_every_iteration_and_a_saved_schedule_resumes_mid_decay():
+    """An engine of 30 iterations takes both optimisers' rates down the cosine; a new scheduler loaded
+    from the saved one continues from iteration 30, not from the start."""
+    def optimisers():
+        return {name: torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=1e-3) for name in ("g", "d")}
+
+    opts = optimisers()
+    schedules = decay_schedulers(opts, iterations=40, final_factor=0.05)
+    assert set(schedules) == {"g_schedule", "d_schedule"}
+    engine = Engine(lambda e, b: [o.step() for o in opts.values()])
+    for handler in decay_handlers(schedules):
+        handler.attach(engine)
+    engine.run(range(30), max_epochs=1)
+    expected = 1e-3 * CosineDecay(40, 0.05)(30)
+    assert all(o.param_groups[0]["lr"] == pytest.approx(expected) for o in opts.values())
+
+    again = optimisers()
+    resumed = decay_schedulers(again, iterations=40, final_factor=0.05)
+    for name, schedule in resumed.items():
+        schedule.load_state_dict(schedules[name].state_dict())
+        schedule.step()
+    assert all(o.param_groups[0]["lr"] == pytest.approx(1e-3 * CosineDecay(40, 0.05)(31)) for o in again.values())
+
+
+@pytest.mark.parametrize("overlay", [None, "multi_gpu_train.json", "train_paper_width.json"])
+def test_every_training_config_decays_its_rates_only_when_asked_and_saves_the_schedule(overlay):
+    configs = REPO / "bundle" / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "train.json")] + ([str(configs / overlay)] if overlay else []))
+    assert parser["lr_decay_iterations"] is None and "lr_handlers" in parser["train#trainer#train_handlers"]
+    if overlay == "multi_gpu_train.json":
+        return  # its networks are built inside a process group (tests/test_multi_gpu.py trains through it)
+    assert parser.get_parsed_content("train#lr_handlers") == []
+    parser["lr_decay_iterations"] = 500
+    schedules = parser.get_parsed_content("lr_schedules", lazy=False)
+    assert set(schedules) == {"optimizer_schedule", "disc_optimizer_schedule"}
+    assert "lr_schedules" in parser["train#handlers"][1]["optional_dict"]
+    assert math.isclose(schedules["optimizer_schedule"].lr_lambdas[0](500), parser["lr_final_factor"])

@@ -658,6 +658,33 @@ def test_ema_momentum_validates_and_saves_the_averaged_generator_and_resumes_it(
     assert all(torch.equal(restored[k].cpu(), averaged[k].cpu()) for k in averaged)
 
 
+def test_lr_decay_is_saved_with_the_state_and_a_resumed_run_ends_it(bundle, tiny_data):
+    """``lr_decay_iterations`` takes both rates down the cosine; the resumed run continues the decay."""
+    settings = {"lr_decay_iterations": 2 * TINY["epoch_length"], "lr_final_factor": 0.1, "val_interval": 1000}
+    wf = workflow(bundle, tiny_data, **settings)
+    wf.run()
+    state = torch.load(state_path(bundle), weights_only=False)
+    assert state["optimizer_schedule"]["last_epoch"] == TINY["epoch_length"]
+    halfway = wf.parser["learning_rate"] * 0.55
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(halfway)
+    assert state["disc_optimizer"]["param_groups"][0]["lr"] == pytest.approx(halfway)
+
+    wf = workflow(bundle, tiny_data, resume=True, max_epochs=2, **settings)
+    wf.run()
+    final = wf.parser["learning_rate"] * 0.1
+    for name in ("optimizer", "disc_optimizer"):
+        assert wf.parser.get_parsed_content(name).param_groups[0]["lr"] == pytest.approx(final)
+
+
+def test_resume_learning_rate_becomes_the_base_of_a_saved_decay(bundle, tiny_data):
+    """The schedule sets the rate every step, so a new rate given on resume must rescale the decay, not vanish."""
+    settings = {"lr_decay_iterations": 2 * TINY["epoch_length"], "lr_final_factor": 0.1, "val_interval": 1000}
+    workflow(bundle, tiny_data, **settings).run()
+    wf = workflow(bundle, tiny_data, resume=True, max_epochs=2, resume_learning_rate=1e-5, **settings)
+    wf.run()
+    assert wf.parser.get_parsed_content("optimizer").param_groups[0]["lr"] == pytest.approx(1e-6)
+
+
 def test_without_ema_momentum_the_trained_generator_is_validated():
     parser = ConfigParser()
     parser.read_config(str(REPO / "bundle" / "configs" / "train.json"))

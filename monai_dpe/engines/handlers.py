@@ -46,7 +46,8 @@ class TrainingState:
             epoch length makes resumes exact.
         resume: load ``path`` at start.
         resume_learning_rate: on resume, set every optimiser's learning rate to this value (a
-            manual decay for a continued run); ``None`` keeps the saved rates.
+            manual decay for a continued run), and make it the base of any learning-rate schedule
+            in ``optional_dict``; ``None`` keeps the saved rates.
         optional_dict: more objects saved the same way but not required on resume (e.g. the
             best-checkpoint saver, whose record older state files lack).
     """
@@ -119,6 +120,9 @@ class TrainingState:
                 obj.load_state_dict(state[key])
             else:
                 logger.warning("%s has no %r record; it starts afresh", self.path, key)
+            if self.resume_learning_rate is not None and isinstance(obj, torch.optim.lr_scheduler.LRScheduler):
+                # a schedule sets the rate from its base every step, so the new rate must become that base
+                obj.base_lrs = [float(self.resume_learning_rate)] * len(obj.base_lrs)
         for key, obj in self.save_dict.items():
             try:
                 obj.load_state_dict(state[key])

@@ -16,7 +16,6 @@ from monai.data import load_decathlon_datalist
 from monai.transforms import LoadImage
 from monai_dpe.data import (
     sampling_weights,
-    MODALITIES,
     SOURCES,
     ImageSource,
     build_corpus,

@@ -39,15 +39,28 @@ def test_cli_writes_the_figure_and_the_points(tmp_path, capsys):
     log = tmp_path / "train.log"
     log.write_text(LOG)
     out = tmp_path / "figs" / "curves.png"
-    assert main(["--run", f"run a={log}:100", "--reference", "shipped=24.0", "--output", str(out)]) == 0
-    assert Image.open(out).size[0] > 600
+    references = ["--reference", "shipped=24.0", "--reference", "shipped=val_ssim:0.75"]
+    assert main(["--run", f"run a={log}:100", *references, "--output", str(out)]) == 0
+    assert Image.open(out).size[0] > 1200  # three panels: PSNR, SSIM, DeltaE
     saved = json.loads(out.with_suffix(".json").read_text())
-    assert [r["iteration"] for r in saved["runs"]["run a"]] == [100, 200] and saved["references"] == {"shipped": 24.0}
+    assert [r["iteration"] for r in saved["runs"]["run a"]] == [100, 200]
+    assert saved["references"] == {"val_psnr": {"shipped": 24.0}, "val_ssim": {"shipped": 0.75}}
 
     with pytest.raises(SystemExit) as stop:
         main(["--run", f"run b={tmp_path / 'missing.log'}:100", "--output", str(tmp_path / "x.png")])
     assert stop.value.code == 2 and "missing.log" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("reference, reason", [("x=val_dice:0.9", "metric 'val_dice'"), ("x=val_ssim:high", "not a number")])
+def test_cli_a_reference_it_cannot_draw_is_one_line(tmp_path, capsys, reference, reason):
+    log = tmp_path / "train.log"
+    log.write_text(LOG)
+    with pytest.raises(SystemExit) as stop:
+        main(["--run", f"r={log}:100", "--reference", reference, "--output", str(tmp_path / "c.png")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and reason in err and "Traceback" not in err
+    assert not (tmp_path / "c.png").exists()
 
 
 def test_cli_output_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):

@@ -5,15 +5,16 @@
     2026-11-26 06:16:40,033 - INFO - Epoch[7] Metrics -- val_delta_e: 5.0988 val_psnr: 25.3720 val_ssim: 0.7787
 
 This module reads those lines from the log files of one or more runs, converts epochs to training
-iterations (``epoch * epoch_length``), and draws validation PSNR (and DeltaE) against iterations,
-one line per run, with optional horizontal reference lines (the shipped model, the network's
-stretched input). The parsed points are also written as JSON, so the figure can be remade and the
-numbers quoted without the raw logs.
+iterations (``epoch * epoch_length``), and draws validation PSNR (and SSIM and DeltaE, where
+logged) against iterations, one line per run, with optional horizontal reference lines on each
+panel (the shipped model, the network's stretched input). The parsed points are also written as
+JSON, so the figure can be remade and the numbers quoted without the raw logs.
 
 Usage::
 
     python -m monai_dpe.reports.curves --run "paper width, H200=train.log:250" \\
-        --reference "shipped 0.2.0=25.31" --output docs/benchmarks/gpu_training.png
+        --reference "shipped 0.2.0=25.31" --reference "shipped 0.2.0=val_ssim:0.80" \\
+        --output docs/benchmarks/gpu_training.png
 """
 from __future__ import annotations
 
@@ -52,27 +53,37 @@ def read_validation_log(path: str | Path, epoch_length: int) -> list[dict[str, f
     return records
 
 
+_PANELS = (
+    ("val_psnr", "validation PSNR (dB)"),
+    ("val_ssim", "validation SSIM"),
+    ("val_delta_e", "validation DeltaE (CIEDE2000)"),
+)
+
+
 def plot_validation_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], path: str | Path,
-                           references: Mapping[str, float] | None = None) -> None:
-    """Validation PSNR (left) and DeltaE (right, where logged) against iterations, one line per run."""
+                           references: Mapping[str, Mapping[str, float]] | None = None) -> None:
+    """Validation PSNR, and SSIM and DeltaE where logged, against iterations, one line per run.
+
+    ``references`` maps a metric (``"val_psnr"``) to named horizontal lines on its panel (the shipped
+    model's score), so a run can be read against what it must reach.
+    """
     matplotlib = require("matplotlib", "plotting validation curves")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("val_psnr", "validation PSNR (dB)")]
-    if any("val_delta_e" in r for recs in runs.values() for r in recs):
-        panels.append(("val_delta_e", "validation DeltaE (CIEDE2000)"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 4.0), squeeze=False)
+    references = references or {}
+    logged = {key for recs in runs.values() for r in recs for key in r}
+    panels = [(key, label) for key, label in _PANELS if key == "val_psnr" or key in logged]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.0), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels):
         for name, records in runs.items():
             points = [(r["iteration"], r[key]) for r in records if key in r]
             if points:
                 ax.plot(*zip(*points), marker=".", label=name)
-        if key == "val_psnr":
-            for name, value in (references or {}).items():
-                ax.axhline(value, linestyle="--", linewidth=1, color="grey")
-                ax.annotate(name, (0, value), xycoords=("axes fraction", "data"), textcoords="offset points",
-                            xytext=(4, 3), fontsize=8, color="grey")
+        for name, value in references.get(key, {}).items():
+            ax.axhline(value, linestyle="--", linewidth=1, color="grey")
+            ax.annotate(name, (0, value), xycoords=("axes fraction", "data"), textcoords="offset points",
+                        xytext=(4, 3), fontsize=8, color="grey")
         ax.set_xlabel("training iteration")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -80,6 +91,19 @@ def plot_validation_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], pa
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _reference(text: str) -> tuple[str, str, float]:
+    """``NAME=VALUE`` (a PSNR line) or ``NAME=METRIC:VALUE`` as (metric, name, value)."""
+    name, spec = _pair(text, "=")
+    metric, _, value = spec.rpartition(":")
+    known = [key for key, _ in _PANELS]
+    if metric and metric not in known:
+        raise argparse.ArgumentTypeError(f"--reference {text!r}: metric {metric!r} is none of {known}")
+    try:
+        return metric or "val_psnr", name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--reference {text!r}: {value!r} is not a number") from None
 
 
 def _pair(text: str, sep: str) -> tuple[str, str]:
@@ -93,8 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m monai_dpe.reports.curves", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", action="append", required=True, metavar="NAME=LOG:EPOCH_LENGTH",
                         help="a run's label, its training log and its epoch length (repeatable)")
-    parser.add_argument("--reference", action="append", default=[], metavar="NAME=PSNR",
-                        help="a horizontal reference line on the PSNR panel (repeatable)")
+    parser.add_argument("--reference", action="append", default=[], metavar="NAME=[METRIC:]VALUE",
+                        help="a horizontal reference line on a metric's panel, the PSNR's without METRIC "
+                             "(val_ssim, val_delta_e; repeatable)")
     parser.add_argument("--output", required=True, type=Path, help="figure path (.png); the points go beside it as .json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -104,7 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             name, source = _pair(spec, "=")
             log, length = _pair(source, ":")
             runs[name] = read_validation_log(log, int(length))
-        references = {name: float(value) for name, value in (_pair(r, "=") for r in args.reference)}
+        references: dict[str, dict[str, float]] = {}
+        for metric, name, value in map(_reference, args.reference):
+            references.setdefault(metric, {})[name] = value
     except (OSError, ValueError, argparse.ArgumentTypeError) as err:
         parser.exit(2, f"error: {err}\n")
     try:

@@ -84,6 +84,7 @@ def plot_validation_curves(runs: Mapping[str, Sequence[Mapping[str, float]]], pa
             ax.axhline(value, linestyle="--", linewidth=1, color="grey")
             ax.annotate(name, (0, value), xycoords=("axes fraction", "data"), textcoords="offset points",
                         xytext=(4, 3), fontsize=8, color="grey")
+        ax.locator_params(axis="x", nbins=5)  # five-digit iteration labels run together at matplotlib's default
         ax.set_xlabel("training iteration")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

@@ -17,6 +17,8 @@ class CosineDecay:
     A class rather than a lambda so that torch's ``LambdaLR`` keeps it in its ``state_dict``.
     """
 
+    # not torch's CosineAnnealingLR: past T_max it climbs again, and its recursive form ignores a rate reset on resume
+
     def __init__(self, iterations: int, final_factor: float = 0.05) -> None:
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}.")

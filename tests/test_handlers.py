@@ -10,7 +10,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.bundle import ConfigParser
 
-from monai_dpe.engines import CosineDecay, TimeLimit, decay_handlers, decay_schedulers
+from monai_dpe.engines import CosineDecay, TimeLimit, TrainingState, decay_handlers, decay_schedulers
 from helpers import REPO
 
 
@@ -83,6 +83,64 @@ def test_decay_handlers_step_every_iteration_and_a_saved_schedule_resumes_mid_de
     assert all(o.param_groups[0]["lr"] == pytest.approx(1e-3 * CosineDecay(40, 0.05)(31)) for o in again.values())
 
 
+def _stepped_plain_schedule(steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """A plain ``LambdaLR`` along a 100-iteration decay (as states saved before ``CosineDecayLR`` hold it)."""
+    opt = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=1e-3)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, CosineDecay(100, 0.05))
+    for _ in range(steps):
+        opt.step()
+        schedule.step()
+    return opt, schedule
+
+
+def test_a_resumed_decay_follows_this_runs_settings_from_the_saved_step_and_says_so(caplog):
+    """``LambdaLR`` alone would put the saved decay's length back and ignore the one the run was given."""
+    _, saved = _stepped_plain_schedule(30)
+    opt = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=1e-3)
+    resumed = decay_schedulers({"g": opt}, iterations=40, final_factor=0.1)["g_schedule"]
+    with caplog.at_level("WARNING", logger="monai_dpe.engines.schedules"):
+        resumed.load_state_dict(saved.state_dict())
+    assert any("100 iterations" in r.getMessage() and "step 30" in r.getMessage() for r in caplog.records)
+    opt.step()
+    resumed.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 * CosineDecay(40, 0.1)(31))
+    assert vars(resumed.lr_lambdas[0]) == {"iterations": 40, "final_factor": 0.1}
+
+
+def test_a_restarted_decay_starts_again_at_the_resume_and_an_interrupted_restart_goes_on():
+    def restarted_from(state, iterations=40):
+        opt = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=1e-3)
+        schedule = decay_schedulers({"g": opt}, iterations=iterations, final_factor=0.1, restart=True)["g_schedule"]
+        schedule.load_state_dict(state)
+        opt.step()
+        schedule.step()
+        return schedule, opt
+
+    _, saved = _stepped_plain_schedule(30)
+    restarted, opt = restarted_from(saved.state_dict())
+    assert restarted.last_epoch == 1
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 * CosineDecay(40, 0.1)(1))
+    for _ in range(4):
+        restarted.step()
+    assert restarted_from(restarted.state_dict())[0].last_epoch == 6  # the same command resumes it
+    assert restarted_from(restarted.state_dict(), iterations=60)[0].last_epoch == 1  # another decay restarts
+
+
+def test_training_state_names_saved_records_the_run_does_not_configure(tmp_path, caplog):
+    """A decaying run resumed without its decay keeps the saved rate; the schedule it leaves behind is named."""
+    opt, schedule = _stepped_plain_schedule(5)
+    engine = Engine(lambda e, b: None)
+    engine.run([0], max_epochs=1)
+    TrainingState(str(tmp_path / "state.pt"), {"optimizer": opt}, optional_dict={"optimizer_schedule": schedule}).save(
+        engine
+    )
+    again = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=1e-3)
+    with caplog.at_level("WARNING", logger="monai_dpe.engines.handlers"):
+        TrainingState(str(tmp_path / "state.pt"), {"optimizer": again}, resume=True).load(engine)
+    assert any("optimizer_schedule" in r.getMessage() and "not restored" in r.getMessage() for r in caplog.records)
+    assert again.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"])
+
+
 @pytest.mark.parametrize("overlay", [None, "multi_gpu_train.json", "train_paper_width.json"])
 def test_every_training_config_decays_its_rates_only_when_asked_and_saves_the_schedule(overlay):
     configs = REPO / "bundle" / "configs"
@@ -97,3 +155,6 @@ def test_every_training_config_decays_its_rates_only_when_asked_and_saves_the_sc
     assert set(schedules) == {"optimizer_schedule", "disc_optimizer_schedule"}
     assert "lr_schedules" in parser["train#handlers"][1]["optional_dict"]
     assert math.isclose(schedules["optimizer_schedule"].lr_lambdas[0](500), parser["lr_final_factor"])
+    assert not schedules["optimizer_schedule"].restart
+    parser["lr_decay_restart"] = "true"
+    assert all(s.restart for s in parser.get_parsed_content("lr_schedules", lazy=False).values())

@@ -685,6 +685,19 @@ def test_resume_learning_rate_becomes_the_base_of_a_saved_decay(bundle, tiny_dat
     assert wf.parser.get_parsed_content("optimizer").param_groups[0]["lr"] == pytest.approx(1e-6)
 
 
+def test_lr_decay_restart_starts_the_decay_again_at_the_resume(bundle, tiny_data):
+    """A warm restart: the saved state's step count is not loaded, so the resumed epoch runs the decay's first
+    half; the same command resumed again (after an interruption) goes on to the decay's end."""
+    settings = {"lr_decay_iterations": 2 * TINY["epoch_length"], "lr_final_factor": 0.1, "val_interval": 1000}
+    workflow(bundle, tiny_data, **settings).run()
+    for epochs, factor in ((2, 0.55), (3, 0.1)):
+        wf = workflow(bundle, tiny_data, resume=True, max_epochs=epochs, lr_decay_restart="true", **settings)
+        wf.run()
+        for name in ("optimizer", "disc_optimizer"):
+            lr = wf.parser.get_parsed_content(name).param_groups[0]["lr"]
+            assert lr == pytest.approx(wf.parser["learning_rate"] * factor)
+
+
 def test_without_ema_momentum_the_trained_generator_is_validated():
     parser = ConfigParser()
     parser.read_config(str(REPO / "bundle" / "configs" / "train.json"))

@@ -14,12 +14,13 @@ from monai_dpe.engines.handlers import (
     enabled_handlers,
 )
 from monai_dpe.engines.planning import plan_outputs
-from monai_dpe.engines.schedules import CosineDecay, decay_handlers, decay_schedulers
+from monai_dpe.engines.schedules import CosineDecay, CosineDecayLR, decay_handlers, decay_schedulers
 from monai_dpe.engines.trainer import PrepareImageTarget, SupervisedAdversarialTrainer, prepare_with_level
 
 __all__ = [
     "BestMetricRecord",
     "CosineDecay",
+    "CosineDecayLR",
     "decay_handlers",
     "decay_schedulers",
     "EnhancementEvaluator",

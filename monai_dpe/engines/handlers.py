@@ -115,6 +115,9 @@ class TrainingState:
         missing = [k for k in (*self.save_dict, "trainer") if k not in state]
         if missing:
             raise RuntimeError(f"cannot resume from {self.path}: it lacks {missing}.")
+        unused = sorted(set(state) - {*self.save_dict, *self.optional_dict, "trainer"})
+        if unused:
+            logger.warning("%s holds %s, which this run does not configure: not restored", self.path, unused)
         for key, obj in self.optional_dict.items():
             if key in state:
                 obj.load_state_dict(state[key])

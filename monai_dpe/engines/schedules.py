@@ -17,7 +17,8 @@ class CosineDecay:
     """The factor on the learning rate after ``step`` iterations: 1 at the start, ``final_factor`` at
     ``iterations`` and after, along half a cosine (fast early progress, small late steps to settle).
 
-    A class rather than a lambda so that torch's ``LambdaLR`` keeps it in its ``state_dict``.
+    A class rather than a lambda so that torch's ``LambdaLR`` saves its settings: :class:`CosineDecayLR` compares
+    them on resume.
     """
 
     # not torch's CosineAnnealingLR: past T_max it climbs again, and its recursive form ignores a rate reset on resume

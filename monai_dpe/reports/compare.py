@@ -106,6 +106,19 @@ def _by_seed(reports: Mapping[str, Mapping[str, Any]]) -> dict[Any, tuple[str, M
     return seeds
 
 
+def _row(measure: str, reference: Sequence[float], candidate: Sequence[float], margin: float | None) -> dict:
+    """One measure pooled over the seeds (floor failures summed, the rest averaged), and its verdict."""
+    pool = np.sum if measure == "floor_failures" else np.mean
+    ref_value, cand_value = float(pool(reference)), float(pool(candidate))
+    row = {"reference": ref_value, "candidate": cand_value, "difference": cand_value - ref_value,
+           "per_seed_difference": [c - r for r, c in zip(reference, candidate)]}
+    if margin is not None:
+        higher_is_better = MEASURES[measure][1]
+        shortfall = (margin - row["difference"]) if higher_is_better else (row["difference"] - margin)
+        row.update(margin=margin, passed=bool(shortfall <= 1e-12), shortfall=max(float(shortfall), 0.0))
+    return row
+
+
 def compare_reports(reference: Mapping[str, Mapping[str, Any]], candidate: Mapping[str, Mapping[str, Any]],
                     margins: Mapping[str, float] | None = None, cap_db: float = 60.0,
                     floor_db: float = 0.5) -> dict[str, Any]:
@@ -134,19 +147,10 @@ def compare_reports(reference: Mapping[str, Mapping[str, Any]], candidate: Mappi
     per_seed = {name: {seed: seed_measures(runs[seed][1], cap_db, floor_db) for seed in seeds}
                 for name, runs in (("reference", ref), ("candidate", cand))}
     rows = {}
-    for measure, (_, higher) in MEASURES.items():
+    for measure in MEASURES:
         values = {name: [per_seed[name][s][measure] for s in seeds] for name in per_seed}
-        if any(v is None for vs in values.values() for v in vs):
-            continue  # e.g. no colour images in the split: nothing to compare
-        pool = np.sum if measure == "floor_failures" else np.mean
-        ref_value, cand_value = float(pool(values["reference"])), float(pool(values["candidate"]))
-        row = {"reference": ref_value, "candidate": cand_value, "difference": cand_value - ref_value,
-               "per_seed_difference": [c - r for r, c in zip(values["reference"], values["candidate"])]}
-        if measure in margins:
-            allowed = margins[measure]
-            shortfall = (allowed - row["difference"]) if higher else (row["difference"] - allowed)
-            row.update(margin=allowed, passed=bool(shortfall <= 1e-12), shortfall=max(float(shortfall), 0.0))
-        rows[measure] = row
+        if not any(v is None for vs in values.values() for v in vs):  # None: e.g. no colour images to score
+            rows[measure] = _row(measure, values["reference"], values["candidate"], margins.get(measure))
     missing = sorted(set(margins) - set(rows))
     if missing:
         raise ValueError(f"margins given for {missing}, which these reports cannot score")

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast test-monailabel demo train train-histology train-gpu baseline corpus export benchmark benchmark-speed benchmark-quality clean
+.PHONY: install test test-fast test-monailabel demo train train-histology train-gpu baseline corpus export compare benchmark benchmark-speed benchmark-quality clean
 
 install: $(STAMP)
 
@@ -100,6 +100,26 @@ export: $(STAMP)
 		export_onnx(load_weights(p.get_parsed_content('network_def'), 'bundle/models/model.pt'), 'bundle/models/model.onnx')"
 	$(PY) -c "from monai_dpe.networks import record_large_files; \
 		record_large_files('bundle', ['models/model.pt', 'models/model.ts', 'models/model.onnx'])"
+
+# A candidate's weights against the shipped ones on the validation split, means over degradation seeds (the
+# numbers a ship rule reads): `make compare CANDIDATE=model.pt MARGINS="paper_psnr=-0.1 paper_delta_e_rgb=0.1"`;
+# one report per seed and weights in COMPARE_DIR, the table in COMPARE_DIR/compare.md; fails when a margin does
+CANDIDATE ?=
+SEEDS ?= 0 1 2 3 4
+MARGINS ?=
+COMPARE_DIR ?= runs/compare
+compare: $(STAMP) corpus
+	test -n "$(CANDIDATE)" || { echo "compare: name the candidate's weights, CANDIDATE=path/model.pt"; exit 2; }
+	for seed in $(SEEDS); do \
+		for run in shipped:bundle/models/model.pt candidate:$(CANDIDATE); do \
+			$(BUNDLE_RUN) --config_file "['bundle/configs/train.json','bundle/configs/evaluate.json']" \
+				--validate#split validation --baselines "['stretch']" --seed $$seed --weights_path $${run#*:} \
+				--output_dir $(COMPARE_DIR)/$${run%%:*}_s$$seed || exit 1; \
+		done; \
+	done
+	$(PY) -m monai_dpe.reports.compare --reference $(foreach s,$(SEEDS),$(COMPARE_DIR)/shipped_s$(s)) \
+		--candidate $(foreach s,$(SEEDS),$(COMPARE_DIR)/candidate_s$(s)) --names shipped candidate \
+		$(if $(MARGINS),--margins $(MARGINS)) --output $(COMPARE_DIR)/compare.md
 
 # Speed and memory (docs/benchmarks/speed.md), then quality against classical methods and the
 # BasicUNet baseline (docs/benchmarks/quality.md; BasicUNet needs `make baseline` first)

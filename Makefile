@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast test-monailabel demo train train-histology train-gpu baseline corpus export compare benchmark benchmark-speed benchmark-quality clean
+.PHONY: install test test-fast test-monailabel demo train train-histology train-gpu baseline corpus export compare compare-candidate benchmark benchmark-speed benchmark-quality clean
 
 install: $(STAMP)
 
@@ -108,8 +108,7 @@ CANDIDATE ?=
 SEEDS ?= 0 1 2 3 4
 MARGINS ?=
 COMPARE_DIR ?= runs/compare
-compare: $(STAMP) corpus
-	test -n "$(CANDIDATE)" || { echo "compare: name the candidate's weights, CANDIDATE=path/model.pt"; exit 2; }
+compare: compare-candidate $(STAMP) corpus
 	for seed in $(SEEDS); do \
 		for run in shipped:bundle/models/model.pt candidate:$(CANDIDATE); do \
 			$(BUNDLE_RUN) --config_file "['bundle/configs/train.json','bundle/configs/evaluate.json']" \
@@ -120,6 +119,9 @@ compare: $(STAMP) corpus
 	$(PY) -m monai_dpe.reports.compare --reference $(foreach s,$(SEEDS),$(COMPARE_DIR)/shipped_s$(s)) \
 		--candidate $(foreach s,$(SEEDS),$(COMPARE_DIR)/candidate_s$(s)) --names shipped candidate \
 		$(if $(MARGINS),--margins $(MARGINS)) --output $(COMPARE_DIR)/compare.md
+
+compare-candidate:
+	@test -f "$(CANDIDATE)" || { echo "compare: CANDIDATE=$(CANDIDATE) is not a weights file; name one, CANDIDATE=path/model.pt"; exit 2; }
 
 # Speed and memory (docs/benchmarks/speed.md), then quality against classical methods and the
 # BasicUNet baseline (docs/benchmarks/quality.md; BasicUNet needs `make baseline` first)

@@ -100,3 +100,57 @@ def test_command_line_writes_the_table_and_exits_by_the_verdict(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "broken.json: not a readable" in bad.stderr
     refused = subprocess.run([*command, "--output", str(tmp_path / "other.json")], capture_output=True, text=True)
     assert refused.returncode == 2 and "Markdown" in refused.stderr and not (tmp_path / "other.json").exists()
+
+
+def _load(*paths):
+    return {str(p): json.loads(p.read_text()) for p in paths}
+
+
+def test_an_infinite_psnr_counts_at_the_cap_on_both_sides_and_unscored_floors_are_not_a_pass(tmp_path):
+    reference = _load(_report(tmp_path, "ref", 0))
+    exact = _report(tmp_path, "exact", 0)
+    report = json.loads(exact.read_text())
+    report["images"][1]["psnr"] = None  # the colour paper image returned exactly: the best score, not a missing one
+    exact.write_text(json.dumps(report))
+    rows = compare_reports(reference, _load(exact))["measures"]
+    assert rows["paper_psnr"]["difference"] == pytest.approx((26.0 + 60.0) / 2 - 28.0)
+    stripped = _report(tmp_path, "nobase", 0)
+    report = json.loads(stripped.read_text())
+    del report["images"][0]["baselines"]  # evaluated without the untouched input: floors cannot be told
+    stripped.write_text(json.dumps(report))
+    assert "floor_failures" not in compare_reports(reference, _load(stripped))["measures"]
+    with pytest.raises(ValueError, match="cannot score"):
+        compare_reports(reference, _load(stripped), {"floor_failures": 0})
+
+
+def test_malformed_reports_and_mixed_weights_are_refused_by_name(tmp_path):
+    reference = _load(_report(tmp_path, "ref", 0), _report(tmp_path, "ref", 1))
+    for broken, match in ((lambda r: r.pop("seed"), "no 'seed'"),
+                          (lambda r: r["images"][0].pop("ssim"), r"image 0 \(grey/a\) has no numeric ssim"),
+                          (lambda r: r["images"][0].update(baselines=None) or r["images"][0].update(psnr="40"),
+                           "has no numeric psnr")):
+        path = _report(tmp_path, "bad", 0)
+        report = json.loads(path.read_text())
+        broken(report)
+        with pytest.raises(ValueError, match=rf"bad_s0.*{match}"):
+            compare_reports({str(path): report}, {str(path): report})
+    mixed = _load(_report(tmp_path, "ref", 0), _report(tmp_path, "other", 1))
+    mixed[next(k for k in mixed if "other_s1" in k)]["weights"] = "another/model.pt"
+    with pytest.raises(ValueError, match=r"other_s1.*weights 'another/model.pt'"):
+        compare_reports(mixed, reference)
+
+
+def test_command_line_refuses_output_over_a_report_and_non_finite_margins(tmp_path):
+    ref = _report(tmp_path, "ref", 0)
+    before = ref.read_text()
+    command = [sys.executable, "-m", "monai_dpe.reports.compare", "--reference", str(ref.parent), "--candidate",
+               str(_report(tmp_path, "cand", 0))]
+    clash = subprocess.run([*command, "--output", str(ref.with_suffix(".md"))], capture_output=True, text=True)
+    assert clash.returncode == 2 and "would overwrite the report" in clash.stderr and ref.read_text() == before
+    assert clash.stdout == "", "nothing printed for a refused run"
+    nan = subprocess.run([*command, "--margins", "paper_psnr=nan"], capture_output=True, text=True)
+    assert nan.returncode == 2 and "finite number" in nan.stderr
+    twice = subprocess.run([*command, "--margins", "paper_psnr=-0.1", "paper_psnr=5"], capture_output=True, text=True)
+    assert twice.returncode == 2 and "more than once" in twice.stderr
+    nowhere = subprocess.run([*command, "--output", str(tmp_path / "missing" / "x.md")], capture_output=True, text=True)
+    assert nowhere.returncode == 2 and "not a file name in a folder that exists" in nowhere.stderr and not (tmp_path / "missing").exists()

@@ -39,7 +39,7 @@ import numpy as np
 from monai_dpe.engines.evaluation import CLEAN_PRESET
 from monai_dpe.files import atomic_path, write_json
 
-__all__ = ["MEASURES", "seed_measures", "compare_reports", "format_comparison", "main"]
+__all__ = ["MEASURES", "check_report", "seed_measures", "compare_reports", "format_comparison", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,51 +59,116 @@ def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def _name(image: Mapping[str, Any]) -> str:
+    return image.get("name", image["source"])
+
+
 def _floor_margin(image: Mapping[str, Any]) -> float | None:
     """Structure PSNR of the output minus that of the untouched input, where the report holds both."""
-    untouched = (image.get("baselines", {}).get("input") or {}).get("structure_psnr")
-    if image.get("structure_psnr") is None or untouched is None:
+    untouched = ((image.get("baselines") or {}).get("input") or {}).get("structure_psnr")
+    if image["structure_psnr"] is None or untouched is None:
         return None
     return float(image["structure_psnr"] - untouched)
+
+
+def _floor_failures(paper: Sequence[Mapping[str, Any]], floor_db: float) -> dict[str, float] | None:
+    """Paper images more than ``floor_db`` of structure below their untouched input; ``None`` where any is unscored."""
+    margins = {_name(i): _floor_margin(i) for i in paper}
+    if not margins or any(m is None for m in margins.values()):
+        return None  # e.g. evaluated with --baselines "[]": no untouched input to hold the output against
+    return {name: m for name, m in margins.items() if m < -floor_db}
 
 
 def seed_measures(report: Mapping[str, Any], cap_db: float = 60.0, floor_db: float = 0.5) -> dict[str, Any]:
     """:data:`MEASURES` of one evaluation report, with the names of its floor failures.
 
-    A clean image's PSNR of ``None`` (output identical to its input: infinite) counts as ``cap_db``.
+    A PSNR of ``None`` (output identical to its target: infinite) counts as ``cap_db``, for every
+    preset; clean PSNRs are capped besides. A measure the report cannot score is ``None``.
     """
     images = report["images"]
     paper = [i for i in images if i["preset"] == "paper"]
     radiology = [i for i in images if i["preset"] == "radiology"]
     clean = [i for i in images if i["preset"] == CLEAN_PRESET]
-    margins = {i.get("name", i["source"]): _floor_margin(i) for i in paper}
-    failures = {name: m for name, m in margins.items() if m is not None and m < -floor_db}
+
+    def psnr(image: Mapping[str, Any]) -> float:
+        return cap_db if image["psnr"] is None else image["psnr"]
+
+    def scored(group: Sequence[Mapping[str, Any]], key: str) -> list[float]:
+        return [i[key] for i in group if i[key] is not None]  # None: a non-finite score, as the report writes it
+
+    failures = _floor_failures(paper, floor_db)
     return {
-        "paper_psnr": _mean([i["psnr"] for i in paper if i["psnr"] is not None]),
-        "paper_structure_psnr": _mean([i["structure_psnr"] for i in paper if i["structure_psnr"] is not None]),
-        "paper_ssim": _mean([i["ssim"] for i in paper]),
-        "paper_delta_e_rgb": _mean([i["delta_e"] for i in paper if i.get("rgb")]),
-        "radiology_psnr": _mean([i["psnr"] for i in radiology if i["psnr"] is not None]),
-        "clean_psnr_capped": _mean([cap_db if i["psnr"] is None else min(i["psnr"], cap_db) for i in clean]),
-        "floor_failures": len(failures),
-        "failed_images": failures,
+        "paper_psnr": _mean([psnr(i) for i in paper]),
+        "paper_structure_psnr": _mean(scored(paper, "structure_psnr")),
+        "paper_ssim": _mean(scored(paper, "ssim")),
+        "paper_delta_e_rgb": _mean(scored([i for i in paper if i.get("rgb")], "delta_e")),
+        "radiology_psnr": _mean([psnr(i) for i in radiology]),
+        "clean_psnr_capped": _mean([min(psnr(i), cap_db) for i in clean]),
+        "floor_failures": None if failures is None else len(failures),
+        "failed_images": failures or {},
     }
 
 
-def _key(report: Mapping[str, Any]) -> tuple:
-    """What two paired reports must share: split, presets and the scored (image, preset) pairs."""
-    items = sorted((i.get("name", i["source"]), i["preset"]) for i in report["images"])
-    return report.get("split"), tuple(report.get("presets", ())), tuple(items)
+_SCORES = ("psnr", "structure_psnr", "ssim", "delta_e")
+
+
+def _numeric(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def check_report(path: str, report: Any) -> None:
+    """Refuse what is not an ``evaluate.json`` report, naming the file and what is wrong."""
+    if not isinstance(report, Mapping):
+        raise ValueError(f"{path}: not a metrics report (expected a JSON object)")
+    missing = [key for key in ("seed", "split", "presets", "images") if key not in report]
+    if missing:
+        raise ValueError(f"{path}: no {', '.join(repr(k) for k in missing)}; not an evaluate.json report")
+    if not isinstance(report["images"], list) or not report["images"]:
+        raise ValueError(f"{path}: 'images' is not a non-empty list of per-image scores")
+    for n, image in enumerate(report["images"]):
+        if not isinstance(image, Mapping) or "preset" not in image or not ("name" in image or "source" in image):
+            raise ValueError(f"{path}: image {n} is not a per-image record with a name and a preset")
+        bad = [k for k in _SCORES if k not in image or not _numeric(image[k])]
+        baselines = image.get("baselines") or {}
+        if not isinstance(baselines, Mapping):
+            bad.append("baselines")
+        else:
+            bad += [f"{name} {k}" for name, scores in baselines.items() for k in _SCORES
+                    if not isinstance(scores, Mapping) or not _numeric(scores.get(k))]
+        if bad:
+            raise ValueError(f"{path}: image {n} ({_name(image)}) has no numeric {', '.join(bad)}")
+
+
+def _seed_order(seed: Any) -> tuple:
+    return (0, seed, "") if isinstance(seed, (int, float)) else (1, 0, str(seed))
 
 
 def _by_seed(reports: Mapping[str, Mapping[str, Any]]) -> dict[Any, tuple[str, Mapping[str, Any]]]:
+    """One report per seed, all of the same weights and datalist (a stray folder of other weights is refused)."""
     seeds: dict[Any, tuple[str, Mapping[str, Any]]] = {}
     for path, report in reports.items():
-        seed = report.get("seed")
+        seed = report["seed"]
         if seed in seeds:
             raise ValueError(f"{path}: seed {seed} again (also {seeds[seed][0]}); one report per seed")
+        for key in ("weights", "datalist"):
+            if seeds and report.get(key) != next(iter(seeds.values()))[1].get(key):
+                first = next(iter(seeds.values()))
+                raise ValueError(f"{path}: {key} {report.get(key)!r}, but {first[0]} has {first[1].get(key)!r}")
         seeds[seed] = (path, report)
     return seeds
+
+
+def _pair_difference(reference: Mapping[str, Any], candidate: Mapping[str, Any]) -> str | None:
+    """What a candidate report scored otherwise than its reference of the same seed, or ``None``."""
+    if reference["split"] != candidate["split"]:
+        return f"split {candidate['split']!r}, not {reference['split']!r}"
+    if sorted(reference["presets"]) != sorted(candidate["presets"]):
+        return f"presets {candidate['presets']}, not {reference['presets']}"
+    items = [{(_name(i), i["preset"]) for i in r["images"]} for r in (reference, candidate)]
+    if items[0] != items[1]:
+        only = sorted(items[1] - items[0]) or sorted(items[0] - items[1])
+        return f"other images ({len(items[1])} against {len(items[0])}; e.g. {only[0][0]}, {only[0][1]})"
+    return None
 
 
 def _row(measure: str, reference: Sequence[float], candidate: Sequence[float], margin: float | None) -> dict:
@@ -131,19 +196,24 @@ def compare_reports(reference: Mapping[str, Mapping[str, Any]], candidate: Mappi
             measures, positive for DeltaE and floor failures; 0 asks for no worse).
 
     Raises:
-        ValueError: naming the report, when seeds do not pair or a pair scored other images, split or presets.
+        ValueError: naming the report, when one is malformed, a set mixes weights, seeds do not pair,
+            or a pair scored other images, split or presets.
     """
     margins = dict(margins or {})
     unknown = sorted(set(margins) - set(MEASURES))
     if unknown:
         raise ValueError(f"unknown measures {unknown}; choose from {list(MEASURES)}")
+    for path, report in {**reference, **candidate}.items():
+        check_report(path, report)
     ref, cand = _by_seed(reference), _by_seed(candidate)
     if set(ref) != set(cand):
-        raise ValueError(f"the seeds differ: reference {sorted(ref, key=str)}, candidate {sorted(cand, key=str)}")
-    seeds = sorted(ref, key=str)
+        raise ValueError(f"the seeds differ: reference {sorted(ref, key=_seed_order)}, "
+                         f"candidate {sorted(cand, key=_seed_order)}")
+    seeds = sorted(ref, key=_seed_order)
     for seed in seeds:
-        if _key(ref[seed][1]) != _key(cand[seed][1]):
-            raise ValueError(f"{cand[seed][0]}: scored other images, split or presets than {ref[seed][0]} (seed {seed})")
+        difference = _pair_difference(ref[seed][1], cand[seed][1])
+        if difference:
+            raise ValueError(f"{cand[seed][0]}: scored {difference} (against {ref[seed][0]}, seed {seed})")
     per_seed = {name: {seed: seed_measures(runs[seed][1], cap_db, floor_db) for seed in seeds}
                 for name, runs in (("reference", ref), ("candidate", cand))}
     rows = {}
@@ -179,7 +249,9 @@ def format_comparison(result: Mapping[str, Any], reference_name: str = "referenc
         margin, verdict = "", ""
         if "margin" in row:
             margin = _number(measure, row["margin"], True)
-            verdict = "ok" if row["passed"] else f"**fails by {_number(measure, row['shortfall'])}**"
+            shortfall = _number(measure, row["shortfall"])
+            shortfall = shortfall if float(shortfall) > 0 else f"less than {_number(measure, 0.0)[:-1]}1"
+            verdict = "ok" if row["passed"] else f"**fails by {shortfall}**"
         lines.append(f"| {MEASURES[measure][0]} | {_number(measure, row['reference'])} | "
                      f"{_number(measure, row['candidate'])} | {_number(measure, row['difference'], True)} | "
                      f"{spread} | {margin} | {verdict} |")
@@ -193,52 +265,93 @@ def format_comparison(result: Mapping[str, Any], reference_name: str = "referenc
     return "\n".join(lines) + "\n"
 
 
-def _read(paths: Sequence[str]) -> dict[str, dict]:
-    reports = {}
+def _read(paths: Sequence[str]) -> dict[str, Any]:
+    """Parsed reports by file (a folder stands for its metrics.json); a file given twice is refused."""
+    reports: dict[str, Any] = {}
     for path in paths:
         file = Path(path) / "metrics.json" if Path(path).is_dir() else Path(path)
+        if str(file.resolve()) in {str(Path(p).resolve()) for p in reports}:
+            raise ValueError(f"{file}: given twice")
         try:
             reports[str(file)] = json.loads(file.read_text())
         except (OSError, ValueError) as err:
             raise ValueError(f"{file}: not a readable metrics report ({err})") from None
-        if "images" not in reports[str(file)]:
-            raise ValueError(f"{file}: holds no per-image scores ('images'); not an evaluate.json report")
     return reports
 
 
-def _margin(text: str) -> tuple[str, float]:
-    name, _, value = text.partition("=")
+def _finite(text: str, what: str) -> float:
     try:
-        return name, float(value)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected MEASURE=NUMBER, e.g. paper_psnr=-0.1") from None
+        value = float("nan")
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{what} {text!r}: expected a finite number")
+    return value
+
+
+def _margin(text: str) -> tuple[str, float]:
+    name, sign, value = text.partition("=")
+    if not sign or name.strip() not in MEASURES:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected MEASURE=NUMBER with MEASURE one of {', '.join(MEASURES)}")
+    return name.strip(), _finite(value, f"margin {name.strip()}")
+
+
+def _non_negative(text: str) -> float:
+    value = _finite(text, "value")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of at least 0")
+    return value
+
+
+def _check_output(output: str, inputs: Sequence[str]) -> None:
+    """Refuse an output that would overwrite a report being read or land in a folder that is not there."""
+    table = Path(output)
+    if table.suffix.lower() == ".json":
+        raise ValueError(f"--output {output}: give the Markdown file's name; the JSON is written beside it")
+    if table.is_dir() or not table.parent.is_dir():
+        raise ValueError(f"--output {output}: not a file name in a folder that exists")
+    written = {str(table.resolve()), str(table.with_suffix(".json").resolve())}
+    clash = [p for p in inputs if str(Path(p).resolve()) in written]
+    if clash:
+        raise ValueError(f"--output {output}: would overwrite the report {clash[0]}")
+
+
+def _write(output: str, text: str, result: Mapping[str, Any]) -> None:
+    """The table and its JSON, each through a temporary file and a rename (``write_json``)."""
+    write_json(result, Path(output).with_suffix(".json"))
+    with atomic_path(output, suffix=".partial") as partial:
+        partial.write_text(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status 0: compared (and every margin met); 1: a margin failed; 2: the input was refused."""
     parser = argparse.ArgumentParser(prog="python -m monai_dpe.reports.compare", description=__doc__.split("\n")[0])
     parser.add_argument("--reference", nargs="+", required=True, help="metrics.json per seed (or their folders)")
     parser.add_argument("--candidate", nargs="+", required=True, help="metrics.json per seed (or their folders)")
     parser.add_argument("--margins", nargs="*", type=_margin, default=[], metavar="MEASURE=NUMBER",
                         help=f"the most the candidate may fall behind; measures: {', '.join(MEASURES)}")
     parser.add_argument("--names", nargs=2, default=("reference", "candidate"), metavar=("REFERENCE", "CANDIDATE"))
-    parser.add_argument("--cap-db", type=float, default=60.0, help="cap on each clean image's PSNR")
-    parser.add_argument("--floor-db", type=float, default=0.5, help="structure loss that counts as a floor failure")
+    parser.add_argument("--cap-db", type=_non_negative, default=60.0, help="cap on each image's PSNR (clean, infinite)")
+    parser.add_argument("--floor-db", type=_non_negative, default=0.5,
+                        help="structure loss that counts as a floor failure")
     parser.add_argument("--output", help="also write the Markdown table here, and the numbers beside it as JSON")
     args = parser.parse_args(argv)
-    if args.output and Path(args.output).suffix == ".json":
-        parser.error(f"--output {args.output}: give the Markdown file's name; the JSON is written beside it")
     try:
-        result = compare_reports(_read(args.reference), _read(args.candidate), dict(args.margins),
-                                 args.cap_db, args.floor_db)
-    except ValueError as err:
+        names = [name for name, _ in args.margins]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"--margins gives {', '.join(repeated)} more than once")
+        reference, candidate = _read(args.reference), _read(args.candidate)
+        if args.output:
+            _check_output(args.output, [*reference, *candidate])
+        result = compare_reports(reference, candidate, dict(args.margins), args.cap_db, args.floor_db)
+        text = format_comparison(result, *args.names)
+        if args.output:
+            _write(args.output, text, result)
+    except (ValueError, OSError) as err:
         print(f"compare: {err}", file=sys.stderr)
         return 2
-    text = format_comparison(result, *args.names)
     print(text, end="")
-    if args.output:
-        with atomic_path(args.output, suffix=".partial") as partial:
-            partial.write_text(text)
-        write_json(result, Path(args.output).with_suffix(".json"))
     return 1 if result["passed"] is False else 0
 
 

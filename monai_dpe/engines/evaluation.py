@@ -47,6 +47,7 @@ __all__ = [
     "auto_gamma",
     "bm3d_clahe",
     "noise_sigma",
+    "structure_margin",
     "summarise",
     "write_json",
 ]
@@ -298,11 +299,19 @@ def _methods(records: list[dict]) -> dict[str, Any]:
     return out
 
 
+def structure_margin(record: Mapping[str, Any]) -> float | None:
+    """Structure PSNR of an image's output minus its untouched input's (the floor target's measure); ``None``
+    where the record lacks either."""
+    untouched = ((record.get("baselines") or {}).get("input") or {}).get("structure_psnr")
+    if record.get("structure_psnr") is None or untouched is None:
+        return None
+    return float(record["structure_psnr"] - untouched)
+
+
 def _structure_margins(records: list[dict]) -> dict[str, Any]:
     """Structure PSNR of the model minus that of the untouched input: mean, and the worst image (by name)."""
-    pairs = [(r.get("name", r["source"]), r["structure_psnr"] - r["baselines"]["input"]["structure_psnr"]) for r in records
-             if r.get("structure_psnr") is not None and (r.get("baselines", {}).get("input") or {}).get("structure_psnr")
-             is not None]
+    margins = [(r, structure_margin(r)) for r in records]
+    pairs = [(r.get("name", r["source"]), m) for r, m in margins if m is not None]
     if not pairs:
         return {}
     worst = min(pairs, key=lambda p: p[1])

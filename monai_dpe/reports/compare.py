@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from monai_dpe.engines.evaluation import CLEAN_PRESET
+from monai_dpe.engines.evaluation import CLEAN_PRESET, structure_margin
 from monai_dpe.files import atomic_path, write_json
 
 __all__ = ["MEASURES", "check_report", "seed_measures", "compare_reports", "format_comparison", "main"]
@@ -63,17 +63,9 @@ def _name(image: Mapping[str, Any]) -> str:
     return image.get("name", image["source"])
 
 
-def _floor_margin(image: Mapping[str, Any]) -> float | None:
-    """Structure PSNR of the output minus that of the untouched input, where the report holds both."""
-    untouched = ((image.get("baselines") or {}).get("input") or {}).get("structure_psnr")
-    if image["structure_psnr"] is None or untouched is None:
-        return None
-    return float(image["structure_psnr"] - untouched)
-
-
 def _floor_failures(paper: Sequence[Mapping[str, Any]], floor_db: float) -> dict[str, float] | None:
     """Paper images more than ``floor_db`` of structure below their untouched input; ``None`` where any is unscored."""
-    margins = {_name(i): _floor_margin(i) for i in paper}
+    margins = {_name(i): structure_margin(i) for i in paper}
     if not margins or any(m is None for m in margins.values()):
         return None  # e.g. evaluated with --baselines "[]": no untouched input to hold the output against
     return {name: m for name, m in margins.items() if m < -floor_db}

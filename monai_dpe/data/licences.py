@@ -27,17 +27,14 @@ permissive licence covering the files). Test-only sources are never trained on; 
 
 _NOTES = """
 Notes
-- The shipped weights descend from weights trained on a head CT volume under GPL-2 (Debian
-  invesalius-examples, Cranium.inv3), a licence not on the training rule's list; the corpus no longer holds
-  it. Weights trained from scratch on this table's training sources alone have passed their ship rule
-  (CHANGELOG, 0.20.0; candidates/licence_clean/) and replace the shipped weights in the next version.
+- The shipped weights were trained from random weights on this table's training sources alone (CHANGELOG,
+  0.17.0 to 0.21.0). Weights shipped before 0.21.0 descended from weights trained on a head CT volume under
+  GPL-2 (Debian invesalius-examples, Cranium.inv3), which the corpus no longer holds.
 - mr_brain_mni152: ICBM 2009 template, Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre,
   Montreal Neurological Institute, McGill University; free use with the copyright notice kept (validation only).
 - ISIC 2017 challenge data is CC-0 (the challenge's data page, ImageMarkup/stade templates/data/2017.html).
 - PBC (Acevedo et al.) is CC BY 4.0 (Mendeley Data doi:10.17632/snkd93bnjr.1); the repository's MIT licence covers
   its code only.
-- The shipped weights were not trained on fundus_idrid and histology_kather_crc (a fine-tune with them did not
-  pass its ship rule; see the changelog).
 - histology_kather_crc: the repository states no licence of its own; its tiles are Kather et al.'s 2016
   texture collection (its eight tissue classes), which Zenodo 53169 publishes under CC BY 4.0.
 - microscopy_em_isbi2012 and ultrasound_breast_busi state no licence: they are scored in the test split and

@@ -26,7 +26,9 @@ def test_degrade_for_training_reports_each_draw():
 
 @pytest.mark.slow
 def test_enhance_python_api_matches_the_bundle_cli(tmp_path):
-    """The Python-API example writes the same files as the bundle's own inference."""
+    """The Python-API example writes the same files as the bundle's own inference on the same backend: the
+    example runs the weights in fp32 eager PyTorch, so the bundle runs ``--backend eager`` (its ``auto`` choice,
+    bf16 or ONNX by processor, is held to fp32 by test_backends)."""
     if not (ROOT / "bundle" / "models" / "model.pt").exists():
         pytest.skip("no shipped weights")
     out_api, out_bundle = tmp_path / "api", tmp_path / "bundle"
@@ -35,7 +37,7 @@ def test_enhance_python_api_matches_the_bundle_cli(tmp_path):
     bundle = _run(
         ["-m", "monai.bundle", "run", "--config_file", "bundle/configs/inference.json",
          "--meta_file", "bundle/configs/metadata.json", "--logging_file", "bundle/configs/logging.conf",
-         "--bundle_root", "bundle", "--dataset_dir", "examples/data", "--output_dir", str(out_bundle), "--progress", "False"]
+         "--bundle_root", "bundle", "--dataset_dir", "examples/data", "--output_dir", str(out_bundle), "--progress", "False", "--backend", "eager"]
     )
     assert bundle.returncode == 0, bundle.stderr[-2000:]
     from monai.transforms import LoadImage

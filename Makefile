@@ -62,11 +62,14 @@ corpus: $(STAMP)
 	$(PY) -m monai_dpe.data build --output-dir corpus --datalist bundle/configs/datalist.json \
 		$(if $(GIT_MIRRORS),--git-mirrors $(GIT_MIRRORS))
 
-# Long CPU run; resumable: `make train RESUME=true` continues from bundle/models/training_state.pt
+# Long CPU run with the shipped weights' recipe (stage 1 of the model card's Training table; later stages
+# add their flags to TRAIN_RECIPE); resumable: `make train RESUME=true` continues from bundle/models/training_state.pt
 RESUME ?= false
+TRAIN_RECIPE ?= --ema_momentum 0.001 --clean_prob 0.35 --gradient_weight 2.0 --restretch_slices false
 train: $(STAMP) corpus
 	$(PY) -m monai.bundle run --config_file bundle/configs/train.json --meta_file bundle/configs/metadata.json \
-		--logging_file bundle/configs/logging.conf --bundle_root bundle --dataset_dir corpus --resume $(RESUME)
+		--logging_file bundle/configs/logging.conf --bundle_root bundle --dataset_dir corpus --resume $(RESUME) \
+		$(TRAIN_RECIPE)
 
 # The brightfield-histology specialist (models/model_histology.pt): a fine-tune of models/model.pt on the
 # histology images only, stain jitter instead of colour jitter; RESUME=true continues

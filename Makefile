@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast test-monailabel demo train train-histology train-gpu baseline corpus export compare compare-candidate benchmark benchmark-speed benchmark-quality clean
+.PHONY: install test test-fast test-monailabel demo train train-histology train-gpu baseline corpus export level-prior compare compare-candidate benchmark benchmark-speed benchmark-quality clean
 
 install: $(STAMP)
 
@@ -104,10 +104,19 @@ export: $(STAMP)
 	$(PY) -c "from monai_dpe.networks import record_large_files; \
 		record_large_files('bundle', ['models/model.pt', 'models/model.ts', 'models/model.onnx'])"
 
+# The level prior (bundle/models/level_prior.json): gradient-boosted trees that estimate a display image's true
+# level from its input's statistics, fitted on the training split's paper and clean draws (about 10 minutes)
+level-prior: $(STAMP) corpus
+	$(PY) -m monai_dpe.engines.level_prior_fit --bundle_root bundle --dataset_dir corpus \
+		--output bundle/models/level_prior.json
+
 # A candidate's weights against the shipped ones on the validation split, means over degradation seeds (the
 # numbers a ship rule reads): `make compare CANDIDATE=model.pt MARGINS="paper_psnr=-0.1 paper_delta_e_rgb=0.1"`;
 # one report per seed and weights in COMPARE_DIR, the table in COMPARE_DIR/compare.md; fails when a margin does
+# CANDIDATE_ARGS: bundle overrides for the candidate's runs alone, so post-processing can be compared on the same
+# weights (`CANDIDATE=bundle/models/model.pt CANDIDATE_ARGS="--level_prior_path bundle/models/level_prior.json"`)
 CANDIDATE ?=
+CANDIDATE_ARGS ?=
 SEEDS ?= 0 1 2 3 4
 MARGINS ?=
 COMPARE_DIR ?= runs/compare
@@ -116,7 +125,8 @@ compare: compare-candidate $(STAMP) corpus
 		for run in shipped:bundle/models/model.pt candidate:$(CANDIDATE); do \
 			$(BUNDLE_RUN) --config_file "['bundle/configs/train.json','bundle/configs/evaluate.json']" \
 				--validate#split validation --baselines "['stretch']" --seed $$seed --weights_path $${run#*:} \
-				--output_dir $(COMPARE_DIR)/$${run%%:*}_s$$seed || exit 1; \
+				--output_dir $(COMPARE_DIR)/$${run%%:*}_s$$seed $$(test $${run%%:*} = candidate && echo $(CANDIDATE_ARGS)) \
+				|| exit 1; \
 		done; \
 	done
 	$(PY) -m monai_dpe.reports.compare --reference $(foreach s,$(SEEDS),$(COMPARE_DIR)/shipped_s$(s)) \

@@ -20,6 +20,7 @@ BUNDLE_DATA = [
     "models/model*.pt",
     "models/model*.ts",
     "models/model*.onnx",
+    "models/level_prior.json",
     "docs/*",
     "sample_data/*",
 ]

@@ -36,6 +36,7 @@ from monai_dpe.transforms.input_fit import (
     line_within_range,
     noise_weight,
 )
+from monai_dpe.transforms.level_prior import FEATURE_NAMES, LevelPrior, level_features, load_level_prior
 from monai_dpe.transforms.load import LoadDisplayImage, LoadDisplayImaged, photo_header, pil_display_converter
 from monai_dpe.transforms.wiener import dct_wiener
 from monai_dpe.transforms.preparation import (
@@ -70,6 +71,10 @@ from monai_dpe.transforms.intensity_policy import (
 __all__ = [
     "BlendInputFit",
     "BlendInputFitd",
+    "FEATURE_NAMES",
+    "LevelPrior",
+    "level_features",
+    "load_level_prior",
     "CheckHeaderd",
     "CheckImaged",
     "ImageRefused",

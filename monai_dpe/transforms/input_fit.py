@@ -18,12 +18,15 @@ units' level, so only its detail changes. A volume is decided once, from its who
 colour image can take part of its level from its own stretch instead (``colour_stretch_share``,
 :func:`is_colour`): the network learnt colour levels from few collections. The line that gives a
 display image's output its level can be kept from sending what the input resolves past black or
-white (``range_margin``, :func:`line_within_range`). The bundle's validation split chooses these
-settings (``bundle/docs/README.md``).
+white (``range_margin``, :func:`line_within_range`). A display image's level can come from a prior
+fitted to the training split instead of the network's output (``level_prior``,
+:class:`~monai_dpe.transforms.LevelPrior`): the network's detail stays, its guess at the level goes.
+The bundle's validation split chooses these settings (``bundle/docs/README.md``).
 """
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,6 +37,9 @@ from scipy import optimize
 
 from monai_dpe.transforms.intensity_policy import LEVEL_META_KEY
 from monai_dpe.transforms.wiener import dct_wiener
+
+if TYPE_CHECKING:  # the prior reads this module's noise estimate; at run time any object with .line serves
+    from monai_dpe.transforms.level_prior import LevelPrior
 
 __all__ = ["input_fit", "input_noise", "noise_weight", "level_weight", "line_within_range", "BlendInputFit",
            "BlendInputFitd"]
@@ -176,6 +182,10 @@ class BlendInputFit(Transform):
             filtered input's range, narrowed at each end by this many times its estimated noise, into
             [0, 1] (:func:`line_within_range`): what the input resolves is not clipped. Only for a display
             image (or an unknown level): a quantitative output goes back to its own units. ``None``: off.
+        level_prior: a :class:`~monai_dpe.transforms.LevelPrior` whose line gives a display image (with a
+            known level) its level in place of the fit to the network's output; the own-level share,
+            ``colour_stretch_share`` and ``range_margin`` apply to it as they would to the fit. ``None``:
+            the network's level.
 
     Example::
 
@@ -190,7 +200,7 @@ class BlendInputFit(Transform):
     def __init__(self, network_weight: float | None = 1.0, slice_axis: int = -1,
                  noise_range: Sequence[float] | None = None, level_range: Sequence[float] | None = None,
                  wiener_noise_scale: float | None = None, colour_stretch_share: float = 0.0,
-                 range_margin: float | None = None) -> None:
+                 range_margin: float | None = None, level_prior: LevelPrior | None = None) -> None:
         if not 0.0 <= float(colour_stretch_share) <= 1.0:
             raise ValueError(f"colour_stretch_share must lie in [0, 1], got {colour_stretch_share}.")
         if range_margin is not None and not 0.0 <= float(range_margin) < float("inf"):
@@ -211,6 +221,7 @@ class BlendInputFit(Transform):
         self.colour_stretch_share = float(colour_stretch_share)
         self.range_margin = None if range_margin is None else float(range_margin)
         self.slice_axis = int(slice_axis)
+        self.level_prior = level_prior
 
     @property
     def filters(self) -> bool:
@@ -238,7 +249,10 @@ class BlendInputFit(Transform):
         limited = weight is None and self.range_margin is not None and _written_in_unit_range(level)
         margin = self.range_margin * sigma if limited else None
         share = self.colour_stretch_share if own < 1.0 and self.colour_stretch_share and is_colour(image) else 0.0
-        if weight == 1.0 and own == 0.0 and not share:
+        prior = None
+        if self.level_prior is not None and own < 1.0 and level is not None and _level_values(level)[0] >= 0.5:
+            prior = self.level_prior.line(image, level)  # one line for a whole volume, as its level is one
+        if weight == 1.0 and own == 0.0 and not share and prior is None:
             return pred
         own_line = (0.0, 1.0)
         if own:
@@ -250,9 +264,9 @@ class BlendInputFit(Transform):
                 axis = 1 + (self.slice_axis % 3)
                 for index in range(pred.shape[axis]):
                     _blend(pred.select(axis, index), image.select(axis, index), weight, noise, own, own_line, share,
-                           margin)
+                           margin, prior)
             else:
-                _blend(pred, image, weight, noise, own, own_line, share, margin)
+                _blend(pred, image, weight, noise, own, own_line, share, margin, prior)
         return pred
 
 
@@ -313,16 +327,18 @@ def _valid_range(bounds) -> bool:
 
 
 def _blend(pred: torch.Tensor, image: torch.Tensor, weight: float | None, noise: float, own: float,
-           own_line: tuple[float, float], share: float = 0.0, margin: float | None = None) -> None:
+           own_line: tuple[float, float], share: float = 0.0, margin: float | None = None,
+           prior: tuple[float, float] | None = None) -> None:
     """``pred`` becomes ``weight * (pred - fit) + (1 - own) * line + own * (offset + scale * image)``, in place.
 
-    ``line`` is the fit moved by ``share`` toward ``image`` itself. With ``weight`` None, ``image`` is
+    ``line`` is the fit (or the ``prior`` line, where given) moved by ``share`` toward ``image`` itself. With ``weight`` None, ``image`` is
     Wiener-filtered first (noise ``noise`` in its units, pilot ``(pred - b) / a``) and the detail term
     is left out: what stays of the input's detail is the filter's. With a ``margin``, the line then
     keeps the filtered input's range, narrowed by it at each end, within [0, 1] (:func:`line_within_range`).
     """
     slope, offset = input_fit(image, pred)
-    line_slope, line_offset = (1.0 - share) * slope + share, (1.0 - share) * offset
+    level_slope, level_offset = (slope, offset) if prior is None else prior
+    line_slope, line_offset = (1.0 - share) * level_slope + share, (1.0 - share) * level_offset
     own_offset, own_scale = own_line
     if weight is None:
         # the input filtered in its own units (the pilot: the output mapped back onto them), then
@@ -363,6 +379,7 @@ class BlendInputFitd(MapTransform):
         wiener_noise_scale: the Wiener filter's noise as a multiple of the input's (no fixed share).
         colour_stretch_share: share of a colour input's level taken from its stretch.
         range_margin: the filtered input's range, less this many times its noise, is kept within [0, 1].
+        level_prior: a :class:`~monai_dpe.transforms.LevelPrior` that gives a display image its level.
         blend: a :class:`BlendInputFit` to apply instead of one built from the settings above (the
             bundle configs name theirs once, as ``blend``, and every user of it takes that one).
     """
@@ -372,11 +389,12 @@ class BlendInputFitd(MapTransform):
                  level_range: Sequence[float] | None = None, level_key: str = "level",
                  wiener_noise_scale: float | None = None, blend: BlendInputFit | None = None,
                  colour_stretch_share: float = 0.0, range_margin: float | None = None,
-                 allow_missing_keys: bool = False) -> None:
+                 level_prior: LevelPrior | None = None, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.image_key, self.level_key = image_key, level_key
         self.blend = blend if blend is not None else BlendInputFit(
-            network_weight, slice_axis, noise_range, level_range, wiener_noise_scale, colour_stretch_share, range_margin)
+            network_weight, slice_axis, noise_range, level_range, wiener_noise_scale, colour_stretch_share, range_margin,
+            level_prior)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

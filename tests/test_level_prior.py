@@ -1,0 +1,185 @@
+"""The level prior: its features, its JSON trees, its fit, and how the blend uses its line."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from monai_dpe.engines.level_prior_fit import collect_rows, fit_level_prior, main
+from monai_dpe.transforms import BlendInputFit, FEATURE_NAMES, LevelPrior, level_features, load_level_prior
+from monai_dpe.transforms.level_prior import LEVEL_PRIOR_FORMAT
+
+from helpers import BUNDLE
+
+
+def _stump(feature: int, threshold: float, left: float, right: float, missing_left: bool = True) -> dict:
+    return {"feature": [feature, 0, 0], "threshold": [threshold, 0.0, 0.0], "left": [1, 0, 0], "right": [2, 0, 0],
+            "value": [0.0, left, right], "leaf": [False, True, True], "missing_left": [missing_left, False, False]}
+
+
+def _spec(black: dict, white: dict) -> dict:
+    return {"format": LEVEL_PRIOR_FORMAT, "features": list(FEATURE_NAMES), "models": {"black": black, "white": white}}
+
+
+class _FixedPrior:
+    """A prior whose line is fixed, and which counts how often it was asked."""
+
+    def __init__(self, gain: float, offset: float) -> None:
+        self.gain, self.offset, self.calls = gain, offset, 0
+
+    def line(self, image, level):
+        self.calls += 1
+        return self.gain, self.offset
+
+
+def test_features_read_level_quantiles_and_colour():
+    rng = np.random.default_rng(0)
+    grey = torch.as_tensor(rng.uniform(0, 1, (1, 64, 64)), dtype=torch.float32)
+    x = level_features(grey, [1.0, 0.1, 0.4])
+    assert x.shape == (len(FEATURE_NAMES),) and np.all(np.isfinite(x))
+    named = dict(zip(FEATURE_NAMES, x))
+    assert named["black"] == pytest.approx(0.1) and named["white"] == pytest.approx(0.4)
+    assert named["span"] == pytest.approx(0.3) and named["colour"] == 0.0
+    assert named["quantile_0.5"] == pytest.approx(0.5, abs=0.03)
+    # grey replicated to three channels is grey; a blue cast is colour, and shows in the cast
+    assert dict(zip(FEATURE_NAMES, level_features(grey.repeat(3, 1, 1), [1.0, 0.1, 0.4])))["colour"] == 0.0
+    tinted = grey.repeat(3, 1, 1) * torch.tensor([0.8, 0.9, 1.0]).view(3, 1, 1)
+    tinted_named = dict(zip(FEATURE_NAMES, level_features(tinted, [1.0, 0.1, 0.4])))
+    assert tinted_named["colour"] == 1.0 and tinted_named["cast_blue"] > 0 > tinted_named["cast_red"]
+
+
+def test_features_of_a_volume():
+    volume = torch.rand(1, 32, 32, 12)
+    assert np.all(np.isfinite(level_features(volume, torch.tensor([[1.0, 0.0, 0.5]]))))
+
+
+def test_trees_walk_as_scikit_learn_does():
+    # x <= threshold goes left, as scikit-learn's predictor; a missing value goes where the node says
+    prior = LevelPrior(_spec({"baseline": 0.1, "trees": [_stump(1, 0.3, -0.05, 0.05)]},
+                             {"baseline": 0.9, "trees": [_stump(1, 0.3, 0.0, 0.1, missing_left=False)]}))
+    x = np.zeros(len(FEATURE_NAMES))
+    x[1] = 0.3
+    assert prior.predict(x) == pytest.approx((0.05, 0.9))
+    x[1] = 0.31
+    assert prior.predict(x) == pytest.approx((0.15, 1.0))
+    x[1] = np.nan
+    assert prior.predict(x) == pytest.approx((0.05, 1.0))
+    gain, offset = prior.line(torch.rand(1, 16, 16), [1.0, 0.05, 0.2])  # white 0.2 <= 0.3: the left leaves
+    assert (gain, offset) == pytest.approx((0.9 - 0.05, 0.05))
+
+
+def test_fit_exports_trees_that_reproduce_scikit_learn(tmp_path):
+    pytest.importorskip("sklearn")
+    rng = np.random.default_rng(1)
+    features = rng.uniform(0, 1, (600, len(FEATURE_NAMES)))
+    targets = np.stack([0.3 * (features[:, 1] > 0.5), 0.6 + 0.3 * features[:, 4]], 1)
+    spec = fit_level_prior(features, targets, ["a"] * 300 + ["b"] * 300)  # raises where the trees differ
+    path = tmp_path / "prior.json"
+    path.write_text(json.dumps(spec))
+    prior = load_level_prior(path)
+    predicted = np.array([prior.predict(x) for x in features])
+    assert np.abs(predicted - targets).mean() < 0.03  # it learnt the relation, not just the mean
+    assert spec["training"]["rows"] == 600 and spec["training"]["sources"] == {"a": 300, "b": 300}
+
+
+def test_load_refuses_what_is_not_a_prior(tmp_path):
+    assert load_level_prior(None) is None
+    with pytest.raises(ValueError, match="missing.json"):
+        load_level_prior(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(ValueError, match="bad.json.*format"):
+        load_level_prior(bad)
+    other = _spec({"baseline": 0.0, "trees": []}, {"baseline": 1.0, "trees": []})
+    other["features"] = ["black", "white"]
+    bad.write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="other features"):
+        load_level_prior(bad)
+
+
+def test_blend_takes_a_display_images_level_from_the_prior():
+    image = torch.rand(1, 32, 32)
+    pred = 0.5 * image + 0.2  # the network's line: 0.5, 0.2
+    prior = _FixedPrior(0.7, 0.1)
+    blend = BlendInputFit(network_weight=0.0, level_prior=prior)
+    out = blend(pred.clone(), image, torch.tensor([1.0, 0.05, 0.3]))
+    torch.testing.assert_close(out, 0.7 * image + 0.1)
+    assert prior.calls == 1
+
+
+@pytest.mark.parametrize("level", [None, [0.0, 0.0, 1.0], [1.0, 0.3, 0.9]], ids=["unknown", "quantitative", "bright"])
+def test_blend_keeps_its_level_where_the_prior_does_not_apply(level):
+    image = torch.rand(1, 32, 32)
+    pred = 0.5 * image + 0.2
+    prior = _FixedPrior(0.7, 0.1)
+    with_prior = BlendInputFit(network_weight=0.0, level_range=(0.55, 0.56), level_prior=prior)
+    without = BlendInputFit(network_weight=0.0, level_range=(0.55, 0.56))
+    level = None if level is None else torch.tensor(level)
+    torch.testing.assert_close(with_prior(pred.clone(), image, level), without(pred.clone(), image, level))
+    assert prior.calls == 0
+
+
+def test_blend_asks_the_prior_once_for_a_volume():
+    volume = torch.rand(1, 16, 16, 5)
+    prior = _FixedPrior(0.6, 0.2)
+    out = BlendInputFit(network_weight=0.0, level_prior=prior)(volume.clone(), volume, torch.tensor([1.0, 0.0, 0.4]))
+    torch.testing.assert_close(out, 0.6 * volume + 0.2)
+    assert prior.calls == 1
+
+
+def test_collect_rows_and_the_command(tiny_data, tmp_path):
+    # the tiny corpus' training split holds one display image (cell.png); its clean draw's line is the
+    # identity in absolute terms: the truth at stretched 0 and 1 is where the stretch put them
+    features, targets, sources = collect_rows(str(BUNDLE), str(tiny_data), [("clean", 0), ("paper", 3)],
+                                              datalist=str(tiny_data / "datalist.json"), progress=False)
+    assert features.shape == (2, len(FEATURE_NAMES)) and sources == ["cell", "cell"]
+    named = dict(zip(FEATURE_NAMES, features[0]))
+    assert targets[0] == pytest.approx((named["black"], named["white"]), abs=1e-4)
+    assert features[1, FEATURE_NAMES.index("white")] < named["white"]  # the paper draw darkened it
+    output = tmp_path / "prior.json"
+    args = ["--bundle_root", str(BUNDLE), "--dataset_dir", str(tiny_data), "--datalist", str(tiny_data / "datalist.json"),
+            "--output", str(output), "--draws", "clean:0", "paper:3", "--no-progress"]
+    assert main(args) == 0
+    assert load_level_prior(output).info["rows"] == 2
+    assert main(args[:-4] + ["--draws", "clean", "--no-progress"]) == 2
+
+
+def test_enhance_level_prior_gives_a_dark_image_the_priors_level(tmp_path, tiny_bundle):
+    """``monai-dpe enhance --level-prior`` with ``--network-share 0``: a smooth, noise-free dark grey image
+    comes back as the prior's line applied to its stretch, whatever the (random, tiny) network's level;
+    a bundle without a prior, and the prior beside ``--network-level``, are refused before any output."""
+    import shutil
+
+    from PIL import Image
+
+    from helpers import run_cli
+    from monai_dpe.transforms.intensity_policy import robust_range
+
+    rows, cols = np.mgrid[0:48, 0:40]
+    dark = (20 + 50 * (np.sin(rows / 6.0) * np.cos(cols / 5.0) + 1) / 2).round().astype(np.uint8)
+    Image.fromarray(dark).save(tmp_path / "dark.png")
+    refused = run_cli("dark.png", "-o", "out", "--bundle", str(tiny_bundle), "--level-prior", cwd=tmp_path)
+    assert refused.returncode == 2 and "level_prior.json: no such file" in refused.stderr
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    spec = _spec({"baseline": 0.1, "trees": []}, {"baseline": 0.7, "trees": []})  # black 0.1, white 0.7
+    (bundle / "models" / "level_prior.json").write_text(json.dumps(spec))
+    both = run_cli("dark.png", "-o", "out", "--bundle", str(bundle), "--level-prior", "--network-level", cwd=tmp_path)
+    assert both.returncode == 2 and "give one" in both.stderr
+    assert not (tmp_path / "out").exists()
+    proc = run_cli("dark.png", "-o", "out", "--bundle", str(bundle), "--no-progress", "--network-share", "0",
+                   "--level-prior", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    low, high = robust_range(dark.astype(np.float64), 0.5, 99.5)
+    expected = np.clip(0.1 + 0.6 * (dark - low) / (high - low), 0, 1) * 255
+    out = np.asarray(Image.open(tmp_path / "out" / "dark.png"), dtype=np.float64)
+    assert np.abs(out - expected).max() <= 1.0
+
+
+def test_the_shipped_prior_loads_and_was_fitted_on_the_training_split():
+    prior = load_level_prior(BUNDLE / "models" / "level_prior.json")  # refused if its features are not these
+    assert prior.info["split"] == "training" and prior.info["rows"] > 1000
+    gain, offset = prior.line(torch.rand(3, 64, 64), [1.0, 0.1, 0.3])
+    assert np.isfinite(gain) and np.isfinite(offset) and gain > 0

@@ -113,8 +113,9 @@ level-prior: $(STAMP) corpus
 # A candidate's weights against the shipped ones on the validation split, means over degradation seeds (the
 # numbers a ship rule reads): `make compare CANDIDATE=model.pt MARGINS="paper_psnr=-0.1 paper_delta_e_rgb=0.1"`;
 # one report per seed and weights in COMPARE_DIR, the table in COMPARE_DIR/compare.md; fails when a margin does
-# CANDIDATE_ARGS: bundle overrides for the candidate's runs alone, so post-processing can be compared on the same
-# weights (`CANDIDATE=bundle/models/model.pt CANDIDATE_ARGS="--level_prior_path bundle/models/level_prior.json"`)
+# not hold. CANDIDATE_ARGS: bundle overrides for the candidate's runs alone (split on spaces, so no quoted values),
+# to compare post-processing on the same weights
+# (`CANDIDATE=bundle/models/model.pt CANDIDATE_ARGS="--level_prior_path bundle/models/level_prior.json"`)
 CANDIDATE ?=
 CANDIDATE_ARGS ?=
 SEEDS ?= 0 1 2 3 4

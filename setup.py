@@ -59,7 +59,7 @@ setup(
         "onnx": ["onnx", "onnxruntime"],
         "data": ["pydicom-data", "nilearn>=0.10,<1", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg"],  # nilearn: MNI152 template; pylibjpeg: JPEG and JPEG 2000 DICOM test images
         "baselines": ["bm3d>=4,<5"],  # BM3D + CLAHE, the strongest classical baseline in evaluate.json
-        "train": ["tensorboard"],  # train.json's TensorBoard logs
+        "train": ["tensorboard", "scikit-learn"],  # train.json's TensorBoard logs; the level prior's fit (make level-prior)
         "report": ["matplotlib"],  # --save-comparison panels, quality charts and crops, training curves
     },
     entry_points={"console_scripts": ["monai-dpe = monai_dpe.cli:main"]},

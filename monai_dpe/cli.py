@@ -194,6 +194,7 @@ def enhance_command(args: argparse.Namespace) -> int:
 #: what a standalone bundle holds; training runs, evaluation outputs and baselines stay behind
 BUNDLE_PARTS = ("configs", "models", "docs", "sample_data", "LICENSE", "large_files.json")
 MODEL_SUFFIXES = (".pt", ".ts", ".onnx")  # models/model*.pt and its TorchScript and ONNX exports
+MODEL_EXTRAS = ("level_prior.json",)  # what the configs read beside the weights (--level-prior)
 
 
 def export_bundle_command(args: argparse.Namespace) -> int:
@@ -215,6 +216,9 @@ def export_bundle_command(args: argparse.Namespace) -> int:
             for weights in sorted((source / part).glob("model*")):
                 if weights.is_file() and weights.suffix in MODEL_SUFFIXES:
                     shutil.copy2(weights, target / part / weights.name)
+            for name in MODEL_EXTRAS:
+                if (source / part / name).is_file():
+                    shutil.copy2(source / part / name, target / part / name)
         elif (source / part).is_dir():
             shutil.copytree(source / part, target / part, ignore=skip)
         elif (source / part).is_file():

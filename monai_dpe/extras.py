@@ -17,6 +17,7 @@ EXTRAS = {
     "bm3d": "baselines",
     "matplotlib": "report",
     "tensorboard": "train",
+    "sklearn": "train",
     "itk": "itk",
 }
 

@@ -50,6 +50,18 @@ def test_features_read_level_quantiles_and_colour():
     assert tinted_named["colour"] == 1.0 and tinted_named["cast_blue"] > 0 > tinted_named["cast_red"]
 
 
+def test_a_large_image_is_read_at_the_size_the_prior_was_fitted_at():
+    from monai_dpe.transforms import LimitSize
+    from monai_dpe.transforms.level_prior import WORKING_SIZE
+
+    configured = [t for t in json.loads((BUNDLE / "configs" / "train.json").read_text())["validate"]["preprocessing"]
+                  ["transforms"] if isinstance(t, dict) and t.get("_target_", "").endswith("LimitSized")]
+    assert [t["max_size"] for t in configured] == [WORKING_SIZE]
+    big = torch.rand(3, 2 * WORKING_SIZE, WORKING_SIZE)
+    np.testing.assert_array_equal(level_features(big, [1.0, 0.1, 0.4]),
+                                  level_features(LimitSize(WORKING_SIZE)(big), [1.0, 0.1, 0.4]))
+
+
 def test_features_of_a_volume():
     volume = torch.rand(1, 32, 32, 12)
     assert np.all(np.isfinite(level_features(volume, torch.tensor([[1.0, 0.0, 0.5]]))))
@@ -75,6 +87,7 @@ def test_fit_exports_trees_that_reproduce_scikit_learn(tmp_path):
     rng = np.random.default_rng(1)
     features = rng.uniform(0, 1, (600, len(FEATURE_NAMES)))
     targets = np.stack([0.3 * (features[:, 1] > 0.5), 0.6 + 0.3 * features[:, 4]], 1)
+    features[::7, 2] = np.nan  # missing values take the side each node learnt (checked against scikit-learn)
     spec = fit_level_prior(features, targets, ["a"] * 300 + ["b"] * 300)  # raises where the trees differ
     path = tmp_path / "prior.json"
     path.write_text(json.dumps(spec))
@@ -121,6 +134,22 @@ def test_blend_keeps_its_level_where_the_prior_does_not_apply(level):
     assert prior.calls == 0
 
 
+def test_the_bundles_blend_takes_the_priors_line_within_range():
+    """The shipped settings (Wiener-filtered detail, range margin, own-level rule) with a prior: a smooth,
+    noise-free dark image comes back as the prior's line; a line that would send its top past white is
+    brought back so that nothing the input resolves is clipped."""
+    rows, cols = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 40), indexing="ij")
+    image = (torch.sin(6 * rows) * torch.cos(5 * cols) + 1)[None] / 2  # the stretched input, in [0, 1]
+    pred = 0.4 * image + 0.3
+    settings = {"network_weight": None, "wiener_noise_scale": 0.2, "range_margin": 1.0, "level_range": (0.55, 0.56)}
+    level = torch.tensor([1.0, 0.05, 0.3])
+    out = BlendInputFit(level_prior=_FixedPrior(0.7, 0.1), **settings)(pred.clone(), image, level)
+    torch.testing.assert_close(out, 0.7 * image + 0.1, atol=1e-3, rtol=0)  # the network's line is 0.3 away
+    bright = BlendInputFit(level_prior=_FixedPrior(1.2, 0.1), **settings)(pred.clone(), image, level)
+    # the prior's own line reaches 1.3; the nearest inside keeps the range less one noise (a smooth image: ~0) in [0, 1]
+    assert 0.99 < float(bright.max()) < 1.01 and float(bright.min()) > -0.01
+
+
 def test_blend_asks_the_prior_once_for_a_volume():
     volume = torch.rand(1, 16, 16, 5)
     prior = _FixedPrior(0.6, 0.2)
@@ -138,12 +167,17 @@ def test_collect_rows_and_the_command(tiny_data, tmp_path):
     named = dict(zip(FEATURE_NAMES, features[0]))
     assert targets[0] == pytest.approx((named["black"], named["white"]), abs=1e-4)
     assert features[1, FEATURE_NAMES.index("white")] < named["white"]  # the paper draw darkened it
+    pytest.importorskip("sklearn")
     output = tmp_path / "prior.json"
     args = ["--bundle_root", str(BUNDLE), "--dataset_dir", str(tiny_data), "--datalist", str(tiny_data / "datalist.json"),
             "--output", str(output), "--draws", "clean:0", "paper:3", "--no-progress"]
     assert main(args) == 0
     assert load_level_prior(output).info["rows"] == 2
-    assert main(args[:-4] + ["--draws", "clean", "--no-progress"]) == 2
+    for draws in (["clean"], ["paper:0:1"], ["sunset:0"]):
+        assert main(args[:-4] + ["--draws", *draws, "--no-progress"]) == 2
+    nowhere = args[:args.index("--output") + 1] + [str(tmp_path / "missing" / "prior.json")] + args[args.index("--output") + 2:]
+    assert main(nowhere) == 2  # refused before ten minutes of reading, not after
+    assert not (tmp_path / "missing").exists() and not list(tmp_path.glob("*.partial"))
 
 
 def test_enhance_level_prior_gives_a_dark_image_the_priors_level(tmp_path, tiny_bundle):

@@ -18,7 +18,7 @@ from monai_dpe.cli import BUNDLE_ENV, default_bundle, main
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLE_FILES = ["LICENSE", "large_files.json", "configs/inference.json", "configs/metadata.json", "configs/logging.conf",
-                "models/model.pt", "models/model.onnx", "models/model.ts", "docs/README.md",
+                "models/model.pt", "models/model.onnx", "models/model.ts", "models/level_prior.json", "docs/README.md",
                 "sample_data/xray_limb.png", "sample_data/mr_head.nii.gz"]
 
 
@@ -34,7 +34,8 @@ def test_bundle_export_writes_a_standalone_bundle_and_refuses_a_used_folder(tmp_
     assert main(["bundle", "export", str(target)]) == 0
     for name in BUNDLE_FILES:
         assert (target / name).read_bytes() == (REPO / "bundle" / name).read_bytes(), name
-    assert not [p for p in (target / "models").iterdir() if not p.name.startswith("model")]
+    assert sorted(p.name for p in (target / "models").iterdir()) == ["level_prior.json", "model.onnx", "model.pt",
+                                                                     "model.ts"]  # no training state
     assert not (target / "eval").exists() and not (target / "runs").exists()
     assert main(["bundle", "export", str(target)]) == 2
     assert "exists and is not an empty folder" in capsys.readouterr().err

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from monai_dpe.errors import UsageError, one_line, require_extra
 from monai_dpe.transforms.input_fit import input_fit
 from monai_dpe.transforms.level_prior import FEATURE_NAMES, LEVEL_PRIOR_FORMAT, LevelPrior, level_features
 
@@ -100,11 +101,52 @@ def fit_level_prior(features: np.ndarray, targets: np.ndarray, sources: Sequence
     info = {"rows": len(features), "sources": dict(sorted(counts.items())), "boosting": BOOSTING,
             "scikit_learn": sklearn_version, **(training or {})}
     spec = {"format": LEVEL_PRIOR_FORMAT, "features": list(FEATURE_NAMES), "models": models, "training": info}
-    check = features[: min(len(features), 200)]
+    check = features[np.random.default_rng(0).permutation(len(features))[:500]]  # rows from everywhere
     walked = np.array([LevelPrior(spec).predict(x) for x in check])
     if not np.allclose(walked, np.stack([fitted[k].predict(check) for k in ("black", "white")], 1), atol=1e-9):
         raise RuntimeError("the exported trees do not reproduce scikit-learn's predictions.")
     return spec
+
+
+def _draws(texts: Sequence[str]) -> list[tuple[str, int]]:
+    """``PRESET:SEED`` texts as ``(preset, seed)``; a preset the validation degradation does not know is refused."""
+    from monai_dpe.engines.evaluation import CLEAN_PRESET
+    from monai_dpe.transforms.perceptual import PRESETS
+
+    draws = []
+    for text in texts:
+        parts = text.split(":")
+        if len(parts) != 2 or parts[0] not in (*PRESETS, CLEAN_PRESET) or not parts[1].lstrip("-").isdigit():
+            raise UsageError(f"--draws {text}: a draw is PRESET:SEED with PRESET one of "
+                             f"{', '.join((*PRESETS, CLEAN_PRESET))} and SEED an integer")
+        draws.append((parts[0], int(parts[1])))
+    return draws
+
+
+def _fit(args: argparse.Namespace) -> int:
+    """Check everything that can be checked before ten minutes of reading, then read, fit and write."""
+    require_extra("sklearn", "make level-prior (the prior's gradient boosting)")
+    draws = _draws(args.draws)
+    if not os.path.isfile(os.path.join(args.bundle_root, "configs", "train.json")):
+        raise UsageError(f"{args.bundle_root}: not a monai-dpe bundle (no configs/train.json)")
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise UsageError(f"--output {args.output}: its folder {folder} is not a writable folder")
+    features, targets, sources = collect_rows(args.bundle_root, args.dataset_dir, draws, datalist=args.datalist,
+                                              progress=not args.no_progress)
+    if len(features) == 0:
+        raise UsageError(f"no display images in the training split of {args.dataset_dir}")
+    spec = fit_level_prior(features, targets, sources, {"split": "training", "draws": list(args.draws)})
+    partial = f"{args.output}.partial"
+    try:
+        with open(partial, "w", encoding="utf-8") as stream:
+            json.dump(spec, stream)
+        os.replace(partial, args.output)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    print(f"level prior: {len(features)} rows from {len(set(sources))} sources -> {args.output}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,22 +160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
-        draws = [(d.split(":")[0], int(d.split(":")[1])) for d in args.draws]
-    except (IndexError, ValueError):
-        print(f"level_prior_fit: draws are PRESET:SEED, got {args.draws}", file=sys.stderr)
+        return _fit(args)
+    except UsageError as error:
+        print(f"level_prior_fit: error: {error}", file=sys.stderr)
         return 2
-    features, targets, sources = collect_rows(args.bundle_root, args.dataset_dir, draws, datalist=args.datalist,
-                                              progress=not args.no_progress)
-    if len(features) == 0:
-        print(f"level_prior_fit: no display images in the training split of {args.dataset_dir}", file=sys.stderr)
+    except (OSError, ValueError, RuntimeError) as error:  # an unreadable corpus file, a datalist, the bundle's config
+        print(f"level_prior_fit: error: {one_line(error)}", file=sys.stderr)
         return 1
-    spec = fit_level_prior(features, targets, sources, {"split": "training", "draws": args.draws})
-    partial = f"{args.output}.partial"
-    with open(partial, "w", encoding="utf-8") as stream:
-        json.dump(spec, stream)
-    os.replace(partial, args.output)
-    print(f"level prior: {len(features)} rows from {len(set(sources))} sources -> {args.output}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -22,13 +22,17 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from monai_dpe.transforms.input_fit import input_noise
+from monai_dpe.transforms.input_fit import input_noise, is_colour
+from monai_dpe.transforms.preparation import LimitSize
 
-__all__ = ["FEATURE_NAMES", "LEVEL_PRIOR_FORMAT", "LevelPrior", "level_features", "load_level_prior"]
+__all__ = ["FEATURE_NAMES", "LEVEL_PRIOR_FORMAT", "WORKING_SIZE", "LevelPrior", "level_features", "load_level_prior"]
 
 LEVEL_PRIOR_FORMAT = "monai-dpe level prior 1"
 _QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 _MAX_SAMPLES = 200_000  # quantiles from a strided subsample: bounded time on big images and volumes
+#: the longest side at which the prior reads a 2D image: train.json's validate#preprocessing shrinks every fit image
+#: to it (LimitSized), so an image enhanced at full size is read at the same scale (its extremes and noise depend on it)
+WORKING_SIZE = 384
 FEATURE_NAMES = (
     "black", "white", "span", "mean_absolute", "mean", "std", *(f"quantile_{q:g}" for q in _QUANTILES),
     "colour", "chroma", "cast_red", "cast_green", "cast_blue", "share_at_black", "share_at_white",
@@ -41,24 +45,28 @@ def level_features(image: torch.Tensor, level: Sequence[float] | torch.Tensor) -
 
     ``image`` is the network's input (stretched by its robust range to about [0, 1]) and ``level`` its
     level vector ``(display, black, white)`` (:func:`~monai_dpe.transforms.input_level`): where the
-    stretch put 0 and 1, in absolute terms. Colour statistics are those of a three-channel image with
-    channels that differ; any other image reads as grey (0). Returns ``len(FEATURE_NAMES)`` float64 values.
+    stretch put 0 and 1, in absolute terms. A 2D image larger than :data:`WORKING_SIZE` is read shrunk
+    to it, as the fit read its images. Colour statistics are those of an image whose channels differ
+    (:func:`~monai_dpe.transforms.is_colour`), the cast per channel of a three-channel one; any other
+    image reads as grey (0). Returns ``len(FEATURE_NAMES)`` float64 values, computed on the CPU.
     """
     values = torch.as_tensor(level, dtype=torch.float64).reshape(-1)
     black, white = float(values[1]), float(values[2])
     pixels = image.detach().as_subclass(torch.Tensor) if isinstance(image, torch.Tensor) else torch.as_tensor(image)
+    pixels = LimitSize(WORKING_SIZE)(pixels.float()).as_subclass(torch.Tensor).cpu()
     flat = pixels.reshape(-1)
     sample = flat[:: max(1, flat.numel() // _MAX_SAMPLES)].double()
     quantiles = torch.quantile(sample, torch.tensor(_QUANTILES, dtype=torch.float64)).tolist()
     mean, std = float(sample.mean()), float(sample.std()) if sample.numel() > 1 else 0.0
-    colour = pixels.shape[0] == 3 and any(not torch.equal(pixels[0], channel) for channel in pixels[1:])
+    colour = is_colour(pixels)
     chroma, cast = 0.0, [0.0, 0.0, 0.0]
     if colour:
-        planes = pixels.reshape(3, -1)[:, :: max(1, pixels[0].numel() // _MAX_SAMPLES)].double()
+        planes = pixels.reshape(pixels.shape[0], -1)[:, :: max(1, pixels[0].numel() // _MAX_SAMPLES)].double()
         chroma = float((planes.max(0).values - planes.min(0).values).mean())
-        means = planes.mean(1)
-        cast = (means - means.mean()).tolist()
-    noise = input_noise(pixels.float())
+        if pixels.shape[0] == 3:
+            means = planes.mean(1)
+            cast = (means - means.mean()).tolist()
+    noise = input_noise(pixels)
     span = white - black
     return np.array([black, white, span, black + span * mean, mean, std, *quantiles, float(colour), chroma, *cast,
                      float((sample <= 0.0).double().mean()), float((sample >= 1.0).double().mean()), noise,

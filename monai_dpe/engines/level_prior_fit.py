@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections import Counter
@@ -27,10 +28,13 @@ import numpy as np
 import torch
 
 from monai_dpe.errors import UsageError, one_line, require_extra
+from monai_dpe.files import atomic_path
 from monai_dpe.transforms.input_fit import input_fit
 from monai_dpe.transforms.level_prior import FEATURE_NAMES, LEVEL_PRIOR_FORMAT, LevelPrior, level_features
 
 __all__ = ["BOOSTING", "collect_rows", "fit_level_prior", "main"]
+
+logger = logging.getLogger(__name__)
 
 #: scikit-learn ``HistGradientBoostingRegressor`` settings, chosen on the validation split (CHANGELOG 0.22.0)
 BOOSTING = {"max_iter": 150, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 80,
@@ -102,7 +106,8 @@ def fit_level_prior(features: np.ndarray, targets: np.ndarray, sources: Sequence
             "scikit_learn": sklearn_version, **(training or {})}
     spec = {"format": LEVEL_PRIOR_FORMAT, "features": list(FEATURE_NAMES), "models": models, "training": info}
     check = features[np.random.default_rng(0).permutation(len(features))[:500]]  # rows from everywhere
-    walked = np.array([LevelPrior(spec).predict(x) for x in check])
+    prior = LevelPrior(spec)
+    walked = np.array([prior.predict(x) for x in check])
     if not np.allclose(walked, np.stack([fitted[k].predict(check) for k in ("black", "white")], 1), atol=1e-9):
         raise RuntimeError("the exported trees do not reproduce scikit-learn's predictions.")
     return spec
@@ -137,15 +142,9 @@ def _fit(args: argparse.Namespace) -> int:
     if len(features) == 0:
         raise UsageError(f"no display images in the training split of {args.dataset_dir}")
     spec = fit_level_prior(features, targets, sources, {"split": "training", "draws": list(args.draws)})
-    partial = f"{args.output}.partial"
-    try:
-        with open(partial, "w", encoding="utf-8") as stream:
-            json.dump(spec, stream)
-        os.replace(partial, args.output)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
-    print(f"level prior: {len(features)} rows from {len(set(sources))} sources -> {args.output}")
+    with atomic_path(args.output, suffix=".partial") as partial, open(partial, "w", encoding="utf-8") as stream:
+        json.dump(spec, stream)  # compact: files.write_json indents, which would triple the trees' size
+    logger.info("level prior: %d rows from %d sources -> %s", len(features), len(set(sources)), args.output)
     return 0
 
 
@@ -159,14 +158,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="PRESET:SEED degradation draws of the training split (default: paper 0 and 1, clean)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("level_prior_fit: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
         return _fit(args)
     except UsageError as error:
-        print(f"level_prior_fit: error: {error}", file=sys.stderr)
+        logger.error("error: %s", error)
         return 2
     except (OSError, ValueError, RuntimeError) as error:  # an unreadable corpus file, a datalist, the bundle's config
-        print(f"level_prior_fit: error: {one_line(error)}", file=sys.stderr)
+        logger.error("error: %s", one_line(error))
         return 1
+    finally:
+        logger.removeHandler(handler)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -37,6 +38,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "the level prior (`--level-prior`; off by its validation rule)":
         {"level_prior_path": os.path.join("bundle", "models", "level_prior.json")},
 }
+logger = logging.getLogger(__name__)
 _MEASURES = (("psnr", 2), ("structure_psnr", 2), ("ssim", 3), ("delta_e_rgb", 2))
 
 
@@ -95,10 +97,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run only the variants whose label holds one of these words")
     parser.add_argument("--resume", action="store_true", help="keep variants whose report already exists")
     args, extra = parser.parse_known_args(argv)  # the rest goes to every monai.bundle run (e.g. --validate#split)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("variants: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        return _run(args, extra)
+    finally:
+        logger.removeHandler(handler)
+
+
+def _run(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """Evaluate each chosen variant (or keep its report with ``--resume``), then write the table."""
     try:
         reference = json.loads(Path(args.reference).read_text())
     except (OSError, json.JSONDecodeError) as error:
-        print(f"variants: error: --reference {args.reference}: {error}", file=sys.stderr)
+        logger.error("error: --reference %s: %s", args.reference, error)
         return 2
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -107,10 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for index, (label, overrides) in enumerate(chosen.items(), 1):
         folder = output / _slug(label)
         if not (args.resume and (folder / "metrics.json").is_file()):
-            print(f"[{index}/{len(chosen)}] {label}", flush=True)
+            logger.info("[%d/%d] %s", index, len(chosen), label)
             command = variant_command(overrides, args.reference, str(folder), args.bundle_root, args.dataset_dir, extra)
             if subprocess.run(command, stdout=subprocess.DEVNULL).returncode != 0:
-                print(f"variants: error: {label}: the evaluation failed ({' '.join(command)})", file=sys.stderr)
+                logger.error("error: %s: the evaluation failed (%s)", label, " ".join(command))
                 return 1
         reports[label] = json.loads((folder / "metrics.json").read_text())
     table = variant_table(reference, reports)
@@ -119,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.reference} --output {args.output}`.")
     write_table(table, output / "variants.md", info)
     (output / "variants.json").write_text(json.dumps(table, indent=1))
-    print(f"wrote {output / 'variants.md'}")
+    logger.info("wrote %s", output / "variants.md")
     return 0
 
 

@@ -122,6 +122,22 @@ def test_blend_takes_a_display_images_level_from_the_prior():
     assert prior.calls == 1
 
 
+@pytest.mark.parametrize("prior_weight", [0.0, 0.25, 1.0])
+def test_blend_weighs_the_priors_line_against_the_networks(prior_weight):
+    image = torch.rand(1, 32, 32)
+    pred = 0.5 * image + 0.2  # the network's line: 0.5, 0.2; the prior's: 0.7, 0.1
+    blend = BlendInputFit(network_weight=0.0, level_prior=_FixedPrior(0.7, 0.1), level_prior_weight=prior_weight)
+    out = blend(pred.clone(), image, torch.tensor([1.0, 0.05, 0.3]))
+    gain, offset = 0.5 + prior_weight * (0.7 - 0.5), 0.2 + prior_weight * (0.1 - 0.2)
+    torch.testing.assert_close(out, gain * image + offset)
+
+
+@pytest.mark.parametrize("prior_weight", [-0.1, 1.5, float("nan")])
+def test_blend_refuses_a_prior_weight_outside_the_unit_range(prior_weight):
+    with pytest.raises(ValueError, match="level_prior_weight"):
+        BlendInputFit(level_prior_weight=prior_weight)
+
+
 @pytest.mark.parametrize("level", [None, [0.0, 0.0, 1.0], [1.0, 0.3, 0.9]], ids=["unknown", "quantitative", "bright"])
 def test_blend_keeps_its_level_where_the_prior_does_not_apply(level):
     image = torch.rand(1, 32, 32)

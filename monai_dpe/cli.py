@@ -61,14 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
                               "the shipped bundle has none and Wiener-filters the input's detail with the network's "
                               "output as the guide); 1 with --network-level is the network alone")
     enhance.add_argument("--network-level", action="store_true",
-                         help="always take the network's brightness and contrast; by default a display image "
-                              "(8-bit photo, slide or DICOM) that is already well exposed keeps its own, and a "
-                              "quantitative image (CT, MR, NIfTI, 16-bit) keeps its units' level")
-    enhance.add_argument("--level-prior", action="store_true",
-                         help="give a dark display image the brightness and contrast that the bundle's level prior "
-                              "(models/level_prior.json, trees fitted on the training split's global statistics) "
-                              "estimates, instead of the network's; the network's detail stays. Off by default: on "
-                              "the validation split it raised PSNR and lowered colour fidelity (see the model card)")
+                         help="always take the network's brightness and contrast (no level prior); by default a "
+                              "display image (8-bit photo, slide or DICOM) that is already well exposed keeps its "
+                              "own, a dark one takes half of its level from the level prior, and a quantitative "
+                              "image (CT, MR, NIfTI, 16-bit) keeps its units' level")
+    enhance.add_argument("--no-level-prior", action="store_true",
+                         help="give a dark display image the network's brightness and contrast alone; by default "
+                              "half of them come from the bundle's level prior (models/level_prior.json, trees "
+                              "fitted on the training split's global statistics), as the validation split chose "
+                              "(see the model card)")
     enhance.add_argument("--colour-stretch-share", type=_share, default=None, metavar="S",
                          help="share, 0 to 1, of a dark colour image's brightness and contrast taken from its own "
                               "percentile stretch instead of the network's (default: the bundle's, 0). The network "
@@ -139,8 +140,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def enhance_command(args: argparse.Namespace) -> int:
     """``monai-dpe enhance``: check the request, run the bundle's evaluator, print a summary."""
-    if args.network_level and args.level_prior:
-        raise UsageError("--network-level and --level-prior each choose the level; give one")
     inputs = [Path(p) for p in args.inputs]
     output_dir = Path(args.output_dir)
     _check_paths(inputs, output_dir, Path(args.summary) if args.summary else None)
@@ -148,7 +147,7 @@ def enhance_command(args: argparse.Namespace) -> int:
     config_file = bundle / "configs" / "inference.json"
     if not config_file.is_file():
         raise UsageError(f"{bundle}: not a monai-dpe bundle (no configs/inference.json)")
-    if args.level_prior:
+    if _uses_level_prior(args):
         _level_prior_path(bundle)  # refused before any output folder is made
     device = _device(args.device)
     if args.save_comparison:  # refused before any file is computed, not once per file
@@ -194,7 +193,7 @@ def enhance_command(args: argparse.Namespace) -> int:
 #: what a standalone bundle holds; training runs, evaluation outputs and baselines stay behind
 BUNDLE_PARTS = ("configs", "models", "docs", "sample_data", "LICENSE", "large_files.json")
 MODEL_SUFFIXES = (".pt", ".ts", ".onnx")  # models/model*.pt and its TorchScript and ONNX exports
-MODEL_EXTRAS = ("level_prior.json",)  # what the configs read beside the weights (--level-prior)
+MODEL_EXTRAS = ("level_prior.json",)  # what the configs read beside the weights (the level prior)
 
 
 def export_bundle_command(args: argparse.Namespace) -> int:
@@ -320,11 +319,17 @@ def _device(name: str | None):
     return device
 
 
+def _uses_level_prior(args: argparse.Namespace) -> bool:
+    """Whether the level prior shares a dark display image's level: unless asked for the network's level alone."""
+    return not (args.no_level_prior or args.network_level)
+
+
 def _level_prior_path(bundle: Path) -> str:
-    """The bundle's level prior, which ``--level-prior`` asks for; refused where the bundle has none."""
+    """The bundle's level prior, which its configs read by default; refused where the bundle has none."""
     path = bundle.resolve() / "models" / "level_prior.json"
     if not path.is_file():
-        raise UsageError(f"--level-prior: {path}: no such file (`make level-prior` fits one)")
+        raise UsageError(f"{path}: no such file: the bundle's level prior (`make level-prior` fits one; "
+                         "--no-level-prior goes without)")
     return _config_path(path)
 
 
@@ -355,7 +360,7 @@ def _inference_config(bundle: Path, config_file: Path, inputs: list[Path], outpu
                 "network_share": args.network_share,
                 "own_level_range": "$None" if args.network_level else None,
                 "colour_stretch_share": args.colour_stretch_share,
-                "level_prior_path": _level_prior_path(bundle) if args.level_prior else None,
+                "level_prior_path": _level_prior_path(bundle) if _uses_level_prior(args) else "$None",
                 "range_margin": "$None" if args.allow_clipping else None,
                 "weights_path": str(Path(args.weights).resolve()) if args.weights else None,
                 "summary_path": str(Path(args.summary).resolve()) if args.summary else None}

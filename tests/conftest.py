@@ -39,7 +39,6 @@ def tiny_bundle(tmp_path_factory):
     config = json.loads((bundle / "configs" / "inference.json").read_text())
     config["channels"] = list(TINY_CHANNELS)
     (bundle / "configs" / "inference.json").write_text(json.dumps(config, indent=2))
-    (bundle / "models").mkdir()
     tiny_weights(bundle / "models" / "model.pt")
     return bundle
 

@@ -78,7 +78,7 @@ def test_auto_times_onnx_and_eager_without_native_bf16_and_keeps_the_choice(tmp_
     """With faked CPU features (no AVX512-BF16/AMX) and the bundle's network, auto measures both paths."""
     bundle = tmp_path / "bundle"
     copy_configs(bundle / "configs", ROOT / "bundle" / "configs")
-    (bundle / "models").mkdir()
+    (bundle / "models").mkdir(exist_ok=True)
     net = shipped_network(channels=[8, 16, 24])
     torch.save(net.state_dict(), bundle / "models" / "model.pt")
     export_onnx(net, bundle / "models" / "model.onnx")

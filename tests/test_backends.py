@@ -38,7 +38,7 @@ def bundle(tmp_path):
     """A copy of the bundle configs with small random weights and their two exports."""
     root = tmp_path / "bundle"
     copy_configs(root / "configs", ROOT / "bundle" / "configs")
-    (root / "models").mkdir()
+    (root / "models").mkdir(exist_ok=True)
     torch.manual_seed(0)
     net = shipped_network(channels=CHANNELS)  # the bundle's network at small widths
     with torch.no_grad():

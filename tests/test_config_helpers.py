@@ -173,7 +173,8 @@ def multi_gpu_parser(tmp_path, data, rank: int) -> ConfigParser:
                    "output_dir": str(tmp_path / "runs"), "dataset_dir": str(data), "datalist": str(data / "datalist.json"),
                    "device": "$torch.device('cpu')", "rank": rank, "world_size": 2, "not_rank0": rank > 0,
                    "train_seed": rank, "network": "$@network_def", "disc_network": "$@disc_network_def",
-                   "validated_network": "@network"})
+                   "validated_network": "@network",
+                   "level_prior_path": str(CONFIGS.parent / "models" / "level_prior.json")})
     return parser
 
 

@@ -111,11 +111,13 @@ def test_validation_evaluation_and_inference_blend_alike():
     for name in ("train.json", "inference.json"):
         parser = ConfigParser()
         parser.read_config(str(BUNDLE / "configs" / name))
+        parser["bundle_root"] = str(BUNDLE)
         blend = parser.get_parsed_content("blend")  # the one blend each config's postprocessing applies
         assert parser.get_parsed_content("validate#postprocessing" if name == "train.json" else "postprocessing"
                                          ).transforms[0].blend is blend
-        shares.append((blend.network_weight, blend.noise_range, blend.level_range, blend.wiener_noise_scale))
-    assert shares[0] == shares[1] == (None, (0.015, 0.02), (0.55, 0.56), 0.2)
+        shares.append((blend.network_weight, blend.noise_range, blend.level_range, blend.wiener_noise_scale,
+                       blend.level_prior_weight, blend.level_prior is not None))
+    assert shares[0] == shares[1] == (None, (0.015, 0.02), (0.55, 0.56), 0.2, 0.5, True)
 
 
 def test_input_noise_reads_known_noise_and_a_volume_takes_the_median_of_its_slices():

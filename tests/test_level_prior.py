@@ -196,10 +196,11 @@ def test_collect_rows_and_the_command(tiny_data, tmp_path):
     assert not (tmp_path / "missing").exists() and not list(tmp_path.glob("*.partial"))
 
 
-def test_enhance_level_prior_gives_a_dark_image_the_priors_level(tmp_path, tiny_bundle):
-    """``monai-dpe enhance --level-prior`` with ``--network-share 0``: a smooth, noise-free dark grey image
-    comes back as the prior's line applied to its stretch, whatever the (random, tiny) network's level;
-    a bundle without a prior, and the prior beside ``--network-level``, are refused before any output."""
+def test_enhance_gives_a_dark_image_the_priors_level(tmp_path, tiny_bundle):
+    """``monai-dpe enhance --network-share 0`` on a bundle whose prior has the whole level share: a smooth,
+    noise-free dark grey image comes back as the prior's line applied to its stretch, whatever the (random,
+    tiny) network's level. A bundle without its prior is refused before any output, unless asked to go
+    without it (``--no-level-prior``, or ``--network-level``, the network's level alone)."""
     import shutil
 
     from PIL import Image
@@ -210,22 +211,41 @@ def test_enhance_level_prior_gives_a_dark_image_the_priors_level(tmp_path, tiny_
     rows, cols = np.mgrid[0:48, 0:40]
     dark = (20 + 50 * (np.sin(rows / 6.0) * np.cos(cols / 5.0) + 1) / 2).round().astype(np.uint8)
     Image.fromarray(dark).save(tmp_path / "dark.png")
-    refused = run_cli("dark.png", "-o", "out", "--bundle", str(tiny_bundle), "--level-prior", cwd=tmp_path)
-    assert refused.returncode == 2 and "level_prior.json: no such file" in refused.stderr
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
+    (bundle / "models" / "level_prior.json").unlink()
+    refused = run_cli("dark.png", "-o", "out", "--bundle", str(bundle), cwd=tmp_path)
+    assert refused.returncode == 2 and "level_prior.json: no such file" in refused.stderr
+    assert "--no-level-prior" in refused.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+    for flag in ("--no-level-prior", "--network-level"):
+        without = run_cli("dark.png", "-o", f"out{flag}", "--bundle", str(bundle), "--no-progress", flag, cwd=tmp_path)
+        assert without.returncode == 0, without.stderr[-3000:]
     spec = _spec({"baseline": 0.1, "trees": []}, {"baseline": 0.7, "trees": []})  # black 0.1, white 0.7
     (bundle / "models" / "level_prior.json").write_text(json.dumps(spec))
-    both = run_cli("dark.png", "-o", "out", "--bundle", str(bundle), "--level-prior", "--network-level", cwd=tmp_path)
-    assert both.returncode == 2 and "give one" in both.stderr
-    assert not (tmp_path / "out").exists()
+    config = json.loads((bundle / "configs" / "inference.json").read_text())
+    config["level_prior_weight"] = 1.0
+    (bundle / "configs" / "inference.json").write_text(json.dumps(config))
     proc = run_cli("dark.png", "-o", "out", "--bundle", str(bundle), "--no-progress", "--network-share", "0",
-                   "--level-prior", cwd=tmp_path)
+                   cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     low, high = robust_range(dark.astype(np.float64), 0.5, 99.5)
     expected = np.clip(0.1 + 0.6 * (dark - low) / (high - low), 0, 1) * 255
     out = np.asarray(Image.open(tmp_path / "out" / "dark.png"), dtype=np.float64)
     assert np.abs(out - expected).max() <= 1.0
+
+
+def test_the_shipped_configs_give_the_prior_half_the_level():
+    """The validation split's choice (RULE8 in the changelog): the bundle's own prior, weight 0.5, in
+    inference and in the trainer's validation alike."""
+    from monai.bundle import ConfigParser
+
+    for name in ("inference.json", "train.json"):
+        parser = ConfigParser()
+        parser.read_config(str(BUNDLE / "configs" / name))
+        parser["bundle_root"] = str(BUNDLE)
+        blend = parser.get_parsed_content("blend")
+        assert isinstance(blend.level_prior, LevelPrior) and blend.level_prior_weight == 0.5, name
 
 
 def test_the_shipped_prior_loads_and_was_fitted_on_the_training_split():

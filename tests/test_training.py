@@ -27,7 +27,7 @@ from skimage import color, data as skdata, exposure, metrics
 
 from monai_dpe.engines.baselines import clahe
 from monai_dpe.networks import record_large_files, recorded_sha256, sha256_of
-from bundle_copies import copy_configs
+from bundle_copies import copy_configs, written_models
 from helpers import (
     MONAI_DPE, PYTHON, REPO, TINY, TINY_CHANNELS, TRAIN_ITEMS, bundle_command, bundle_run, datalist_item as _item,
     reference_wiener, shipped_network, smooth, state_path, write_tiny_data,
@@ -132,7 +132,7 @@ def test_same_seed_gives_same_first_losses(tiny_data, tmp_path):
 
 def test_fresh_run_refuses_existing_state(bundle, tiny_data):
     path = state_path(bundle)
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"an earlier run's state")
     wf = workflow(bundle, tiny_data)
     with pytest.raises(Exception) as err:
@@ -146,7 +146,7 @@ def test_fresh_run_refuses_existing_state(bundle, tiny_data):
 @pytest.mark.parametrize("content", [b"", b"not a torch file", b"PK\x03\x04 truncated zip"], ids=["empty", "text", "zip"])
 def test_corrupt_state_on_resume_fails_with_one_line_and_is_kept(bundle, tiny_data, content):
     path = state_path(bundle)
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
     wf = workflow(bundle, tiny_data, resume=True)
     with pytest.raises(RuntimeError) as err:
@@ -229,7 +229,7 @@ def test_bad_datalist_entry_fails_before_training_with_one_line(bundle, bad_data
     assert reasons, f"no datalist error in {chain(err.value)}"
     assert str(reasons[0]).startswith(f"datalist entry 1 ({folder / name}): ")
     assert "\n" not in str(reasons[0])
-    assert not (bundle / "models").exists() and not (bundle / "runs").exists(), "nothing may start before the check"
+    assert not written_models(bundle) and not (bundle / "runs").exists(), "nothing may start before the check"
 
 
 @pytest.mark.parametrize("bad_data", ["missing", "truncated", "4d"], indirect=True)
@@ -257,7 +257,7 @@ def test_a_split_left_empty_is_refused_before_training(bundle, tiny_data, tmp_pa
     reasons = [str(e) for e in chain(err.value) if isinstance(e, ValueError) and "no usable" in str(e)]
     expected = f"{folder / 'datalist.json'}: no usable '{key}' entries"
     assert reasons and reasons[0] == expected + ("" if how == "empty" else " (1 dropped as unusable)")
-    assert not (bundle / "models").exists() and not (bundle / "runs").exists(), "nothing may start before the check"
+    assert not written_models(bundle) and not (bundle / "runs").exists(), "nothing may start before the check"
 
 
 def test_a_validation_image_too_small_for_ssim_is_refused_before_training(bundle, tiny_data, tmp_path):
@@ -276,7 +276,7 @@ def test_a_validation_image_too_small_for_ssim_is_refused_before_training(bundle
     reasons = [str(e) for e in chain(err.value) if isinstance(e, ValueError) and "datalist entry" in str(e)]
     assert reasons == [f"datalist entry 2 ({folder / 'strip.png'}): in-plane shape 40x8 (MONAI's x, y) "
                        "is under this split's 11 pixels per side"]
-    assert not (bundle / "models").exists(), "nothing may start before the check"
+    assert not written_models(bundle), "nothing may start before the check"
 
 
 # ------------------------------------------------------------------------------------------------ resume
@@ -369,7 +369,7 @@ def test_cli_bad_entry_one_line_then_skip_bad_trains(bundle, bad_data):
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines()[-1].startswith(
         f"monai-dpe train: error: datalist entry 1 ({folder / name}): unreadable by LoadImage")
-    assert not (bundle / "models").exists()
+    assert not written_models(bundle)
 
     skipped = cli("--bundle", str(bundle), "--dataset-dir", str(folder), "--datalist", str(folder / "datalist.json"),
                   "--skip-bad")
@@ -381,7 +381,7 @@ def test_cli_bad_entry_one_line_then_skip_bad_trains(bundle, bad_data):
 @pytest.mark.slow
 def test_cli_corrupt_state_on_resume_one_line_and_kept(bundle, tiny_data):
     path = state_path(bundle)
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\x80\x02garbage")
     result = cli("--bundle", str(bundle), "--dataset-dir", str(tiny_data), "--datalist",
                  str(tiny_data / "datalist.json"), "--resume")
@@ -435,7 +435,7 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
     pairs = sorted((r["source"], r["preset"]) for r in report["images"])
     assert pairs == sorted((s, p) for s in ("mr_small", "astronaut") for p in ("paper", "radiology", "clean"))
     assert report["weights"] == str(weights)
-    assert not (bundle / "models").exists(), "evaluation must not train or save"
+    assert not written_models(bundle), "evaluation must not train or save"
 
     # the same items, rebuilt in-process, scored with scikit-image
     parser = ConfigParser()
@@ -534,7 +534,7 @@ def test_resume_keeps_the_best_checkpoint_record(bundle, tiny_data):
 def test_weights_trained_into_the_bundle_serve_and_retire_the_old_exports(bundle, tiny_data):
     """`make train` then `make demo`: the new models/model.pt loads through inference.json's digest check."""
     models = bundle / "models"
-    models.mkdir()
+    models.mkdir(exist_ok=True)
     old = shipped_network(channels=TINY["channels"])
     torch.save(old.state_dict(), models / "model.pt")
     torch.jit.script(old.eval()).save(str(models / "model.ts"))

@@ -187,12 +187,14 @@ def _network(config_files: Sequence[str], weights: str, bundle_root: str,
     return load_router(parser.get_parsed_content("network_def"), weights, experts).eval()
 
 
-def _bundle_parts(config_file: str, *names: str) -> list[Any]:
-    """The objects ``config_file`` defines as ``names`` (its ``blend``, its ``validate#inferer``), parsed once."""
+def _bundle_parts(config_file: str, bundle_root: str, *names: str) -> list[Any]:
+    """The objects ``config_file`` defines as ``names`` (its ``blend``, its ``validate#inferer``), parsed once,
+    with the bundle's own files (the level prior) read from ``bundle_root``."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(config_file)
+    parser["bundle_root"] = bundle_root
     return [parser.get_parsed_content(name) for name in names]
 
 
@@ -331,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         networks = {"basicunet": _network(files, args.basicunet_weights, args.bundle_root), **networks}
     best, _ = _best_classical(table["paper"]["mean"])
     pairs = _validation_pairs(args.dataset_dir, args.bundle_root, "paper")
-    blend, inferer = _bundle_parts(str(configs / "train.json"), "blend", "validate#inferer")
+    blend, inferer = _bundle_parts(str(configs / "train.json"), args.bundle_root, "blend", "validate#inferer")
     crop_figure(pairs, networks, best or "clahe", args.output / "quality_crops.png", blend=blend, inferer=inferer)
     logger.info("wrote %s", args.output / "quality.md")
     return 0

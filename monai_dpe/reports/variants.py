@@ -1,9 +1,9 @@
 """The shipped weights under other post-processing settings on one split: the model card's variant rows.
 
-Each variant is ``evaluate.json``'s evaluation with bundle overrides (the level line allowed to clip, the
-network's level, another Wiener scale, a fixed share of the network, the level prior), run as the model
-card's command runs it (``python -m monai.bundle run``, baselines reused from the shipped report), one
-output folder per variant. The table gives, per degradation preset, PSNR, structure PSNR, SSIM and
+Each variant is ``evaluate.json``'s evaluation with bundle overrides (without the level prior or with its
+line alone, the level line allowed to clip, the network's level, another Wiener scale, a fixed share of the
+network), run as the model card's command runs it (``python -m monai.bundle run``, baselines reused from
+the shipped report), one output folder per variant. The table gives, per degradation preset, PSNR, structure PSNR, SSIM and
 DeltaE on colour images of the shipped settings (the reference report) and of each variant.
 
 Usage::
@@ -27,16 +27,21 @@ __all__ = ["VARIANTS", "variant_command", "variant_table", "write_table", "main"
 
 #: label -> ``monai.bundle run`` overrides (values as that command line takes them)
 VARIANTS: dict[str, dict[str, str]] = {
+    "without the level prior (`--no-level-prior`)": {"level_prior_path": "$None"},
+    "the level prior's line alone (`monai.bundle run --level_prior_weight 1.0`)": {"level_prior_weight": "1.0"},
     "the line allowed to clip (`monai.bundle run --range_margin '$None'`)": {"range_margin": "$None"},
-    "the network's level for every image (`--network-level`)": {"own_level_range": "$None"},
-    "Wiener scale 0.5 (`monai.bundle run --wiener_noise_scale 0.5`)": {"wiener_noise_scale": "0.5"},
-    "share from the input's noise (0.9.1; `monai.bundle run --wiener_noise_scale '$None'`; no range limit)":
-        {"wiener_noise_scale": "$None"},
-    "fixed share 0.3 (`--network-share 0.3`)": {"network_share": "0.3"},
-    "fixed share 0.3 and the network's level": {"network_share": "0.3", "own_level_range": "$None"},
-    "network alone (`--network-share 1 --network-level`)": {"network_share": "1.0", "own_level_range": "$None"},
-    "the level prior (`--level-prior`; off by its validation rule)":
-        {"level_prior_path": os.path.join("bundle", "models", "level_prior.json")},
+    "the network's level for every image (`--network-level`)": {"own_level_range": "$None",
+                                                                 "level_prior_path": "$None"},
+    "Wiener scale 0.5 (no level prior; `monai.bundle run --wiener_noise_scale 0.5 --level_prior_path '$None'`)":
+        {"wiener_noise_scale": "0.5", "level_prior_path": "$None"},
+    "share from the input's noise (0.9.1, no level prior; `monai.bundle run --wiener_noise_scale '$None'`; no "
+    "range limit)": {"wiener_noise_scale": "$None", "level_prior_path": "$None"},
+    "fixed share 0.3 (no level prior; `--network-share 0.3 --no-level-prior`)":
+        {"network_share": "0.3", "level_prior_path": "$None"},
+    "fixed share 0.3 and the network's level": {"network_share": "0.3", "own_level_range": "$None",
+                                                "level_prior_path": "$None"},
+    "network alone (`--network-share 1 --network-level`)": {"network_share": "1.0", "own_level_range": "$None",
+                                                            "level_prior_path": "$None"},
 }
 logger = logging.getLogger(__name__)
 _MEASURES = (("psnr", 2), ("structure_psnr", 2), ("ssim", 3), ("delta_e_rgb", 2))

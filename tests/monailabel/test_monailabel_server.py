@@ -79,6 +79,7 @@ def layout(tmp_path):
     # the bundle as shipped (configs, docs, licence); not its training runs or other checkpoints
     shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("models", "runs", "eval", "__pycache__"))
     _copy_weights(bundle / "models" / "model.pt")
+    shutil.copyfile(BUNDLE / "models" / "level_prior.json", bundle / "models" / "level_prior.json")
 
     # a real MR volume shipped in nibabel's wheel (33 x 41 x 25, 2 mm, int16), stored little-endian
     source = nib.load(Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii")

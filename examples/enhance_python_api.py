@@ -35,6 +35,7 @@ def bundle_value(key: str):
     """``key`` as the bundle's ``inference.json`` sets it (``blend``: the :class:`BlendInputFit` its settings build)."""
     parser = ConfigParser()
     parser.read_config(BUNDLE / "configs" / "inference.json")
+    parser["bundle_root"] = str(BUNDLE)  # the files the configs read beside the weights (the level prior)
     return parser.get_parsed_content(key)
 
 
@@ -47,7 +48,8 @@ def enhance(inputs: str, output_dir: str) -> list[str]:
     invert = Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False)
     save = SaveEnhancedd("pred", output_dir=output_dir, overwrite=True)
     enhancer, inferer = build_enhancer(), SliceWiseInferer(spatial_dim=-1, sw_batch_size=8, meta_kwargs={"level": LEVEL_META_KEY})
-    # the bundle's blend: the network's level, the input's detail Wiener-filtered with the output as pilot
+    # the bundle's blend: the level half the network's and half the level prior's, the input's detail
+    # Wiener-filtered with the output as pilot
     blend = BlendInputFitd("pred", image_key="image", blend=bundle_value("blend"))
     written = []
     for item in find_images(inputs):

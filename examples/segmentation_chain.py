@@ -194,6 +194,7 @@ def bundle_value(key: str):
     """``key`` as the bundle's ``inference.json`` sets it."""
     parser = ConfigParser()
     parser.read_config(BUNDLE / "configs" / "inference.json")
+    parser["bundle_root"] = str(BUNDLE)  # the files the configs read beside the weights (the level prior)
     return parser.get_parsed_content(key)
 
 

@@ -20,11 +20,12 @@ MONAI_DPE = str(Path(sys.executable).with_name("monai-dpe"))
 
 
 def copy_bundle(work_dir: Path) -> Path:
-    """A private copy of the bundle's configs and shipped weights to train in."""
+    """A private copy of the bundle's configs, level prior and shipped weights to train in."""
     bundle = work_dir / "bundle"
     if not bundle.exists():
         shutil.copytree(SHIPPED / "configs", bundle / "configs")
         (bundle / "models").mkdir(parents=True)
+        shutil.copy(SHIPPED / "models" / "level_prior.json", bundle / "models")  # read beside the weights
         shutil.copy(SHIPPED / "models" / "model.pt", work_dir / "shipped_model.pt")
     return bundle
 

@@ -9,7 +9,7 @@ import torch
 
 from monai_dpe.networks import DPEDiscriminator
 from helpers import REPO, TINY, TORCHRUN, run_in_own_group, shipped_network, write_tiny_data
-from bundle_copies import copy_configs
+from bundle_copies import copy_configs, written_models
 
 ITERATIONS = 3
 RANK_LOSS = re.compile(r"Iter: (\d+)/\d+ -- train_loss_rank(\d+): ([-+0-9.eE]+)")
@@ -44,7 +44,7 @@ def test_torchrun_gloo_two_ranks_train_and_only_rank0_saves(tmp_path):
     shipped_network(channels=TINY["channels"]).load_state_dict(state["network"])
     DPEDiscriminator(channels=TINY["disc_channels"]).load_state_dict(state["disc_network"])
     shipped_network(channels=TINY["channels"]).load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
-    assert sorted(p.name for p in (bundle / "models").iterdir()) == ["model.pt", "training_state.pt"]
+    assert written_models(bundle) == ["model.pt", "training_state.pt"]
 
     writers = {p.name.split(".")[-2] for p in (bundle / "runs").iterdir() if p.name.startswith("events.out")}
     assert len(writers) == 1, f"TensorBoard logs from more than one process: {writers}"

@@ -428,7 +428,7 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
            "--bundle_root", str(bundle), "--dataset_dir", str(tiny_data), "--datalist", str(tiny_data / "datalist.json"),
            "--channels", "[8,16]", "--weights_path", str(weights), "--output_dir", str(out_dir),
            "--baselines", "['stretch','histogram_equalisation','clahe']", "--progress", "False",
-           "--validate#split", "validation"]
+           "--validate#split", "validation", "--level_prior_path", "$None"]  # the prior: test_level_prior.py
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out_dir / "metrics.json").read_text())
@@ -442,7 +442,7 @@ def test_evaluate_json_scores_checkpoint_against_independent_reference(bundle, t
     parser.read_config(config_files)
     parser.update({"bundle_root": str(bundle), "dataset_dir": str(tiny_data), "channels": [8, 16],
                    "datalist": str(tiny_data / "datalist.json"), "weights_path": str(weights),
-                   "validate#split": "validation"})
+                   "validate#split": "validation", "level_prior_path": None})
     dataset = parser.get_parsed_content("validate#dataset")
     net.eval()
     share, noise_scale = parser["network_share"], parser["wiener_noise_scale"]  # the output users get: a blend

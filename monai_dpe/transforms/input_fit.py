@@ -18,9 +18,9 @@ units' level, so only its detail changes. A volume is decided once, from its who
 colour image can take part of its level from its own stretch instead (``colour_stretch_share``,
 :func:`is_colour`): the network learnt colour levels from few collections. The line that gives a
 display image's output its level can be kept from sending what the input resolves past black or
-white (``range_margin``, :func:`line_within_range`). A display image's level can come from a prior
-fitted to the training split instead of the network's output (``level_prior``,
-:class:`~monai_dpe.transforms.LevelPrior`): the network's detail stays, its guess at the level goes.
+white (``range_margin``, :func:`line_within_range`). A display image's level can come, in part
+(``level_prior_weight``) or whole, from a prior fitted to the training split instead of the network's
+output (``level_prior``, :class:`~monai_dpe.transforms.LevelPrior`): the network's detail stays.
 The bundle's validation split chooses these settings (``bundle/docs/README.md``).
 """
 from __future__ import annotations

@@ -5,9 +5,9 @@ import json
 import shutil
 from pathlib import Path
 
+from monai_dpe.cli import MODEL_EXTRAS  # what the configs read from models/ besides the weights (the level prior)
+
 SHIPPED_CONFIGS = Path(__file__).resolve().parent.parent / "bundle" / "configs"
-#: what the shipped configs read from ``models/`` besides the weights (the level prior)
-MODEL_EXTRAS = ("level_prior.json",)
 
 
 def copy_configs(destination: Path, source: Path = SHIPPED_CONFIGS) -> Path:

@@ -3,8 +3,9 @@
 Each variant is ``evaluate.json``'s evaluation with bundle overrides (without the level prior or with its
 line alone, the level line allowed to clip, the network's level, another Wiener scale, a fixed share of the
 network), run as the model card's command runs it (``python -m monai.bundle run``, baselines reused from
-the shipped report), one output folder per variant. The table gives, per degradation preset, PSNR, structure PSNR, SSIM and
-DeltaE on colour images of the shipped settings (the reference report) and of each variant.
+the shipped report), one output folder per variant. The table gives, per degradation preset, PSNR,
+structure PSNR, SSIM and DeltaE on colour images of the shipped settings (the reference report) and of
+each variant.
 
 Usage::
 

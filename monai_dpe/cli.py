@@ -104,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("directory", metavar="DIR", help="the new bundle folder (must not exist, or be empty)")
     export.add_argument("--bundle", default=None, help=f"bundle folder (default: ${BUNDLE_ENV} or the shipped bundle)")
     export.set_defaults(func=export_bundle_command)
+    calibrate = bundle_commands.add_parser(
+        "calibrate", help="fit an exported bundle's level prior to your source, from clean images of it",
+        description="Calibrate the level prior of bundle DIR (one that `monai-dpe bundle export` wrote) on clean "
+        "images of one source: the level of an image the prior has never seen the like of is what it gets "
+        "most wrong. DIR/models/level_prior.json is replaced; enhance with `monai-dpe enhance --bundle DIR`.")
+    calibrate.add_argument("directory", metavar="DIR", help="an exported bundle folder (not the shipped bundle)")
+    calibrate.add_argument("--images", required=True, metavar="FOLDER",
+                           help="clean, well-exposed images of the source (at least 3; read, never modified)")
+    calibrate.add_argument("--no-progress", action="store_true", help="no progress bars")
+    calibrate.set_defaults(func=calibrate_bundle_command)
     return parser
 
 
@@ -224,6 +234,38 @@ def export_bundle_command(args: argparse.Namespace) -> int:
             shutil.copy2(source / part, target / part)
     print(f"bundle written to {target} (run it: cd {target} && python -m monai.bundle run "
           "--config_file configs/inference.json)")
+    return 0
+
+
+def calibrate_bundle_command(args: argparse.Namespace) -> int:
+    """``monai-dpe bundle calibrate DIR --images FOLDER``: the level prior of DIR fitted to FOLDER's source."""
+    import json
+
+    from monai_dpe.engines.level_prior_fit import calibrate_source
+    from monai_dpe.files import atomic_path
+    from monai_dpe.locations import shipped_bundle
+
+    bundle, folder = Path(args.directory), Path(args.images)
+    prior = bundle / "models" / "level_prior.json"
+    if not (bundle / "configs" / "train.json").is_file() or not prior.is_file():
+        raise UsageError(f"{bundle}: not a monai-dpe bundle with a level prior (configs/train.json, "
+                         "models/level_prior.json); write one with `monai-dpe bundle export DIR`")
+    if bundle.resolve() == shipped_bundle().resolve():
+        raise UsageError(f"{bundle}: the shipped bundle is not calibrated in place; export a copy first "
+                         "(`monai-dpe bundle export DIR`) and calibrate that")
+    if not folder.is_dir():
+        raise UsageError(f"--images {folder}: not a folder")
+    _check_writable(prior.parent.resolve(), f"bundle folder {bundle}")
+    try:
+        spec = calibrate_source(str(bundle), str(folder), progress=not args.no_progress)
+    except ValueError as err:  # an unreadable prior or image, named by the reader
+        raise UsageError(str(err).splitlines()[0]) from err
+    with atomic_path(prior, suffix=".partial") as partial, open(partial, "w", encoding="utf-8") as stream:
+        json.dump(spec, stream)
+    record = spec["training"]["calibrations"][-1]
+    print(f"level prior of {bundle} calibrated on {record['images']} images of {folder}: the truth's black "
+          f"{record['black_shift']:+.3f} and white {record['white_shift']:+.3f} of full scale from the prior's guess "
+          f"(enhance with: monai-dpe enhance --bundle {bundle} ...)")
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["BUNDLE_ENV", "default_bundle"]
+__all__ = ["BUNDLE_ENV", "default_bundle", "shipped_bundle"]
 
 BUNDLE_ENV = "MONAI_DPE_BUNDLE"
 
@@ -15,6 +15,11 @@ def default_bundle() -> Path:
     ``bundle/`` beside the package (the source of truth, mapped into the package when it is built)."""
     if os.environ.get(BUNDLE_ENV):
         return Path(os.environ[BUNDLE_ENV])
+    return shipped_bundle()
+
+
+def shipped_bundle() -> Path:
+    """The bundle monai-dpe ships: the installed package's, or the repository's in a clone."""
     package = Path(__file__).resolve().parent
     installed = package / "bundle"
     return installed if (installed / "configs" / "inference.json").is_file() else package.parent / "bundle"

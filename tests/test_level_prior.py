@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from monai_dpe.engines.level_prior_fit import collect_rows, fit_level_prior, main
+from monai_dpe.engines.level_prior_fit import (calibrate_level_prior, collect_rows, fit_level_prior, line_scores, main,
+                                              score_table)
 from monai_dpe.transforms import BlendInputFit, FEATURE_NAMES, LevelPrior, level_features, load_level_prior
 from monai_dpe.transforms.level_prior import LEVEL_PRIOR_FORMAT
 
@@ -194,6 +195,74 @@ def test_collect_rows_and_the_command(tiny_data, tmp_path):
     nowhere = args[:args.index("--output") + 1] + [str(tmp_path / "missing" / "prior.json")] + args[args.index("--output") + 2:]
     assert main(nowhere) == 2  # refused before ten minutes of reading, not after
     assert not (tmp_path / "missing").exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_line_scores_put_the_prior_between_the_stretch_and_the_best_line(tiny_data, capsys):
+    # the tiny validation split's display image is an RGB photo (the MR volume keeps its units' level)
+    shipped = BUNDLE / "models" / "level_prior.json"
+    rows = line_scores(str(BUNDLE), str(tiny_data), {"shipped": load_level_prior(shipped)},
+                       [("clean", 0), ("paper", 3)], datalist=str(tiny_data / "datalist.json"), progress=False)
+    assert [row["preset"] for row in rows] == ["clean", "paper"]
+    clean, paper = (row["scores"] for row in rows)
+    assert clean["best line"][0] > 40.0  # a clean draw is its truth stretched: a line undoes it, up to rounding
+    assert paper["stretch"][0] < paper["best line"][0] and paper["best line"][1] < paper["stretch"][1]
+    assert all(np.isfinite(score[1]) for score in paper.values())  # DeltaE: the photo is colour
+    table = score_table(rows)
+    assert "| paper | all display images | 1 |" in table and "| stretch | best line | shipped |" in table
+    args = ["--bundle_root", str(BUNDLE), "--dataset_dir", str(tiny_data),
+            "--datalist", str(tiny_data / "datalist.json"), "--draws", "paper:3", "--no-progress", "--score", str(shipped)]
+    assert main(args) == 0
+    assert "| paper | all display images | 1 |" in capsys.readouterr().out
+    assert main(args[:-1] + [str(tiny_data / "missing.json")]) == 1  # one line, before any reading
+    assert main(args + ["--split", "nowhere"]) != 0
+
+
+def test_calibration_removes_the_priors_mean_error_on_its_rows():
+    spec = json.loads((BUNDLE / "models" / "level_prior.json").read_text())
+    prior = LevelPrior(spec)
+    rng = np.random.default_rng(0)
+    rows = np.stack([level_features(torch.rand(3, 32, 32) * scale, [1.0, 0.0, scale]) for scale in (0.2, 0.5, 0.9)])
+    predicted = np.array([prior.predict(row) for row in rows])
+    truth = predicted + np.array([0.1, -0.2]) + rng.normal(0.0, 0.01, predicted.shape)
+    calibrated = calibrate_level_prior(spec, rows, truth, {"images": 3})
+    moved = np.array([LevelPrior(calibrated).predict(row) for row in rows]) - predicted
+    assert moved == pytest.approx(np.tile((truth - predicted).mean(0), (3, 1)), abs=1e-12)  # one shift for all rows
+    assert calibrated["training"]["calibrations"] == [{"rows": 3, "black_shift": pytest.approx(moved[0, 0]),
+                                                       "white_shift": pytest.approx(moved[0, 1]), "images": 3}]
+    assert len(spec["models"]["black"]["trees"]) + 1 == len(calibrated["models"]["black"]["trees"])  # spec untouched
+    again = calibrate_level_prior(calibrated, rows, truth)
+    assert again["training"]["calibrations"][-1]["white_shift"] == pytest.approx(0.0, abs=1e-12)
+    assert len(again["training"]["calibrations"]) == 2
+
+
+def test_bundle_calibrate_fits_an_exported_bundles_prior_to_a_folder(tmp_path):
+    from PIL import Image
+    from skimage import data as skdata
+
+    from monai_dpe.cli import main as cli
+
+    bundle, images = tmp_path / "bundle", tmp_path / "clean"
+    assert cli(["bundle", "export", str(bundle)]) == 0
+    prior_file = bundle / "models" / "level_prior.json"
+    shipped = prior_file.read_bytes()
+    images.mkdir()
+    photo = skdata.astronaut()
+    for index, (row, column) in enumerate([(0, 0), (200, 100), (300, 300)]):
+        Image.fromarray(photo[row:row + 160, column:column + 160]).save(images / f"crop{index}.png")
+    checksums = sorted((p.name, p.read_bytes()) for p in images.iterdir())
+    assert cli(["bundle", "calibrate", str(bundle), "--images", str(images), "--no-progress"]) == 0
+    assert sorted((p.name, p.read_bytes()) for p in images.iterdir()) == checksums  # inputs never modified
+    calibrated = load_level_prior(prior_file)
+    (record,) = calibrated.info["calibrations"]
+    assert record["images"] == 3 and record["rows"] == 15 and prior_file.read_bytes() != shipped
+    assert not list(prior_file.parent.glob("*.partial"))
+    (images / "crop2.png").unlink()
+    written = prior_file.read_bytes()
+    assert cli(["bundle", "calibrate", str(bundle), "--images", str(images), "--no-progress"]) == 2  # two images
+    assert cli(["bundle", "calibrate", str(BUNDLE), "--images", str(images)]) == 2  # the shipped bundle
+    assert cli(["bundle", "calibrate", str(bundle), "--images", str(tmp_path / "nowhere")]) == 2
+    assert cli(["bundle", "calibrate", str(images), "--images", str(images)]) == 2  # not a bundle
+    assert prior_file.read_bytes() == written
 
 
 def test_enhance_gives_a_dark_image_the_priors_level(tmp_path, tiny_bundle):

@@ -9,10 +9,22 @@ teaches the prior that an undegraded input keeps its level. Sources count by the
 size, so four large collections do not decide every leaf. Only display images (8-bit photos, slides,
 DICOM) take part: a quantitative image keeps its units' level.
 
+``calibrate_source`` (``monai-dpe bundle calibrate``) fits a prior to one user's source instead: its
+clean images, degraded as validation degrades them, give the prior's mean error on that source, and a
+constant tree that removes it is added to each ensemble. The level of a source the training split does
+not hold is what the prior gets most wrong (a dim smear and a darkened bright one read alike), and a
+few clean images of it say which.
+
+``--score`` measures priors instead of fitting one: each prior's line alone (no network), beside the
+stretch's and the best line's, on a split's display images, as PSNR and DeltaE per source. It tells
+whether a refit carries to sources the training split does not hold, before a full evaluation.
+
 Usage::
 
     python -m monai_dpe.engines.level_prior_fit --bundle_root bundle --dataset_dir corpus \\
         --output bundle/models/level_prior.json
+    python -m monai_dpe.engines.level_prior_fit --score bundle/models/level_prior.json new_prior.json \\
+        --split validation --draws paper:0 paper:1 paper:2 paper:3 paper:4 clean:0
 """
 from __future__ import annotations
 
@@ -22,17 +34,19 @@ import logging
 import os
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from monai_dpe.errors import UsageError, one_line, require_extra
 from monai_dpe.files import atomic_path
-from monai_dpe.transforms.input_fit import input_fit
-from monai_dpe.transforms.level_prior import FEATURE_NAMES, LEVEL_PRIOR_FORMAT, LevelPrior, level_features
+from monai_dpe.transforms.input_fit import input_fit, is_colour
+from monai_dpe.transforms.level_prior import (FEATURE_NAMES, LEVEL_PRIOR_FORMAT, LevelPrior, level_features,
+                                              load_level_prior)
 
-__all__ = ["BOOSTING", "collect_rows", "fit_level_prior", "main"]
+__all__ = ["BOOSTING", "CALIBRATION_DRAWS", "MIN_CALIBRATION_IMAGES", "calibrate_level_prior", "calibrate_source",
+           "collect_rows", "fit_level_prior", "line_scores", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +90,126 @@ def collect_rows(bundle_root: str, dataset_dir: str, draws: Sequence[tuple[str, 
             targets.append((offset, offset + gain))
             sources.append(str(item.get("source", "")))
     return np.array(features), np.array(targets), sources
+
+
+def _line_score(image: torch.Tensor, target: torch.Tensor, gain: float, offset: float) -> tuple[float, float]:
+    """PSNR and DeltaE (NaN for a grey image) of ``offset + gain * image``, clipped to [0, 1], against ``target``."""
+    from monai.metrics import PSNRMetric
+
+    from monai_dpe.metrics import DeltaEMetric
+
+    estimate = (image.float() * gain + offset).clamp(0.0, 1.0)[None]
+    truth = target.float()[None]
+    psnr = float(PSNRMetric(max_val=1.0)(estimate, truth).item())
+    colour = image.shape[0] == 3 and is_colour(image)
+    return psnr, float(DeltaEMetric()(estimate, truth).item()) if colour else float("nan")
+
+
+def line_scores(bundle_root: str, dataset_dir: str, priors: Mapping[str, LevelPrior], draws: Sequence[tuple[str, int]],
+                split: str = "validation", datalist: str | None = None, progress: bool = True) -> list[dict]:
+    """One row per display image of ``split`` and draw: its source, preset, and the PSNR and DeltaE of the
+    line alone of the stretch (the input as stretched), the best line (the least-squares fit to the truth,
+    the most a level can give) and each of ``priors`` (name to prior)."""
+    from monai.data import Dataset
+    from tqdm import tqdm
+
+    rows = []
+    for preset, seed in draws:
+        items, preprocessing = _validation_pipeline(bundle_root, dataset_dir, datalist, split, preset, seed)
+        dataset = Dataset(items, preprocessing)
+        for index in tqdm(range(len(dataset)), desc=f"{preset} seed {seed}", disable=not progress):
+            item = dataset[index]
+            image, level = item["image"].as_subclass(torch.Tensor), torch.as_tensor(item["level"]).reshape(-1)
+            if level[0] < 0.5:  # a quantitative image keeps its units' level: no prior applies
+                continue
+            target = torch.as_tensor(item["target"]).as_subclass(torch.Tensor)
+            lines = {"stretch": (1.0, 0.0), "best line": input_fit(image, target)}
+            lines.update({name: prior.line(image, level) for name, prior in priors.items()})
+            scores = {name: _line_score(image, target, *line) for name, line in lines.items()}
+            rows.append({"source": str(item.get("source", "")), "preset": preset, "seed": seed, "scores": scores})
+    return rows
+
+
+def score_table(rows: Sequence[dict]) -> str:
+    """``rows`` of :func:`line_scores` as a Markdown table: mean PSNR / DeltaE per preset and source, then overall."""
+    names = list(rows[0]["scores"]) if rows else []
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["preset"], row["source"]), []).append(row)
+        groups.setdefault((row["preset"], "all display images"), []).append(row)
+
+    def cell(members: list[dict], name: str) -> str:
+        psnr = np.mean([m["scores"][name][0] for m in members])
+        delta_e = [m["scores"][name][1] for m in members if not np.isnan(m["scores"][name][1])]
+        return f"{psnr:.2f} / {np.mean(delta_e):.2f}" if delta_e else f"{psnr:.2f}"
+
+    lines = ["| preset | source | n | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
+    order = sorted(groups, key=lambda group: (group[0], group[1] == "all display images", group[1]))  # "all" last
+    for preset, source in order:
+        members = groups[preset, source]
+        lines.append(f"| {preset} | {source} | {len(members)} | " + " | ".join(cell(members, n) for n in names) + " |")
+    return "\n".join(lines)
+
+
+#: the degradation draws of each calibration image: the paper preset, whose affine level the prior undoes
+CALIBRATION_DRAWS = tuple(("paper", seed) for seed in range(5))
+MIN_CALIBRATION_IMAGES = 3  # fewer display images give a mean error that is mostly the images' own
+
+
+def calibrate_level_prior(spec: dict, features: np.ndarray, targets: np.ndarray, info: dict | None = None) -> dict:
+    """``spec`` with its mean error on the rows ``features``, ``targets`` (one source's) removed.
+
+    The correction is one more tree per ensemble, a single leaf holding the mean of ``target -
+    prediction``: the file stays a prior of the same format that any reader walks, and calibrating
+    again corrects what the last calibration left. ``info`` is recorded under ``training.calibrations``.
+    """
+    prior = LevelPrior(spec)
+    error = (np.asarray(targets, dtype=np.float64) - np.array([prior.predict(x) for x in features])).mean(0)
+    models = {name: {**model, "trees": [*model["trees"], {"feature": [0], "threshold": [0.0], "left": [0],
+                                                          "right": [0], "value": [float(error[column])],
+                                                          "leaf": [True], "missing_left": [False]}]}
+              for column, (name, model) in enumerate((name, spec["models"][name]) for name in ("black", "white"))}
+    training = dict(spec.get("training", {}))
+    record = {"rows": len(features), "black_shift": float(error[0]), "white_shift": float(error[1]), **(info or {})}
+    training["calibrations"] = [*training.get("calibrations", []), record]
+    return {**spec, "models": models, "training": training}
+
+
+def calibrate_source(bundle_root: str, folder: str, progress: bool = True) -> dict:
+    """The bundle's prior (``models/level_prior.json``) calibrated on the clean images under ``folder``.
+
+    Every image or volume ``folder`` holds is one clean example of the source; each is degraded by
+    :data:`CALIBRATION_DRAWS` through the bundle's validation preprocessing, as the prior's own rows
+    were. Quantitative images (which keep their units' level) do not count. Fewer than
+    :data:`MIN_CALIBRATION_IMAGES` display images are refused.
+    """
+    import tempfile
+
+    from monai_dpe.data.datalist import datalist_from_folder
+
+    prior_path = os.path.join(bundle_root, "models", "level_prior.json")
+    spec = _read_spec(prior_path)
+    found = datalist_from_folder(folder, validation_fraction=0.0)  # keeps one file apart for validation: not here
+    datalist = {"training": [*found.get("training", []), *found.get("validation", [])]}
+    with tempfile.TemporaryDirectory() as scratch:
+        datalist_path = os.path.join(scratch, "datalist.json")
+        with open(datalist_path, "w", encoding="utf-8") as stream:
+            json.dump(datalist, stream)
+        features, targets, sources = collect_rows(bundle_root, folder, CALIBRATION_DRAWS, datalist=datalist_path,
+                                                  progress=progress)
+    images = len(features) // len(CALIBRATION_DRAWS)  # one row per image and draw
+    if images < MIN_CALIBRATION_IMAGES:
+        raise UsageError(f"{folder}: {images} display image(s) to calibrate on; at least {MIN_CALIBRATION_IMAGES} "
+                         f"clean images of the source are needed (quantitative images keep their own level)")
+    return calibrate_level_prior(spec, features, targets, {"images": images, "folder": os.path.abspath(folder),
+                                                           "draws": [f"{p}:{s}" for p, s in CALIBRATION_DRAWS]})
+
+
+def _read_spec(path: str) -> dict:
+    """The JSON spec of the prior at ``path``, checked as :class:`LevelPrior` checks it."""
+    load_level_prior(path)  # one line naming the file if it is missing or not a prior
+    with open(path, encoding="utf-8") as stream:
+        return json.load(stream)
 
 
 def _tree_spec(predictor) -> dict:
@@ -148,6 +282,21 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score(args: argparse.Namespace) -> int:
+    """Score the line alone of each prior in ``args.score`` on ``args.split`` and write the table to stdout."""
+    draws = _draws(args.draws)
+    if not os.path.isfile(os.path.join(args.bundle_root, "configs", "train.json")):
+        raise UsageError(f"{args.bundle_root}: not a monai-dpe bundle (no configs/train.json)")
+    priors = {path: load_level_prior(path) for path in args.score}  # an unreadable prior: one line, before reading
+    rows = line_scores(args.bundle_root, args.dataset_dir, priors, draws, args.split, args.datalist,
+                       progress=not args.no_progress)
+    if not rows:
+        raise UsageError(f"no display images in the {args.split} split of {args.dataset_dir}")
+    sys.stdout.write(f"Line alone, PSNR / DeltaE (RGB images), {args.split} split, draws {' '.join(args.draws)}\n\n")
+    sys.stdout.write(score_table(rows) + "\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle_root", default="bundle")
@@ -156,6 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", default=os.path.join("bundle", "models", "level_prior.json"))
     parser.add_argument("--draws", nargs="+", default=["paper:0", "paper:1", "clean:0"],
                         help="PRESET:SEED degradation draws of the training split (default: paper 0 and 1, clean)")
+    parser.add_argument("--score", nargs="+", metavar="PRIOR", default=None,
+                        help="instead of fitting, score these priors' lines alone on --split (--draws its draws)")
+    parser.add_argument("--split", default="validation", help="the split --score reads (default: validation)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
@@ -163,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        return _fit(args)
+        return _score(args) if args.score else _fit(args)
     except UsageError as error:
         logger.error("error: %s", error)
         return 2

@@ -46,7 +46,7 @@ def test_table_pairs_each_calibrated_image_with_the_same_image_of_the_reference(
     assert everything["n"] == 3 and everything["calibrated_delta_e"] == 4.5  # DeltaE: colour images only
     assert everything["floor_failures"] == 1  # grey/c: 42.4, 0.6 dB below its input's 43.0
     assert table["clean"]["smear"]["calibrated"] == 59.0
-    assert list(table["paper"]) == ["grey", "smear", "all"]  # "all" last
+    assert list(table["paper"]) == ["grey", "smear", "all"] and list(table) == ["paper", "clean"]  # "all" last
     write_table(table, tmp_path / "table.md", "info")
     text = (tmp_path / "table.md").read_text()
     assert "| smear | 2 | 18.50 | 21.00 | 25.00 | 7.00 | 4.50 |" in text

@@ -73,7 +73,9 @@ def calibration_table(reference: Mapping[str, Any], calibrated: Sequence[Mapping
                     row["shipped_delta_e"].append(before["delta_e"])
                     row["calibrated_delta_e"].append(image["delta_e"])
     table: dict[str, dict] = {}
-    for (preset, source), row in sorted(rows.items(), key=lambda r: (r[0][0], r[0][1] == "all", r[0][1])):
+    presets = ("paper", "radiology", "clean")  # the model card's order; "all" after a preset's sources
+    for (preset, source), row in sorted(rows.items(), key=lambda r: (presets.index(r[0][0]) if r[0][0] in presets
+                                                                     else len(presets), r[0][1] == "all", r[0][1])):
         means = {name: float(np.mean(values)) if values else None for name, values in row.items() if name != "floor"}
         table.setdefault(preset, {})[source] = {"n": len(row["shipped"]), **means,
                                                 "floor_failures": int(sum(row["floor"]))}

@@ -241,7 +241,8 @@ def calibrate_bundle_command(args: argparse.Namespace) -> int:
     """``monai-dpe bundle calibrate DIR --images FOLDER``: the level prior of DIR fitted to FOLDER's source."""
     import json
 
-    from monai_dpe.engines.level_prior_fit import calibrate_source
+    from monai_dpe.engines.level_prior_fit import (CALIBRATED_PRIOR_WEIGHT, PRIOR_WEIGHT_CONFIGS, calibrate_source,
+                                                   set_prior_weight)
     from monai_dpe.files import atomic_path
     from monai_dpe.locations import shipped_bundle
 
@@ -255,17 +256,28 @@ def calibrate_bundle_command(args: argparse.Namespace) -> int:
                          "(`monai-dpe bundle export DIR`) and calibrate that")
     if not folder.is_dir():
         raise UsageError(f"--images {folder}: not a folder")
-    _check_writable(prior.parent.resolve(), f"bundle folder {bundle}")
+    for part in (prior.parent, bundle / "configs"):
+        _check_writable(part.resolve(), f"bundle folder {part}")
+    configs = {}
+    for name in PRIOR_WEIGHT_CONFIGS:  # checked before minutes of reading, written after
+        path = bundle / "configs" / name
+        try:
+            configs[path] = set_prior_weight(path.read_text(encoding="utf-8"), CALIBRATED_PRIOR_WEIGHT)
+        except (OSError, ValueError) as err:
+            raise UsageError(f"{path}: cannot set its level prior weight ({err})") from err
     try:
         spec = calibrate_source(str(bundle), str(folder), progress=not args.no_progress)
     except ValueError as err:  # an unreadable prior or image, named by the reader
         raise UsageError(str(err).splitlines()[0]) from err
     with atomic_path(prior, suffix=".partial") as partial, open(partial, "w", encoding="utf-8") as stream:
         json.dump(spec, stream)
+    for path, text in configs.items():
+        with atomic_path(path, suffix=".partial") as partial:
+            partial.write_text(text, encoding="utf-8")
     record = spec["training"]["calibrations"][-1]
     print(f"level prior of {bundle} calibrated on {record['images']} images of {folder}: the truth's black "
-          f"{record['black_shift']:+.3f} and white {record['white_shift']:+.3f} of full scale from the prior's guess "
-          f"(enhance with: monai-dpe enhance --bundle {bundle} ...)")
+          f"{record['black_shift']:+.3f} and white {record['white_shift']:+.3f} of full scale from the prior's guess; "
+          f"its level_prior_weight is {CALIBRATED_PRIOR_WEIGHT} (enhance with: monai-dpe enhance --bundle {bundle} ...)")
     return 0
 
 

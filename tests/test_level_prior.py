@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from monai_dpe.engines.level_prior_fit import (calibrate_level_prior, collect_rows, fit_level_prior, line_scores, main,
-                                              score_table)
+                                              score_table, set_prior_weight)
 from monai_dpe.transforms import BlendInputFit, FEATURE_NAMES, LevelPrior, level_features, load_level_prior
 from monai_dpe.transforms.level_prior import LEVEL_PRIOR_FORMAT
 
@@ -235,6 +235,15 @@ def test_calibration_removes_the_priors_mean_error_on_its_rows():
     assert len(again["training"]["calibrations"]) == 2
 
 
+def test_set_prior_weight_replaces_the_one_definition_and_refuses_others():
+    text = '{\n    "level_prior_weight": 0.5,\n    "blend": {"level_prior_weight": "@level_prior_weight"}\n}'
+    assert set_prior_weight(text, 1.0) == text.replace("0.5", "1.0")
+    with pytest.raises(ValueError, match="one numeric"):
+        set_prior_weight('{"blend": {"level_prior_weight": "@level_prior_weight"}}', 1.0)
+    with pytest.raises(ValueError, match="top-level"):
+        set_prior_weight('{"blend": {"level_prior_weight": 0.5}}', 1.0)
+
+
 def test_bundle_calibrate_fits_an_exported_bundles_prior_to_a_folder(tmp_path):
     from PIL import Image
     from skimage import data as skdata
@@ -256,6 +265,11 @@ def test_bundle_calibrate_fits_an_exported_bundles_prior_to_a_folder(tmp_path):
     (record,) = calibrated.info["calibrations"]
     assert record["images"] == 3 and record["rows"] == 15 and prior_file.read_bytes() != shipped
     assert not list(prior_file.parent.glob("*.partial"))
+    for name in ("inference.json", "train.json"):  # a calibrated prior gives the whole level (RULE10)
+        config = (bundle / "configs" / name).read_text()
+        assert json.loads(config)["level_prior_weight"] == 1.0
+        shipped_config = (BUNDLE / "configs" / name).read_text()
+        assert config.replace('"level_prior_weight": 1.0', '"level_prior_weight": 0.5') == shipped_config
     (images / "crop2.png").unlink()
     written = prior_file.read_bytes()
     assert cli(["bundle", "calibrate", str(bundle), "--images", str(images), "--no-progress"]) == 2  # two images

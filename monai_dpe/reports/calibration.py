@@ -2,8 +2,8 @@
 
 For each source of a split with at least ``--min-images`` images (2D), the images are taken in name order
 and halved (every other one). A bundle exported from the shipped one is calibrated on one half's clean
-files with the real command, and ``evaluate.json`` scores the other half with that bundle's prior, as
-the model card's evaluation runs it; then the halves swap, so every image is scored once by a prior
+files with the real command, and that bundle's ``evaluate.json`` scores the other half, as the model
+card's evaluation runs it (its weights, its calibrated prior and prior weight); then the halves swap, so every image is scored once by a prior
 that never saw it. The reference is the shipped bundle's report on the same split and seed (the model
 card's ``docs/benchmarks/eval/metrics.json`` for the test split, seed 0). The table gives, per preset and
 source, the stretch, the shipped and the calibrated PSNR, DeltaE on colour images and structure PSNR.
@@ -115,18 +115,17 @@ def _calibrated_bundle(work: Path, images: Sequence[Mapping[str, Any]], dataset_
 
 def _evaluate(calibrated: Path, held: Sequence[Mapping[str, Any]], split: str, seed: int, work: Path,
               args: argparse.Namespace) -> dict:
-    """``evaluate.json`` on ``held`` with the shipped bundle's configs and ``calibrated``'s prior."""
+    """``evaluate.json`` of the ``calibrated`` bundle (its prior and its prior weight) on ``held``."""
     datalist = work / "held.json"
     datalist.write_text(json.dumps({split: list(held)}), encoding="utf-8")
-    configs = Path(args.bundle) / "configs"
+    configs = calibrated / "configs"
     output = work / f"seed{seed}"
     subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file",
                     f"['{configs / 'train.json'}','{configs / 'evaluate.json'}']", "--meta_file",
                     str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf"),
-                    "--bundle_root", args.bundle, "--dataset_dir", args.dataset_dir, "--datalist", str(datalist),
+                    "--bundle_root", str(calibrated), "--dataset_dir", args.dataset_dir, "--datalist", str(datalist),
                     "--validate#split", split, "--seed", str(seed), "--baselines", "['stretch']", "--progress",
-                    "False", "--level_prior_path", str(calibrated / "models" / "level_prior.json"),
-                    "--output_dir", str(output)], check=True, stdout=subprocess.DEVNULL)
+                    "False", "--output_dir", str(output)], check=True, stdout=subprocess.DEVNULL)
     return json.loads((output / "metrics.json").read_text(encoding="utf-8"))
 
 

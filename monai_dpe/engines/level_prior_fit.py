@@ -201,8 +201,8 @@ def calibrate_source(bundle_root: str, folder: str, progress: bool = True) -> di
         datalist_path = os.path.join(scratch, "datalist.json")
         with open(datalist_path, "w", encoding="utf-8") as stream:
             json.dump(datalist, stream)
-        features, targets, sources = collect_rows(bundle_root, folder, CALIBRATION_DRAWS, datalist=datalist_path,
-                                                  progress=progress)
+        features, targets, _ = collect_rows(bundle_root, folder, CALIBRATION_DRAWS, datalist=datalist_path,
+                                            progress=progress)
     images = len(features) // len(CALIBRATION_DRAWS)  # one row per image and draw
     if images < MIN_CALIBRATION_IMAGES:
         raise UsageError(f"{folder}: {images} display image(s) to calibrate on; at least {MIN_CALIBRATION_IMAGES} "

@@ -34,7 +34,7 @@ import logging
 import os
 import sys
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -70,26 +70,33 @@ def _validation_pipeline(bundle_root: str, dataset_dir: str, datalist: str | Non
     return parser.get_parsed_content("validate#datalist"), parser.get_parsed_content("validate#preprocessing")
 
 
-def collect_rows(bundle_root: str, dataset_dir: str, draws: Sequence[tuple[str, int]], split: str = "training",
-                 datalist: str | None = None, progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Features, targets ``(black, white)`` and sources of the display images of ``split``, one row per
-    image and ``(preset, seed)`` draw (``datalist``: a datalist file in place of the bundle's)."""
+def _display_items(bundle_root: str, dataset_dir: str, draws: Sequence[tuple[str, int]], split: str,
+                   datalist: str | None, progress: bool) -> Iterator[tuple[str, int, dict, torch.Tensor]]:
+    """``(preset, seed, item, level)`` for each display image of ``split`` and draw, loaded, degraded and
+    stretched as validation does it; a quantitative image keeps its units' level, so no prior applies to it."""
     from monai.data import Dataset
     from tqdm import tqdm
 
-    features, targets, sources = [], [], []
     for preset, seed in draws:
         items, preprocessing = _validation_pipeline(bundle_root, dataset_dir, datalist, split, preset, seed)
         dataset = Dataset(items, preprocessing)
         for index in tqdm(range(len(dataset)), desc=f"{preset} seed {seed}", disable=not progress):
             item = dataset[index]
-            image, level = item["image"], torch.as_tensor(item["level"], dtype=torch.float64).reshape(-1)
-            if level[0] < 0.5:  # a quantitative image keeps its units' level: nothing to learn
-                continue
-            gain, offset = input_fit(image, item["target"])
-            features.append(level_features(image, level))
-            targets.append((offset, offset + gain))
-            sources.append(str(item.get("source", "")))
+            level = torch.as_tensor(item["level"], dtype=torch.float64).reshape(-1)
+            if level[0] >= 0.5:
+                yield preset, seed, item, level
+
+
+def collect_rows(bundle_root: str, dataset_dir: str, draws: Sequence[tuple[str, int]], split: str = "training",
+                 datalist: str | None = None, progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Features, targets ``(black, white)`` and sources of the display images of ``split``, one row per
+    image and ``(preset, seed)`` draw (``datalist``: a datalist file in place of the bundle's)."""
+    features, targets, sources = [], [], []
+    for _, _, item, level in _display_items(bundle_root, dataset_dir, draws, split, datalist, progress):
+        gain, offset = input_fit(item["image"], item["target"])
+        features.append(level_features(item["image"], level))
+        targets.append((offset, offset + gain))
+        sources.append(str(item.get("source", "")))
     return np.array(features), np.array(targets), sources
 
 
@@ -111,23 +118,14 @@ def line_scores(bundle_root: str, dataset_dir: str, priors: Mapping[str, LevelPr
     """One row per display image of ``split`` and draw: its source, preset, and the PSNR and DeltaE of the
     line alone of the stretch (the input as stretched), the best line (the least-squares fit to the truth,
     the most a level can give) and each of ``priors`` (name to prior)."""
-    from monai.data import Dataset
-    from tqdm import tqdm
-
     rows = []
-    for preset, seed in draws:
-        items, preprocessing = _validation_pipeline(bundle_root, dataset_dir, datalist, split, preset, seed)
-        dataset = Dataset(items, preprocessing)
-        for index in tqdm(range(len(dataset)), desc=f"{preset} seed {seed}", disable=not progress):
-            item = dataset[index]
-            image, level = item["image"].as_subclass(torch.Tensor), torch.as_tensor(item["level"]).reshape(-1)
-            if level[0] < 0.5:  # a quantitative image keeps its units' level: no prior applies
-                continue
-            target = torch.as_tensor(item["target"]).as_subclass(torch.Tensor)
-            lines = {"stretch": (1.0, 0.0), "best line": input_fit(image, target)}
-            lines.update({name: prior.line(image, level) for name, prior in priors.items()})
-            scores = {name: _line_score(image, target, *line) for name, line in lines.items()}
-            rows.append({"source": str(item.get("source", "")), "preset": preset, "seed": seed, "scores": scores})
+    for preset, seed, item, level in _display_items(bundle_root, dataset_dir, draws, split, datalist, progress):
+        image = item["image"].as_subclass(torch.Tensor)
+        target = torch.as_tensor(item["target"]).as_subclass(torch.Tensor)
+        lines = {"stretch": (1.0, 0.0), "best line": input_fit(image, target)}
+        lines.update({name: prior.line(image, level) for name, prior in priors.items()})
+        scores = {name: _line_score(image, target, *line) for name, line in lines.items()}
+        rows.append({"source": str(item.get("source", "")), "preset": preset, "seed": seed, "scores": scores})
     return rows
 
 
@@ -171,10 +169,12 @@ def calibrate_level_prior(spec: dict, features: np.ndarray, targets: np.ndarray,
     """
     prior = LevelPrior(spec)
     error = (np.asarray(targets, dtype=np.float64) - np.array([prior.predict(x) for x in features])).mean(0)
-    models = {name: {**model, "trees": [*model["trees"], {"feature": [0], "threshold": [0.0], "left": [0],
-                                                          "right": [0], "value": [float(error[column])],
-                                                          "leaf": [True], "missing_left": [False]}]}
-              for column, (name, model) in enumerate((name, spec["models"][name]) for name in ("black", "white"))}
+    models = {}
+    for column, name in enumerate(("black", "white")):
+        model = spec["models"][name]
+        leaf = {"feature": [0], "threshold": [0.0], "left": [0], "right": [0], "value": [float(error[column])],
+                "leaf": [True], "missing_left": [False]}  # a tree of one leaf: the same shift for every image
+        models[name] = {**model, "trees": [*model["trees"], leaf]}
     training = dict(spec.get("training", {}))
     record = {"rows": len(features), "black_shift": float(error[0]), "white_shift": float(error[1]), **(info or {})}
     training["calibrations"] = [*training.get("calibrations", []), record]

@@ -243,7 +243,8 @@ def calibrate_bundle_command(args: argparse.Namespace) -> int:
 
     from monai_dpe.engines.level_prior_fit import (CALIBRATED_PRIOR_WEIGHT, PRIOR_WEIGHT_CONFIGS, calibrate_source,
                                                    set_prior_weight)
-    from monai_dpe.files import atomic_path
+    from monai_dpe.errors import one_line
+    from monai_dpe.files import replace_files
     from monai_dpe.locations import shipped_bundle
 
     bundle, folder = Path(args.directory), Path(args.images)
@@ -251,29 +252,30 @@ def calibrate_bundle_command(args: argparse.Namespace) -> int:
     if not (bundle / "configs" / "train.json").is_file() or not prior.is_file():
         raise UsageError(f"{bundle}: not a monai-dpe bundle with a level prior (configs/train.json, "
                          "models/level_prior.json); write one with `monai-dpe bundle export DIR`")
-    if bundle.resolve() == shipped_bundle().resolve():
+    paths = [prior, *(bundle / "configs" / name for name in PRIOR_WEIGHT_CONFIGS)]
+    shipped = shipped_bundle().resolve()
+    if bundle.resolve() == shipped or any(path.resolve().is_relative_to(shipped) for path in paths):  # links too
         raise UsageError(f"{bundle}: the shipped bundle is not calibrated in place; export a copy first "
                          "(`monai-dpe bundle export DIR`) and calibrate that")
     if not folder.is_dir():
         raise UsageError(f"--images {folder}: not a folder")
     for part in (prior.parent, bundle / "configs"):
         _check_writable(part.resolve(), f"bundle folder {part}")
-    configs = {}
-    for name in PRIOR_WEIGHT_CONFIGS:  # checked before minutes of reading, written after
-        path = bundle / "configs" / name
+    contents = {}
+    for path in paths[1:]:  # checked before minutes of reading, written after
         try:
-            configs[path] = set_prior_weight(path.read_text(encoding="utf-8"), CALIBRATED_PRIOR_WEIGHT)
+            contents[path] = set_prior_weight(path.read_text(encoding="utf-8"), CALIBRATED_PRIOR_WEIGHT).encode()
         except (OSError, ValueError) as err:
             raise UsageError(f"{path}: cannot set its level prior weight ({err})") from err
     try:
         spec = calibrate_source(str(bundle), str(folder), progress=not args.no_progress)
-    except ValueError as err:  # an unreadable prior or image, named by the reader
-        raise UsageError(str(err).splitlines()[0]) from err
-    with atomic_path(prior, suffix=".partial") as partial, open(partial, "w", encoding="utf-8") as stream:
-        json.dump(spec, stream)
-    for path, text in configs.items():
-        with atomic_path(path, suffix=".partial") as partial:
-            partial.write_text(text, encoding="utf-8")
+    except (ValueError, RuntimeError) as err:  # an unreadable prior or image; MONAI's config wraps the reader's
+        raise UsageError(one_line(err)) from err
+    try:  # the prior and the weights that give it the whole level: all three or none
+        replace_files({prior: json.dumps(spec).encode(), **contents})
+    except OSError as err:
+        raise UsageError(f"{bundle}: cannot write its calibrated prior and weights ({err.strerror or err}); "
+                         "the bundle is as it was") from err
     record = spec["training"]["calibrations"][-1]
     print(f"level prior of {bundle} calibrated on {record['images']} images of {folder}: the truth's black "
           f"{record['black_shift']:+.3f} and white {record['white_shift']:+.3f} of full scale from the prior's guess; "

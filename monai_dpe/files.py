@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["atomic_path", "partial_prefix", "remove_partials", "partial_owner_alive", "write_json"]
+__all__ = ["atomic_path", "partial_prefix", "remove_partials", "partial_owner_alive", "replace_files", "write_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,27 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", durable: bool = False
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def replace_files(contents: Mapping[str | os.PathLike, bytes]) -> None:
+    """Replace existing files with new bytes, all or none (files that must agree, like a bundle's prior
+    and the configs that weigh it).
+
+    Each goes through :func:`atomic_path`, so none is ever half written; if one cannot be replaced, those
+    already replaced get their previous bytes back before the error is raised.
+    """
+    previous = {Path(path): Path(path).read_bytes() for path in contents}
+    replaced: list[Path] = []
+    try:
+        for path, data in contents.items():
+            with atomic_path(path, suffix=".partial") as partial:
+                partial.write_bytes(data)
+            replaced.append(Path(path))
+    except BaseException:
+        for path in replaced:
+            with atomic_path(path, suffix=".partial") as partial:
+                partial.write_bytes(previous[path])
+        raise
 
 
 def write_json(data: Mapping[str, Any], path: str | os.PathLike) -> None:

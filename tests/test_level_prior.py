@@ -207,14 +207,44 @@ def test_line_scores_put_the_prior_between_the_stretch_and_the_best_line(tiny_da
     assert clean["best line"][0] > 40.0  # a clean draw is its truth stretched: a line undoes it, up to rounding
     assert paper["stretch"][0] < paper["best line"][0] and paper["best line"][1] < paper["stretch"][1]
     assert all(np.isfinite(score[1]) for score in paper.values())  # DeltaE: the photo is colour
+    assert list(paper) == ["stretch", "shipped", "source mean", "best line"]
+    # one image of its source under each preset: its source's mean line is its own best line
+    assert paper["source mean"] == pytest.approx(paper["best line"], abs=1e-3)
     table = score_table(rows)
-    assert "| paper | all display images | 1 |" in table and "| stretch | best line | shipped |" in table
+    assert "| paper | all display images | 1 |" in table and "| stretch | shipped | source mean | best line |" in table
     args = ["--bundle_root", str(BUNDLE), "--dataset_dir", str(tiny_data),
             "--datalist", str(tiny_data / "datalist.json"), "--draws", "paper:3", "--no-progress", "--score", str(shipped)]
     assert main(args) == 0
     assert "| paper | all display images | 1 |" in capsys.readouterr().out
     assert main(args[:-1] + [str(tiny_data / "missing.json")]) == 1  # one line, before any reading
     assert main(args + ["--split", "nowhere"]) != 0
+
+
+def test_the_source_mean_line_is_the_mean_true_line_of_the_sources_images(tiny_data, tmp_path):
+    # two photos of one source, one a dim original: the source's mean line fits neither exactly
+    from PIL import Image
+
+    from monai_dpe.engines.level_prior_fit import _line_score, _validation_pipeline
+
+    photo = np.asarray(Image.open(tiny_data / "astronaut.png"), dtype=np.float64)
+    Image.fromarray(photo.astype(np.uint8)).save(tmp_path / "bright.png")
+    Image.fromarray((photo * 0.6).round().astype(np.uint8)).save(tmp_path / "dim.png")
+    items = [{"image": name, "modality": "histology", "source": "photos", "channels": 3, "spatial_dims": 2}
+             for name in ("bright.png", "dim.png")]
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": [], "validation": items}))
+    rows = line_scores(str(BUNDLE), str(tmp_path), {}, [("paper", 1)], datalist=str(datalist), progress=False)
+    _, targets, _ = collect_rows(str(BUNDLE), str(tmp_path), [("paper", 1)], split="validation",
+                                 datalist=str(datalist), progress=False)
+    assert targets[1, 1] < targets[0, 1] - 0.2  # the dim original's truth is dim
+    black, white = targets.mean(0)
+    validation, preprocessing = _validation_pipeline(str(BUNDLE), str(tmp_path), str(datalist), "validation", "paper", 1)
+    for row, item in zip(rows, validation):
+        loaded = preprocessing(item)
+        expected = _line_score(loaded["image"].as_subclass(torch.Tensor), torch.as_tensor(loaded["target"]),
+                               float(white - black), float(black))
+        assert row["scores"]["source mean"] == pytest.approx(expected, abs=1e-4)
+        assert row["scores"]["source mean"][0] < row["scores"]["best line"][0] - 3.0
 
 
 def test_calibration_removes_the_priors_mean_error_on_its_rows():
@@ -277,6 +307,77 @@ def test_bundle_calibrate_fits_an_exported_bundles_prior_to_a_folder(tmp_path):
     assert cli(["bundle", "calibrate", str(bundle), "--images", str(tmp_path / "nowhere")]) == 2
     assert cli(["bundle", "calibrate", str(images), "--images", str(images)]) == 2  # not a bundle
     assert prior_file.read_bytes() == written
+
+
+def test_bundle_calibrate_refuses_what_it_cannot_use_and_leaves_the_bundle_as_it_was(tmp_path, monkeypatch, capsys):
+    import os
+    import shutil
+
+    from PIL import Image
+    from skimage import data as skdata
+
+    from monai_dpe import locations
+    from monai_dpe.cli import main as cli
+
+    bundle = tmp_path / "bundle"
+    assert cli(["bundle", "export", str(bundle)]) == 0
+    before = {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
+    photo = skdata.astronaut()
+
+    def folder(name: str, *extra: tuple[str, np.ndarray | bytes]) -> str:
+        images = tmp_path / name
+        images.mkdir()
+        for index, (row, column) in enumerate([(0, 0), (200, 100), (300, 300)]):
+            Image.fromarray(photo[row:row + 96, column:column + 96]).save(images / f"crop{index}.png")
+        for file, content in extra:
+            if isinstance(content, bytes):
+                (images / file).write_bytes(content)
+            else:
+                Image.fromarray(content).save(images / file)
+        return str(images)
+
+    def refused(images: str, reason: str) -> None:
+        capsys.readouterr()
+        assert cli(["bundle", "calibrate", str(bundle), "--images", images, "--no-progress"]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and reason in lines[0], lines
+        assert {p: p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == before
+
+    black = np.zeros((64, 64, 3), np.uint8)
+    refused(folder("flat", ("black.png", black)), "black.png: no contrast to calibrate on")
+    truncated = (tmp_path / "cut.png")
+    Image.fromarray(photo[:96, :96]).save(truncated)
+    truncated = truncated.read_bytes()[:200]
+    refused(folder("damaged", ("cut.png", truncated)), "cut.png")
+    refused(folder("tiny", ("one.png", photo[:1, :1])), "one.png")
+    (tmp_path / "empty").mkdir()
+    refused(str(tmp_path / "empty"), "no images to calibrate on")
+    # a copy counts once: three files, two images
+    copies = folder("copies")
+    os.remove(os.path.join(copies, "crop2.png"))
+    shutil.copy(os.path.join(copies, "crop0.png"), os.path.join(copies, "again.png"))
+    refused(copies, "2 display image(s)")
+    # the prior and both weights are written together, or none of them
+    real_replace = os.replace
+
+    def immutable_train_json(source, target):
+        if str(target).endswith("train.json"):
+            raise PermissionError(1, "Operation not permitted", str(source))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", immutable_train_json)
+    refused(folder("good"), "the bundle is as it was")
+    monkeypatch.setattr(os, "replace", real_replace)
+    # a bundle whose models folder is the shipped bundle's, through a link, is the shipped bundle
+    shipped = tmp_path / "shipped"
+    shutil.copytree(bundle, shipped)
+    monkeypatch.setattr(locations, "shipped_bundle", lambda: shipped)
+    linked = tmp_path / "linked"
+    shutil.copytree(bundle / "configs", linked / "configs")
+    (linked / "models").symlink_to(shipped / "models", target_is_directory=True)
+    shipped_prior = (shipped / "models" / "level_prior.json").read_bytes()
+    assert cli(["bundle", "calibrate", str(linked), "--images", str(tmp_path / "good"), "--no-progress"]) == 2
+    assert (shipped / "models" / "level_prior.json").read_bytes() == shipped_prior
 
 
 def test_enhance_gives_a_dark_image_the_priors_level(tmp_path, tiny_bundle):

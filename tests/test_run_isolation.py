@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from monai_dpe.files import HOST_TAG, PARTIAL_MARK, atomic_path, partial_owner_alive, remove_partials
+from monai_dpe.files import HOST_TAG, PARTIAL_MARK, atomic_path, partial_owner_alive, remove_partials, replace_files
 from helpers import AFFINE, MONAI_DPE, smooth
 
 HOLD = "import sys, time; from monai_dpe.files import atomic_path\n" \
@@ -41,6 +41,26 @@ def test_resume_cleanup_keeps_live_writers_files_and_removes_dead_ones(tmp_path)
         writer.wait()
     assert remove_partials(tmp_path) == [live]  # its owner is gone now
     assert not (tmp_path / "live.png").exists()
+
+
+def test_replace_files_writes_all_or_none(tmp_path, monkeypatch):
+    files = {tmp_path / name: name.encode() for name in ("a.json", "b.json", "c.json")}
+    for path, data in files.items():
+        path.write_bytes(data)
+    replace_files({path: b"new " + data for path, data in files.items()})
+    assert [path.read_bytes() for path in files] == [b"new a.json", b"new b.json", b"new c.json"]
+    real_replace = os.replace
+
+    def fail_on_c(source, target):  # the third file cannot be replaced (a full disk, an immutable file)
+        if str(target).endswith("c.json"):
+            raise PermissionError(1, "Operation not permitted", str(source))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", fail_on_c)
+    with pytest.raises(PermissionError):
+        replace_files({path: b"newer" for path in files})
+    assert [path.read_bytes() for path in files] == [b"new a.json", b"new b.json", b"new c.json"]  # as they were
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json", "c.json"]  # no partial left
 
 
 def test_own_temporary_names_carry_pid_and_host(tmp_path):

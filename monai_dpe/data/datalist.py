@@ -206,7 +206,8 @@ def _stable_key(relpath: str) -> str:
     return hashlib.sha1(relpath.encode("utf-8")).hexdigest()
 
 
-def datalist_from_folder(folder: str | os.PathLike, validation_fraction: float = 0.1) -> dict[str, list[dict]]:
+def datalist_from_folder(folder: str | os.PathLike, validation_fraction: float = 0.1,
+                         skip_bad: bool = True) -> dict[str, list[dict]]:
     """Make a datalist of every image/volume under ``folder``, split deterministically by file.
 
     Files are ordered by a hash of their relative path and the first
@@ -215,11 +216,13 @@ def datalist_from_folder(folder: str | os.PathLike, validation_fraction: float =
     adding files rarely moves old ones. Each file is one item: a DICOM series stored as one
     file per slice should be converted to a volume first. The modality is the first folder
     name when it is a known modality (``xray``, ``ct``, ...), else ``"unknown"``. Files that
-    ``LoadImage`` cannot use are logged and left out.
+    ``LoadImage`` cannot use are logged and left out, or refused with ``skip_bad=False``.
 
     Args:
         folder: root folder searched recursively; item paths are relative to it.
         validation_fraction: share of files kept for validation, in ``[0, 1)``.
+        skip_bad: log and leave out a file that cannot be used; ``False`` raises ``ValueError``
+            naming it (where every file counts, as in a calibration).
     """
     if not 0.0 <= validation_fraction < 1.0:
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
@@ -232,6 +235,8 @@ def datalist_from_folder(folder: str | os.PathLike, validation_fraction: float =
         try:
             info = describe_image(file)
         except ValueError as err:
+            if not skip_bad:
+                raise ValueError(f"{file}: {err}") from err
             logger.warning("skipping %s: %s", relpath, err)
             continue
         modality = relpath.split("/")[0] if relpath.split("/")[0] in MODALITIES and "/" in relpath else "unknown"

@@ -16,8 +16,9 @@ not hold is what the prior gets most wrong (a dim smear and a darkened bright on
 few clean images of it say which.
 
 ``--score`` measures priors instead of fitting one: each prior's line alone (no network), beside the
-stretch's and the best line's, on a split's display images, as PSNR and DeltaE per source. It tells
-whether a refit carries to sources the training split does not hold, before a full evaluation.
+stretch's, the source mean's and the best line's, on a split's display images, as PSNR and DeltaE per
+source. It tells whether a refit carries to sources the training split does not hold, before a full
+evaluation, and how much of the remaining error no estimate of a source's level could take away.
 
 Usage::
 
@@ -116,17 +117,35 @@ def _line_score(image: torch.Tensor, target: torch.Tensor, gain: float, offset: 
 def line_scores(bundle_root: str, dataset_dir: str, priors: Mapping[str, LevelPrior], draws: Sequence[tuple[str, int]],
                 split: str = "validation", datalist: str | None = None, progress: bool = True) -> list[dict]:
     """One row per display image of ``split`` and draw: its source, preset, and the PSNR and DeltaE of the
-    line alone of the stretch (the input as stretched), the best line (the least-squares fit to the truth,
-    the most a level can give) and each of ``priors`` (name to prior)."""
-    rows = []
+    line alone of the stretch (the input as stretched), each of ``priors`` (name to prior), the source
+    mean (each source's mean true line under the preset, over these rows: what a perfect calibration
+    would give) and the best line (the least-squares fit to each image's truth, the most a level can give).
+
+    The source mean needs every row's true line first, so the split is read twice (the draws are seeded).
+    """
+    rows, truths = [], {}
     for preset, seed, item, level in _display_items(bundle_root, dataset_dir, draws, split, datalist, progress):
-        image = item["image"].as_subclass(torch.Tensor)
-        target = torch.as_tensor(item["target"]).as_subclass(torch.Tensor)
-        lines = {"stretch": (1.0, 0.0), "best line": input_fit(image, target)}
-        lines.update({name: prior.line(image, level) for name, prior in priors.items()})
+        image, target = _image_and_target(item)
+        best = input_fit(image, target)
+        lines = {"stretch": (1.0, 0.0), **{name: prior.line(image, level) for name, prior in priors.items()}}
         scores = {name: _line_score(image, target, *line) for name, line in lines.items()}
-        rows.append({"source": str(item.get("source", "")), "preset": preset, "seed": seed, "scores": scores})
+        rows.append({"source": str(item.get("source", "")), "preset": preset, "seed": seed, "scores": scores,
+                     "best": _line_score(image, target, *best)})
+        truths.setdefault((rows[-1]["source"], preset), []).append((best[1], best[1] + best[0]))  # (black, white)
+    means = {key: np.mean(values, axis=0) for key, values in truths.items()}
+    again = _display_items(bundle_root, dataset_dir, draws, split, datalist, progress)
+    for row, (_, _, item, _) in zip(rows, again):
+        if str(item.get("source", "")) != row["source"]:
+            raise RuntimeError("the split read differently the second time; its files changed while it was scored.")
+        black, white = means[row["source"], row["preset"]]
+        row["scores"]["source mean"] = _line_score(*_image_and_target(item), float(white - black), float(black))
+        row["scores"]["best line"] = row.pop("best")
     return rows
+
+
+def _image_and_target(item: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stretched input and the truth of a validation item, as plain tensors."""
+    return item["image"].as_subclass(torch.Tensor), torch.as_tensor(item["target"]).as_subclass(torch.Tensor)
 
 
 def score_table(rows: Sequence[dict]) -> str:
@@ -158,6 +177,8 @@ CALIBRATED_PRIOR_WEIGHT = 1.0
 #: the bundle configs that set ``level_prior_weight`` (inference, and the trainer's validation)
 PRIOR_WEIGHT_CONFIGS = ("inference.json", "train.json")
 MIN_CALIBRATION_IMAGES = 3  # fewer display images give a mean error that is mostly the images' own
+#: the least span of a calibration image's truth line (13 grey levels): a flat image has no level to learn from
+MIN_CALIBRATION_SPAN = 0.05
 
 
 def calibrate_level_prior(spec: dict, features: np.ndarray, targets: np.ndarray, info: dict | None = None) -> dict:
@@ -186,29 +207,58 @@ def calibrate_source(bundle_root: str, folder: str, progress: bool = True) -> di
 
     Every image or volume ``folder`` holds is one clean example of the source; each is degraded by
     :data:`CALIBRATION_DRAWS` through the bundle's validation preprocessing, as the prior's own rows
-    were. Quantitative images (which keep their units' level) do not count. Fewer than
-    :data:`MIN_CALIBRATION_IMAGES` display images are refused.
+    were. Quantitative images (which keep their units' level) do not count, and a copy of a file counts
+    once. A file that cannot be read, or whose truth spans less than :data:`MIN_CALIBRATION_SPAN` (a
+    flat image, whose "level" would drag the source's to it), is refused by name, as are fewer than
+    :data:`MIN_CALIBRATION_IMAGES` display images.
     """
     import tempfile
 
-    from monai_dpe.data.datalist import datalist_from_folder
-
     prior_path = os.path.join(bundle_root, "models", "level_prior.json")
     spec = _read_spec(prior_path)
-    found = datalist_from_folder(folder, validation_fraction=0.0)  # keeps one file apart for validation: not here
-    datalist = {"training": [*found.get("training", []), *found.get("validation", [])]}
+    items = _calibration_items(folder)
     with tempfile.TemporaryDirectory() as scratch:
         datalist_path = os.path.join(scratch, "datalist.json")
         with open(datalist_path, "w", encoding="utf-8") as stream:
-            json.dump(datalist, stream)
-        features, targets, _ = collect_rows(bundle_root, folder, CALIBRATION_DRAWS, datalist=datalist_path,
-                                            progress=progress)
+            json.dump({"training": items}, stream)
+        features, targets, names = collect_rows(bundle_root, folder, CALIBRATION_DRAWS, datalist=datalist_path,
+                                                progress=progress)
     images = len(features) // len(CALIBRATION_DRAWS)  # one row per image and draw
     if images < MIN_CALIBRATION_IMAGES:
         raise UsageError(f"{folder}: {images} display image(s) to calibrate on; at least {MIN_CALIBRATION_IMAGES} "
                          f"clean images of the source are needed (quantitative images keep their own level)")
+    spans = targets[:, 1] - targets[:, 0]
+    for name in dict.fromkeys(names):
+        span = float(np.mean(spans[np.asarray(names) == name]))
+        if span < MIN_CALIBRATION_SPAN:
+            raise UsageError(f"{os.path.join(folder, name)}: no contrast to calibrate on (its levels span {span:.3f} "
+                             f"of full scale, under {MIN_CALIBRATION_SPAN}); leave flat images out")
     return calibrate_level_prior(spec, features, targets, {"images": images, "folder": os.path.abspath(folder),
                                                            "draws": [f"{p}:{s}" for p, s in CALIBRATION_DRAWS]})
+
+
+def _calibration_items(folder: str) -> list[dict]:
+    """Datalist items of every image under ``folder``, each file once; an unusable file or none is refused."""
+    import hashlib
+
+    from monai_dpe.data.datalist import datalist_from_folder
+
+    try:
+        found = datalist_from_folder(folder, validation_fraction=0.0, skip_bad=False)
+    except ValueError as err:  # a file LoadImage cannot use: every file counts, so none is left out quietly
+        raise UsageError(one_line(err)) from err
+    items, seen = [], {}
+    for item in [*found.get("training", []), *found.get("validation", [])]:  # it always keeps one file apart
+        with open(os.path.join(folder, item["image"]), "rb") as stream:
+            digest = hashlib.sha256(stream.read()).hexdigest()
+        if digest in seen:
+            logger.warning("%s is a copy of %s; counted once", item["image"], seen[digest])
+            continue
+        seen[digest] = item["image"]
+        items.append({**item, "source": item["image"]})  # rows name their image: a flat one is refused by name
+    if not items:
+        raise UsageError(f"{folder}: no images to calibrate on")
+    return items
 
 
 def set_prior_weight(config_text: str, weight: float) -> str:

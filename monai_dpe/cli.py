@@ -244,7 +244,7 @@ def calibrate_bundle_command(args: argparse.Namespace) -> int:
     from monai_dpe.engines.level_prior_fit import (CALIBRATED_PRIOR_WEIGHT, PRIOR_WEIGHT_CONFIGS, calibrate_source,
                                                    set_prior_weight)
     from monai_dpe.errors import one_line
-    from monai_dpe.files import replace_files
+    from monai_dpe.files import FilesNotRestoredError, replace_files
     from monai_dpe.locations import shipped_bundle
 
     bundle, folder = Path(args.directory), Path(args.images)
@@ -252,9 +252,9 @@ def calibrate_bundle_command(args: argparse.Namespace) -> int:
     if not (bundle / "configs" / "train.json").is_file() or not prior.is_file():
         raise UsageError(f"{bundle}: not a monai-dpe bundle with a level prior (configs/train.json, "
                          "models/level_prior.json); write one with `monai-dpe bundle export DIR`")
-    paths = [prior, *(bundle / "configs" / name for name in PRIOR_WEIGHT_CONFIGS)]
+    configs = [bundle / "configs" / name for name in PRIOR_WEIGHT_CONFIGS]
     shipped = shipped_bundle().resolve()
-    if bundle.resolve() == shipped or any(path.resolve().is_relative_to(shipped) for path in paths):  # links too
+    if any(path.resolve().is_relative_to(shipped) for path in (prior, *configs)):  # the bundle, or links into it
         raise UsageError(f"{bundle}: the shipped bundle is not calibrated in place; export a copy first "
                          "(`monai-dpe bundle export DIR`) and calibrate that")
     if not folder.is_dir():
@@ -262,17 +262,20 @@ def calibrate_bundle_command(args: argparse.Namespace) -> int:
     for part in (prior.parent, bundle / "configs"):
         _check_writable(part.resolve(), f"bundle folder {part}")
     contents = {}
-    for path in paths[1:]:  # checked before minutes of reading, written after
+    for path in configs:  # checked before minutes of reading, written after
         try:
             contents[path] = set_prior_weight(path.read_text(encoding="utf-8"), CALIBRATED_PRIOR_WEIGHT).encode()
         except (OSError, ValueError) as err:
             raise UsageError(f"{path}: cannot set its level prior weight ({err})") from err
     try:
         spec = calibrate_source(str(bundle), str(folder), progress=not args.no_progress)
-    except (ValueError, RuntimeError) as err:  # an unreadable prior or image; MONAI's config wraps the reader's
+    except (OSError, ValueError, RuntimeError) as err:  # an unreadable prior or image; MONAI's config wraps it
         raise UsageError(one_line(err)) from err
     try:  # the prior and the weights that give it the whole level: all three or none
         replace_files({prior: json.dumps(spec).encode(), **contents})
+    except FilesNotRestoredError as err:
+        raise UsageError(f"{bundle}: cannot write its calibrated prior and weights, nor put back "
+                         f"{', '.join(err.paths)} ({one_line(err.__cause__ or err)})") from err
     except OSError as err:
         raise UsageError(f"{bundle}: cannot write its calibrated prior and weights ({err.strerror or err}); "
                          "the bundle is as it was") from err

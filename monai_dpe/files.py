@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["atomic_path", "partial_prefix", "remove_partials", "partial_owner_alive", "replace_files", "write_json"]
+__all__ = ["atomic_path", "partial_prefix", "remove_partials", "partial_owner_alive", "replace_files", "write_json", "FilesNotRestoredError"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,25 +107,47 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", durable: bool = False
         tmp.unlink(missing_ok=True)
 
 
+class FilesNotRestoredError(OSError):
+    """:func:`replace_files` failed and could not put these ``paths`` back as they were."""
+
+    def __init__(self, message: str, paths: list[str]) -> None:
+        super().__init__(message)
+        self.paths = paths
+
+
 def replace_files(contents: Mapping[str | os.PathLike, bytes]) -> None:
     """Replace existing files with new bytes, all or none (files that must agree, like a bundle's prior
     and the configs that weigh it).
 
-    Each goes through :func:`atomic_path`, so none is ever half written; if one cannot be replaced, those
-    already replaced get their previous bytes back before the error is raised.
+    Each goes through :func:`atomic_path`, so none is ever half written, and keeps its mode; a link is
+    followed (the file it points at is replaced). If one cannot be replaced, those already replaced get
+    their previous bytes back and the error is raised; :class:`FilesNotRestoredError` names any that
+    could not be put back. All or none holds against errors, not against a kill between two renames.
     """
-    previous = {Path(path): Path(path).read_bytes() for path in contents}
+    files = {Path(path).resolve(): data for path, data in contents.items()}
+    previous = {path: (path.read_bytes(), path.stat().st_mode) for path in files}
     replaced: list[Path] = []
     try:
-        for path, data in contents.items():
-            with atomic_path(path, suffix=".partial") as partial:
-                partial.write_bytes(data)
-            replaced.append(Path(path))
-    except BaseException:
+        for path, data in files.items():
+            _replace(path, data, previous[path][1])
+            replaced.append(path)
+    except BaseException as err:
+        unrestored = []
         for path in replaced:
-            with atomic_path(path, suffix=".partial") as partial:
-                partial.write_bytes(previous[path])
+            try:
+                _replace(path, *previous[path])
+            except OSError:
+                unrestored.append(str(path))
+        if unrestored:
+            raise FilesNotRestoredError(f"{err}; not put back: {', '.join(unrestored)}", unrestored) from err
         raise
+
+
+def _replace(path: Path, data: bytes, mode: int) -> None:
+    """Replace ``path`` with ``data`` through a temporary file, then give it ``mode``."""
+    with atomic_path(path, suffix=".partial") as partial:
+        partial.write_bytes(data)
+    os.chmod(path, stat.S_IMODE(mode))
 
 
 def write_json(data: Mapping[str, Any], path: str | os.PathLike) -> None:

@@ -189,3 +189,17 @@ def bundle_run(bundle: Path, data: Path, *extra: str) -> list[str]:
 
 def state_path(bundle: Path) -> Path:
     return bundle / "models" / "training_state.pt"
+
+
+def failing_replace(monkeypatch, name_end: str) -> None:
+    """Make ``os.replace`` fail onto any file whose name ends with ``name_end`` (a full disk, an immutable file)."""
+    import os
+
+    real_replace = os.replace
+
+    def replace(source, target):
+        if str(target).endswith(name_end):
+            raise PermissionError(1, "Operation not permitted", str(source))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)

@@ -316,6 +316,7 @@ def test_bundle_calibrate_refuses_what_it_cannot_use_and_leaves_the_bundle_as_it
     from PIL import Image
     from skimage import data as skdata
 
+    from helpers import failing_replace
     from monai_dpe import locations
     from monai_dpe.cli import main as cli
 
@@ -330,6 +331,7 @@ def test_bundle_calibrate_refuses_what_it_cannot_use_and_leaves_the_bundle_as_it
         for index, (row, column) in enumerate([(0, 0), (200, 100), (300, 300)]):
             Image.fromarray(photo[row:row + 96, column:column + 96]).save(images / f"crop{index}.png")
         for file, content in extra:
+            (images / file).parent.mkdir(exist_ok=True)
             if isinstance(content, bytes):
                 (images / file).write_bytes(content)
             else:
@@ -345,6 +347,13 @@ def test_bundle_calibrate_refuses_what_it_cannot_use_and_leaves_the_bundle_as_it
 
     black = np.zeros((64, 64, 3), np.uint8)
     refused(folder("flat", ("black.png", black)), "black.png: no contrast to calibrate on")
+    nested = folder("nested", ("a/crop.png", photo[:96, :96]), ("b/crop.png", black))
+    refused(nested, "b/crop.png: no contrast")  # the same name in two folders: the flat one is named
+    few = tmp_path / "few"  # one good image and a flat one: the flat one is named first, not the count
+    few.mkdir()
+    Image.fromarray(photo[:96, :96]).save(few / "good.png")
+    Image.fromarray(black).save(few / "flat.png")
+    refused(str(few), "flat.png: no contrast")
     truncated = (tmp_path / "cut.png")
     Image.fromarray(photo[:96, :96]).save(truncated)
     truncated = truncated.read_bytes()[:200]
@@ -358,26 +367,22 @@ def test_bundle_calibrate_refuses_what_it_cannot_use_and_leaves_the_bundle_as_it
     shutil.copy(os.path.join(copies, "crop0.png"), os.path.join(copies, "again.png"))
     refused(copies, "2 display image(s)")
     # the prior and both weights are written together, or none of them
-    real_replace = os.replace
-
-    def immutable_train_json(source, target):
-        if str(target).endswith("train.json"):
-            raise PermissionError(1, "Operation not permitted", str(source))
-        real_replace(source, target)
-
-    monkeypatch.setattr(os, "replace", immutable_train_json)
-    refused(folder("good"), "the bundle is as it was")
-    monkeypatch.setattr(os, "replace", real_replace)
-    # a bundle whose models folder is the shipped bundle's, through a link, is the shipped bundle
+    with monkeypatch.context() as patch:
+        failing_replace(patch, "train.json")
+        refused(folder("good"), "the bundle is as it was")
+    # a bundle whose models or configs folder is the shipped bundle's, through a link, is the shipped bundle
     shipped = tmp_path / "shipped"
     shutil.copytree(bundle, shipped)
     monkeypatch.setattr(locations, "shipped_bundle", lambda: shipped)
-    linked = tmp_path / "linked"
-    shutil.copytree(bundle / "configs", linked / "configs")
-    (linked / "models").symlink_to(shipped / "models", target_is_directory=True)
-    shipped_prior = (shipped / "models" / "level_prior.json").read_bytes()
-    assert cli(["bundle", "calibrate", str(linked), "--images", str(tmp_path / "good"), "--no-progress"]) == 2
-    assert (shipped / "models" / "level_prior.json").read_bytes() == shipped_prior
+    shipped_files = {p: p.read_bytes() for p in shipped.rglob("*") if p.is_file()}
+    for linked_part, copied_part in (("models", "configs"), ("configs", "models")):
+        linked = tmp_path / f"linked_{linked_part}"
+        shutil.copytree(bundle / copied_part, linked / copied_part)
+        (linked / linked_part).symlink_to(shipped / linked_part, target_is_directory=True)
+        capsys.readouterr()
+        assert cli(["bundle", "calibrate", str(linked), "--images", str(tmp_path / "good"), "--no-progress"]) == 2
+        assert "the shipped bundle is not calibrated in place" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in shipped.rglob("*") if p.is_file()} == shipped_files
 
 
 def test_enhance_gives_a_dark_image_the_priors_level(tmp_path, tiny_bundle):

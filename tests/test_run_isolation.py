@@ -44,23 +44,39 @@ def test_resume_cleanup_keeps_live_writers_files_and_removes_dead_ones(tmp_path)
 
 
 def test_replace_files_writes_all_or_none(tmp_path, monkeypatch):
+    from helpers import failing_replace
+    from monai_dpe.files import FilesNotRestoredError
+
     files = {tmp_path / name: name.encode() for name in ("a.json", "b.json", "c.json")}
     for path, data in files.items():
         path.write_bytes(data)
+    (tmp_path / "a.json").chmod(0o600)
     replace_files({path: b"new " + data for path, data in files.items()})
     assert [path.read_bytes() for path in files] == [b"new a.json", b"new b.json", b"new c.json"]
-    real_replace = os.replace
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o600  # its mode kept
+    with monkeypatch.context() as patch:
+        failing_replace(patch, "c.json")
+        with pytest.raises(PermissionError):
+            replace_files({path: b"newer" for path in files})
+    assert [path.read_bytes() for path in files] == [b"new a.json", b"new b.json", b"new c.json"]  # as they were
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json", "c.json"]  # no partial left
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o600
+    calls = []  # now c fails, and so does putting a back: the error names what was not put back
 
-    def fail_on_c(source, target):  # the third file cannot be replaced (a full disk, an immutable file)
-        if str(target).endswith("c.json"):
+    def fail_c_then_a(source, target):
+        name = Path(target).name
+        calls.append(name)
+        if name == "c.json" or (name == "a.json" and calls.count(name) > 1):
             raise PermissionError(1, "Operation not permitted", str(source))
         real_replace(source, target)
 
-    monkeypatch.setattr(os, "replace", fail_on_c)
-    with pytest.raises(PermissionError):
-        replace_files({path: b"newer" for path in files})
-    assert [path.read_bytes() for path in files] == [b"new a.json", b"new b.json", b"new c.json"]  # as they were
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json", "c.json"]  # no partial left
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", fail_c_then_a)
+    with pytest.raises(FilesNotRestoredError) as raised:
+        replace_files({path: b"newest" for path in files})
+    assert raised.value.paths == [str((tmp_path / "a.json").resolve())]
+    assert isinstance(raised.value.__cause__, PermissionError)
+    assert (tmp_path / "b.json").read_bytes() == b"new b.json"  # b was put back though a was not
 
 
 def test_own_temporary_names_carry_pid_and_host(tmp_path):

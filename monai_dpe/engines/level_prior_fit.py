@@ -46,8 +46,8 @@ from monai_dpe.transforms.input_fit import input_fit, is_colour
 from monai_dpe.transforms.level_prior import (FEATURE_NAMES, LEVEL_PRIOR_FORMAT, LevelPrior, level_features,
                                               load_level_prior)
 
-__all__ = ["BOOSTING", "CALIBRATED_PRIOR_WEIGHT", "CALIBRATION_DRAWS", "MIN_CALIBRATION_IMAGES", "PRIOR_WEIGHT_CONFIGS",
-           "calibrate_level_prior", "calibrate_source", "collect_rows", "fit_level_prior", "line_scores",
+__all__ = ["BOOSTING", "CALIBRATED_PRIOR_WEIGHT", "CALIBRATION_DRAWS", "MIN_CALIBRATION_IMAGES", "MIN_CALIBRATION_SPAN",
+           "PRIOR_WEIGHT_CONFIGS", "calibrate_level_prior", "calibrate_source", "collect_rows", "fit_level_prior", "line_scores",
            "main", "set_prior_weight"]
 
 logger = logging.getLogger(__name__)
@@ -118,8 +118,9 @@ def line_scores(bundle_root: str, dataset_dir: str, priors: Mapping[str, LevelPr
                 split: str = "validation", datalist: str | None = None, progress: bool = True) -> list[dict]:
     """One row per display image of ``split`` and draw: its source, preset, and the PSNR and DeltaE of the
     line alone of the stretch (the input as stretched), each of ``priors`` (name to prior), the source
-    mean (each source's mean true line under the preset, over these rows: what a perfect calibration
-    would give) and the best line (the least-squares fit to each image's truth, the most a level can give).
+    mean (each source's mean true line under the preset, over these rows: a level that knows the source
+    exactly and nothing of the image) and the best line (the least-squares fit to each image's truth,
+    the most a level can give).
 
     The source mean needs every row's true line first, so the split is read twice (the draws are seeded).
     """
@@ -133,13 +134,18 @@ def line_scores(bundle_root: str, dataset_dir: str, priors: Mapping[str, LevelPr
                      "best": _line_score(image, target, *best)})
         truths.setdefault((rows[-1]["source"], preset), []).append((best[1], best[1] + best[0]))  # (black, white)
     means = {key: np.mean(values, axis=0) for key, values in truths.items()}
-    again = _display_items(bundle_root, dataset_dir, draws, split, datalist, progress)
-    for row, (_, _, item, _) in zip(rows, again):
-        if str(item.get("source", "")) != row["source"]:
-            raise RuntimeError("the split read differently the second time; its files changed while it was scored.")
-        black, white = means[row["source"], row["preset"]]
+    changed = RuntimeError("the split read differently the second time; its files changed while it was scored.")
+    count = 0
+    for count, (preset, seed, item, _) in enumerate(_display_items(bundle_root, dataset_dir, draws, split, datalist,
+                                                                   progress), start=1):
+        row = rows[count - 1] if count <= len(rows) else {}
+        if (row.get("source"), row.get("preset"), row.get("seed")) != (str(item.get("source", "")), preset, seed):
+            raise changed
+        black, white = means[row["source"], preset]
         row["scores"]["source mean"] = _line_score(*_image_and_target(item), float(white - black), float(black))
         row["scores"]["best line"] = row.pop("best")
+    if count != len(rows):
+        raise changed
     return rows
 
 
@@ -223,16 +229,16 @@ def calibrate_source(bundle_root: str, folder: str, progress: bool = True) -> di
             json.dump({"training": items}, stream)
         features, targets, names = collect_rows(bundle_root, folder, CALIBRATION_DRAWS, datalist=datalist_path,
                                                 progress=progress)
-    images = len(features) // len(CALIBRATION_DRAWS)  # one row per image and draw
-    if images < MIN_CALIBRATION_IMAGES:
-        raise UsageError(f"{folder}: {images} display image(s) to calibrate on; at least {MIN_CALIBRATION_IMAGES} "
-                         f"clean images of the source are needed (quantitative images keep their own level)")
     spans = targets[:, 1] - targets[:, 0]
     for name in dict.fromkeys(names):
         span = float(np.mean(spans[np.asarray(names) == name]))
         if span < MIN_CALIBRATION_SPAN:
             raise UsageError(f"{os.path.join(folder, name)}: no contrast to calibrate on (its levels span {span:.3f} "
                              f"of full scale, under {MIN_CALIBRATION_SPAN}); leave flat images out")
+    images = len(features) // len(CALIBRATION_DRAWS)  # one row per image and draw
+    if images < MIN_CALIBRATION_IMAGES:
+        raise UsageError(f"{folder}: {images} display image(s) to calibrate on; at least {MIN_CALIBRATION_IMAGES} "
+                         f"clean images of the source are needed (quantitative images keep their own level)")
     return calibrate_level_prior(spec, features, targets, {"images": images, "folder": os.path.abspath(folder),
                                                            "draws": [f"{p}:{s}" for p, s in CALIBRATION_DRAWS]})
 
@@ -249,8 +255,11 @@ def _calibration_items(folder: str) -> list[dict]:
         raise UsageError(one_line(err)) from err
     items, seen = [], {}
     for item in [*found.get("training", []), *found.get("validation", [])]:  # it always keeps one file apart
+        hasher = hashlib.sha256()
         with open(os.path.join(folder, item["image"]), "rb") as stream:
-            digest = hashlib.sha256(stream.read()).hexdigest()
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                hasher.update(block)
+        digest = hasher.hexdigest()
         if digest in seen:
             logger.warning("%s is a copy of %s; counted once", item["image"], seen[digest])
             continue

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["atomic_path", "partial_prefix", "remove_partials", "partial_owner_alive", "replace_files", "write_json", "FilesNotRestoredError"]
+__all__ = ["FilesNotRestoredError", "atomic_path", "partial_prefix", "remove_partials", "partial_owner_alive",
+           "replace_files", "write_json"]
 
 logger = logging.getLogger(__name__)
 

@@ -47,8 +47,8 @@ from monai_dpe.transforms.level_prior import (FEATURE_NAMES, LEVEL_PRIOR_FORMAT,
                                               load_level_prior)
 
 __all__ = ["BOOSTING", "CALIBRATED_PRIOR_WEIGHT", "CALIBRATION_DRAWS", "MIN_CALIBRATION_IMAGES", "MIN_CALIBRATION_SPAN",
-           "PRIOR_WEIGHT_CONFIGS", "calibrate_level_prior", "calibrate_source", "collect_rows", "fit_level_prior", "line_scores",
-           "main", "set_prior_weight"]
+           "PRIOR_WEIGHT_CONFIGS", "calibrate_level_prior", "calibrate_source", "collect_rows", "fit_level_prior",
+           "line_scores", "main", "set_prior_weight"]
 
 logger = logging.getLogger(__name__)
 
@@ -245,9 +245,8 @@ def calibrate_source(bundle_root: str, folder: str, progress: bool = True) -> di
 
 def _calibration_items(folder: str) -> list[dict]:
     """Datalist items of every image under ``folder``, each file once; an unusable file or none is refused."""
-    import hashlib
-
     from monai_dpe.data.datalist import datalist_from_folder
+    from monai_dpe.networks.weights import sha256_of
 
     try:
         found = datalist_from_folder(folder, validation_fraction=0.0, skip_bad=False)
@@ -255,11 +254,7 @@ def _calibration_items(folder: str) -> list[dict]:
         raise UsageError(one_line(err)) from err
     items, seen = [], {}
     for item in [*found.get("training", []), *found.get("validation", [])]:  # it always keeps one file apart
-        hasher = hashlib.sha256()
-        with open(os.path.join(folder, item["image"]), "rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                hasher.update(block)
-        digest = hasher.hexdigest()
+        digest = sha256_of(os.path.join(folder, item["image"]))
         if digest in seen:
             logger.warning("%s is a copy of %s; counted once", item["image"], seen[digest])
             continue
